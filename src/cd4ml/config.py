@@ -1,0 +1,346 @@
+"""The project config, ``cd4ml.yaml``, as typed pydantic models.
+
+A wrong key or type fails with the file, the key path, the bad value and what is
+allowed; ``--set key.path=value`` overrides any key before validation.
+
+>>> raw = {"project": "p", "data": {"sources": {"s": {"path": "s.csv"}}, "main": "s",
+...        "target": "y", "time": "t", "series": ["k"]}, "features": {"horizon": 0}}
+>>> try:
+...     validate_config(raw, file="cd4ml.yaml")
+... except ConfigError as e:
+...     print(e)
+cd4ml.yaml: features.horizon = 0: Input should be greater than or equal to 1
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cd4ml.errors import ConfigError
+
+__all__ = [
+    "ProjectConfig", "load_config", "validate_config", "apply_overrides", "config_hash",
+    "CONFIG_FILE",
+]
+
+CONFIG_FILE = "cd4ml.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """One input file: CSV (zipped too) or Parquet, read as declared."""
+
+    path: str
+    format: Literal["csv", "parquet"] | None = None
+    dates: list[str] = Field(default_factory=list, description="columns parsed as dates")
+
+
+class JoinConfig(_Strict):
+    source: str
+    on: list[str] = Field(min_length=1)
+    columns: list[str] | None = None
+
+
+class DataConfig(_Strict):
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    main: str = Field(description="the source holding target, time and series keys")
+    joins: list[JoinConfig] = Field(default_factory=list)
+    target: str
+    time: str
+    series: list[str] = Field(min_length=1)
+    frequency_days: int = Field(7, ge=1)
+    schema_dir: str = "schema"
+    target_min: float | None = Field(None, description="lowest valid target (None: no bound)")
+
+    @model_validator(mode="after")
+    def _sources_exist(self) -> DataConfig:
+        names = sorted(self.sources)
+        if self.main not in self.sources:
+            raise ValueError(f"data.main = {self.main!r} is not a source; sources: {names}")
+        for j in self.joins:
+            if j.source not in self.sources:
+                raise ValueError(f"join source {j.source!r} is not a source; sources: {names}")
+        return self
+
+
+Stat = Literal["mean", "std", "min", "max", "median"]
+CalendarPart = Literal["week", "month", "year", "quarter", "day_of_year", "week_of_month"]
+
+
+class FeaturesConfig(_Strict):
+    """What a model may see. Every target-derived value ends at or before d - horizon."""
+
+    horizon: int = Field(39, ge=1, description="periods between the last known value and d")
+    lags: list[int] = Field(default_factory=list)
+    seasonal_period: int = Field(52, ge=2)
+    seasonal_years: int = Field(2, ge=1, description="years averaged in the seasonal profile")
+    rolling_windows: list[int] = Field(default_factory=lambda: [4, 13, 52])
+    rolling_stats: list[Stat] = Field(default_factory=lambda: ["mean"])
+    calendar: list[CalendarPart] = Field(default_factory=lambda: ["week", "month", "year"])
+    covariates: dict[str, Literal["known_ahead", "observed"]] = Field(default_factory=dict)
+    static: list[str] = Field(default_factory=list, description="per-series attributes")
+    categorical: list[str] = Field(default_factory=list)
+    series_keys_as_features: bool = True
+
+    @model_validator(mode="after")
+    def _lags_reach_no_future(self) -> FeaturesConfig:
+        for lag in self.lags:
+            if lag < self.horizon:
+                raise ValueError(
+                    f"lag {lag} < horizon {self.horizon}: a lag shorter than the horizon "
+                    f"would use values not yet known when forecasting; use lags >= {self.horizon}")
+        for w in self.rolling_windows:
+            if w < 1:
+                raise ValueError(f"rolling window {w} must be >= 1")
+        return self
+
+
+ModelType = Literal["lightgbm", "random_forest", "decision_tree", "seasonal_naive",
+                    "series_mean"]
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    type: ModelType
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelsConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="registered model name")
+    candidates: list[ModelSpec] = Field(default_factory=list)
+    baselines: list[ModelSpec] = Field(
+        default_factory=lambda: [ModelSpec(name="seasonal_naive", type="seasonal_naive")])
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ModelsConfig:
+        names = [m.name for m in [*self.candidates, *self.baselines]]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {dup}")
+        if not self.baselines:
+            raise ValueError("at least one baseline is needed (e.g. seasonal_naive)")
+        return self
+
+
+class SplitConfig(_Strict):
+    holdout_periods: int = Field(39, ge=1)
+    validation_periods: int = Field(39, ge=1)
+
+
+class EvaluationConfig(_Strict):
+    metric: Literal["wmae", "mae", "rmse", "nwrmsle"] = "wmae"
+    weight_column: str | None = Field(None, description="rows where it is true get weight")
+    weight: float = Field(5.0, gt=0)
+    slices: list[str] = Field(default_factory=list)
+
+
+class GateConfig(_Strict):
+    max_metric: float | None = Field(None, gt=0, description="e.g. WMAE <= this")
+    baseline: str = Field("best", description="baseline name, or 'best'")
+    min_improvement_pct: float = Field(0.0, ge=0, lt=100)
+    max_slice_regression_pct: float | None = Field(None, ge=0)
+    slice_min_weight_share: float = Field(0.01, ge=0, le=1)
+
+
+class RegistryConfig(_Strict):
+    promote_on_pass: str | None = Field("production", description="alias moved on a pass")
+    serve_baseline_if_none: bool = Field(
+        True, description="register and alias the best baseline when nothing passes and no "
+                          "version holds the alias yet")
+
+
+class StoreConfig(_Strict):
+    metadata_url: str = "sqlite:///.cd4ml/metadata.db"
+    artifacts_url: str = ".cd4ml/artifacts"
+    lock_timeout_s: float = Field(0.0, ge=0, description="wait this long for another run")
+
+
+class ServingConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(5005, ge=1, le=65535)
+    alias: str = "production"
+    max_batch_rows: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(10_000_000, ge=1024)
+
+
+class ProjectConfig(_Strict):
+    project: str
+    data: DataConfig
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    models: ModelsConfig = Field(
+        default_factory=lambda: ModelsConfig(name="model"))
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    @model_validator(mode="after")
+    def _columns_declared(self) -> ProjectConfig:
+        if self.gate.baseline != "best":
+            names = [b.name for b in self.models.baselines]
+            if self.gate.baseline not in names:
+                raise ValueError(f"gate.baseline = {self.gate.baseline!r} is not a baseline; "
+                                 f"baselines: {names} or 'best'")
+        return self
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false are booleans (``on:`` stays a key, ``no`` a string)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def parse_yaml(text: str) -> Any:
+    r"""Parse YAML with 1.2 booleans.
+
+    >>> parse_yaml("on: [a]\nx: yes\ny: true")
+    {'on': ['a'], 'x': 'yes', 'y': True}
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed at ``loc`` (the parent of an unknown key), for the error message."""
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(cur, "model_fields", {}).get(part)
+        if field is None:
+            if isinstance(cur, type) and issubclass(cur, BaseModel):
+                return None
+            continue
+        ann = field.annotation
+        cur = _unwrap(ann)
+        if cur is None:
+            return None
+    return sorted(cur.model_fields) if isinstance(cur, type) and issubclass(cur, BaseModel) \
+        else None
+
+
+def _unwrap(ann: Any) -> Any:
+    for arg in (getattr(ann, "__args__", None) or (ann,))[::-1]:
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+        inner = _unwrap(arg) if getattr(arg, "__args__", None) else None
+        if inner is not None:
+            return inner
+    return None
+
+
+def validate_config(raw: Any, *, file: str = CONFIG_FILE) -> ProjectConfig:
+    """Validate a parsed YAML document; raise :class:`ConfigError` for the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the file must hold a mapping of keys", key="(top level)",
+                          value=type(raw).__name__, file=file)
+    try:
+        return ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(ProjectConfig, loc[:-1]) or []
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            msg = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            msg += f"; allowed here: {', '.join(allowed)}" if allowed else ""
+            raise ConfigError(msg, key=key, value=err.get("input"), file=file) from None
+        if err["type"] == "missing":
+            raise ConfigError("required key is missing", key=key, value=None,
+                              file=file) from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(msg, key=key, value=err.get("input") if loc else None,
+                          file=file) from None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | None,
+                    *, file: str = CONFIG_FILE) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a copy of ``raw``.
+
+    >>> apply_overrides({"a": {"b": 1}, "l": [{"x": 1}]}, ["a.b=2", "l.0.x=[1, 2]"])
+    {'a': {'b': 2}, 'l': [{'x': [1, 2]}]}
+    """
+    out = json.loads(json.dumps(raw))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError("--set takes key.path=value", key="--set", value=item, file=file)
+        path, _, text = item.partition("=")
+        parts = [p for p in path.strip().split(".") if p]
+        if not parts:
+            raise ConfigError("empty key path", key="--set", value=item, file=file)
+        try:
+            value = parse_yaml(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"value is not valid YAML: {exc}", key=path, value=text,
+                              file=file) from None
+        cur: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(cur, list):
+                if not part.isdigit() or int(part) >= len(cur):
+                    raise ConfigError(f"list index out of range (length {len(cur)})",
+                                      key=".".join(parts[:i + 1]), value=part, file=file)
+                if last:
+                    cur[int(part)] = value
+                else:
+                    cur = cur[int(part)]
+            elif isinstance(cur, dict):
+                if last:
+                    cur[part] = value
+                else:
+                    cur = cur.setdefault(part, {})
+            else:
+                raise ConfigError("cannot set a key inside a scalar",
+                                  key=".".join(parts[:i]), value=cur, file=file)
+    return out
+
+
+def read_raw(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"no {CONFIG_FILE} here; pass -p DIR of a project", key="(file)",
+                          value=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = parse_yaml(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "(parse)"
+        raise ConfigError(f"not valid YAML: {getattr(exc, 'problem', exc)}", key=where,
+                          value=None, file=str(path)) from None
+    if raw is None:
+        raise ConfigError("the file is empty", key="(top level)", value="", file=str(path))
+    return raw
+
+
+def load_config(project_dir: str | Path = ".", overrides: list[str] | None = None,
+                ) -> tuple[ProjectConfig, dict[str, Any]]:
+    """Read ``cd4ml.yaml`` in ``project_dir``, apply overrides, validate. Returns (config, raw)."""
+    path = Path(project_dir) / CONFIG_FILE
+    raw = apply_overrides(read_raw(path), overrides, file=str(path))
+    return validate_config(raw, file=str(path)), raw
+
+
+def config_hash(cfg: ProjectConfig) -> str:
+    """A stable sha256 of the validated config (defaults included)."""
+    blob = json.dumps(cfg.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,208 @@
+"""Read a declared source (CSV, zipped or gzipped CSV, Parquet) into a DataFrame.
+
+Date columns are parsed strictly (``%Y-%m-%d`` or ISO 8601). A value that is not a date in
+that form becomes NaT and is recorded in ``df.attrs["parse_errors"]`` so that validation
+reports it with examples, instead of the read failing or silently guessing day/month order.
+
+>>> import tempfile
+>>> from cd4ml.config import SourceConfig
+>>> root = Path(tempfile.mkdtemp())
+>>> _ = (root / "s.csv").write_text("k,d,y\\n1,2010-02-05,1.5\\n2,05/02/2010,2.0\\n")
+>>> df = read_source("sales", SourceConfig(path="s.csv", dates=["d"]), root)
+>>> df["d"].tolist()
+[Timestamp('2010-02-05 00:00:00'), NaT]
+>>> df.attrs["parse_errors"]
+{'d': {'count': 1, 'examples': [{'row': 1, 'value': '05/02/2010'}]}}
+>>> read_source("sales", SourceConfig(path="nope.csv"), root)  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+cd4ml.errors.SourceError: source 'sales': file not found: .../nope.csv
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as pdt
+
+from cd4ml.config import SourceConfig
+from cd4ml.data._types import examples
+from cd4ml.errors import SourceError
+
+__all__ = ["read_source", "parse_dates", "file_fingerprint", "source_format"]
+
+_COMPRESSION = (".zip", ".gz", ".bz2", ".xz", ".zst")
+_ISO_SHAPE = (r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?"
+              r"(Z|[+-]\d{2}(:?\d{2})?)?")
+_FORMATS = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def source_format(path: Path, declared: str | None = None) -> str:
+    """``declared`` if given, else the format named by the extension (compression ignored).
+
+    >>> source_format(Path("train.csv.zip")), source_format(Path("x.parquet"))
+    ('csv', 'parquet')
+    """
+    if declared:
+        return declared
+    name = path.name.lower()
+    for ext in _COMPRESSION:
+        name = name.removesuffix(ext)
+    fmt = _FORMATS.get(Path(name).suffix)
+    if fmt is None:
+        raise SourceError(f"cannot tell the format of {path.name}: set format: csv or "
+                          f"parquet in the source's config")
+    return fmt
+
+
+def parse_dates(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Parse strictly as ``%Y-%m-%d``, else ISO 8601. Returns (dates, error mask).
+
+    The mask marks values that were present but are not dates in that form; missing
+    values are NaT without being errors.
+
+    >>> d, bad = parse_dates(pd.Series(["2010-02-05", "2010-02-05T10:30", "5/2/2010", None]))
+    >>> [str(x) for x in d], bad.tolist()
+    (['2010-02-05 00:00:00', '2010-02-05 10:30:00', 'NaT', 'NaT'], [False, False, True, False])
+    """
+    present = raw.notna().to_numpy()
+    if pdt.is_datetime64_any_dtype(raw.dtype):
+        return raw, np.zeros(len(raw), dtype=bool)
+    if raw.dtype == object and len(raw.dropna()) and raw.dropna().map(
+            lambda v: isinstance(v, (dt.date, pd.Timestamp))).all():
+        out = pd.to_datetime(raw, errors="coerce")  # datetime.date objects from Parquet
+    else:
+        text = raw.astype("str").where(raw.notna())
+        out = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+        retry = out.isna().to_numpy() & present
+        if retry.any():  # only text shaped like ISO 8601 (pandas also takes 2010/02/05)
+            retry &= text.str.fullmatch(_ISO_SHAPE).to_numpy(dtype=bool, na_value=False)
+        if retry.any():
+            try:
+                iso = pd.to_datetime(text[retry], format="ISO8601", errors="coerce")
+            except ValueError:  # mixed time zones
+                iso = pd.to_datetime(text[retry], format="ISO8601", errors="coerce", utc=True)
+            if iso.notna().any():
+                if getattr(iso.dt, "tz", None) is not None:
+                    iso = iso.dt.tz_convert(None)
+                out = out.where(~retry, iso.reindex(out.index))
+    bad = present & out.isna().to_numpy()
+    return out, bad
+
+
+def _read(name: str, path: Path, fmt: str, dates: list[str]) -> pd.DataFrame:
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype={c: "str" for c in dates}, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise SourceError(f"source {name!r}: file is empty (no header): {path}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, zipfile.BadZipFile, OSError,
+            ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"source {name!r}: cannot read {path} as {fmt}: {first}") from None
+    except Exception as exc:  # pyarrow's errors have no common public base we can name
+        if type(exc).__module__.startswith("pyarrow"):
+            raise SourceError(f"source {name!r}: cannot read {path} as {fmt}: "
+                              f"{str(exc).splitlines()[0]}") from None
+        raise
+
+
+def read_source(name: str, src: SourceConfig, root: Path) -> pd.DataFrame:
+    """Read source ``name`` from ``root / src.path``; raise :class:`SourceError` if unusable.
+
+    Unparseable dates are NaT plus ``df.attrs["parse_errors"][column] = {"count": n,
+    "examples": [{"row": i, "value": raw}, ...]}`` (at most 5 examples, 0-based rows).
+    """
+    path = Path(src.path)
+    path = path if path.is_absolute() else Path(root) / path
+    if not path.is_file():
+        raise SourceError(f"source {name!r}: file not found: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"source {name!r}: file is empty (0 bytes): {path}")
+    fmt = source_format(path, src.format)
+    df = _read(name, path, fmt, list(src.dates))
+    if len(df.columns) == 0:
+        raise SourceError(f"source {name!r}: file has no columns: {path}")
+    if len(df) == 0:
+        raise SourceError(f"source {name!r}: file has a header but no rows: {path}")
+    missing = [c for c in src.dates if c not in df.columns]
+    if missing:
+        raise SourceError(f"source {name!r}: date column {missing[0]!r} is not in {path.name}; "
+                          f"columns: {', '.join(map(str, df.columns))}")
+    errors: dict[str, Any] = {}
+    for col in src.dates:
+        raw = df[col]
+        parsed, bad = parse_dates(raw)
+        df[col] = parsed
+        if bad.any():
+            errors[col] = {"count": int(bad.sum()), "examples": examples(bad, raw)}
+    df.attrs["parse_errors"] = errors
+    return df
+
+
+# -- fingerprints ---------------------------------------------------------------------
+
+_CHUNK = 1 << 20
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_cache(cache: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    return entries if isinstance(entries, dict) else {}
+
+
+def file_fingerprint(path: str | Path, cache: str | Path | None = None) -> str:
+    """The sha256 (hex) of the file's bytes, remembered in the JSON file ``cache``.
+
+    An entry is reused while the file's resolved path, size and ``mtime_ns`` are unchanged,
+    so an unchanged file is not read again. A missing or corrupt cache is rebuilt; the
+    cache is replaced atomically.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_bytes(b"abc")
+    >>> file_fingerprint(d / "a.txt", d / "state.json")[:16]
+    'ba7816bf8f01cfea'
+    >>> file_fingerprint(d / "a.txt", d / "state.json")[:16]  # from the cache
+    'ba7816bf8f01cfea'
+    """
+    path = Path(path).resolve()
+    try:
+        st = path.stat()
+    except OSError:
+        raise SourceError(f"cannot fingerprint {path}: file not found") from None
+    if cache is None:
+        return _hash_file(path)
+    cache = Path(cache)
+    entries = _load_cache(cache)
+    key = str(path)
+    hit = entries.get(key)
+    if isinstance(hit, dict) and hit.get("size") == st.st_size \
+            and hit.get("mtime_ns") == st.st_mtime_ns and isinstance(hit.get("sha256"), str):
+        return hit["sha256"]
+    digest = _hash_file(path)
+    entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"version": 1, "entries": entries}, indent=1, sort_keys=True),
+                   encoding="utf-8")
+    os.replace(tmp, cache)
+    return digest

@@ -1,0 +1,145 @@
+"""``cd4ml run``: run the pipeline under the project lock, track it, register what passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cd4ml.config import ProjectConfig, load_config
+from cd4ml.errors import Cd4mlError, NotFoundError
+from cd4ml.pipeline.context import RunContext
+from cd4ml.pipeline.forecast import build_stages
+from cd4ml.pipeline.runner import Stage, StageResult, run_stages
+from cd4ml.store import Stores, open_stores, project_lock
+
+__all__ = ["run_pipeline", "pipeline_status", "RunOutcome", "open_project"]
+
+Reporter = Callable[[str, Stage, StageResult | None], None]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str | None
+    up_to_date: bool
+    stages: list[StageResult]
+    metrics: dict[str, float] = field(default_factory=dict)
+    gate: dict[str, Any] | None = None
+    selected: str | None = None
+    registered: dict[str, Any] | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "up_to_date": self.up_to_date,
+                "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 3)}
+                           for s in self.stages],
+                "metrics": self.metrics, "selected": self.selected, "gate": self.gate,
+                "registered": self.registered, "message": self.message}
+
+
+def open_project(project_dir: str | Path, overrides: list[str] | None = None,
+                 ) -> tuple[ProjectConfig, dict[str, Any], Stores, Path]:
+    root = Path(project_dir).resolve()
+    cfg, raw = load_config(root, overrides)
+    return cfg, raw, open_stores(cfg.store, root), root
+
+
+def _metrics(results: dict[str, StageResult], metric: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, res in results.items():
+        if name.startswith("candidate:") and res.outputs.get("report"):
+            out[f"validation.{name.split(':', 1)[1]}.{metric}"] = res.outputs["metric"]
+        if name.startswith("holdout:") and res.outputs.get("report"):
+            who = res.outputs["name"] if name == "holdout:selected" else name.split(":", 1)[1]
+            tag = "holdout.selected" if name == "holdout:selected" else f"holdout.{who}"
+            for k, v in res.outputs["report"]["overall"].items():
+                if isinstance(v, (int, float)) and k not in ("n",):
+                    out[f"{tag}.{k}"] = float(v)
+    return out
+
+
+def _register(ctx: RunContext, stores: Stores, cfg: ProjectConfig,
+              results: dict[str, StageResult]) -> tuple[dict[str, Any] | None, str]:
+    gate = results["gate"].outputs
+    name, alias = cfg.models.name, cfg.registry.promote_on_pass
+    md = stores.metadata
+    if gate["passed"]:
+        b = results["bundle:selected"].outputs
+        why = f"gate passed: {gate['candidate']} beat {gate['best_baseline']}"
+    else:
+        try:
+            current = md.resolve(name, alias) if alias else None
+        except NotFoundError:
+            current = None
+        if current is not None or not cfg.registry.serve_baseline_if_none:
+            keep = f"; {alias} stays on v{current['version']}" if current else ""
+            return None, f"no candidate passed the gate{keep}"
+        b = results["bundle:baseline"].outputs
+        why = f"no candidate passed the gate; the best baseline {b['recipe']} serves"
+    for v in md.list_versions(name):
+        if v["digest"] == b["digest"]:  # same bundle already registered: reuse it
+            if alias and alias not in (v.get("aliases") or []):
+                md.set_alias(name, alias, v["version"], actor="cd4ml run", reason=why)
+            return ({"model": name, "version": v["version"], "kind": v["kind"],
+                     "recipe": b["recipe"], "new": False, "alias": alias}, why)
+    snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in results.items()
+             if n.startswith("snapshot:")}
+    hold = (results["holdout:selected"] if gate["passed"]
+            else results[f"holdout:{gate['best_baseline']}"]).outputs["report"]
+    lineage = {"run_id": ctx.run_id, "snapshots": snaps, "recipe": b["recipe"],
+               "trained_on": b["trained_on"], "config_project": cfg.project}
+    version = md.register_version(
+        name, run_id=ctx.run_id, digest=b["digest"], kind=b["kind"], model_type=b["recipe"],
+        metrics=hold["overall"], gate=gate.get("report") or {"passed": False,
+                                                              "note": why},
+        lineage=lineage, set_aliases=[alias] if alias else [], actor="cd4ml run", reason=why)
+    return ({"model": name, "version": version, "kind": b["kind"], "recipe": b["recipe"],
+             "new": True, "alias": alias}, why)
+
+
+def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = None, *,
+                 force: bool = False, reporter: Reporter | None = None) -> RunOutcome:
+    """Run every stale stage; a run with nothing changed does no work and says so."""
+    cfg, raw, stores, root = open_project(project_dir, overrides)
+    lock = root / ".cd4ml" / "run.lock"
+    with stores, project_lock(lock, timeout_s=cfg.store.lock_timeout_s):
+        ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw)
+        try:
+            results = run_stages(build_stages(cfg, ctx), ctx, force=force, on_event=reporter)
+            by = {r.name: r for r in results}
+            metrics = _metrics(by, cfg.evaluation.metric)
+            gate = by["gate"].outputs
+            registered, message = _register(ctx, stores, cfg, by) if ctx.has_run or force \
+                else (None, "")
+        except BaseException as exc:
+            if isinstance(exc, (Cd4mlError, Exception, KeyboardInterrupt)):
+                err = f"{type(exc).__name__}: {exc}"
+                stores.metadata.finish_run(ctx.run_id, "failed", error=err)
+            raise
+        if not ctx.has_run:
+            return RunOutcome(None, True, results, metrics, gate.get("report"),
+                              by["select"].outputs.get("selected"), None,
+                              "pipeline is up to date: nothing to do")
+        snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in by.items()
+                 if n.startswith("snapshot:")}
+        arts = {f"{r.name}.{k}": v for r in results for k, v in r.outputs.items()
+                if isinstance(v, str) and len(v) == 64}
+        summary = {"selected": by["select"].outputs.get("selected"),
+                   "leaderboard": by["select"].outputs.get("leaderboard"),
+                   "registered": registered, "message": message,
+                   "stages": {r.name: r.status for r in results}}
+        stores.metadata.finish_run(ctx.run_id, "succeeded", metrics=metrics, artifacts=arts,
+                                   snapshots=snaps, gate=gate.get("report") or {},
+                                   summary=summary)
+        return RunOutcome(ctx.run_id, False, results, metrics, gate.get("report"),
+                          summary["selected"], registered, message)
+
+
+def pipeline_status(project_dir: str | Path = ".", overrides: list[str] | None = None,
+                    ) -> list[StageResult]:
+    """Which stages are stale and why, without running anything."""
+    cfg, raw, stores, root = open_project(project_dir, overrides)
+    with stores:
+        ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw)
+        return run_stages(build_stages(cfg, ctx), ctx, dry=True)

@@ -1,0 +1,110 @@
+"""A model bundle: predictor files, feature spec, history and signature, content-addressed.
+
+The bundle's identity is the sha256 of its manifest (canonical JSON), which names every
+other file by its own sha256; loading verifies each against the hash it is recorded
+under, so what serves is exactly what the gate judged.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+from importlib import metadata as importlib_metadata
+from typing import Any, Protocol
+
+import pandas as pd
+
+from cd4ml.errors import ModelError
+from cd4ml.features.compute import FeatureSpec
+from cd4ml.registry.predictors import Predictor, load_predictor
+
+__all__ = ["save_bundle", "read_manifest", "load_parts", "environment", "BUNDLE_FORMAT",
+           "request_fields"]
+
+BUNDLE_FORMAT = "cd4ml.bundle/1"
+_PACKAGES = ["cd4ml", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "skops"]
+
+
+class _Artifacts(Protocol):
+    def put_bytes(self, data: bytes) -> str: ...
+    def get_bytes(self, digest: str) -> bytes: ...
+    def put_json(self, obj: Any) -> str: ...
+    def get_json(self, digest: str) -> Any: ...
+
+
+def environment() -> dict[str, Any]:
+    """Python and library versions a bundle was built with."""
+    pkgs = {}
+    for name in _PACKAGES:
+        try:
+            pkgs[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            pkgs[name] = None
+    return {"python": platform.python_version(), "packages": pkgs}
+
+
+def request_fields(spec: FeatureSpec) -> dict[str, str]:
+    """Request field name -> panel column: the series keys and the time, in lower case."""
+    return {c.lower(): c for c in [*spec.keys, spec.time]}
+
+
+def _signature(spec: FeatureSpec, history: pd.DataFrame) -> dict[str, Any]:
+    inputs = []
+    for field, col in request_fields(spec).items():
+        if col == spec.time:
+            inputs.append({"name": field, "column": col, "type": "date"})
+        else:
+            kind = "integer" if pd.api.types.is_integer_dtype(history[col]) else (
+                "number" if pd.api.types.is_numeric_dtype(history[col]) else "string")
+            inputs.append({"name": field, "column": col, "type": kind})
+    return {"inputs": inputs, "output": {"name": "prediction", "type": "number"},
+            "features": spec.feature_names}
+
+
+def save_bundle(artifacts: _Artifacts, *, model_name: str, recipe: str, kind: str,
+                predictor: Predictor, spec: FeatureSpec, history: pd.DataFrame,
+                trained_on: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """Write every part, then the manifest; returns the manifest digest (the bundle id)."""
+    files = {name: artifacts.put_bytes(data) for name, data in predictor.to_files().items()}
+    buf = io.BytesIO()
+    history.to_parquet(buf, index=False, compression="zstd")
+    hist_digest = artifacts.put_bytes(buf.getvalue())
+    times = history[spec.time]
+    step = pd.Timedelta(days=spec.frequency_days)
+    end = pd.Timestamp(history.attrs.get("history_end") or
+                       times[history[spec.target].notna()].max())
+    manifest = {
+        "format": BUNDLE_FORMAT, "model_name": model_name, "recipe": recipe, "kind": kind,
+        "model_type": predictor.model_type,
+        "predictor": {"meta": predictor.meta(), "files": files},
+        "feature_spec": spec.to_dict(),
+        "history": {"digest": hist_digest, "rows": len(history),
+                    "start": str(times.min().date()), "end": str(end.date())},
+        "servable": {"first_date": str(times.min().date()),
+                     "last_date": str((end + spec.horizon * step).date()),
+                     "horizon": spec.horizon, "frequency_days": spec.frequency_days},
+        "signature": _signature(spec, history),
+        "trained_on": trained_on,
+        "environment": environment(),
+        **(extra or {}),
+    }
+    return artifacts.put_json(manifest)
+
+
+def read_manifest(artifacts: _Artifacts, digest: str) -> dict[str, Any]:
+    manifest = artifacts.get_json(digest)
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise ModelError(f"artifact {digest[:12]} is not a {BUNDLE_FORMAT} manifest")
+    return manifest
+
+
+def load_parts(artifacts: _Artifacts, manifest: dict[str, Any],
+               ) -> tuple[Predictor, FeatureSpec, pd.DataFrame]:
+    """Predictor, feature spec and history of a bundle, each verified against its hash."""
+    pred = manifest["predictor"]
+    files = {name: artifacts.get_bytes(d) for name, d in pred["files"].items()}
+    predictor = load_predictor(files, pred["meta"])
+    spec = FeatureSpec.from_dict(manifest["feature_spec"])
+    history = pd.read_parquet(io.BytesIO(artifacts.get_bytes(manifest["history"]["digest"])))
+    history.attrs["history_end"] = manifest["history"]["end"]
+    return predictor, spec, history

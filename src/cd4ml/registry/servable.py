@@ -1,0 +1,181 @@
+"""A loaded model version ready to answer forecast requests.
+
+When a version loads, the shared feature code computes the features of every servable
+(series, date) from the bundled history, once; a request is then a lookup of rows and
+one call of the model. There is no second feature path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cd4ml.errors import HorizonError, RequestError
+from cd4ml.features.compute import FeatureSpec, compute_features, to_grid
+from cd4ml.registry.bundle import request_fields
+from cd4ml.registry.predictors import Predictor
+
+__all__ = ["ServableModel"]
+
+
+class ServableModel:
+    """Predict the forecasting contract: rows of series keys and a target date."""
+
+    def __init__(self, predictor: Predictor, spec: FeatureSpec, history: pd.DataFrame, *,
+                 name: str = "", version: int | None = None, digest: str = "",
+                 manifest: dict[str, Any] | None = None) -> None:
+        self.predictor, self.spec = predictor, spec
+        self.name, self.version, self.digest = name, version, digest
+        self.manifest = manifest or {}
+        n_series, n_dates = to_grid(history, spec)
+        self.n_dates = n_dates
+        feats = compute_features(history, spec)
+        self.X = np.ascontiguousarray(feats[predictor.feature_names].to_numpy(np.float32))
+        self.start = pd.Timestamp(history[spec.time].iloc[0])
+        self.step = pd.Timedelta(days=spec.frequency_days)
+        self.history_end = pd.Timestamp(history.attrs.get("history_end") or
+                                        history.loc[history[spec.target].notna(),
+                                                    spec.time].max())
+        self.last = self.start + (n_dates - 1) * self.step
+        firsts = history.iloc[::n_dates][spec.keys]
+        self.series_index = {tuple(_norm(v) for v in row): i
+                             for i, row in enumerate(firsts.itertuples(index=False))}
+        self.fields = request_fields(spec)  # request field -> column
+        self._key_fields = [f for f, c in self.fields.items() if c != spec.time]
+        self._time_field = next(f for f, c in self.fields.items() if c == spec.time)
+        self._numeric = {f: pd.api.types.is_numeric_dtype(history[self.fields[f]])
+                         for f in self._key_fields}
+
+    # -- request handling ------------------------------------------------------------
+    def rows_for(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
+        """Row numbers into ``X`` for request records; RequestError lists every bad field."""
+        rows: list[int] = []
+        errors: list[dict[str, Any]] = []
+        for i, rec in enumerate(records):
+            r = self._row(i, rec, errors)
+            rows.append(r)
+        if errors:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            cls = HorizonError if all(e.get("kind") == "horizon" for e in errors) else RequestError
+            raise cls(f"{first['loc']}: {first['problem']}{more}", errors=errors)
+        return np.asarray(rows, dtype=np.int64)
+
+    def _row(self, i: int, rec: Mapping[str, Any], errors: list[dict[str, Any]]) -> int:
+        if not isinstance(rec, Mapping):
+            errors.append({"loc": f"rows[{i}]", "field": None, "value": _short(rec),
+                           "problem": "expected an object with fields "
+                                      f"{list(self.fields)}"})
+            return -1
+        lower = {str(k).lower(): v for k, v in rec.items()}
+        unknown = sorted(set(lower) - set(self.fields))
+        for f in unknown:
+            errors.append({"loc": f"rows[{i}].{f}", "field": f, "value": _short(lower[f]),
+                           "problem": f"unknown field; expected {list(self.fields)}"})
+        key: list[Any] = []
+        ok = not unknown
+        for f in self._key_fields:
+            if f not in lower or lower[f] is None:
+                errors.append({"loc": f"rows[{i}].{f}", "field": f, "value": None,
+                               "problem": "field required"})
+                ok = False
+                continue
+            v = _norm(lower[f])
+            if self._numeric[f] and not isinstance(v, float):
+                errors.append({"loc": f"rows[{i}].{f}", "field": f, "value": _short(v),
+                               "problem": "expected a number"})
+                ok = False
+            elif isinstance(v, float) and not math.isfinite(v):
+                errors.append({"loc": f"rows[{i}].{f}", "field": f, "value": str(v),
+                               "problem": "must be a finite number"})
+                ok = False
+            key.append(v)
+        date = self._date(i, lower.get(self._time_field), errors)
+        if not ok or date is None:
+            return -1
+        s = self.series_index.get(tuple(key))
+        if s is None:
+            desc = ", ".join(f"{f}={v!r}" for f, v in zip(self._key_fields, key, strict=True))
+            errors.append({"loc": f"rows[{i}]", "field": ",".join(self._key_fields),
+                           "value": desc, "problem": f"series {desc} was never seen in the "
+                                                     f"model's history"})
+            return -1
+        return s * self.n_dates + date
+
+    def _date(self, i: int, raw: Any, errors: list[dict[str, Any]]) -> int | None:
+        f = self._time_field
+        loc = f"rows[{i}].{f}"
+        if raw is None:
+            errors.append({"loc": loc, "field": f, "value": None, "problem": "field required"})
+            return None
+        try:
+            if not isinstance(raw, str):
+                raise ValueError
+            d = pd.Timestamp(pd.to_datetime(raw, format="%Y-%m-%d"))
+        except (ValueError, TypeError):
+            errors.append({"loc": loc, "field": f, "value": _short(raw),
+                           "problem": "expected a date as YYYY-MM-DD"})
+            return None
+        if d > self.last:
+            errors.append({"loc": loc, "field": f, "value": raw, "kind": "horizon",
+                           "problem": f"beyond the forecast horizon: history ends "
+                                      f"{self.history_end.date()}, horizon "
+                                      f"{self.spec.horizon} weeks (last servable date "
+                                      f"{self.last.date()})"})
+            return None
+        if d < self.start:
+            errors.append({"loc": loc, "field": f, "value": raw,
+                           "problem": f"before the model's history, which starts "
+                                      f"{self.start.date()}"})
+            return None
+        k, rem = divmod(d - self.start, self.step)
+        if rem != pd.Timedelta(0):
+            errors.append({"loc": loc, "field": f, "value": raw,
+                           "problem": f"not a week date of the series: dates run every "
+                                      f"{self.step.days} days from {self.start.date()} "
+                                      f"({self.start.day_name()}s)"})
+            return None
+        return int(k)
+
+    # -- prediction ------------------------------------------------------------------
+    def predict_records(self, records: list[Mapping[str, Any]]) -> np.ndarray:
+        rows = self.rows_for(records)
+        return self.predictor.predict(self.X[rows])
+
+    def features_of(self, rows: np.ndarray) -> np.ndarray:
+        return self.X[rows]
+
+    def predict(self, frame: pd.DataFrame | list[Mapping[str, Any]]) -> pd.DataFrame:
+        """Predict rows given as a DataFrame (or records); returns them with ``prediction``."""
+        if isinstance(frame, pd.DataFrame):
+            df = frame.copy()
+            recs = df.rename(columns=str.lower).to_dict("records")
+            for r in recs:
+                d = r.get(self._time_field)
+                if isinstance(d, pd.Timestamp):
+                    r[self._time_field] = str(d.date())
+        else:
+            recs = list(frame)
+            df = pd.DataFrame(recs)
+        df["prediction"] = self.predict_records(recs)
+        return df
+
+
+def _norm(v: Any) -> Any:
+    """Key values compare as numbers where they are numbers (1 == 1.0 == "1" is not)."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return float(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    return v
+
+
+def _short(v: Any) -> Any:
+    s = repr(v)
+    return v if len(s) <= 80 else s[:77] + "..."

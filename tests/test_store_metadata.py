@@ -1,0 +1,256 @@
+"""The metadata store on SQLite and PostgreSQL: migrations, runs, snapshots, cache, audit.
+
+Every test taking ``store``/``make_store``/``db_url`` runs on both backends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cd4ml.errors import ConfigError, MissingExtraError, NotFoundError, StoreError
+from cd4ml.store import MetadataStore, Stores, open_stores
+from cd4ml.store._engine import current_revision, head_revision
+from cd4ml.store.tables import metadata_obj
+
+
+def _load_fixtures() -> ModuleType:
+    """tests/store_fixtures.py (tests/ is not importable under --import-mode=importlib)."""
+    name = "cd4ml_store_test_fixtures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).with_name("store_fixtures.py"))
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+fx = _load_fixtures()
+db_url, make_store, store = fx.fixtures()
+
+
+# -- migrations ------------------------------------------------------------------------
+
+def _tables(engine: sa.Engine) -> set[str]:
+    return set(sa.inspect(engine).get_table_names())
+
+
+def test_fresh_database_is_migrated_to_head(store: MetadataStore) -> None:
+    assert {"alembic_version", *metadata_obj.tables} <= _tables(store.engine)
+    with store.engine.connect() as conn:
+        assert current_revision(conn) == head_revision() == "0001"
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+def test_postgres_tables_live_in_the_test_schema(store: MetadataStore) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("PostgreSQL only")
+    with store.engine.connect() as conn:
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
+        found = set(conn.execute(sa.text(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
+            {"s": schema}).scalars())
+    assert schema.startswith("t_") and "alembic_version" in found and "runs" in found
+
+
+def test_opening_twice_is_a_no_op(make_store: Any) -> None:
+    first = make_store()
+    run_id = first.create_run("p")
+    second = make_store()
+    assert second.get_run(run_id)["project"] == "p"
+    with second.engine.connect() as conn:
+        assert current_revision(conn) == head_revision()
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+def test_migrated_schema_matches_the_tables_module(store: MetadataStore) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata_obj)
+    assert diff == []
+
+
+def test_sqlite_settings(tmp_path: Path) -> None:
+    with MetadataStore("sqlite:///.cd4ml/metadata.db", root=tmp_path) as db:
+        assert (tmp_path / ".cd4ml" / "metadata.db").is_file()
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+# -- runs ------------------------------------------------------------------------------
+
+def test_run_lifecycle(make_store: Any) -> None:
+    db = make_store(clock=fx.Clock())
+    run_id = db.create_run("walmart", params={"seed": 1}, config_hash="c" * 64,
+                           git_commit="abc123", git_dirty=True)
+    assert len(run_id) == 12 and int(run_id, 16) >= 0
+    run = db.get_run(run_id)
+    assert run["status"] == "running" and run["params"] == {"seed": 1}
+    assert run["git_dirty"] is True and run["ended_at"] is None
+    assert run["started_at"] == dt.datetime(2024, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+    done = db.finish_run(run_id, "succeeded", metrics={"wmae": 1.25, "bad": math.nan},
+                         artifacts={"model": "a" * 64}, snapshots={"train": "s" * 64},
+                         gate={"passed": True}, summary={"rows": 10})
+    assert done["status"] == "succeeded" and done["duration_s"] == 1.0
+    assert done["metrics"] == {"wmae": 1.25, "bad": None}
+    assert done["artifacts"] == {"model": "a" * 64} and done["gate"] == {"passed": True}
+    assert done["ended_at"].tzinfo == dt.UTC and done["error"] is None
+    assert db.get_run(run_id) == done
+    with pytest.raises(StoreError, match="already finished"):
+        db.finish_run(run_id, "failed")
+    with pytest.raises(StoreError, match="status == 'done'"):
+        db.finish_run(db.create_run("p"), "done")
+
+
+def test_failed_run_keeps_its_error(store: MetadataStore) -> None:
+    run_id = store.create_run("p")
+    run = store.finish_run(run_id, "failed", error="stage train failed: boom")
+    assert run["error"] == "stage train failed: boom" and run["gate"] is None
+
+
+def test_get_run_by_prefix_and_list_newest_first(make_store: Any) -> None:
+    db = make_store(clock=fx.Clock())
+    ids = [db.create_run("a" if i % 2 else "b") for i in range(4)]
+    assert [r["id"] for r in db.list_runs()] == ids[::-1]
+    assert [r["id"] for r in db.list_runs(2)] == ids[:1:-1]
+    assert [r["id"] for r in db.list_runs(project="a")] == [ids[3], ids[1]]
+    assert db.get_run(ids[0][:8])["id"] == ids[0]
+    with pytest.raises(NotFoundError, match="no run 'zzz'; latest runs: " + ids[3]):
+        db.get_run("zzz")
+
+
+def test_ambiguous_prefix(store: MetadataStore) -> None:
+    ids = [store.create_run("p") for _ in range(40)]
+    first = {i[0] for i in ids}
+    common = next(c for c in first if sum(i[0] == c for i in ids) > 1)
+    with pytest.raises(NotFoundError, match="ambiguous"):
+        store.get_run(common)
+
+
+def test_empty_store_messages(store: MetadataStore) -> None:
+    with pytest.raises(NotFoundError, match="there are no runs yet"):
+        store.get_run("abc")
+    assert store.list_runs() == [] and store.list_audit() == []
+
+
+# -- snapshots, cache, audit -------------------------------------------------------------
+
+def test_snapshots(store: MetadataStore) -> None:
+    kw: dict[str, Any] = dict(snapshot_id="f" * 64, source="train", path="data/train.csv",
+                              rows=421570, columns=[{"name": "Store", "type": "int64"}],
+                              data_digest="d" * 64, profile_digest="e" * 64)
+    row = store.put_snapshot(**kw)
+    assert row["rows"] == 421570 and row["columns"][0]["name"] == "Store"
+    again = store.put_snapshot(**{**kw, "rows": 1})  # same content hash: kept as is
+    assert again == row == store.get_snapshot("f" * 64)
+    assert [s["id"] for s in store.list_snapshots("train")] == ["f" * 64]
+    with pytest.raises(NotFoundError, match=r"no snapshot '0+'; latest: train \(ffff"):
+        store.get_snapshot("0" * 64)
+
+
+def test_stage_cache(store: MetadataStore) -> None:
+    assert store.cache_get("features", "k1") is None
+    run_id = store.create_run("p")
+    store.cache_put("features", "k1", {"frame": "a" * 64, "rows": 10}, run_id=run_id,
+                    duration_s=2.5)
+    hit = store.cache_get("features", "k1")
+    assert hit is not None and hit["outputs"] == {"frame": "a" * 64, "rows": 10}
+    assert hit["run_id"] == run_id and hit["duration_s"] == 2.5
+    store.cache_put("features", "k1", {"frame": "b" * 64})
+    assert store.cache_get("features", "k1")["outputs"] == {"frame": "b" * 64}
+    assert store.cache_get("train", "k1") is None
+    with pytest.raises(NotFoundError, match="no run 'nope'"):
+        store.cache_put("train", "k", {}, run_id="nope")
+
+
+def test_audit_log(make_store: Any) -> None:
+    db = make_store(clock=fx.Clock())
+    first = db.audit("deploy", "model@production", actor="alice", detail={"v": 1},
+                     reason="release")
+    db.audit("rollback", "model@production", actor="bob")
+    db.audit("alert", "monitor/drift", actor="cd4ml")
+    events = db.list_audit()
+    assert [e["action"] for e in events] == ["alert", "rollback", "deploy"]
+    assert events[-1]["id"] == first and events[-1]["detail"] == {"v": 1}
+    assert events[-1]["reason"] == "release" and events[-1]["at"].tzinfo == dt.UTC
+    assert len(db.list_audit(2)) == 2
+    assert [e["actor"] for e in db.list_audit(object="model@production")] == ["bob", "alice"]
+
+
+def test_naive_clock_is_refused(make_store: Any) -> None:
+    db = make_store(clock=lambda: dt.datetime(2024, 1, 1))
+    with pytest.raises(StoreError, match="naive"):
+        db.create_run("p")
+
+
+# -- open_stores and URLs ---------------------------------------------------------------
+
+def _cfg(metadata_url: str, artifacts_url: str = ".cd4ml/artifacts") -> SimpleNamespace:
+    return SimpleNamespace(metadata_url=metadata_url, artifacts_url=artifacts_url,
+                           lock_timeout_s=0.0)
+
+
+def test_open_stores_with_the_default_config(tmp_path: Path) -> None:
+    from cd4ml.config import StoreConfig
+
+    with open_stores(StoreConfig(), tmp_path) as stores:
+        assert isinstance(stores, Stores) and stores.root == tmp_path
+        assert stores.metadata.dialect == "sqlite"
+        assert stores.artifacts.url == f"file://{tmp_path}/.cd4ml/artifacts"
+        stores.metadata.create_run("p")
+    assert (tmp_path / ".cd4ml" / "metadata.db").is_file()
+
+
+def test_open_stores_on_both_backends(db_url: str, tmp_path: Path) -> None:
+    with open_stores(_cfg(db_url), tmp_path) as stores:
+        assert stores.metadata.list_runs() == []
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("mysql://u@h/db", "unknown scheme 'mysql'"),
+    ("postgres://u@h/db", "write postgresql+psycopg://"),
+    ("postgresql+psycopg2://u@h/db", "unsupported driver 'psycopg2'"),
+    ("not a url", "not a database URL"),
+])
+def test_bad_metadata_urls(tmp_path: Path, url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        open_stores(_cfg(url), tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"store.metadata_url = {url!r}: ") and problem in msg
+    if "scheme" in problem:
+        assert "sqlite:///PATH, postgresql+psycopg://" in msg
+
+
+def test_password_is_not_shown(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        open_stores(_cfg("mysql://u:secret@h/db"), tmp_path)
+    assert "secret" not in str(err.value)
+
+
+def test_missing_driver_names_the_extra(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if not installed
+    with pytest.raises(MissingExtraError) as err:
+        open_stores(_cfg("postgresql+psycopg://u@127.0.0.1/db"), tmp_path)
+    assert str(err.value) == ("PostgreSQL metadata needs the 'psycopg' package: "
+                              "pip install 'cd4ml[postgres]'")
+
+
+def test_unreachable_postgres_is_one_readable_line(tmp_path: Path) -> None:
+    with pytest.raises(StoreError) as err:
+        MetadataStore("postgresql+psycopg://nobody:pw@127.0.0.1:1/db?connect_timeout=2")
+    msg = str(err.value)
+    assert msg.startswith("cannot open the metadata store postgresql+psycopg://nobody:***@")
+    assert "\n" not in msg
