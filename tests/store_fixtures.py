@@ -1,4 +1,4 @@
-"""Shared fixtures of the store tests, and the worker the multi-process tests start.
+"""Shared fixtures of the store tests, and the workers the multi-process tests fork.
 
 Metadata tests run on SQLite (a file in tmp_path) and on the real PostgreSQL server at
 ``CD4ML_TEST_POSTGRES_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``),
@@ -178,3 +178,11 @@ def lock_worker(path: str, hold_s: float, locked: Any) -> None:
     with project_lock(path):
         locked.set()
         time.sleep(hold_s)
+
+
+def child_creates_run(store: Any, out: Any) -> None:
+    """Use a store opened by the parent before the fork."""
+    try:
+        out.put(store.create_run("child"))
+    except BaseException as exc:
+        out.put(f"{type(exc).__name__}: {exc}")

@@ -51,10 +51,9 @@ def test_fresh_database_is_migrated_to_head(store: MetadataStore) -> None:
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
 
 
-def test_postgres_tables_live_in_the_test_schema(store: MetadataStore) -> None:
-    if store.dialect != "postgresql":
-        pytest.skip("PostgreSQL only")
-    with store.engine.connect() as conn:
+@pytest.mark.postgres
+def test_postgres_tables_live_in_the_test_schema() -> None:
+    with fx.pg_schema() as url, MetadataStore(url) as store, store.engine.connect() as conn:
         schema = conn.execute(sa.text("SELECT current_schema()")).scalar()
         found = set(conn.execute(sa.text(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = :s"),
@@ -196,6 +195,20 @@ def test_naive_clock_is_refused(make_store: Any) -> None:
         db.create_run("p")
 
 
+def test_a_forked_child_gets_its_own_connections(store: MetadataStore) -> None:
+    parent_run = store.create_run("parent")  # the pool now holds a connection
+    ctx = fx.fork_context()
+    out = ctx.Queue()
+    child = ctx.Process(target=fx.child_creates_run, args=(store, out))
+    child.start()
+    child_run = out.get(timeout=30)
+    child.join(10)
+    assert child.exitcode == 0 and len(child_run) == 12, child_run
+    store.create_run("parent")
+    assert {r["id"] for r in store.list_runs()} >= {parent_run, child_run}
+    assert len(store.list_runs()) == 3
+
+
 # -- open_stores and URLs ---------------------------------------------------------------
 
 def _cfg(metadata_url: str, artifacts_url: str = ".cd4ml/artifacts") -> SimpleNamespace:
@@ -254,3 +267,25 @@ def test_unreachable_postgres_is_one_readable_line(tmp_path: Path) -> None:
     msg = str(err.value)
     assert msg.startswith("cannot open the metadata store postgresql+psycopg://nobody:***@")
     assert "\n" not in msg
+
+
+def test_public_api_and_light_import() -> None:
+    import subprocess
+
+    import cd4ml.store
+
+    assert sorted(cd4ml.store.__all__) == ["ArtifactStore", "MetadataStore", "Stores",
+                                           "lock_holder", "open_stores", "project_lock"]
+    assert all(hasattr(cd4ml.store, name) for name in cd4ml.store.__all__)
+    code = ("import sys, cd4ml.store; "
+            "print(sorted(m for m in ('pandas', 'alembic', 'pydantic', 'psycopg', 'numpy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_head_revision_constant_matches_alembic() -> None:
+    from cd4ml.store._engine import HEAD_REVISION, head_revision
+
+    assert HEAD_REVISION == head_revision()

@@ -235,17 +235,21 @@ def example_data(dest: Path, shared: Annotated[Path | None, typer.Option()] = No
     err.print(what)
 
 
+def _fail(exc: BaseException) -> None:
+    """One readable line on stderr (never wrapped), exit 1."""
+    sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+    sys.exit(1)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
     except ValidationFailed as exc:
         if exc.report is not None and hasattr(exc.report, "render"):
             err.print(exc.report.render())
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(1)
+        _fail(exc)
     except Cd4mlError as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(1)
+        _fail(exc)
     except (typer.Exit, SystemExit) as exc:
         sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
     except KeyboardInterrupt:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from cd4ml.config import SourceConfig
@@ -21,7 +23,9 @@ def snapshot(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[s
     """
     name = params["source"]
     src = SourceConfig(**params["config"])
-    fingerprint = inputs["file"]
+    # the id covers the bytes and how they are read (e.g. which columns are dates)
+    fingerprint = hashlib.sha256(json.dumps([inputs["file"], params["config"]],
+                                            sort_keys=True).encode()).hexdigest()
     try:
         existing = ctx.metadata.get_snapshot(fingerprint)
     except NotFoundError:

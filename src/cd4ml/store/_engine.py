@@ -3,20 +3,21 @@
 One URL picks the backend: ``sqlite:///PATH`` (relative paths resolve against the
 project root) or ``postgresql+psycopg://USER@HOST:PORT/DB``. SQLite connections run in
 WAL mode with a busy timeout and foreign keys on; write transactions start with
-``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing.
+``BEGIN IMMEDIATE`` so concurrent writers queue instead of failing. ``postgresql://``
+means ``postgresql+psycopg://``.
 
->>> str(normalize_url("postgresql://u@h/db"))
-'postgresql+psycopg://u@h/db'
->>> normalize_url("mysql://u@h/db")
+>>> normalize_url("mysql://u@h/db")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-cd4ml.errors.ConfigError: store.metadata_url = 'mysql://u@h/db': unknown scheme 'mysql'; allowed: sqlite:///PATH, postgresql+psycopg://USER@HOST:PORT/DB
+cd4ml.errors.ConfigError: store.metadata_url = 'mysql://u@h/db': unknown scheme 'mysql'; ...
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,18 @@ def _sqlite_events(engine: sa.Engine, *, memory: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _forget_connections_after_fork(engine: sa.Engine) -> None:
+    """A forked child must not reuse its parent's connections: drop them (unclosed)."""
+    ref = weakref.ref(engine)
+
+    def after_fork() -> None:
+        child_engine = ref()
+        if child_engine is not None:
+            child_engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=after_fork)
+
+
 def create_engine(url: URL) -> sa.Engine:
     """An engine for a URL from :func:`normalize_url`."""
     if url.get_backend_name() == "sqlite":
@@ -108,8 +121,12 @@ def create_engine(url: URL) -> sa.Engine:
             kw["poolclass"] = StaticPool
         engine = sa.create_engine(url, **kw)
         _sqlite_events(engine, memory=memory)
+        if not memory:  # an in-memory database lives in its one connection: keep it
+            _forget_connections_after_fork(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, pool_pre_ping=True)
+    _forget_connections_after_fork(engine)
+    return engine
 
 
 def _alembic_config() -> Any:
@@ -118,6 +135,10 @@ def _alembic_config() -> Any:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
     return cfg
+
+
+#: The newest migration's revision id; a test checks it matches Alembic's head.
+HEAD_REVISION = "0001"
 
 
 @functools.cache
@@ -144,6 +165,13 @@ def migrate(engine: sa.Engine) -> None:
     PostgreSQL: an advisory lock per schema), so processes opening a fresh store at the
     same time do not race, and a killed process leaves the old schema intact.
     """
+    with engine.connect() as conn:  # fast path without importing alembic
+        try:
+            found = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all()
+        except sa.exc.DBAPIError:
+            found = []
+        if found == [HEAD_REVISION]:
+            return
     from alembic import command
     from alembic.util import CommandError
 

@@ -285,6 +285,14 @@ class MetadataStore(RegistryOps):
                 self._require_run(conn, run_id)
             conn.execute(stmt)
 
+    def cache_latest(self, stage: str) -> Row | None:
+        """The newest cache entry of ``stage`` (to explain why it is stale), or None."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(stage_cache).where(stage_cache.c.stage == stage)
+                               .order_by(stage_cache.c.created_at.desc()).limit(1)
+                               ).mappings().first()
+            return dict(row) if row is not None else None
+
     # -- audit log -----------------------------------------------------------------
 
     def audit(self, action: str, object: str, *, actor: str,

