@@ -102,6 +102,35 @@ def status(project: Project = Path("."), set_: Sets = None, json_: Json = False)
     out.print(t)
 
 
+@app.command("validate")
+def validate_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = False) -> None:
+    """Check every source against its schema file; a report per source."""
+    from cd4ml.config import load_config
+    from cd4ml.data import infer_schema, load_schema, read_source, save_schema, validate
+
+    root = project.resolve()
+    cfg, _ = load_config(root, set_)
+    reports, ok = {}, True
+    for name, src in cfg.data.sources.items():
+        df = read_source(name, src, root)
+        path = root / cfg.data.schema_dir / f"{name}.yaml"
+        if not path.exists():
+            keys = [*cfg.data.series, cfg.data.time] if name == cfg.data.main else None
+            save_schema(infer_schema(df, name=name, keys=keys), path)
+            err.print(f"inferred {path} from the data: review and edit it")
+        rep = validate(df, load_schema(path))
+        ok &= rep.ok
+        reports[name] = rep
+    if json_:
+        _emit_json({n: r.to_dict() for n, r in reports.items()})
+    else:
+        for rep in reports.values():
+            out.print(rep.render() if not rep.ok or rep.warnings else rep.summary(),
+                      markup=False)
+    if not ok:
+        raise typer.Exit(1)
+
+
 def _stores(project: Path) -> Any:
     from cd4ml.pipeline.run import open_project
 

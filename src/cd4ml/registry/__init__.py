@@ -1,0 +1,1 @@
+"""Model bundles, predictors (load + predict, no pickle) and loading registered versions."""

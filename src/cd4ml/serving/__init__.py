@@ -1,0 +1,1 @@
+"""The HTTP server (needs the ``serve`` extra): web form and JSON API."""

@@ -1,0 +1,1 @@
+"""Fitting model adapters (LightGBM, scikit-learn, baselines) into predictors."""
