@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sqlite3
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -89,7 +91,16 @@ def _sqlite_events(engine: sa.Engine, *, memory: bool) -> None:
         cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         cur.execute("PRAGMA foreign_keys = ON")
         if not memory:
-            cur.execute("PRAGMA journal_mode = WAL")
+            # WAL is a property of the file: set it once. Switching needs a moment of
+            # exclusive access and SQLite does not wait for it, so retry within the timeout.
+            deadline = time.monotonic() + BUSY_TIMEOUT_S
+            while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                try:
+                    cur.execute("PRAGMA journal_mode = WAL")
+                except sqlite3.OperationalError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             cur.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
         cur.close()
 
