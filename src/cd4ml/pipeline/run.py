@@ -104,6 +104,11 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
     cfg, raw, stores, root = open_project(project_dir, overrides)
     lock = root / ".cd4ml" / "run.lock"
     with stores, project_lock(lock, timeout_s=cfg.store.lock_timeout_s):
+        # holding the lock, a run still marked running was killed: say so
+        for dead in stores.metadata.list_runs(project=cfg.project, status="running"):
+            stores.metadata.finish_run(dead["id"], "failed",
+                                       error="interrupted: the process ended before the run "
+                                             "finished (found by the next run)")
         ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw)
         try:
             results = run_stages(build_stages(cfg, ctx), ctx, force=force, on_event=reporter)
