@@ -18,12 +18,32 @@ against scikit-learn in the tests.
 
 from __future__ import annotations
 
-from cd4ml.evaluation.gates import GATE_METRICS, apply_gate, render_gate
-from cd4ml.evaluation.metrics import (
-    HIGHER_IS_BETTER, METRICS, compute_metrics, holiday_weights, mae, nwrmsle, r2, rmse,
-    wmae,
-)
-from cd4ml.evaluation.report import compare, evaluate, evaluation_weights, improvement_pct
+import importlib
+from typing import Any
+
+# Loaded on first use, so `cd4ml run` on an up-to-date pipeline can print a gate
+# report (render_gate needs neither numpy nor pandas) without importing pandas.
+_WHERE = {
+    "apply_gate": "gates", "render_gate": "render", "GATE_METRICS": "gates",
+    "HIGHER_IS_BETTER": "metrics", "METRICS": "metrics", "compute_metrics": "metrics",
+    "holiday_weights": "metrics", "mae": "metrics", "nwrmsle": "metrics", "r2": "metrics",
+    "rmse": "metrics", "wmae": "metrics",
+    "compare": "report", "evaluate": "report", "evaluation_weights": "report",
+    "improvement_pct": "report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"cd4ml.evaluation.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cd4ml.evaluation' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "wmae", "mae", "rmse", "r2", "nwrmsle", "METRICS", "HIGHER_IS_BETTER",

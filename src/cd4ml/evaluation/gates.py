@@ -33,6 +33,7 @@ from typing import Any
 
 from cd4ml.config import GateConfig
 from cd4ml.evaluation.metrics import HIGHER_IS_BETTER, METRICS
+from cd4ml.evaluation.render import _fmt, _slice_text, render_gate
 from cd4ml.evaluation.report import Report, improvement_pct
 
 __all__ = ["apply_gate", "render_gate", "GATE_METRICS"]
@@ -80,29 +81,6 @@ def apply_gate(candidate: Report, baselines: Mapping[str, Report], cfg: GateConf
             "candidate": cand_value, "baseline": base_name,
             "baseline_value": base_values[base_name], "rules": rules,
             "slices_not_gated": not_gated}
-
-
-def render_gate(report: Mapping[str, Any]) -> str:
-    """The GateReport as readable lines: a verdict, then ``PASS``/``FAIL`` per rule."""
-    verdict = "PASSED" if report["passed"] else "FAILED"
-    lines = [f"GATE {verdict}: {report['metric']} against baseline {report['baseline']}"]
-    for rule in report["rules"]:
-        lines.append(f"{'PASS' if rule['passed'] else 'FAIL'} {rule['rule']}: {rule['detail']}")
-        if not rule["passed"]:
-            lines.extend(f"  {_slice_text(s)}" for s in rule.get("offenders", []))
-    skipped = report.get("slices_not_gated") or []
-    if skipped:
-        lines.append(f"not gated: {len(skipped)} slice(s) — "
-                     + ", ".join(f"{s['column']}={s['value']}" for s in skipped[:10])
-                     + (", ..." if len(skipped) > 10 else ""))
-    return "\n".join(lines)
-
-
-def _fmt(x: float | None) -> str:
-    """Numbers for sentences: 1549.1, 0.5432, 123,457."""
-    if x is None:
-        return "n/a"
-    return f"{x:,.0f}" if abs(x) >= 1e5 else f"{x:.6g}"
 
 
 def _overall(report: Report, metric: str, who: str) -> float:
@@ -222,10 +200,3 @@ def _key(value: Any) -> Any:
 def _badness(entry: Mapping[str, Any]) -> float:
     pct = entry["regression_pct"]
     return float("inf") if pct is None else float(pct)
-
-
-def _slice_text(e: Mapping[str, Any]) -> str:
-    pct = e["regression_pct"]
-    change = "n/a" if pct is None else f"{pct:+.2f}%"
-    return (f"{e['column']}={e['value']} {change} ({_fmt(e['candidate'])} vs "
-            f"{_fmt(e['baseline'])}, weight share {e['weight_share']:.3g})")

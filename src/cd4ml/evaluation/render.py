@@ -1,0 +1,38 @@
+"""Gate reports as readable lines; plain Python, so printing a cached verdict is cheap."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["render_gate"]
+
+
+def render_gate(report: Mapping[str, Any]) -> str:
+    """The GateReport as readable lines: a verdict, then ``PASS``/``FAIL`` per rule."""
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    lines = [f"GATE {verdict}: {report['metric']} against baseline {report['baseline']}"]
+    for rule in report["rules"]:
+        lines.append(f"{'PASS' if rule['passed'] else 'FAIL'} {rule['rule']}: {rule['detail']}")
+        if not rule["passed"]:
+            lines.extend(f"  {_slice_text(s)}" for s in rule.get("offenders", []))
+    skipped = report.get("slices_not_gated") or []
+    if skipped:
+        lines.append(f"not gated: {len(skipped)} slice(s) — "
+                     + ", ".join(f"{s['column']}={s['value']}" for s in skipped[:10])
+                     + (", ..." if len(skipped) > 10 else ""))
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    """Numbers for sentences: 1549.1, 0.5432, 123,457."""
+    if x is None:
+        return "n/a"
+    return f"{x:,.0f}" if abs(x) >= 1e5 else f"{x:.6g}"
+
+
+def _slice_text(e: Mapping[str, Any]) -> str:
+    pct = e["regression_pct"]
+    change = "n/a" if pct is None else f"{pct:+.2f}%"
+    return (f"{e['column']}={e['value']} {change} ({_fmt(e['candidate'])} vs "
+            f"{_fmt(e['baseline'])}, weight share {e['weight_share']:.3g})")
