@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import cd4ml.store.fingerprint as fingerprint_mod
+
 import cd4ml.data
 from cd4ml.config import SourceConfig
 from cd4ml.data import sources
@@ -153,8 +155,8 @@ def test_fingerprint_is_sha256_and_cached(tmp_path: Path, monkeypatch: pytest.Mo
     f, cache = tmp_path / "data.csv", tmp_path / "state" / "hashes.json"
     f.write_bytes(b"a,b\n1,2\n")
     calls: list[Path] = []
-    real = sources._hash_file
-    monkeypatch.setattr(sources, "_hash_file", lambda p: calls.append(p) or real(p))
+    real = fingerprint_mod._hash_file
+    monkeypatch.setattr(fingerprint_mod, "_hash_file", lambda p: calls.append(p) or real(p))
 
     first = file_fingerprint(f, cache)
     assert first == hashlib.sha256(b"a,b\n1,2\n").hexdigest()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,19 +15,7 @@ from cd4ml.errors import LockedError
 from cd4ml.store import lock_holder, project_lock
 
 
-def _load_fixtures() -> ModuleType:
-    """tests/store_fixtures.py (tests/ is not importable under --import-mode=importlib)."""
-    name = "cd4ml_store_test_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("store_fixtures.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+import store_fixtures as fx  # noqa: E402  (tests/ is on pythonpath)
 
 
 def _start_holder(path: Path, hold_s: float) -> Any:

@@ -6,11 +6,10 @@ Every test taking ``store``/``make_store``/``db_url`` runs on both backends.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import math
 import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,19 +21,7 @@ from cd4ml.store._engine import current_revision, head_revision
 from cd4ml.store.tables import metadata_obj
 
 
-def _load_fixtures() -> ModuleType:
-    """tests/store_fixtures.py (tests/ is not importable under --import-mode=importlib)."""
-    name = "cd4ml_store_test_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("store_fixtures.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+import store_fixtures as fx  # noqa: E402  (tests/ is on pythonpath)
 db_url, make_store, store = fx.fixtures()
 
 

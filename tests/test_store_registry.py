@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,19 +15,7 @@ from cd4ml.errors import NotFoundError, StoreError
 from cd4ml.store import MetadataStore
 
 
-def _load_fixtures() -> ModuleType:
-    """tests/store_fixtures.py (tests/ is not importable under --import-mode=importlib)."""
-    name = "cd4ml_store_test_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("store_fixtures.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fx = _load_fixtures()
+import store_fixtures as fx  # noqa: E402  (tests/ is on pythonpath)
 db_url, make_store, store = fx.fixtures()
 
 

@@ -21,9 +21,6 @@ cd4ml.errors.SourceError: source 'sales': file not found: .../nope.csv
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,6 +32,7 @@ from pandas.api import types as pdt
 from cd4ml.config import SourceConfig
 from cd4ml.data._types import examples
 from cd4ml.errors import SourceError
+from cd4ml.store.fingerprint import file_fingerprint
 
 __all__ = ["read_source", "parse_dates", "file_fingerprint", "source_format"]
 
@@ -148,61 +146,3 @@ def read_source(name: str, src: SourceConfig, root: Path) -> pd.DataFrame:
     return df
 
 
-# -- fingerprints ---------------------------------------------------------------------
-
-_CHUNK = 1 << 20
-
-
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_cache(cache: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(cache.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    entries = data.get("entries") if isinstance(data, dict) else None
-    return entries if isinstance(entries, dict) else {}
-
-
-def file_fingerprint(path: str | Path, cache: str | Path | None = None) -> str:
-    """The sha256 (hex) of the file's bytes, remembered in the JSON file ``cache``.
-
-    An entry is reused while the file's resolved path, size and ``mtime_ns`` are unchanged,
-    so an unchanged file is not read again. A missing or corrupt cache is rebuilt; the
-    cache is replaced atomically.
-
-    >>> import tempfile
-    >>> d = Path(tempfile.mkdtemp()); _ = (d / "a.txt").write_bytes(b"abc")
-    >>> file_fingerprint(d / "a.txt", d / "state.json")[:16]
-    'ba7816bf8f01cfea'
-    >>> file_fingerprint(d / "a.txt", d / "state.json")[:16]  # from the cache
-    'ba7816bf8f01cfea'
-    """
-    path = Path(path).resolve()
-    try:
-        st = path.stat()
-    except OSError:
-        raise SourceError(f"cannot fingerprint {path}: file not found") from None
-    if cache is None:
-        return _hash_file(path)
-    cache = Path(cache)
-    entries = _load_cache(cache)
-    key = str(path)
-    hit = entries.get(key)
-    if isinstance(hit, dict) and hit.get("size") == st.st_size \
-            and hit.get("mtime_ns") == st.st_mtime_ns and isinstance(hit.get("sha256"), str):
-        return hit["sha256"]
-    digest = _hash_file(path)
-    entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"version": 1, "entries": entries}, indent=1, sort_keys=True),
-                   encoding="utf-8")
-    os.replace(tmp, cache)
-    return digest

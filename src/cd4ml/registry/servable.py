@@ -99,7 +99,7 @@ class ServableModel:
             return -1
         s = self.series_index.get(tuple(key))
         if s is None:
-            desc = ", ".join(f"{f}={v!r}" for f, v in zip(self._key_fields, key, strict=True))
+            desc = ", ".join(f"{f}={lower[f]!r}" for f in self._key_fields)
             errors.append({"loc": f"rows[{i}]", "field": ",".join(self._key_fields),
                            "value": desc, "problem": f"series {desc} was never seen in the "
                                                      f"model's history"})
