@@ -72,7 +72,7 @@ def test_predict_one_and_many(client: TestClient, model) -> None:
     ({"store": 99, "dept": 1, "date": "2012-11-02"}, "store,dept", "never seen"),
     ({"store": 1, "dept": 1, "date": "2014-01-03"}, "date", "beyond the forecast horizon"),
     ({"store": 1, "dept": 1, "date": "02/11/2012"}, "date", "YYYY-MM-DD"),
-    ({"store": 1, "dept": 1, "date": "2012-11-01"}, "date", "not a week date"),
+    ({"store": 1, "dept": 1, "date": "2012-11-01"}, "date", "nearest: 2012-10-26 or 2012-11-02"),
     ({"store": 1, "dept": 1}, "date", "field required"),
     ({"store": "one", "dept": 1, "date": "2012-11-02"}, "store", "expected a number"),
     ({"store": 1, "dept": 1, "date": "2012-11-02", "price": 3}, "price", "unknown field"),

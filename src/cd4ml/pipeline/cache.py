@@ -48,6 +48,11 @@ def _imports_of(path: Path, mtime_ns: int) -> tuple[str, ...]:
                 mod = node.module or ""
             found.add(mod)
             found.update(f"{mod}.{a.name}" for a in node.names)
+    if path.name == "__init__.py" and any(
+            isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in tree.body):
+        # a lazy package resolves names at run time: count every module in it
+        found.update(f"{pkg}.{p.stem}" for p in path.parent.glob("*.py")
+                     if p.name != "__init__.py")
     return tuple(sorted(m for m in found if m.startswith("cd4ml")))
 
 

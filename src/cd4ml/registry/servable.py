@@ -134,10 +134,12 @@ class ServableModel:
             return None
         k, rem = divmod(d - self.start, self.step)
         if rem != pd.Timedelta(0):
+            before = self.start + k * self.step
             errors.append({"loc": loc, "field": f, "value": raw,
                            "problem": f"not a week date of the series: dates run every "
                                       f"{self.step.days} days from {self.start.date()} "
-                                      f"({self.start.day_name()}s)"})
+                                      f"({self.start.day_name()}s); nearest: "
+                                      f"{before.date()} or {(before + self.step).date()}"})
             return None
         return int(k)
 

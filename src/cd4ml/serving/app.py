@@ -163,7 +163,8 @@ margin:.6em 0}}.result{{font-size:1.3em}}.error{{color:#b00}}</style></head><bod
 <p>Model <b>{html.escape(m.name)}</b> version <b>{m.version}</b>; history ends
 {m.history_end.date()}, forecasts up to {last}.</p>
 <form method="get" action="/">
-<label>Date <input type="date" name="date" value="{html.escape(str(date or last))}"></label>
+<label>Date <input type="date" name="date" value="{html.escape(str(date or last))}"
+ min="{m.start.date()}" max="{last}" step="{m.step.days}"></label>
 <label>Store <select name="store">{options(stores, store)}</select></label>
 <label>Department <select name="dept">{options(depts, dept)}</select></label>
 <button type="submit">Forecast</button></form>{result}</body></html>"""

@@ -115,6 +115,8 @@ def _fit_sklearn(spec: ModelSpec, X: np.ndarray, y: np.ndarray, w: np.ndarray,
         est = cls(random_state=seed, **kw).fit(X, y, sample_weight=w)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"models.{spec.name}: {cls.__name__} could not fit: {exc}") from None
+    if "n_jobs" in allowed:  # predict in one thread: same sums in the same order, every time
+        est.set_params(n_jobs=None)
     return SklearnPredictor(est, feature_names=names, target_offset=offset)
 
 

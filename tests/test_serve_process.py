@@ -1,0 +1,70 @@
+"""`cd4ml serve` as a real process on loopback: JSON over HTTP and the page in a browser."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import FAST, make_project
+
+from cd4ml.pipeline.run import run_pipeline
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    proj = make_project(tmp_path_factory.mktemp("served"), sample_dir)
+    assert run_pipeline(proj, FAST).registered
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml.cli", "serve", "-p", str(proj),
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not start: {proc.stdout.read()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_json_over_http(server: str) -> None:
+    res = httpx.post(f"{server}/predict", json=[{"store": 1, "dept": 1, "date": "2013-07-26"},
+                                               {"store": 1, "dept": 95, "date": "2012-11-02"}])
+    assert res.status_code == 200, res.text
+    assert len(res.json()["predictions"]) == 2
+    bad = httpx.post(f"{server}/predict", content=b"store=1", headers={"content-type":
+                                                                      "text/plain"})
+    assert bad.status_code == 422 and "not valid JSON" in bad.json()["detail"]
+
+
+def test_form_in_a_headless_browser(server: str, tmp_path: Path) -> None:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("no Chromium on this machine (apt-get install chromium)")
+    dom = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+         f"{server}/?store=1&dept=3&date=2013-03-01"],
+        capture_output=True, text=True, timeout=60).stdout
+    assert "<h1>Sales forecast</h1>" in dom
+    assert 'id="forecast">$' in dom
