@@ -16,7 +16,6 @@ import cd4ml.store.fingerprint as fingerprint_mod
 
 import cd4ml.data
 from cd4ml.config import SourceConfig
-from cd4ml.data import sources
 from cd4ml.data.sources import file_fingerprint, parse_dates, read_source, source_format
 from cd4ml.errors import SourceError
 
