@@ -159,3 +159,12 @@ def test_missing_file_is_a_clear_error(tmp_path: Path, sample_dir: Path) -> None
     res = cli(proj, "run")
     assert res.returncode == 1
     assert "stores.csv" in res.stderr and "not found" in res.stderr
+
+
+def test_run_json_is_one_document_on_stdout(project: Path) -> None:
+    res = subprocess.run([*CLI, "run", "-p", str(project), "--json", *sum(
+        (["--set", s] for s in FAST), [])], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["up_to_date"] is True and doc["gate"]["passed"] in (True, False)
+    assert "cached" in res.stderr  # progress goes to stderr

@@ -52,7 +52,7 @@ def run(project: Project = Path("."), set_: Sets = None,
         elif event == "skipped" and res is not None:
             err.print(f"  [dim]- {stage.name} (skipped: {res.reason})[/]")
 
-    outcome = run_pipeline(project, set_, force=force, reporter=None if json_ else report)
+    outcome = run_pipeline(project, set_, force=force, reporter=report)  # progress: stderr
     if json_:
         _emit_json(outcome.to_dict())
         return
