@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +79,36 @@ def make_project(tmp: Path, data: Path, extra_yaml: str = "") -> Path:
 # fast settings for the sample: small models, same recipe shape
 FAST = ["models.candidates.0.params.n_estimators=60",
         "models.candidates.1.params.n_estimators=5"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`cd4ml serve` as a real process on a free loopback port; yields its URL."""
+    proj = make_project(tmp_path_factory.mktemp("served"), sample_dir)
+    from cd4ml.pipeline.run import run_pipeline
+
+    assert run_pipeline(proj, FAST).registered
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml.cli", "serve", "-p", str(proj),
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not start: {proc.stdout.read()}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)

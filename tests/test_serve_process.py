@@ -3,47 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST, make_project
-
-from cd4ml.pipeline.run import run_pipeline
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    proj = make_project(tmp_path_factory.mktemp("served"), sample_dir)
-    assert run_pipeline(proj, FAST).registered
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cd4ml.cli", "serve", "-p", str(proj),
-                             "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stdout.read()}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_json_over_http(server: str) -> None:

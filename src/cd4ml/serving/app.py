@@ -77,6 +77,16 @@ def create_app(holder: ModelHolder, *, max_batch_rows: int = 10_000,
         return JSONResponse({"detail": str(exc), "errors": errors},
                             status_code=http_status(exc))
 
+    @app.middleware("http")
+    async def _body_limit(request: Request, call_next: Any) -> Any:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > max_body_bytes:
+            msg = (f"body of {size} bytes is larger than the limit of {max_body_bytes} "
+                   f"(serving.max_body_bytes)")
+            key = "error" if request.url.path.startswith("/v2") else "detail"
+            return JSONResponse({key: msg}, status_code=413)
+        return await call_next(request)
+
     @app.get("/health")
     def health() -> dict[str, Any]:
         m = holder.model
@@ -131,6 +141,11 @@ def create_app(holder: ModelHolder, *, max_batch_rows: int = 10_000,
                 status = 422
         return HTMLResponse(_page(m, store, dept, date, result), status_code=status)
 
+    from cd4ml.serving.mlflow_protocol import mlflow_router
+    from cd4ml.serving.v2 import v2_router
+
+    app.include_router(v2_router(lambda: holder.model, max_batch_rows))
+    app.include_router(mlflow_router(lambda: holder.model, max_batch_rows))
     app.openapi_schema = None
     _add_schema(app)
     return app

@@ -1,0 +1,233 @@
+"""Open Inference Protocol v2 (KServe, Triton, MLServer): JSON and binary tensor data.
+
+One named tensor per request field of the forecasting contract (``store``, ``dept`` as
+numbers, ``date`` as BYTES); the answer is one FP64 tensor ``prediction``. With the
+binary tensor data extension (what ``tritonclient`` sends by default) the body is the
+JSON header, ``Inference-Header-Content-Length`` bytes long, followed by raw tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from cd4ml import __version__
+from cd4ml.errors import RequestError
+from cd4ml.registry.servable import ServableModel
+
+__all__ = ["v2_router", "decode_request", "NUMERIC"]
+
+NUMERIC = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+           "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2",
+           "FP32": "<f4", "FP64": "<f8"}
+_HEADER = "inference-header-content-length"
+
+
+class V2Error(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _bytes_elements(raw: bytes, name: str) -> list[str]:
+    out, i = [], 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise V2Error(f"input {name!r}: truncated BYTES element at offset {i}")
+        (n,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        if i + n > len(raw):
+            raise V2Error(f"input {name!r}: BYTES element of {n} bytes runs past the data")
+        out.append(raw[i:i + n].decode("utf-8", errors="replace"))
+        i += n
+    return out
+
+
+def _flatten(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        return [x for item in data for x in _flatten(item)]
+    return [data]
+
+
+def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
+                                                                  dict[str, list[Any]]]:
+    """The JSON header and each input's flat values; shapes and sizes are checked."""
+    head, binary = (body[:header_len], body[header_len:]) if header_len is not None \
+        else (body, b"")
+    if header_len is not None and not 0 <= header_len <= len(body):
+        raise V2Error(f"Inference-Header-Content-Length = {header_len} but the body has "
+                      f"{len(body)} bytes")
+    try:
+        req = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise V2Error(f"request is not valid JSON: {exc}") from None
+    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
+        raise V2Error("request needs 'inputs': a non-empty list of tensors")
+    values: dict[str, list[Any]] = {}
+    offset = 0
+    for t in req["inputs"]:
+        if not isinstance(t, dict) or not all(k in t for k in ("name", "shape", "datatype")):
+            raise V2Error("each input needs 'name', 'shape' and 'datatype'")
+        name, dtype, shape = t["name"], str(t["datatype"]).upper(), t["shape"]
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise V2Error(f"input {name!r}: shape {shape!r} must be a list of non-negative ints")
+        size = int(np.prod(shape)) if shape else 1
+        nbytes = (t.get("parameters") or {}).get("binary_data_size")
+        if nbytes is not None:
+            chunk = binary[offset:offset + int(nbytes)]
+            if len(chunk) != int(nbytes):
+                raise V2Error(f"input {name!r}: binary_data_size {nbytes} runs past the body")
+            offset += int(nbytes)
+            if dtype == "BYTES":
+                flat: list[Any] = _bytes_elements(chunk, name)
+            elif dtype in NUMERIC:
+                item = np.dtype(NUMERIC[dtype]).itemsize
+                if len(chunk) % item:
+                    raise V2Error(f"input {name!r}: {len(chunk)} bytes is not a whole "
+                                  f"number of {dtype} values")
+                flat = np.frombuffer(chunk, dtype=NUMERIC[dtype]).tolist()
+            else:
+                raise V2Error(f"input {name!r}: datatype {dtype!r} is not supported")
+        else:
+            if "data" not in t:
+                raise V2Error(f"input {name!r}: no 'data' and no binary_data_size")
+            flat = _flatten(t["data"])
+        if len(flat) != size:
+            raise V2Error(f"input {name!r}: shape {shape} holds {size} values but "
+                          f"{len(flat)} were sent")
+        if name in values:
+            raise V2Error(f"input {name!r} is given twice")
+        values[name] = flat
+    if offset != len(binary):
+        raise V2Error(f"{len(binary) - offset} bytes of binary data belong to no input")
+    return req, values
+
+
+def _wants_binary(req: dict[str, Any]) -> bool:
+    outs = req.get("outputs") or []
+    if outs:
+        return any((o.get("parameters") or {}).get("binary_data") for o in outs
+                   if isinstance(o, dict))
+    return bool((req.get("parameters") or {}).get("binary_data_output"))
+
+
+def v2_router(get_model: Callable[[], ServableModel], max_rows: int) -> APIRouter:
+    r = APIRouter()
+
+    def check(name: str, version: str | None) -> ServableModel:
+        m = get_model()
+        if name != m.name:
+            raise V2Error(f"model {name!r} is not served here; served: {m.name!r}", 404)
+        if version is not None and version != str(m.version):
+            raise V2Error(f"model {name!r} version {version!r} is not loaded; loaded: "
+                          f"version {m.version}", 404)
+        return m
+
+    def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def wrapped(*a: Any, **kw: Any) -> Any:
+            try:
+                return await fn(*a, **kw)
+            except V2Error as exc:
+                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            except RequestError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        return wrapped
+
+    @r.get("/v2")
+    async def server_meta() -> dict[str, Any]:
+        return {"name": "cd4ml", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @r.get("/v2/health/live")
+    async def live() -> dict[str, Any]:
+        return {"live": True}
+
+    @r.get("/v2/health/ready")
+    async def ready() -> dict[str, Any]:
+        return {"ready": True}
+
+    def metadata(m: ServableModel) -> dict[str, Any]:
+        inputs = [{"name": i["name"], "datatype": "BYTES" if i["type"] in ("date", "string")
+                   else "INT64" if i["type"] == "integer" else "FP64", "shape": [-1]}
+                  for i in m.manifest["signature"]["inputs"]]
+        return {"name": m.name, "versions": [str(m.version)], "platform": "cd4ml",
+                "inputs": inputs, "outputs": [{"name": "prediction", "datatype": "FP64",
+                                               "shape": [-1]}]}
+
+    @r.get("/v2/models/{name}")
+    @guard
+    async def model_meta(name: str) -> Any:
+        return metadata(check(name, None))
+
+    @r.get("/v2/models/{name}/versions/{version}")
+    @guard
+    async def model_version_meta(name: str, version: str) -> Any:
+        return metadata(check(name, version))
+
+    @r.get("/v2/models/{name}/ready")
+    @guard
+    async def model_ready(name: str) -> Any:
+        check(name, None)
+        return {"name": name, "ready": True}
+
+    @r.get("/v2/models/{name}/versions/{version}/ready")
+    @guard
+    async def model_version_ready(name: str, version: str) -> Any:
+        check(name, version)
+        return {"name": name, "ready": True}
+
+    async def infer(request: Request, name: str, version: str | None) -> Response:
+        m = check(name, version)
+        hl = request.headers.get(_HEADER)
+        try:
+            header_len = int(hl) if hl is not None else None
+        except ValueError:
+            raise V2Error(f"Inference-Header-Content-Length = {hl!r} is not a number") from None
+        req, values = decode_request(await request.body(), header_len)
+        fields = list(m.fields)
+        unknown = sorted(set(values) - set(fields))
+        missing = [f for f in fields if f not in values]
+        if unknown or missing:
+            raise V2Error(f"inputs must be exactly {fields}; unknown: {unknown}, "
+                          f"missing: {missing}")
+        n = {len(v) for v in values.values()}
+        if len(n) != 1:
+            raise V2Error(f"inputs hold different numbers of rows: "
+                          f"{ {k: len(v) for k, v in values.items()} }")
+        rows = n.pop()
+        if rows > max_rows:
+            raise V2Error(f"{rows} rows is more than the limit of {max_rows} per request", 413)
+        records = [{f: values[f][i] for f in fields} for i in range(rows)]
+        preds = np.asarray(m.predict_records(records), dtype="<f8")
+        out: dict[str, Any] = {"model_name": m.name, "model_version": str(m.version),
+                               "outputs": [{"name": "prediction", "datatype": "FP64",
+                                            "shape": [rows]}]}
+        if "id" in req:
+            out["id"] = req["id"]
+        if _wants_binary(req):
+            raw = preds.tobytes()
+            out["outputs"][0]["parameters"] = {"binary_data_size": len(raw)}
+            head = json.dumps(out).encode()
+            return Response(head + raw, media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(len(head))})
+        out["outputs"][0]["data"] = preds.tolist()
+        return JSONResponse(out)
+
+    @r.post("/v2/models/{name}/infer")
+    @guard
+    async def infer_latest(request: Request, name: str) -> Response:
+        return await infer(request, name, None)
+
+    @r.post("/v2/models/{name}/versions/{version}/infer")
+    @guard
+    async def infer_version(request: Request, name: str, version: str) -> Response:
+        return await infer(request, name, version)
+
+    return r
