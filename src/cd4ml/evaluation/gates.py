@@ -34,7 +34,7 @@ from typing import Any
 from cd4ml.config import GateConfig
 from cd4ml.evaluation.metrics import HIGHER_IS_BETTER, METRICS
 from cd4ml.evaluation.render import _fmt, _slice_text, render_gate
-from cd4ml.evaluation.report import Report, improvement_pct
+from cd4ml.evaluation.report import Report, _overall, improvement_pct
 
 __all__ = ["apply_gate", "render_gate", "GATE_METRICS"]
 
@@ -57,8 +57,9 @@ def apply_gate(candidate: Report, baselines: Mapping[str, Report], cfg: GateConf
                          f"{list(GATE_METRICS)} (lower is better)")
     if not baselines:
         raise ValueError("no baseline reports; the gate needs at least one baseline")
-    cand_value = _overall(candidate, metric, "candidate")
-    base_values = {n: _overall(r, metric, f"baseline {n!r}") for n, r in baselines.items()}
+    cand_value = _overall(candidate, metric, "candidate report")
+    base_values = {n: _overall(r, metric, f"baseline {n!r} report")
+                   for n, r in baselines.items()}
     if cfg.baseline == "best":
         base_name = min(base_values, key=lambda n: (base_values[n], n))
     elif cfg.baseline in baselines:
@@ -83,15 +84,6 @@ def apply_gate(candidate: Report, baselines: Mapping[str, Report], cfg: GateConf
             "slices_not_gated": not_gated}
 
 
-def _overall(report: Report, metric: str, who: str) -> float:
-    try:
-        value = report["overall"][metric]
-    except (KeyError, TypeError):
-        raise ValueError(f"{who} report has no overall {metric!r}; pass reports made by "
-                         "evaluate()") from None
-    if value is None:
-        raise ValueError(f"{who} report: overall {metric!r} is undefined")
-    return float(value)
 
 
 def _same_rows(candidate: Report, base: Report, base_name: str) -> None:

@@ -201,7 +201,7 @@ def compare(reports: Mapping[str, Report], metric: str, *,
     unknown = sorted(set(baselines or ()) - set(reports))
     if unknown:
         raise ValueError(f"baselines {unknown} are not among the reports {sorted(reports)}")
-    values = {name: _overall(rep, metric, name) for name, rep in reports.items()}
+    values = {name: _overall(rep, metric, f"report {name!r}") for name, rep in reports.items()}
     sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
     order = sorted(values, key=lambda name: (sign * values[name], name))
     pool = [n for n in order if n in set(baselines)] if baselines else order
@@ -213,12 +213,13 @@ def compare(reports: Mapping[str, Report], metric: str, *,
             for i, name in enumerate(order, start=1)]
 
 
-def _overall(report: Report, metric: str, name: str) -> float:
+def _overall(report: Report, metric: str, who: str) -> float:
+    """The overall ``metric`` of a report; ``who`` names the report in errors."""
     try:
         value = report["overall"][metric]
     except (KeyError, TypeError):
-        raise ValueError(f"report {name!r} has no overall {metric!r}; pass reports made "
+        raise ValueError(f"{who} has no overall {metric!r}; pass reports made "
                          "by evaluate()") from None
     if value is None:
-        raise ValueError(f"report {name!r}: overall {metric!r} is undefined")
+        raise ValueError(f"{who}: overall {metric!r} is undefined")
     return float(value)
