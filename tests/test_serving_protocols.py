@@ -129,3 +129,7 @@ def test_every_protocol_refuses_an_oversized_body(model) -> None:
         res = small.post(path, content=big, headers={"content-type": "application/json"})
         assert res.status_code == 413, path
         assert "max_body_bytes" in json.dumps(res.json())
+        chunked = small.post(path, content=iter([big]),  # no Content-Length: read, then refused
+                             headers={"content-type": "application/json"})
+        assert chunked.status_code == 413, path
+        assert "max_body_bytes" in json.dumps(chunked.json())

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.config import ProjectConfig, load_config
-from cd4ml.errors import Cd4mlError, NotFoundError
+from cd4ml.errors import NotFoundError
 from cd4ml.pipeline.context import RunContext
 from cd4ml.pipeline.forecast import build_stages
 from cd4ml.pipeline.runner import Stage, StageResult, run_stages
@@ -117,10 +117,8 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
             gate = by["gate"].outputs
             registered, message = _register(ctx, stores, cfg, by) if ctx.has_run or force \
                 else (None, "")
-        except BaseException as exc:
-            if isinstance(exc, (Cd4mlError, Exception, KeyboardInterrupt)):
-                err = f"{type(exc).__name__}: {exc}"
-                stores.metadata.finish_run(ctx.run_id, "failed", error=err)
+        except (Exception, KeyboardInterrupt) as exc:
+            stores.metadata.finish_run(ctx.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
         if not ctx.has_run:
             return RunOutcome(None, True, results, metrics, gate.get("report"),

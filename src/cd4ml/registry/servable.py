@@ -47,7 +47,7 @@ class ServableModel:
         self.fields = request_fields(spec)  # request field -> column
         self._key_fields = [f for f, c in self.fields.items() if c != spec.time]
         self._time_field = next(f for f, c in self.fields.items() if c == spec.time)
-        self._numeric = {f: pd.api.types.is_numeric_dtype(history[self.fields[f]])
+        self.numeric = {f: pd.api.types.is_numeric_dtype(history[self.fields[f]])
                          for f in self._key_fields}
 
     # -- request handling ------------------------------------------------------------
@@ -85,7 +85,7 @@ class ServableModel:
                 ok = False
                 continue
             v = _norm(lower[f])
-            if self._numeric[f] and not isinstance(v, float):
+            if self.numeric[f] and not isinstance(v, float):
                 errors.append({"loc": f"rows[{i}].{f}", "field": f, "value": _short(v),
                                "problem": "expected a number"})
                 ok = False

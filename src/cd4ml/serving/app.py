@@ -17,6 +17,7 @@ from typing import Any
 
 from cd4ml.errors import Cd4mlError, MissingExtraError, RequestError, http_status
 from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.limits import read_body
 
 try:
     from fastapi import FastAPI, Request
@@ -99,14 +100,7 @@ def create_app(holder: ModelHolder, *, max_batch_rows: int = 10_000,
     async def predict(request: Request) -> JSONResponse:
         t0 = time.perf_counter()
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        size = int(request.headers.get("content-length") or 0)
-        if size > max_body_bytes:
-            raise RequestError(f"body of {size} bytes is larger than the limit of "
-                               f"{max_body_bytes} (serving.max_body_bytes)", status=413)
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            raise RequestError(f"body of {len(raw)} bytes is larger than the limit of "
-                               f"{max_body_bytes} (serving.max_body_bytes)", status=413)
+        raw = await read_body(request, max_body_bytes)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -144,8 +138,8 @@ def create_app(holder: ModelHolder, *, max_batch_rows: int = 10_000,
     from cd4ml.serving.mlflow_protocol import mlflow_router
     from cd4ml.serving.v2 import v2_router
 
-    app.include_router(v2_router(lambda: holder.model, max_batch_rows))
-    app.include_router(mlflow_router(lambda: holder.model, max_batch_rows))
+    app.include_router(v2_router(lambda: holder.model, max_batch_rows, max_body_bytes))
+    app.include_router(mlflow_router(lambda: holder.model, max_batch_rows, max_body_bytes))
     app.openapi_schema = None
     _add_schema(app)
     return app

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from cd4ml import __version__
 from cd4ml.errors import RequestError
 from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.limits import read_body
 
 __all__ = ["mlflow_router", "records_from_json", "records_from_csv"]
 
@@ -80,7 +81,8 @@ def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
              for k, v in r.items()} for r in rows]
 
 
-def mlflow_router(get_model: Callable[[], ServableModel], max_rows: int) -> APIRouter:
+def mlflow_router(get_model: Callable[[], ServableModel], max_rows: int,
+                  max_bytes: int) -> APIRouter:
     r = APIRouter()
 
     @r.get("/ping")
@@ -95,7 +97,7 @@ def mlflow_router(get_model: Callable[[], ServableModel], max_rows: int) -> APIR
     async def invocations(request: Request) -> Response:
         m = get_model()
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        raw = await request.body()
+        raw = await read_body(request, max_bytes)
         if ctype == "application/json":
             try:
                 doc = json.loads(raw)
@@ -103,7 +105,7 @@ def mlflow_router(get_model: Callable[[], ServableModel], max_rows: int) -> APIR
                 raise RequestError(f"body is not valid JSON: {exc}") from None
             records = records_from_json(doc)
         elif ctype == "text/csv":
-            numeric = {f for f, num in m._numeric.items() if num}
+            numeric = {f for f, num in m.numeric.items() if num}
             records = records_from_csv(raw.decode("utf-8", errors="replace"), numeric)
         else:
             return JSONResponse(

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from cd4ml import __version__
 from cd4ml.errors import RequestError
 from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.limits import read_body
 
 __all__ = ["v2_router", "decode_request", "NUMERIC"]
 
@@ -118,7 +119,8 @@ def _wants_binary(req: dict[str, Any]) -> bool:
     return bool((req.get("parameters") or {}).get("binary_data_output"))
 
 
-def v2_router(get_model: Callable[[], ServableModel], max_rows: int) -> APIRouter:
+def v2_router(get_model: Callable[[], ServableModel], max_rows: int,
+              max_bytes: int) -> APIRouter:
     r = APIRouter()
 
     def check(name: str, version: str | None) -> ServableModel:
@@ -190,7 +192,7 @@ def v2_router(get_model: Callable[[], ServableModel], max_rows: int) -> APIRoute
             header_len = int(hl) if hl is not None else None
         except ValueError:
             raise V2Error(f"Inference-Header-Content-Length = {hl!r} is not a number") from None
-        req, values = decode_request(await request.body(), header_len)
+        req, values = decode_request(await read_body(request, max_bytes), header_len)
         fields = list(m.fields)
         unknown = sorted(set(values) - set(fields))
         missing = [f for f in fields if f not in values]
