@@ -118,7 +118,9 @@ def test_invocations_csv_and_content_types(client: TestClient, expected) -> None
     assert client.post("/invocations", content=b"x", headers={"content-type":
                                                               "text/plain"}).status_code == 415
     bad = client.post("/invocations", json={"rows": []})
-    assert bad.status_code == 422 and "exactly one of" in bad.json()["detail"]
+    # MLflow's error shape: {"error_code": ..., "message": ...}
+    assert bad.status_code == 422 and "exactly one of" in bad.json()["message"]
+    assert bad.json()["error_code"] == "BAD_REQUEST"
     assert client.get("/ping").status_code == 200 and client.get("/version").text
 
 

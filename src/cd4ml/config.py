@@ -167,12 +167,37 @@ class StoreConfig(_Strict):
     lock_timeout_s: float = Field(0.0, ge=0, description="wait this long for another run")
 
 
+class PredictionLogConfig(_Strict):
+    """Every prediction, written off the request path in batches to SQLite segments."""
+
+    enabled: bool = True
+    dir: str = Field(".cd4ml/predictions", description="folder of the log's segments")
+    flush_interval_ms: int = Field(200, ge=1, le=60_000,
+                                   description="the writer commits at least this often")
+    max_unflushed: int = Field(1_000, ge=1, description=(
+        "records held in memory before a request waits for the writer; bounds what a "
+        "kill -9 can lose"))
+    rotate_hours: int = Field(24, ge=1, le=24 * 31, description="one segment per period")
+    retention_days: float = Field(30, gt=0, description="segments older than this are deleted")
+    store_request: bool = Field(True, description="keep each request body as received")
+
+
 class ServingConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(5005, ge=1, le=65535)
     alias: str = "production"
+    workers: int = Field(1, ge=1, le=64)
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(10_000_000, ge=1024)
+    max_concurrency: int = Field(256, ge=1, description=(
+        "requests in flight per worker; more get 503 with Retry-After"))
+    request_timeout_s: float = Field(30, gt=0, description="then 504")
+    poll_interval_s: float = Field(2, ge=0, description=(
+        "how often a server checks whether the alias moved (0: never; hot swap)"))
+    drain_s: float = Field(1, ge=0, description=(
+        "on SIGTERM, readiness is false this long before the server stops accepting"))
+    access_log: bool = True
+    log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
 
 class ProjectConfig(_Strict):

@@ -18,8 +18,9 @@ non-zero; the HTTP server maps it to a status code with :data:`HTTP_STATUS`.
     │   └── NotFoundError      no such run, snapshot, artifact, model, version or alias
     ├── PipelineError          a stage failed; names the stage
     ├── ModelError             a model cannot be fitted, saved or loaded
-    └── RequestError           a prediction request is invalid (HTTP 422/413/404)
-        └── HorizonError       the date is beyond what the model can forecast
+    ├── RequestError           a prediction request is invalid (HTTP 422/413/404)
+    │   └── HorizonError       the date is beyond what the model can forecast
+    └── UnavailableError       the server cannot answer now: loading, draining (HTTP 503)
 
 >>> str(ConfigError("must be > 0", key="features.horizon", value=-1, file="cd4ml.yaml"))
 'cd4ml.yaml: features.horizon = -1: must be > 0'
@@ -44,6 +45,7 @@ __all__ = [
     "ModelError",
     "RequestError",
     "HorizonError",
+    "UnavailableError",
     "HTTP_STATUS",
     "http_status",
 ]
@@ -129,6 +131,10 @@ class HorizonError(RequestError):
     """The requested date is later than history end + horizon."""
 
 
+class UnavailableError(Cd4mlError):
+    """The server cannot answer right now (a model is loading, or it is draining)."""
+
+
 #: HTTP status for each error class; the most specific class found in the MRO wins.
 HTTP_STATUS: dict[type[Cd4mlError], int] = {
     RequestError: 422,
@@ -136,6 +142,7 @@ HTTP_STATUS: dict[type[Cd4mlError], int] = {
     ConfigError: 400,
     LockedError: 409,
     IntegrityError: 500,
+    UnavailableError: 503,
     Cd4mlError: 500,
 }
 

@@ -1,47 +1,106 @@
 """The HTTP app: a "Sales forecast" web form at ``/`` and JSON at ``POST /predict``.
 
-Requests are checked against the model's signature before the model sees them; bad
-input gets a 4xx naming the field and the problem. The model is held by a
-:class:`ModelHolder`, the seam through which later work swaps versions while serving.
+Every protocol (native JSON, Open Inference Protocol v2, MLflow's ``/invocations``)
+goes through :meth:`Runtime.score`: the request's rows are checked against the model's
+signature, their precomputed feature rows are looked up, the model is called once,
+and the prediction is handed to the prediction log. Around them: ``POST /feedback``
+(actuals and rewards), ``/ready``, ``/live``, ``/health``, ``/metrics``, and the
+middleware of :mod:`cd4ml.serving.ops` (request ids, limits, metrics, access log).
+
+``cd4ml serve`` builds the app in each worker with :func:`app_from_env`: the model is
+loaded in the background (readiness is false until then), and a watcher follows the
+serving alias to swap versions while serving (:mod:`cd4ml.serving.hotswap`).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import logging
+import math
+import os
+import signal
 import threading
 import time
-import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from cd4ml.errors import Cd4mlError, MissingExtraError, RequestError, http_status
+import numpy as np
+
+from cd4ml.config import ServingConfig
+from cd4ml.errors import (Cd4mlError, MissingExtraError, NotFoundError, RequestError,
+                          UnavailableError, http_status)
 from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.limits import read_body
+from cd4ml.serving.predlog import LogRecord, PredictionLog, add_feedback, find_request
 
 try:
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, Response
     from fastapi.responses import HTMLResponse, JSONResponse
+
+    from cd4ml.serving.ops import METRICS, OpsMiddleware, log_config, metrics_text
 except ImportError as _exc:  # pragma: no cover - depends on the environment
-    raise MissingExtraError("cd4ml serve", "serve", "fastapi") from _exc
+    raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
-__all__ = ["ModelHolder", "create_app", "serve"]
+__all__ = ["ModelHolder", "Runtime", "create_app", "app_from_env", "serve", "DRAINING"]
+
+log = logging.getLogger("cd4ml.serve")
+
+#: Set when the worker got SIGTERM/SIGINT: readiness turns false before it stops.
+DRAINING = threading.Event()
 
 
-class ModelHolder:
-    """The version being served; replaced atomically (a reference swap)."""
+class Runtime:
+    """What the routes share: the model holder, the prediction log, the settings."""
 
-    def __init__(self, model: ServableModel) -> None:
-        self._model = model
-        self._lock = threading.Lock()
+    def __init__(self, holder: ModelHolder, settings: ServingConfig,
+                 plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
+                 rotate_hours: int = 24) -> None:
+        self.holder, self.settings, self.plog, self.watcher = holder, settings, plog, watcher
+        self.rotate_hours = rotate_hours
+        self.log_dir = plog.dir if plog is not None else None
+        holder.listeners.append(self._on_swap)
+        if holder.current is not None:
+            self._on_swap(None, holder.current)
 
-    @property
-    def model(self) -> ServableModel:
-        return self._model
+    @staticmethod
+    def _on_swap(old: ServableModel | None, new: ServableModel) -> None:
+        if old is not None:
+            METRICS.model_info.labels(old.name, str(old.version)).set(0)
+            METRICS.swaps.inc()
+        METRICS.model_info.labels(new.name, str(new.version)).set(1)
 
-    def swap(self, model: ServableModel) -> None:
-        with self._lock:
-            self._model = model
+    def readiness(self) -> tuple[bool, str]:
+        if DRAINING.is_set():
+            return False, "draining: the server is shutting down"
+        if self.holder.current is None:
+            why = f"; last error: {self.watcher.last_error}" if self.watcher and \
+                self.watcher.last_error else ""
+            return False, f"loading the model{why}"
+        return True, "ready"
+
+    def score(self, request: Request, model: ServableModel, records: list[Any],
+              endpoint: str, raw: bytes = b"", content_type: str = "") -> np.ndarray:
+        """Validate, look up features, predict once, log; the one path of every protocol."""
+        rows = model.rows_for(records)
+        X = model.X[rows]
+        preds = np.asarray(model.predictor.predict(X), dtype=np.float64)
+        state = request.scope["state"]
+        state["model_version"] = model.version
+        METRICS.predictions.labels(model.name, str(model.version), endpoint).inc(len(preds))
+        if self.plog is not None:
+            t0 = state.get("t0")
+            self.plog.append(LogRecord(
+                request_id=state.get("request_id", ""), ts=time.time(), model=model.name,
+                version=model.version, endpoint=endpoint,
+                latency_ms=(time.perf_counter() - t0) * 1000 if t0 else 0.0,
+                fields=list(model.fields), records=records, features=X,
+                feature_names=model.predictor.feature_names, outputs=preds,
+                content_type=content_type, request=raw))
+        return preds
 
 
 def _rows_of(body: Any, limit: int) -> tuple[list[Any], bool]:
@@ -68,53 +127,139 @@ def _rows_of(body: Any, limit: int) -> tuple[list[Any], bool]:
     return rows, single
 
 
-def create_app(holder: ModelHolder, *, max_batch_rows: int = 10_000,
-               max_body_bytes: int = 10_000_000) -> FastAPI:
-    app = FastAPI(title="cd4ml model server", version="1")
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"body is not valid JSON: {exc}",
+                           errors=[{"loc": "body", "problem": str(exc)}]) from None
+
+
+def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
+               plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
+               max_batch_rows: int | None = None, max_body_bytes: int | None = None,
+               rotate_hours: int = 24) -> Any:
+    """The ASGI app (FastAPI inside :class:`OpsMiddleware`)."""
+    s = settings or ServingConfig()
+    upd = {k: v for k, v in (("max_batch_rows", max_batch_rows),
+                             ("max_body_bytes", max_body_bytes)) if v is not None}
+    if upd:
+        s = s.model_copy(update=upd)
+    rt = Runtime(holder, s, plog, watcher, rotate_hours)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if watcher is not None:
+            watcher.start()
+        try:
+            yield
+        finally:
+            DRAINING.set()
+            if watcher is not None:
+                watcher.stop()
+            if plog is not None:
+                plog.close()
+                log.info("prediction log flushed and closed: %d written", plog.written,
+                         extra={"event": "prediction_log_closed", "written": plog.written,
+                                "dropped": plog.dropped})
+            if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())
+
+    app = FastAPI(title="cd4ml model server", version="1", lifespan=lifespan)
+    app.state.runtime = rt
 
     @app.exception_handler(Cd4mlError)
     async def _cd4ml_error(request: Request, exc: Cd4mlError) -> JSONResponse:
+        request.scope["state"]["error_type"] = type(exc).__name__
+        status = http_status(exc)
+        headers = {"retry-after": "1"} if status == 503 else None
+        if request.url.path == "/invocations":
+            return JSONResponse({"error_code": "BAD_REQUEST" if status < 500 else
+                                 "TEMPORARILY_UNAVAILABLE", "message": str(exc)},
+                                status_code=status, headers=headers)
         errors = getattr(exc, "errors", None) or []
-        return JSONResponse({"detail": str(exc), "errors": errors},
-                            status_code=http_status(exc))
+        return JSONResponse({"detail": str(exc), "errors": errors}, status_code=status,
+                            headers=headers)
 
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next: Any) -> Any:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > max_body_bytes:
-            msg = (f"body of {size} bytes is larger than the limit of {max_body_bytes} "
-                   f"(serving.max_body_bytes)")
-            key = "error" if request.url.path.startswith("/v2") else "detail"
-            return JSONResponse({key: msg}, status_code=413)
-        return await call_next(request)
+    def ready_response(body_ok: dict[str, Any], key: str = "ready") -> JSONResponse:
+        ok, why = rt.readiness()
+        if ok:
+            return JSONResponse(body_ok)
+        return JSONResponse({key: False, "reason": why}, status_code=503,
+                            headers={"retry-after": "1"})
+
+    @app.get("/live")
+    async def live() -> dict[str, Any]:
+        return {"live": True}
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        m = holder.current
+        return ready_response({"ready": True, "model": m.name if m else None,
+                               "version": m.version if m else None})
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
-        m = holder.model
-        return {"status": "ok", "model": m.name, "version": m.version}
+    async def health() -> JSONResponse:
+        m = holder.current
+        info: dict[str, Any] = {"status": "ok", "model": m.name if m else None,
+                                "version": m.version if m else None}
+        if plog is not None:
+            info["prediction_log"] = {"dir": str(plog.dir), "queue": plog.queue_depth,
+                                      "written": plog.written, "dropped": plog.dropped,
+                                      "recovered_losses": sum(x["lost"]
+                                                              for x in plog.recovered)}
+        ok, why = rt.readiness()
+        if not ok:
+            return JSONResponse({**info, "status": why}, status_code=503)
+        return JSONResponse(info)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        METRICS.ready.set(1 if rt.readiness()[0] else 0)
+        if plog is not None:
+            METRICS.log_queue.set(plog.queue_depth)
+        body, ctype = metrics_text()
+        return Response(body, media_type=ctype)
 
     @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [
             {"$ref": "#/components/schemas/ForecastRow"},
             {"type": "array", "items": {"$ref": "#/components/schemas/ForecastRow"}}]}}}}})
     async def predict(request: Request) -> JSONResponse:
-        t0 = time.perf_counter()
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        raw = await read_body(request, max_body_bytes)
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(f"body is not valid JSON: {exc}",
-                               errors=[{"loc": "body", "problem": str(exc)}]) from None
-        rows, single = _rows_of(body, max_batch_rows)
+        raw = await read_body(request, s.max_body_bytes)
+        rows, single = _rows_of(_parse_json(raw), s.max_batch_rows)
         model = holder.model  # one version answers the whole request
-        preds = model.predict_records(rows).tolist()
+        preds = rt.score(request, model, rows, "/predict", raw, "application/json").tolist()
+        state = request.scope["state"]
         out: dict[str, Any] = {"model": model.name, "version": model.version,
-                               "request_id": rid, "predictions": preds}
+                               "request_id": state["request_id"], "predictions": preds}
         if single:
             out["prediction"] = preds[0]
-        out["latency_ms"] = round((time.perf_counter() - t0) * 1000, 3)
-        return JSONResponse(out, headers={"x-request-id": rid})
+        out["latency_ms"] = round((time.perf_counter() - state["t0"]) * 1000, 3)
+        return JSONResponse(out)
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> JSONResponse:
+        """Actuals (``actual``) or rewards (``reward``) by request id or by keys + date."""
+        if plog is None:
+            raise UnavailableError("feedback is stored in the prediction log, which is off "
+                                   "(serving.log.enabled: false)")
+        raw = await read_body(request, s.max_body_bytes)
+        body = _parse_json(raw)
+        items = body.get("feedback") if isinstance(body, dict) and "feedback" in body \
+            else body
+        items = items if isinstance(items, list) else [items]
+        if not items or len(items) > s.max_batch_rows:
+            raise RequestError(f"feedback: expected 1 to {s.max_batch_rows} items, got "
+                               f"{len(items)}", status=413 if items else 422)
+        from starlette.concurrency import run_in_threadpool
+
+        rows = await run_in_threadpool(_check_feedback, rt, items)
+        n = await run_in_threadpool(add_feedback, plog.dir, rows,
+                                    rotate_hours=rt.rotate_hours)
+        return JSONResponse({"accepted": n})
 
     @app.get("/", response_class=HTMLResponse)
     def form(store: str | None = None, dept: str | None = None,
@@ -138,11 +283,112 @@ def create_app(holder: ModelHolder, *, max_batch_rows: int = 10_000,
     from cd4ml.serving.mlflow_protocol import mlflow_router
     from cd4ml.serving.v2 import v2_router
 
-    app.include_router(v2_router(lambda: holder.model, max_batch_rows, max_body_bytes))
-    app.include_router(mlflow_router(lambda: holder.model, max_batch_rows, max_body_bytes))
+    app.include_router(v2_router(rt, s.max_batch_rows, s.max_body_bytes))
+    app.include_router(mlflow_router(rt, s.max_batch_rows, s.max_body_bytes))
     app.openapi_schema = None
     _add_schema(app)
-    return app
+    outer = OpsMiddleware(app, max_body_bytes=s.max_body_bytes,
+                          max_concurrency=s.max_concurrency, timeout_s=s.request_timeout_s,
+                          access_log_on=s.access_log)
+    outer.state = app.state  # type: ignore[attr-defined]
+    outer.fastapi = app  # type: ignore[attr-defined]
+    return outer
+
+
+def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:
+    v = item.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        errors.append({"loc": f"{loc}.{key}", "field": key, "value": repr(v)[:80],
+                       "problem": "expected a finite number"})
+        return None
+    return float(v)
+
+
+def _check_feedback(rt: Runtime, items: list[Any]) -> list[dict[str, Any]]:
+    """Validate feedback items; unknown request ids give 404, other problems 422."""
+    out: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    unknown: list[str] = []
+    flushed = False
+    for i, it in enumerate(items):
+        loc = f"feedback[{i}]"
+        if not isinstance(it, dict):
+            errors.append({"loc": loc, "field": None, "value": repr(it)[:80],
+                           "problem": "expected an object"})
+            continue
+        actual, reward = _finite(it, "actual", loc, errors), _finite(it, "reward", loc, errors)
+        actuals = it.get("actuals")
+        if actuals is not None and (not isinstance(actuals, list) or any(
+                isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)
+                for a in actuals)):
+            errors.append({"loc": f"{loc}.actuals", "field": "actuals",
+                           "value": repr(actuals)[:80],
+                           "problem": "expected a list of finite numbers"})
+            continue
+        if actual is None and reward is None and actuals is None:
+            if not any(e["loc"].startswith(loc) for e in errors):
+                errors.append({"loc": loc, "field": "actual", "value": None,
+                               "problem": "give 'actual' (or 'actuals') and/or 'reward'"})
+            continue
+        rid = it.get("request_id")
+        if rid is not None:
+            extra = sorted(set(it) - {"request_id", "row", "actual", "actuals", "reward"})
+            if extra:
+                errors.append({"loc": f"{loc}.{extra[0]}", "field": extra[0],
+                               "value": repr(it[extra[0]])[:80],
+                               "problem": "unknown field; with request_id give row, actual, "
+                                          "actuals, reward"})
+                continue
+            found = find_request(rt.log_dir, str(rid))  # type: ignore[arg-type]
+            if found is None and not flushed and rt.plog is not None:
+                rt.plog.flush()  # it may still wait in this worker's queue
+                flushed = True
+                found = find_request(rt.log_dir, str(rid))  # type: ignore[arg-type]
+            if found is None:
+                unknown.append(str(rid))
+                continue
+            n = found["n_rows"]
+            if actuals is not None:
+                if len(actuals) != n:
+                    errors.append({"loc": f"{loc}.actuals", "field": "actuals",
+                                   "value": len(actuals),
+                                   "problem": f"request {rid} had {n} rows; give {n} actuals"})
+                    continue
+                out += [{"request_id": str(rid), "row": j, "actual": float(a),
+                         "reward": reward} for j, a in enumerate(actuals)]
+                continue
+            row = it.get("row", 0 if n == 1 else None)
+            if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < n:
+                errors.append({"loc": f"{loc}.row", "field": "row", "value": row,
+                               "problem": f"request {rid} had {n} rows: give 'row' from 0 to "
+                                          f"{n - 1}, or 'actuals' with {n} values"})
+                continue
+            out.append({"request_id": str(rid), "row": row, "actual": actual,
+                        "reward": reward})
+        else:
+            model = rt.holder.model
+            keys = {k.lower(): v for k, v in it.items()
+                    if k not in ("actual", "reward", "actuals")}
+            try:
+                model.rows_for([keys])
+            except RequestError as exc:
+                for e in exc.errors:
+                    errors.append({**e, "loc": e["loc"].replace("rows[0]", loc)})
+                continue
+            out.append({"keys": keys, "actual": actual, "reward": reward})
+    if errors:
+        first = errors[0]
+        raise RequestError(f"{first['loc']}: {first['problem']}"
+                           + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                           errors=errors)
+    if unknown:
+        raise NotFoundError(f"request_id {unknown[0]!r} is not in the prediction log"
+                            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                            + "; it may be older than serving.log.retention_days or made "
+                              "by another server")
+    return out
 
 
 def _num(v: str | None) -> Any:
@@ -200,21 +446,105 @@ def _add_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
-          port: int | None = None, host: str | None = None) -> None:
-    """Load the model holding the serving alias and serve it with uvicorn."""
-    import uvicorn
+# -- the server process ---------------------------------------------------------------
+_ENV = "CD4ML_SERVE"
 
+
+def _install_drain(drain_s: float) -> None:
+    """On the first SIGTERM/SIGINT: readiness false, keep serving ``drain_s``, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        prev = signal.getsignal(sig)
+        if not callable(prev):
+            continue
+
+        def handler(signum: int, frame: Any, prev: Any = prev) -> None:
+            if DRAINING.is_set() or drain_s <= 0:
+                DRAINING.set()
+                prev(signum, frame)
+                return
+            DRAINING.set()
+            log.info("draining for %.1f s before stopping (readiness is false)", drain_s,
+                     extra={"event": "draining"})
+            t = threading.Timer(drain_s, prev, args=(signum, None))
+            t.daemon = True
+            t.start()
+
+        signal.signal(sig, handler)
+
+
+def app_from_env() -> Any:
+    """The app factory each worker runs (``cd4ml serve`` passes its settings by env)."""
     from cd4ml.config import load_config
     from cd4ml.registry.loader import load_version
     from cd4ml.store import open_stores
 
+    opts = json.loads(os.environ[_ENV])
+    root = Path(opts["project_dir"])
+    cfg, _ = load_config(root, opts.get("overrides") or [])
+    s = cfg.serving
+    plog = None
+    if s.log.enabled:
+        d = Path(s.log.dir)
+        plog = PredictionLog(d if d.is_absolute() else root / d,
+                             flush_interval_ms=s.log.flush_interval_ms,
+                             max_unflushed=s.log.max_unflushed,
+                             rotate_hours=s.log.rotate_hours,
+                             retention_days=s.log.retention_days,
+                             store_request=s.log.store_request)
+        lost = sum(x["lost"] for x in plog.recovered)
+        if lost:
+            METRICS.log_lost.inc(lost)
+    stores_box: dict[str, Any] = {}
+
+    def stores() -> Any:
+        if "s" not in stores_box:
+            stores_box["s"] = open_stores(cfg.store, root)
+        return stores_box["s"]
+
+    def resolve() -> dict[str, Any]:
+        r = stores().metadata.resolve(cfg.models.name, s.alias)
+        return {"version": r["version"], "digest": r["digest"]}
+
+    def load(row: dict[str, Any]) -> ServableModel:
+        st = stores()
+        return load_version(st.metadata, st.artifacts, cfg.models.name, row["version"])
+
+    holder = ModelHolder()
+    watcher = ModelWatcher(holder, resolve=resolve, load=load, interval_s=s.poll_interval_s,
+                           on_load_error=lambda exc: METRICS.load_failures.inc())
+    _install_drain(s.drain_s)
+    METRICS.ready.set(0)
+    return create_app(holder, settings=s, plog=plog, watcher=watcher,
+                      rotate_hours=s.log.rotate_hours)
+
+
+def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
+          port: int | None = None, host: str | None = None, workers: int | None = None) -> None:
+    """Serve the model holding the serving alias with uvicorn (``workers`` processes)."""
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from cd4ml.config import load_config
+    from cd4ml.store import open_stores
+
     root = Path(project_dir).resolve()
     cfg, _ = load_config(root, overrides)
-    with open_stores(cfg.store, root) as stores:
-        model = load_version(stores.metadata, stores.artifacts, cfg.models.name,
-                             cfg.serving.alias)
-    app = create_app(ModelHolder(model), max_batch_rows=cfg.serving.max_batch_rows,
-                     max_body_bytes=cfg.serving.max_body_bytes)
-    uvicorn.run(app, host=host or cfg.serving.host, port=port or cfg.serving.port,
-                log_level="info")
+    with open_stores(cfg.store, root) as stores:  # fail now, in one line, if nothing serves
+        stores.metadata.resolve(cfg.models.name, cfg.serving.alias)
+    n = workers or cfg.serving.workers
+    os.environ[_ENV] = json.dumps({"project_dir": str(root), "overrides": list(overrides or [])})
+    prom_dir = None
+    if n > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        prom_dir = tempfile.mkdtemp(prefix="cd4ml-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
+    try:
+        uvicorn.run("cd4ml.serving.app:app_from_env", factory=True,
+                    host=host or cfg.serving.host, port=port or cfg.serving.port, workers=n,
+                    log_config=log_config(), access_log=False, lifespan="on")
+    finally:
+        if prom_dir:
+            shutil.rmtree(prom_dir, ignore_errors=True)

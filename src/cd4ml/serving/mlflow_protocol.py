@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,7 +17,6 @@ from fastapi.responses import JSONResponse
 
 from cd4ml import __version__
 from cd4ml.errors import RequestError
-from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.limits import read_body
 
 __all__ = ["mlflow_router", "records_from_json", "records_from_csv"]
@@ -81,13 +79,17 @@ def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
              for k, v in r.items()} for r in rows]
 
 
-def mlflow_router(get_model: Callable[[], ServableModel], max_rows: int,
-                  max_bytes: int) -> APIRouter:
+def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
+    """Routes of the protocol; ``rt`` is the app's :class:`~cd4ml.serving.app.Runtime`."""
     r = APIRouter()
 
     @r.get("/ping")
     async def ping() -> Response:
-        return Response("\n", media_type="application/json")
+        ok, why = rt.readiness()
+        if ok:
+            return Response("\n", media_type="application/json")
+        return JSONResponse({"error_code": "TEMPORARILY_UNAVAILABLE", "message": why},
+                            status_code=503)
 
     @r.get("/version")
     async def version() -> Response:
@@ -95,7 +97,7 @@ def mlflow_router(get_model: Callable[[], ServableModel], max_rows: int,
 
     @r.post("/invocations")
     async def invocations(request: Request) -> Response:
-        m = get_model()
+        m = rt.holder.model
         ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         raw = await read_body(request, max_bytes)
         if ctype == "application/json":
@@ -117,6 +119,7 @@ def mlflow_router(get_model: Callable[[], ServableModel], max_rows: int,
         if len(records) > max_rows:
             raise RequestError(f"{len(records)} rows is more than the limit of {max_rows} "
                                f"per request (serving.max_batch_rows)", status=413)
-        return JSONResponse({"predictions": m.predict_records(records).tolist()})
+        preds = rt.score(request, m, records, "/invocations", raw, ctype)
+        return JSONResponse({"predictions": preds.tolist()})
 
     return r

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from cd4ml import __version__
-from cd4ml.errors import RequestError
+from cd4ml.errors import RequestError, UnavailableError
 from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.limits import read_body
 
@@ -119,12 +119,12 @@ def _wants_binary(req: dict[str, Any]) -> bool:
     return bool((req.get("parameters") or {}).get("binary_data_output"))
 
 
-def v2_router(get_model: Callable[[], ServableModel], max_rows: int,
-              max_bytes: int) -> APIRouter:
+def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
+    """Routes of the protocol; ``rt`` is the app's :class:`~cd4ml.serving.app.Runtime`."""
     r = APIRouter()
 
     def check(name: str, version: str | None) -> ServableModel:
-        m = get_model()
+        m = rt.holder.model
         if name != m.name:
             raise V2Error(f"model {name!r} is not served here; served: {m.name!r}", 404)
         if version is not None and version != str(m.version):
@@ -137,10 +137,14 @@ def v2_router(get_model: Callable[[], ServableModel], max_rows: int,
         async def wrapped(*a: Any, **kw: Any) -> Any:
             try:
                 return await fn(*a, **kw)
-            except V2Error as exc:
+            except (V2Error, RequestError) as exc:
+                request = kw.get("request")
+                if request is not None:
+                    request.scope["state"]["error_type"] = type(exc).__name__
                 return JSONResponse({"error": str(exc)}, status_code=exc.status)
-            except RequestError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            except UnavailableError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=503,
+                                    headers={"retry-after": "1"})
         return wrapped
 
     @r.get("/v2")
@@ -152,8 +156,11 @@ def v2_router(get_model: Callable[[], ServableModel], max_rows: int,
         return {"live": True}
 
     @r.get("/v2/health/ready")
-    async def ready() -> dict[str, Any]:
-        return {"ready": True}
+    async def ready() -> Any:
+        ok, why = rt.readiness()
+        if ok:
+            return {"ready": True}
+        return JSONResponse({"ready": False, "reason": why}, status_code=503)
 
     def metadata(m: ServableModel) -> dict[str, Any]:
         inputs = [{"name": i["name"], "datatype": "BYTES" if i["type"] in ("date", "string")
@@ -173,17 +180,22 @@ def v2_router(get_model: Callable[[], ServableModel], max_rows: int,
     async def model_version_meta(name: str, version: str) -> Any:
         return metadata(check(name, version))
 
+    def model_is_ready(name: str, version: str | None) -> Any:
+        check(name, version)
+        ok, why = rt.readiness()
+        if ok:
+            return {"name": name, "ready": True}
+        return JSONResponse({"name": name, "ready": False, "reason": why}, status_code=503)
+
     @r.get("/v2/models/{name}/ready")
     @guard
     async def model_ready(name: str) -> Any:
-        check(name, None)
-        return {"name": name, "ready": True}
+        return model_is_ready(name, None)
 
     @r.get("/v2/models/{name}/versions/{version}/ready")
     @guard
     async def model_version_ready(name: str, version: str) -> Any:
-        check(name, version)
-        return {"name": name, "ready": True}
+        return model_is_ready(name, version)
 
     async def infer(request: Request, name: str, version: str | None) -> Response:
         m = check(name, version)
@@ -192,7 +204,9 @@ def v2_router(get_model: Callable[[], ServableModel], max_rows: int,
             header_len = int(hl) if hl is not None else None
         except ValueError:
             raise V2Error(f"Inference-Header-Content-Length = {hl!r} is not a number") from None
-        req, values = decode_request(await read_body(request, max_bytes), header_len)
+        body = await read_body(request, max_bytes)
+        request.scope["state"]["raw_body"] = body
+        req, values = decode_request(body, header_len)
         fields = list(m.fields)
         unknown = sorted(set(values) - set(fields))
         missing = [f for f in fields if f not in values]
@@ -207,7 +221,9 @@ def v2_router(get_model: Callable[[], ServableModel], max_rows: int,
         if rows > max_rows:
             raise V2Error(f"{rows} rows is more than the limit of {max_rows} per request", 413)
         records = [{f: values[f][i] for f in fields} for i in range(rows)]
-        preds = np.asarray(m.predict_records(records), dtype="<f8")
+        raw = request.scope["state"].get("raw_body", b"")
+        preds = rt.score(request, m, records, "/v2/infer", raw,
+                         request.headers.get("content-type", "application/json"))
         out: dict[str, Any] = {"model_name": m.name, "model_version": str(m.version),
                                "outputs": [{"name": "prediction", "datatype": "FP64",
                                             "shape": [rows]}]}

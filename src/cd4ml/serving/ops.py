@@ -1,0 +1,237 @@
+"""What operators need around the protocols: ids, limits, metrics, logs.
+
+:class:`OpsMiddleware` is plain ASGI (no per-request task or BaseHTTPMiddleware
+overhead). For every request it:
+
+- honours a client's ``X-Request-ID`` (up to 128 characters of ``[A-Za-z0-9._:-]``;
+  anything else is replaced) or makes one, and echoes it on every response;
+- refuses a declared body over ``serving.max_body_bytes`` with 413 before reading it;
+- answers 503 with ``Retry-After`` when ``serving.max_concurrency`` requests are in
+  flight in this worker, and 504 when a request takes longer than
+  ``serving.request_timeout_s`` (counted from when the app starts on it, so it bounds
+  slow uploads and waits, not a model call that is already running);
+- counts requests, latency, errors by type in Prometheus metrics, and writes one JSON
+  access-log line.
+
+Metrics work in one process or in several (``cd4ml serve --workers N``): the server
+sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start and ``/metrics`` merges the
+workers' files (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
+                               Gauge, Histogram, generate_latest)
+
+__all__ = ["OpsMiddleware", "METRICS", "metrics_text", "endpoint_of", "log_config",
+           "error_body"]
+
+access_log = logging.getLogger("cd4ml.access")
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.requests = Counter("cd4ml_http_requests", "HTTP requests answered",
+                                ["endpoint", "method", "status"])
+        self.latency = Histogram("cd4ml_http_request_duration_seconds",
+                                 "Time from the app receiving a request to its answer",
+                                 ["endpoint"], buckets=_LATENCY_BUCKETS)
+        self.errors = Counter("cd4ml_http_errors", "Requests answered with an error, by type",
+                              ["endpoint", "type"])
+        self.in_flight = Gauge("cd4ml_http_requests_in_flight", "Requests being handled",
+                               multiprocess_mode="livesum")
+        self.predictions = Counter("cd4ml_predictions", "Rows predicted",
+                                   ["model", "version", "endpoint"])
+        self.log_queue = Gauge("cd4ml_prediction_log_queue_depth",
+                               "Prediction-log records waiting for the writer",
+                               multiprocess_mode="livesum")
+        self.log_written = Counter("cd4ml_prediction_log_records_written",
+                                   "Prediction-log records committed")
+        self.log_lost = Counter("cd4ml_prediction_log_records_lost",
+                                "Prediction-log records accepted but never written "
+                                "(found after a crash, or dropped by a failing writer)")
+        self.model_info = Gauge("cd4ml_model_loaded", "1 for the version this worker serves",
+                                ["model", "version"], multiprocess_mode="livemax")
+        self.swaps = Counter("cd4ml_model_swaps", "Model versions swapped in while serving")
+        self.load_failures = Counter("cd4ml_model_load_failures",
+                                     "Model versions that failed to load or warm up")
+        self.ready = Gauge("cd4ml_ready", "1 when this worker is ready for traffic",
+                           multiprocess_mode="livemin")
+
+
+METRICS = _Metrics()
+
+
+def metrics_text() -> tuple[bytes, str]:
+    """The exposition of every worker (multiprocess mode) or of this process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+_FIXED = {"/", "/predict", "/feedback", "/health", "/ready", "/live", "/metrics", "/ping",
+          "/version", "/invocations", "/openapi.json", "/docs", "/v2", "/v2/health/live",
+          "/v2/health/ready"}
+_V2 = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?(/(infer|ready))?$")
+_RID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def endpoint_of(path: str) -> str:
+    """A low-cardinality label for ``path``.
+
+    >>> endpoint_of("/v2/models/m/versions/3/infer"), endpoint_of("/x/y")
+    ('/v2/models/{name}/versions/{version}/infer', 'other')
+    """
+    if path in _FIXED:
+        return path
+    m = _V2.match(path)
+    if m:
+        return ("/v2/models/{name}" + ("/versions/{version}" if m.group(1) else "")
+                + (m.group(2) or ""))
+    return "other"
+
+
+def error_body(path: str, message: str, code: str = "BAD_REQUEST") -> dict[str, Any]:
+    """An error in the shape the path's protocol uses."""
+    if path.startswith("/v2"):
+        return {"error": message}
+    if path == "/invocations":
+        return {"error_code": code, "message": message}
+    return {"detail": message}
+
+
+class OpsMiddleware:
+    def __init__(self, app: Any, *, max_body_bytes: int, max_concurrency: int,
+                 timeout_s: float, access_log_on: bool = True,
+                 on_done: Callable[[], None] | None = None) -> None:
+        self.app = app
+        self.max_body, self.max_conc, self.timeout = max_body_bytes, max_concurrency, timeout_s
+        self.access_log_on = access_log_on
+        self.on_done = on_done
+        self.in_flight = 0
+
+    async def _reply(self, send: Any, status: int, body: dict[str, Any], rid: bytes,
+                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        raw = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(raw)).encode()),
+                                (b"x-request-id", rid), *(extra or [])]})
+        await send({"type": "http.response.body", "body": raw})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        path = scope["path"]
+        rid_s = clen = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                rid_s = v.decode("latin-1")
+            elif k == b"content-length":
+                clen = v
+        if rid_s is None or not _RID.match(rid_s):
+            rid_s = uuid.uuid4().hex
+        rid = rid_s.encode()
+        state = scope.setdefault("state", {})
+        state["request_id"], state["t0"] = rid_s, t0
+        status = 0
+
+        async def send_with_id(msg: Any) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+                msg["headers"] = [*msg.get("headers", ()), (b"x-request-id", rid)]
+            await send(msg)
+
+        err_type = None
+        if clen is not None and clen.isdigit() and int(clen) > self.max_body:
+            status, err_type = 413, "body_too_large"
+            await self._reply(send, 413, error_body(path, (
+                f"body of {int(clen)} bytes is larger than the limit of {self.max_body} "
+                f"(serving.max_body_bytes)"), "INVALID_PARAMETER_VALUE"), rid)
+        elif self.in_flight >= self.max_conc:
+            status, err_type = 503, "overloaded"
+            await self._reply(send, 503, error_body(path, (
+                f"server busy: {self.in_flight} requests in flight, the limit per worker is "
+                f"{self.max_conc} (serving.max_concurrency); retry shortly"),
+                "TEMPORARILY_UNAVAILABLE"), rid, [(b"retry-after", b"1")])
+        else:
+            self.in_flight += 1
+            METRICS.in_flight.inc()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self.app(scope, receive, send_with_id)
+            except TimeoutError:
+                err_type = "timeout"
+                if status == 0:
+                    status = 504
+                    await self._reply(send, 504, error_body(path, (
+                        f"request took longer than {self.timeout} s "
+                        f"(serving.request_timeout_s)"), "DEADLINE_EXCEEDED"), rid)
+            except Exception:
+                err_type = "internal"
+                logging.getLogger("cd4ml.serve").exception(
+                    "unhandled error", extra={"request_id": rid_s, "path": path})
+                if status == 0:
+                    status = 500
+                    await self._reply(send, 500, error_body(path, (
+                        f"internal error (request id {rid_s}); see the server log"),
+                        "INTERNAL_ERROR"), rid)
+            finally:
+                self.in_flight -= 1
+                METRICS.in_flight.dec()
+        dt = time.perf_counter() - t0
+        ep = endpoint_of(path)
+        METRICS.requests.labels(ep, scope["method"], str(status)).inc()
+        METRICS.latency.labels(ep).observe(dt)
+        if status >= 400:
+            METRICS.errors.labels(ep, err_type or state.get("error_type")
+                                  or f"http_{status}").inc()
+        if self.on_done is not None:
+            self.on_done()
+        if self.access_log_on:
+            access_log.info("%s %s %d", scope["method"], path, status, extra={
+                "request_id": rid_s, "method": scope["method"], "path": path,
+                "status": status, "latency_ms": round(dt * 1000, 3),
+                "model_version": state.get("model_version"),
+                "error_type": (err_type or state.get("error_type")) if status >= 400
+                else None})
+
+
+def log_config(level: str = "INFO") -> dict[str, Any]:
+    """logging.dictConfig for JSON lines on stderr (ours and uvicorn's)."""
+    fmt = {"()": "pythonjsonlogger.json.JsonFormatter",
+           "fmt": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+           "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger",
+                             "process": "pid"},
+           "datefmt": "%Y-%m-%dT%H:%M:%S%z"}
+    return {"version": 1, "disable_existing_loggers": False,
+            "formatters": {"json": fmt},
+            "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                                    "stream": "ext://sys.stderr"}},
+            "loggers": {"cd4ml": {"handlers": ["stderr"], "level": level,
+                                  "propagate": False},
+                        "uvicorn": {"handlers": ["stderr"], "level": level,
+                                    "propagate": False},
+                        "uvicorn.error": {"level": level},
+                        "uvicorn.access": {"handlers": [], "level": "WARNING",
+                                           "propagate": False}}}
