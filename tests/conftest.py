@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -87,28 +88,63 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(proj: Path, *args: str, wait_for: str = "/ready", timeout: float = 90,
+                 log_path: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`cd4ml serve` as a real process on a free loopback port, once ``wait_for`` is 200.
+
+    Its stdout and stderr (JSON log lines) go to ``log_path`` (default: a file beside
+    the project) so a test can read them while it runs.
+    """
+    port = _free_port()
+    log_path = log_path or proj.parent / f"serve-{port}.log"
+    fh = open(log_path, "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "cd4ml.cli", "serve", "-p", str(proj),
+                             "--port", str(port), *args], stdout=fh, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited {proc.returncode}: {log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}{wait_for}", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop_server(proc)
+    pytest.fail(f"server not ready in {timeout} s: {log_path.read_text()[-3000:]}")
+
+
+def stop_server(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+    """Signal the server's process group and wait; returns its exit code."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 @pytest.fixture(scope="module")
-def server(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """`cd4ml serve` as a real process on a free loopback port; yields its URL."""
+def trained_project(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project trained on the sample (one registered version, production alias)."""
     proj = make_project(tmp_path_factory.mktemp("served"), sample_dir)
     from cd4ml.pipeline.run import run_pipeline
 
     assert run_pipeline(proj, FAST).registered
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cd4ml.cli", "serve", "-p", str(proj),
-                             "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not start: {proc.stdout.read()}")
+    return proj
+
+
+@pytest.fixture(scope="module")
+def server(trained_project: Path):
+    """`cd4ml serve` as a real process on a free loopback port; yields its URL."""
+    proc, url = start_server(trained_project)
     yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_server(proc)

@@ -248,11 +248,165 @@ def promote(model: str, version: int,
 @app.command()
 def serve(project: Project = Path("."), set_: Sets = None,
           port: Annotated[int | None, typer.Option("--port")] = None,
-          host: Annotated[str | None, typer.Option("--host")] = None) -> None:
-    """Serve the production model: web form at / and JSON at POST /predict."""
+          host: Annotated[str | None, typer.Option("--host")] = None,
+          workers: Annotated[int | None, typer.Option(
+              "--workers", min=1, help="worker processes (default serving.workers)")] = None,
+          ) -> None:
+    """Serve the production model: form at /, POST /predict, /v2 and /invocations."""
     from cd4ml.serving.app import serve as _serve
 
-    _serve(project, overrides=set_, port=port, host=host)
+    _serve(project, overrides=set_, port=port, host=host, workers=workers)
+
+
+log_app = typer.Typer(help="The prediction log: status, query, export.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+Since = Annotated[str | None, typer.Option("--since", help="ISO time (UTC) or age: 30m, 2h, 7d")]
+Until = Annotated[str | None, typer.Option("--until", help="ISO time (UTC) or age")]
+VersionOpt = Annotated[int | None, typer.Option("--version", help="only this model version")]
+
+
+def _log_dir(project: Path, set_: list[str] | None) -> tuple[Any, Path]:
+    from cd4ml.config import load_config
+
+    root = project.resolve()
+    cfg, _ = load_config(root, set_)
+    d = Path(cfg.serving.log.dir)
+    return cfg, (d if d.is_absolute() else root / d)
+
+
+@log_app.command("status")
+def log_status(project: Project = Path("."), set_: Sets = None, json_: Json = False) -> None:
+    """Segments, record counts, and records lost to crashes (never silent)."""
+    from cd4ml.serving.predlog import recover_losses, status
+
+    _, d = _log_dir(project, set_)
+    recover_losses(d)
+    st = status(d)
+    if json_:
+        _emit_json(st)
+        return
+    t = Table(title=f"prediction log {d}")
+    for c in ("segment", "requests", "predictions", "feedback", "MB", "first", "last"):
+        t.add_column(c)
+    from datetime import datetime, timezone
+
+    def ts(v: float | None) -> str:
+        return datetime.fromtimestamp(v, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") \
+            if v else ""
+
+    for sg in st["segments"]:
+        t.add_row(sg["segment"], str(sg["requests"]), str(sg["predictions"]),
+                  str(sg["feedback"]), f"{sg['bytes'] / 1e6:.2f}", ts(sg["first"]),
+                  ts(sg["last"]))
+    out.print(t)
+    if st["lost_total"]:
+        out.print(f"[red]{st['lost_total']} record(s) lost[/] in {len(st['losses'])} "
+                  f"session(s):")
+        for x in st["losses"]:
+            out.print(f"  {ts(x['detected_at'])} session {x['session']} pid {x['pid']}: "
+                      f"{x['lost']} of {x['accepted']} ({x['reason']})")
+    else:
+        out.print("no records lost")
+
+
+@log_app.command("query")
+def log_query(project: Project = Path("."), set_: Sets = None, since: Since = None,
+              until: Until = None, version: VersionOpt = None,
+              request_id: Annotated[str | None, typer.Option("--request-id")] = None,
+              limit: Annotated[int, typer.Option("--limit")] = 20,
+              json_: Json = False) -> None:
+    """The newest logged requests in a time window (and of a version)."""
+    from cd4ml.serving.predlog import parse_time, query
+
+    cfg, d = _log_dir(project, set_)
+    recs = query(d, since=parse_time(since), until=parse_time(until), version=version,
+                 request_id=request_id, limit=limit, newest_first=True)
+    if json_:
+        _emit_json(recs)
+        return
+    from datetime import datetime, timezone
+
+    t = Table(title=f"{len(recs)} request(s), newest first")
+    for c in ("time (UTC)", "request id", "version", "endpoint", "rows", "ms", "inputs",
+              "predictions"):
+        t.add_column(c)
+    for r in recs:
+        ins = json.dumps(r["inputs"])
+        outs = ", ".join(f"{v:,.1f}" for v in r["outputs"][:3])
+        t.add_row(datetime.fromtimestamp(r["ts"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                  r["request_id"], str(r["version"]), r["endpoint"], str(r["n_rows"]),
+                  f"{r['latency_ms']:.2f}", ins[:60] + ("…" if len(ins) > 60 else ""),
+                  outs + ("…" if len(r["outputs"]) > 3 else ""))
+    out.print(t)
+
+
+@log_app.command("export")
+def log_export(output: Annotated[Path, typer.Option("--output", "-o", help="a .parquet file")],
+               project: Project = Path("."), set_: Sets = None, since: Since = None,
+               until: Until = None, version: VersionOpt = None,
+               with_request: Annotated[bool, typer.Option(
+                   "--with-request", help="include each request body as received")] = False,
+               ) -> None:
+    """Write one row per prediction (inputs, features, output, feedback) to Parquet."""
+    from cd4ml.serving.predlog import export_parquet, parse_time
+
+    _, d = _log_dir(project, set_)
+    n = export_parquet(d, output, since=parse_time(since), until=parse_time(until),
+                       version=version, with_request=with_request)
+    out.print(f"{n} prediction(s) written to {output}")
+
+
+@app.command()
+def predict(
+        input_: Annotated[Path, typer.Option(
+            "--input", "-i", help="rows to score: .csv, .csv.gz or .parquet")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="a .parquet file")],
+        model: Annotated[str | None, typer.Option(
+            "--model", help="NAME@alias or NAME/VERSION [default: models.name@serving.alias]",
+            show_default=False)] = None,
+        project: Project = Path("."),
+        chunk_rows: Annotated[int, typer.Option(
+            "--chunk-rows", help="rows read, scored and written at a time")] = 100_000,
+        skip_invalid: Annotated[bool, typer.Option(
+            "--skip-invalid", help="write bad rows with a null prediction and an 'error' "
+                                   "column instead of stopping")] = False,
+        json_: Json = False) -> None:
+    """Batch scoring: every row of a file through the server's checks and features."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from cd4ml.config import load_config
+    from cd4ml.errors import RequestError
+    from cd4ml.registry.loader import load_model
+    from cd4ml.serving.batch import check_paths, score_file
+
+    check_paths(input_, output)  # before the model loads
+    root = project.resolve()
+    if model is None:
+        cfg, _ = load_config(root)
+        model = f"{cfg.models.name}@{cfg.serving.alias}"
+    m = load_model(model, project_dir=root)
+    bar = Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,} rows"),
+                   TimeElapsedColumn(), console=err, transient=True,
+                   disable=not err.is_terminal)
+    task = bar.add_task("scoring", total=None)
+    try:
+        with bar:
+            summary = score_file(m, input_, output, chunk_rows=chunk_rows,
+                                 skip_invalid=skip_invalid,
+                                 progress=lambda n, total: bar.update(task, completed=n,
+                                                                      total=total))
+    except RequestError as exc:
+        raise type(exc)(f"{exc}; --skip-invalid writes bad rows with an 'error' column "
+                        f"instead", errors=exc.errors) from None
+    if summary["skipped"]:
+        err.print(f"[yellow]skipped {summary['skipped']:,} invalid row(s)[/]: null "
+                  f"prediction, the problem in column 'error'")
+    if json_:
+        _emit_json(summary)
+        return
+    out.print(f"scored {summary['rows']:,} rows in {summary['seconds']:.1f} s "
+              f"({summary['rows_per_s'] or 0:,.0f} rows/s) with {m.name}@v{m.version} "
+              f"-> {output}", markup=False, soft_wrap=True)
 
 
 @app.command("example-data")

@@ -14,6 +14,7 @@ serving alias to swap versions while serving (:mod:`cd4ml.serving.hotswap`).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import logging
@@ -138,8 +139,14 @@ def _parse_json(raw: bytes) -> Any:
 def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
                max_batch_rows: int | None = None, max_body_bytes: int | None = None,
-               rotate_hours: int = 24) -> Any:
-    """The ASGI app (FastAPI inside :class:`OpsMiddleware`)."""
+               rotate_hours: int = 24, startup_wait_s: float = 0) -> Any:
+    """The ASGI app (FastAPI inside :class:`OpsMiddleware`).
+
+    With ``startup_wait_s`` the app's startup waits (that long at most) for the first
+    model before the server accepts connections; ``cd4ml serve --workers N`` uses it, so
+    that the shared socket never hands a request to a worker that is still loading.
+    With one worker the port opens at once and ``/ready`` says 503 until the model is in.
+    """
     s = settings or ServingConfig()
     upd = {k: v for k, v in (("max_batch_rows", max_batch_rows),
                              ("max_body_bytes", max_body_bytes)) if v is not None}
@@ -151,6 +158,9 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if watcher is not None:
             watcher.start()
+            deadline = time.monotonic() + startup_wait_s
+            while holder.current is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
         try:
             yield
         finally:
@@ -516,8 +526,10 @@ def app_from_env() -> Any:
                            on_load_error=lambda exc: METRICS.load_failures.inc())
     _install_drain(s.drain_s)
     METRICS.ready.set(0)
+    workers = int(opts.get("workers") or s.workers)
     return create_app(holder, settings=s, plog=plog, watcher=watcher,
-                      rotate_hours=s.log.rotate_hours)
+                      rotate_hours=s.log.rotate_hours,
+                      startup_wait_s=600 if workers > 1 else 0)
 
 
 def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
@@ -536,7 +548,8 @@ def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
     with open_stores(cfg.store, root) as stores:  # fail now, in one line, if nothing serves
         stores.metadata.resolve(cfg.models.name, cfg.serving.alias)
     n = workers or cfg.serving.workers
-    os.environ[_ENV] = json.dumps({"project_dir": str(root), "overrides": list(overrides or [])})
+    os.environ[_ENV] = json.dumps({"project_dir": str(root), "overrides": list(overrides or []),
+                                   "workers": n})
     prom_dir = None
     if n > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         prom_dir = tempfile.mkdtemp(prefix="cd4ml-metrics-")

@@ -526,6 +526,7 @@ def _feedback(directory: Path) -> list[dict[str, Any]]:
 
 
 def _join_feedback(directory: Path, df: Any) -> Any:
+    """Latest non-null ``actual`` and ``reward`` per prediction; by id wins over by keys."""
     import pandas as pd
 
     fb = _feedback(directory)
@@ -533,28 +534,24 @@ def _join_feedback(directory: Path, df: Any) -> Any:
     df["reward"] = float("nan")
     if not fb:
         return df
-    fbd = pd.DataFrame(fb).sort_values("ts")
+    fbd = pd.DataFrame(fb).sort_values("ts", kind="stable")
     by_id = fbd[fbd["request_id"].notna()]
-    if len(by_id):
-        last = by_id.drop_duplicates(["request_id", "row"], keep="last")
-        m = df.merge(last[["request_id", "row", "actual", "reward"]],
-                     on=["request_id", "row"], how="left", suffixes=("", "_fb"))
-        for c in ("actual", "reward"):
-            df[c] = m[f"{c}_fb"].combine_first(df[c]).to_numpy()
     by_key = fbd[fbd["request_id"].isna() & fbd["keys"].notna()]
-    if len(by_key):
-        keys = pd.DataFrame([json.loads(k) for k in by_key["keys"]])
-        keys["actual_k"], keys["reward_k"] = by_key["actual"].to_numpy(), \
-            by_key["reward"].to_numpy()
-        on = [c for c in keys.columns if c not in ("actual_k", "reward_k")]
-        if all(c in df.columns for c in on):
-            keys = keys.drop_duplicates(on, keep="last")
-            left = df[on].astype(str)
-            right = keys.astype({c: str for c in on})
-            m = left.merge(right, on=on, how="left")
-            for c in ("actual", "reward"):
-                df[c] = df[c].combine_first(pd.Series(m[f"{c}_k"].to_numpy(),
-                                                      index=df.index))
+    for c in ("actual", "reward"):
+        ids = by_id[by_id[c].notna()].drop_duplicates(["request_id", "row"], keep="last")
+        if len(ids):
+            m = df[["request_id", "row"]].merge(ids[["request_id", "row", c]],
+                                                on=["request_id", "row"], how="left")
+            df[c] = m[c].to_numpy()
+        keyed = by_key[by_key[c].notna()]
+        if len(keyed):
+            keys = pd.DataFrame([json.loads(k) for k in keyed["keys"]])
+            on = list(keys.columns)
+            if all(k in df.columns for k in on):
+                keys[f"{c}_k"] = keyed[c].to_numpy()
+                keys = keys.astype({k: str for k in on}).drop_duplicates(on, keep="last")
+                m = df[on].astype(str).merge(keys, on=on, how="left")
+                df[c] = df[c].combine_first(pd.Series(m[f"{c}_k"].to_numpy(), index=df.index))
     return df
 
 

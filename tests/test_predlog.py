@@ -1,0 +1,233 @@
+"""The prediction log: what is written, queries, rotation and retention, crash losses,
+feedback, export. Real model, real SQLite files, real processes killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import FAST, make_project
+from fastapi.testclient import TestClient
+
+from cd4ml.registry.loader import load_model
+from cd4ml.serving import predlog
+from cd4ml.serving.app import ModelHolder, create_app
+from cd4ml.serving.predlog import PredictionLog
+
+NAME = "walmart-weekly-sales"
+ROWS = [{"store": 1, "dept": 1, "date": "2012-11-02"},
+        {"store": 1, "dept": 95, "date": "2013-01-04"},
+        {"store": 1, "dept": 3, "date": "2012-06-01"}]
+
+
+@pytest.fixture(scope="module")
+def project(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cd4ml.pipeline.run import run_pipeline
+
+    proj = make_project(tmp_path_factory.mktemp("predlog"), sample_dir)
+    assert run_pipeline(proj, FAST).registered
+    return proj
+
+
+@pytest.fixture(scope="module")
+def model(project: Path):
+    return load_model(f"{NAME}@production", project_dir=project)
+
+
+@pytest.fixture()
+def logged(model, tmp_path: Path):
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=20)
+    client = TestClient(create_app(ModelHolder(model), plog=plog))
+    yield client, plog
+    plog.close()
+
+
+def test_every_protocol_logs_what_the_model_saw(logged, model) -> None:
+    client, plog = logged
+    r1 = client.post("/predict", json=ROWS, headers={"x-request-id": "req-native"})
+    r2 = client.post("/invocations", json={"dataframe_records": ROWS[:1]},
+                     headers={"x-request-id": "req-mlflow"})
+    v2 = {"inputs": [{"name": "store", "datatype": "INT64", "shape": [1], "data": [1]},
+                     {"name": "dept", "datatype": "INT64", "shape": [1], "data": [3]},
+                     {"name": "date", "datatype": "BYTES", "shape": [1],
+                      "data": ["2012-06-01"]}]}
+    r3 = client.post(f"/v2/models/{NAME}/infer", json=v2, headers={"x-request-id": "req-v2"})
+    assert [r.status_code for r in (r1, r2, r3)] == [200, 200, 200]
+    # bad requests are answered 4xx and never logged
+    assert client.post("/predict", json={"store": 1}).status_code == 422
+    assert plog.flush()
+    recs = {r["request_id"]: r for r in predlog.query(plog.dir)}
+    assert set(recs) == {"req-native", "req-mlflow", "req-v2"}
+    nat = recs["req-native"]
+    assert nat["model"] == NAME and nat["version"] == model.version and nat["n_rows"] == 3
+    assert nat["inputs"] == {"store": [1, 1, 1], "dept": [1, 95, 3],
+                             "date": [r["date"] for r in ROWS]}
+    assert nat["outputs"] == pytest.approx(r1.json()["predictions"])
+    assert recs["req-v2"]["endpoint"] == "/v2/infer"
+    # the feature vectors are the rows the shared feature code computed for the model
+    df = predlog.predictions(plog.dir, with_request=True)
+    nd = df[df.request_id == "req-native"].sort_values("row")
+    feats = nd[[f"feature.{n}" for n in model.predictor.feature_names]].to_numpy()
+    np.testing.assert_array_equal(feats, model.X[model.rows_for(ROWS)])
+    assert json.loads(nd["request"].iloc[0]) == ROWS  # the body as received
+    assert (nd["latency_ms"] > 0).all()
+
+
+def test_query_by_window_and_version(model, tmp_path: Path) -> None:
+    now = [1_790_000_000.0]
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=10, rotate_hours=1,
+                         clock=lambda: now[0])
+    X = model.X[:2]
+    for i, (t, v) in enumerate([(0, 1), (1800, 1), (3700, 2), (7300, 2)]):
+        now[0] = 1_790_000_000.0 + t
+        plog.append(predlog.LogRecord(
+            request_id=f"r{i}", ts=now[0], model=NAME, version=v, endpoint="/predict",
+            latency_ms=1.0, fields=["store", "dept", "date"], records=ROWS[:2], features=X,
+            feature_names=model.predictor.feature_names, outputs=np.array([1.0, 2.0])))
+        assert plog.flush()
+    plog.close()
+    assert len(predlog.segments(tmp_path / "log")) == 3  # rotated every hour
+    t0 = 1_790_000_000.0
+    assert [r["request_id"] for r in predlog.query(tmp_path / "log")] == ["r0", "r1", "r2",
+                                                                           "r3"]
+    assert [r["request_id"] for r in predlog.query(tmp_path / "log", since=t0 + 1000,
+                                                   until=t0 + 7000)] == ["r1", "r2"]
+    assert [r["request_id"] for r in predlog.query(tmp_path / "log", version=2)] == ["r2",
+                                                                                      "r3"]
+    # retention: a writer opened three hours later deletes the segments that are too old
+    later = PredictionLog(tmp_path / "log", rotate_hours=1, retention_days=1 / 24,
+                          clock=lambda: t0 + 3 * 3600 + 10)
+    later.close()
+    assert [r["request_id"] for r in predlog.query(tmp_path / "log")] == ["r3"]
+
+
+_KILLED = textwrap.dedent("""
+    import os, signal, sys, numpy as np
+    from cd4ml.serving.predlog import PredictionLog, LogRecord
+    d, flushed, unflushed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    log = PredictionLog(d, flush_interval_ms=60_000, max_unflushed=10_000)
+    def rec(i):
+        return LogRecord(request_id=f"r{i}", ts=1.0 * i, model="m", version=1,
+                         endpoint="/predict", latency_ms=0.1, fields=["k"],
+                         records=[{"k": i}], features=np.zeros((1, 3), np.float32),
+                         feature_names=["a", "b", "c"], outputs=np.array([float(i)]))
+    for i in range(flushed):
+        log.append(rec(i))
+    assert log.flush()
+    for i in range(flushed, flushed + unflushed):
+        log.append(rec(i))
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_kill_9_loses_only_the_unflushed_tail_and_counts_it(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    proc = subprocess.run([sys.executable, "-c", _KILLED, str(d), "40", "7"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert len(predlog.query(d)) == 40  # what was flushed survived
+    st = predlog.status(d)
+    assert st["lost_total"] == 0 and st["live_writers"]  # not yet noticed: its file remains
+    found = predlog.recover_losses(d)
+    assert [(x["accepted"], x["flushed"], x["lost"]) for x in found] == [(47, 40, 7)]
+    st = predlog.status(d)
+    assert st["lost_total"] == 7 and not st["live_writers"]
+    assert predlog.recover_losses(d) == []  # counted once
+    # a clean close loses nothing and leaves no loss behind
+    with PredictionLog(d, flush_interval_ms=5) as plog:
+        pass
+    assert predlog.status(d)["lost_total"] == 7 and plog.dropped == 0
+
+
+def test_a_full_queue_waits_for_the_writer_instead_of_growing(model, tmp_path: Path) -> None:
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=50, max_unflushed=5)
+    X = model.X[:1]
+    for i in range(40):
+        plog.append(predlog.LogRecord(
+            request_id=f"r{i}", ts=float(i), model=NAME, version=1, endpoint="/predict",
+            latency_ms=1.0, fields=["store"], records=[{"store": 1}], features=X,
+            feature_names=model.predictor.feature_names, outputs=np.array([1.0])))
+        assert plog.queue_depth <= 5
+    plog.close()
+    assert len(predlog.query(tmp_path / "log")) == 40 and plog.dropped == 0
+
+
+def test_feedback_by_request_id_and_by_keys(logged, model, tmp_path: Path) -> None:
+    client, plog = logged
+    one = client.post("/predict", json=ROWS[0], headers={"x-request-id": "fb-one"})
+    many = client.post("/predict", json=ROWS, headers={"x-request-id": "fb-many"})
+    assert one.status_code == many.status_code == 200
+    ok = client.post("/feedback", json=[
+        {"request_id": "fb-one", "actual": 100.0},
+        {"request_id": "fb-many", "actuals": [1.0, 2.0, 3.0]},
+        {"request_id": "fb-many", "row": 1, "reward": 0.5},
+        {"store": 1, "dept": 3, "date": "2012-06-01", "actual": 33.0}])
+    assert ok.status_code == 200 and ok.json() == {"accepted": 6}
+    # unknown request id: 404 naming it; bad values: 422 naming the field
+    res = client.post("/feedback", json={"request_id": "nope", "actual": 1.0})
+    assert res.status_code == 404 and "'nope'" in res.json()["detail"]
+    res = client.post("/feedback", json={"request_id": "fb-one", "actual": "NaN"})
+    assert res.status_code == 422 and res.json()["errors"][0]["field"] == "actual"
+    res = client.post("/feedback", json={"request_id": "fb-many", "actual": 5.0})
+    assert res.status_code == 422 and "give 'row' from 0 to 2" in res.json()["detail"]
+    res = client.post("/feedback", json={"request_id": "fb-many", "actuals": [1.0]})
+    assert res.status_code == 422 and "give 3 actuals" in res.json()["detail"]
+    res = client.post("/feedback", json={"store": 999, "dept": 1, "date": "2012-06-01",
+                                         "actual": 1.0})
+    assert res.status_code == 422 and "never seen" in res.json()["detail"]
+    res = client.post("/feedback", json={"request_id": "fb-one"})
+    assert res.status_code == 422 and "actual" in res.json()["detail"]
+    assert client.post("/feedback", content=b"{", headers={
+        "content-type": "application/json"}).status_code == 422
+    # the export joins them: by id and row, and by keys + date for every matching row
+    out = tmp_path / "export.parquet"
+    assert predlog.export_parquet(plog.dir, out) == 4
+    df = pq.read_table(out).to_pandas().set_index(["request_id", "row"])
+    assert df.loc[("fb-one", 0), "actual"] == 100.0
+    assert df.loc[("fb-many", 1), "actual"] == 2.0 and df.loc[("fb-many", 1), "reward"] == 0.5
+    assert df.loc[("fb-many", 2), "actual"] == 3.0  # by id wins over keys + date (33.0)
+    assert pd.isna(df.loc[("fb-many", 0), "reward"])
+    assert {f"feature.{n}" for n in model.predictor.feature_names} <= set(df.columns)
+
+
+def test_feedback_needs_the_log(model) -> None:
+    client = TestClient(create_app(ModelHolder(model)))
+    res = client.post("/feedback", json={"request_id": "x", "actual": 1.0})
+    assert res.status_code == 503 and "serving.log.enabled" in res.json()["detail"]
+
+
+def test_cli_query_status_export(project: Path, model, tmp_path: Path) -> None:
+    d = project / ".cd4ml" / "predictions"
+    with PredictionLog(d, flush_interval_ms=5) as plog:
+        client = TestClient(create_app(ModelHolder(model), plog=plog))
+        assert client.post("/predict", json=ROWS, headers={
+            "x-request-id": "cli-1"}).status_code == 200
+    cli = [sys.executable, "-m", "cd4ml.cli", "log"]
+    q = subprocess.run([*cli, "query", "-p", str(project), "--since", "1h", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert q.returncode == 0, q.stderr
+    assert [r["request_id"] for r in json.loads(q.stdout)] == ["cli-1"]
+    bad = subprocess.run([*cli, "query", "-p", str(project), "--since", "yesterday"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "'yesterday'" in bad.stderr and "2h" in bad.stderr
+    out = tmp_path / "x.parquet"
+    ex = subprocess.run([*cli, "export", "-p", str(project), "-o", str(out), "--version",
+                         str(model.version)], capture_output=True, text=True, timeout=60)
+    assert ex.returncode == 0 and "3 prediction(s)" in ex.stdout, ex.stderr
+    assert pq.read_table(out).num_rows == 3
+    st = subprocess.run([*cli, "status", "-p", str(project), "--json"],
+                        capture_output=True, text=True, timeout=60)
+    assert json.loads(st.stdout)["lost_total"] == 0
+    wrong = subprocess.run([*cli, "export", "-p", str(project), "-o", str(tmp_path / "x.csv")],
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1 and ".parquet" in wrong.stderr
+    assert not os.path.exists(tmp_path / "x.csv")
