@@ -137,3 +137,24 @@ def test_tampered_artifact_is_refused(project: Path, model) -> None:
                 load_parts(stores.artifacts, manifest)
         finally:
             path.write_bytes(original)
+
+
+def test_fast_paths_agree_with_the_general_ones(model) -> None:
+    """LightGBM's single-row C path equals Booster.predict; the date lookup equals parsing."""
+    p = model.predictor
+    assert p.model_type == "lightgbm"
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(model.X), 2_000)
+    fast = np.concatenate([p._raw(model.X[idx[i:i + 7]]) for i in range(0, len(idx), 7)])
+    np.testing.assert_array_equal(fast, p.booster.predict(model.X[idx]))
+    dates = pd.date_range(model.start, model.last, freq=model.step)
+    recs = [{"store": 1, "dept": 1, "date": str(d.date())} for d in dates]
+    assert model.rows_for(recs).tolist() == list(range(len(dates)))
+    errors: list = []  # the general parser, which the lookup skips, agrees on every date
+    slow = type(model._date_index)()  # an empty dict turns the lookup off
+    fast_index, model._date_index = model._date_index, slow
+    try:
+        assert model.rows_for(recs).tolist() == list(range(len(dates)))
+    finally:
+        model._date_index = fast_index
+    assert not errors

@@ -41,6 +41,9 @@ class ServableModel:
                                         history.loc[history[spec.target].notna(),
                                                     spec.time].max())
         self.last = self.start + (n_dates - 1) * self.step
+        # every servable date as YYYY-MM-DD -> its index: the per-request fast path
+        self._date_index = {str((self.start + k * self.step).date()): k
+                            for k in range(n_dates)}
         firsts = history.iloc[::n_dates][spec.keys]
         self.series_index = {tuple(_norm(v) for v in row): i
                              for i, row in enumerate(firsts.itertuples(index=False))}
@@ -107,6 +110,9 @@ class ServableModel:
         return s * self.n_dates + date
 
     def _date(self, i: int, raw: Any, errors: list[dict[str, Any]]) -> int | None:
+        k = self._date_index.get(raw) if isinstance(raw, str) else None
+        if k is not None:
+            return k
         f = self._time_field
         loc = f"rows[{i}].{f}"
         if raw is None:
