@@ -396,6 +396,8 @@ def predict(
                                  progress=lambda n, total: bar.update(task, completed=n,
                                                                       total=total))
     except RequestError as exc:
+        if skip_invalid:
+            raise
         raise type(exc)(f"{exc}; --skip-invalid writes bad rows with an 'error' column "
                         f"instead", errors=exc.errors) from None
     if summary["skipped"]:
