@@ -231,3 +231,11 @@ def test_cli_query_status_export(project: Path, model, tmp_path: Path) -> None:
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 1 and ".parquet" in wrong.stderr
     assert not os.path.exists(tmp_path / "x.csv")
+
+
+def test_cli_usage_errors_are_one_message_not_a_traceback(project: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "cd4ml.cli", "log", "query", "-p",
+                          str(project), "--limit", "abc"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "Invalid value for '--limit'" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -440,14 +440,17 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as exc:  # usage errors: click's, or the copy typer >= 0.29 vendors
+        for mod in ("click.exceptions", "typer._click.exceptions"):
+            try:
+                exceptions = __import__(mod, fromlist=["ClickException", "Abort"])
+            except ImportError:
+                continue
+            if isinstance(exc, exceptions.ClickException):
+                exc.show()
+                sys.exit(exc.exit_code)
+            if isinstance(exc, exceptions.Abort):
+                sys.exit(1)
         raise
 
 
