@@ -100,6 +100,25 @@ def _partial_request(url: str, path: str = "/predict", declared: int = 100) -> s
     return s
 
 
+def _read_response(s: socket.socket) -> str:
+    """Headers and body of one HTTP/1.1 response (body by Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
+
+
 def test_concurrency_limit_timeout_and_big_bodies(trained_project: Path) -> None:
     proc, url = start_server(trained_project, "--set", "serving.max_concurrency=1",
                              "--set", "serving.request_timeout_s=1.5")
@@ -109,13 +128,13 @@ def test_concurrency_limit_timeout_and_big_bodies(trained_project: Path) -> None
         busy = httpx.post(f"{url}/predict", json=ROW, timeout=10)
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         assert "serving.max_concurrency" in busy.json()["detail"]
-        reply = stalled.recv(4096).decode()  # the stalled one times out
+        reply = _read_response(stalled)  # the stalled one times out
         assert reply.startswith("HTTP/1.1 504") and "serving.request_timeout_s" in reply
         stalled.close()
         assert httpx.post(f"{url}/predict", json=ROW, timeout=10).status_code == 200
         # a body of 100 MB is refused from its Content-Length, before it is read
         big = _partial_request(url, declared=100_000_000)
-        reply = big.recv(4096).decode()
+        reply = _read_response(big)
         big.close()
         assert reply.startswith("HTTP/1.1 413") and "serving.max_body_bytes" in reply
         assert httpx.get(f"{url}/ready", timeout=10).status_code == 200  # still up
