@@ -46,21 +46,19 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
-__all__ = ["ModelHolder", "Runtime", "create_app", "app_from_env", "serve", "DRAINING"]
+__all__ = ["ModelHolder", "Runtime", "create_app", "app_from_env", "serve"]
 
 log = logging.getLogger("cd4ml.serve")
-
-#: Set when the worker got SIGTERM/SIGINT: readiness turns false before it stops.
-DRAINING = threading.Event()
-
 
 class Runtime:
     """What the routes share: the model holder, the prediction log, the settings."""
 
     def __init__(self, holder: ModelHolder, settings: ServingConfig,
                  plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
-                 rotate_hours: int = 24) -> None:
+                 rotate_hours: int = 24, draining: threading.Event | None = None) -> None:
         self.holder, self.settings, self.plog, self.watcher = holder, settings, plog, watcher
+        #: set on SIGTERM/SIGINT (and at shutdown): readiness turns false before it stops
+        self.draining = draining or threading.Event()
         self.rotate_hours = rotate_hours
         self.log_dir = plog.dir if plog is not None else None
         holder.listeners.append(self._on_swap)
@@ -75,7 +73,7 @@ class Runtime:
         METRICS.model_info.labels(new.name, str(new.version)).set(1)
 
     def readiness(self) -> tuple[bool, str]:
-        if DRAINING.is_set():
+        if self.draining.is_set():
             return False, "draining: the server is shutting down"
         if self.holder.current is None:
             why = f"; last error: {self.watcher.last_error}" if self.watcher and \
@@ -139,7 +137,8 @@ def _parse_json(raw: bytes) -> Any:
 def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
                max_batch_rows: int | None = None, max_body_bytes: int | None = None,
-               rotate_hours: int = 24, startup_wait_s: float = 0) -> Any:
+               rotate_hours: int = 24, startup_wait_s: float = 0,
+               draining: threading.Event | None = None) -> Any:
     """The ASGI app (FastAPI inside :class:`OpsMiddleware`).
 
     With ``startup_wait_s`` the app's startup waits (that long at most) for the first
@@ -152,7 +151,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                              ("max_body_bytes", max_body_bytes)) if v is not None}
     if upd:
         s = s.model_copy(update=upd)
-    rt = Runtime(holder, s, plog, watcher, rotate_hours)
+    rt = Runtime(holder, s, plog, watcher, rotate_hours, draining)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -164,7 +163,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         try:
             yield
         finally:
-            DRAINING.set()
+            rt.draining.set()
             if watcher is not None:
                 watcher.stop()
             if plog is not None:
@@ -460,7 +459,7 @@ def _add_schema(app: FastAPI) -> None:
 _ENV = "CD4ML_SERVE"
 
 
-def _install_drain(drain_s: float) -> None:
+def _install_drain(drain_s: float, draining: threading.Event) -> None:
     """On the first SIGTERM/SIGINT: readiness false, keep serving ``drain_s``, then stop."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -470,11 +469,11 @@ def _install_drain(drain_s: float) -> None:
             continue
 
         def handler(signum: int, frame: Any, prev: Any = prev) -> None:
-            if DRAINING.is_set() or drain_s <= 0:
-                DRAINING.set()
+            if draining.is_set() or drain_s <= 0:
+                draining.set()
                 prev(signum, frame)
                 return
-            DRAINING.set()
+            draining.set()
             log.info("draining for %.1f s before stopping (readiness is false)", drain_s,
                      extra={"event": "draining"})
             t = threading.Timer(drain_s, prev, args=(signum, None))
@@ -524,12 +523,13 @@ def app_from_env() -> Any:
     holder = ModelHolder()
     watcher = ModelWatcher(holder, resolve=resolve, load=load, interval_s=s.poll_interval_s,
                            on_load_error=lambda exc: METRICS.load_failures.inc())
-    _install_drain(s.drain_s)
+    draining = threading.Event()
+    _install_drain(s.drain_s, draining)
     METRICS.ready.set(0)
     workers = int(opts.get("workers") or s.workers)
     return create_app(holder, settings=s, plog=plog, watcher=watcher,
                       rotate_hours=s.log.rotate_hours,
-                      startup_wait_s=600 if workers > 1 else 0)
+                      startup_wait_s=600 if workers > 1 else 0, draining=draining)
 
 
 def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
