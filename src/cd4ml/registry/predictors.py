@@ -39,7 +39,9 @@ class Predictor:
         """The part of the prediction the model does not learn (0 where unknown)."""
         if self._offset_idx is None:
             return 0.0
-        return np.nan_to_num(X[:, self._offset_idx].astype(np.float64), nan=0.0)
+        v = X[:, self._offset_idx].astype(np.float64)
+        v[np.isnan(v)] = 0.0
+        return v
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -292,16 +293,63 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     from cd4ml.serving.mlflow_protocol import mlflow_router
     from cd4ml.serving.v2 import v2_router
 
-    app.include_router(v2_router(rt, s.max_batch_rows, s.max_body_bytes))
-    app.include_router(mlflow_router(rt, s.max_batch_rows, s.max_body_bytes))
+    routers = [v2_router(rt, s.max_batch_rows, s.max_body_bytes),
+               mlflow_router(rt, s.max_batch_rows, s.max_body_bytes)]
+    for router in routers:
+        app.include_router(router)
     app.openapi_schema = None
     _add_schema(app)
     outer = OpsMiddleware(app, max_body_bytes=s.max_body_bytes,
                           max_concurrency=s.max_concurrency, timeout_s=s.request_timeout_s,
-                          access_log_on=s.access_log)
+                          access_log_on=s.access_log,
+                          fast=_fast_dispatch([*app.router.routes,
+                                               *(r for x in routers for r in x.routes)],
+                                              _cd4ml_error))
     outer.state = app.state  # type: ignore[attr-defined]
     outer.fastapi = app  # type: ignore[attr-defined]
     return outer
+
+
+_V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+
+def _fast_dispatch(routes: list[Any], on_error: Any) -> Any:
+    """Call the prediction endpoints directly, past FastAPI's routing and middleware stack.
+
+    The same endpoint functions FastAPI routes to (and documents in /openapi.json); this
+    only skips the generic layers, which cost about a fifth of a single-row request.
+    """
+    hot = {r.path: r.endpoint for r in routes
+           if getattr(r, "methods", None) and "POST" in r.methods and r.path in (
+               "/predict", "/invocations", "/v2/models/{name}/infer",
+               "/v2/models/{name}/versions/{version}/infer")}
+
+    async def fast(scope: Any, receive: Any, send: Any) -> bool:
+        if scope["method"] != "POST":
+            return False
+        path = scope["path"]
+        kw: dict[str, Any] = {}
+        if path in ("/predict", "/invocations"):
+            fn = hot[path]
+        else:
+            m = _V2_INFER.match(path)
+            if m is None:
+                return False
+            name, version = m.group(1), m.group(2)
+            if version is None:
+                fn, kw = hot["/v2/models/{name}/infer"], {"name": name}
+            else:
+                fn, kw = hot["/v2/models/{name}/versions/{version}/infer"], {
+                    "name": name, "version": version}
+        request = Request(scope, receive)
+        try:
+            response = await fn(request=request, **kw)
+        except Cd4mlError as exc:
+            response = await on_error(request, exc)
+        await response(scope, receive, send)
+        return True
+
+    return fast
 
 
 def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:

@@ -26,7 +26,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -120,8 +119,10 @@ def error_body(path: str, message: str, code: str = "BAD_REQUEST") -> dict[str, 
 class OpsMiddleware:
     def __init__(self, app: Any, *, max_body_bytes: int, max_concurrency: int,
                  timeout_s: float, access_log_on: bool = True,
-                 on_done: Callable[[], None] | None = None) -> None:
+                 on_done: Callable[[], None] | None = None,
+                 fast: Callable[[Any, Any, Any], Any] | None = None) -> None:
         self.app = app
+        self.fast = fast
         self.max_body, self.max_conc, self.timeout = max_body_bytes, max_concurrency, timeout_s
         self.access_log_on = access_log_on
         self.on_done = on_done
@@ -149,7 +150,7 @@ class OpsMiddleware:
             elif k == b"content-length":
                 clen = v
         if rid_s is None or not _RID.match(rid_s):
-            rid_s = uuid.uuid4().hex
+            rid_s = os.urandom(16).hex()
         rid = rid_s.encode()
         state = scope.setdefault("state", {})
         state["request_id"], state["t0"] = rid_s, t0
@@ -179,7 +180,8 @@ class OpsMiddleware:
             METRICS.in_flight.inc()
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self.app(scope, receive, send_with_id)
+                    if self.fast is None or not await self.fast(scope, receive, send_with_id):
+                        await self.app(scope, receive, send_with_id)
             except TimeoutError:
                 err_type = "timeout"
                 if status == 0:

@@ -55,7 +55,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     session TEXT NOT NULL, seq INTEGER NOT NULL, request_id TEXT NOT NULL, ts REAL NOT NULL,
     model TEXT NOT NULL, version INTEGER, arm TEXT, endpoint TEXT, latency_ms REAL,
-    n_rows INTEGER NOT NULL, content_type TEXT, request BLOB, inputs TEXT NOT NULL,
+    n_rows INTEGER NOT NULL, content_type TEXT, request BLOB, inputs BLOB NOT NULL,
     n_features INTEGER NOT NULL, features BLOB NOT NULL, outputs BLOB NOT NULL,
     PRIMARY KEY (session, seq));
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
@@ -93,6 +93,29 @@ class LogRecord:
     content_type: str = ""
     request: bytes = b""
     arm: str = "main"
+
+
+try:
+    import orjson
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+except ImportError:  # pragma: no cover - orjson comes with the serve extra
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, default=str).encode()
+
+
+def _columns(raw: str | bytes) -> dict[str, list[Any]]:
+    """The logged request rows as columns, field names in lower case."""
+    recs = json.loads(raw)
+    cols: dict[str, list[Any]] = {}
+    for i, rec in enumerate(recs):
+        for k, v in rec.items():
+            cols.setdefault(str(k).lower(), [None] * i).append(v)
+        for col in cols.values():
+            if len(col) < i + 1:
+                col.append(None)
+    return cols
 
 
 def _connect(path: Path, schema: str) -> sqlite3.Connection:
@@ -282,12 +305,10 @@ class PredictionLog:
                 if key not in self._names_written:
                     names.append((r.model, r.version, json.dumps(list(r.feature_names))))
                     self._names_written.add(key)
-                inputs = {f: [(rec.get(f) if isinstance(rec, dict) else None)
-                              for rec in r.records] for f in r.fields}
                 rows.append((self.session, seq, r.request_id, r.ts, r.model, r.version,
                              r.arm, r.endpoint, r.latency_ms, len(r.outputs), r.content_type,
                              r.request if self.store_request else None,
-                             json.dumps(inputs, default=str), len(r.feature_names),
+                             _dumps(r.records), len(r.feature_names),
                              r.features.tobytes(), r.outputs.tobytes()))
             con.execute("BEGIN IMMEDIATE")
             try:
@@ -458,7 +479,7 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
     out = []
     for _, r in _rows(Path(directory), sql, args, since, until):
         d = dict(r)
-        d["inputs"] = json.loads(d["inputs"])
+        d["inputs"] = _columns(d["inputs"])
         d["outputs"] = np.frombuffer(d["outputs"], dtype="<f8").tolist()
         out.append(d)
     out.sort(key=lambda d: d["ts"], reverse=newest_first)
@@ -497,7 +518,7 @@ def predictions(directory: str | Path, *, since: float | None = None,
             "ts": [r["ts"]] * n, "model": [r["model"]] * n, "version": [r["version"]] * n,
             "arm": [r["arm"]] * n, "endpoint": [r["endpoint"]] * n,
             "latency_ms": [r["latency_ms"]] * n}
-        for f, vals in json.loads(r["inputs"]).items():
+        for f, vals in _columns(r["inputs"]).items():
             cols[f] = vals
         cols["prediction"] = np.frombuffer(r["outputs"], dtype="<f8")
         if with_features:
@@ -586,7 +607,7 @@ def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | Non
                 continue
         if r:
             return {"n_rows": r[0], "model": r[1], "version": r[2],
-                    "inputs": json.loads(r[3]), "ts": r[4]}
+                    "inputs": _columns(r[3]), "ts": r[4]}
     return None
 
 
