@@ -82,12 +82,22 @@ class Runtime:
             return False, f"loading the model{why}"
         return True, "ready"
 
-    def score(self, request: Request, model: ServableModel, records: list[Any],
-              endpoint: str, raw: bytes = b"", content_type: str = "") -> np.ndarray:
+    #: from this many rows on, the model runs in a thread (LightGBM releases the GIL),
+    #: so one worker uses both cores and keeps answering small requests meanwhile
+    THREAD_ROWS = 64
+
+    async def score(self, request: Request, model: ServableModel, records: list[Any],
+                    endpoint: str, raw: bytes = b"", content_type: str = "") -> np.ndarray:
         """Validate, look up features, predict once, log; the one path of every protocol."""
         rows = model.rows_for(records)
         X = model.X[rows]
-        preds = np.asarray(model.predictor.predict(X), dtype=np.float64)
+        if len(rows) >= self.THREAD_ROWS:
+            from starlette.concurrency import run_in_threadpool
+
+            preds = await run_in_threadpool(model.predictor.predict, X)
+        else:
+            preds = model.predictor.predict(X)
+        preds = np.asarray(preds, dtype=np.float64)
         state = request.scope["state"]
         state["model_version"] = model.version
         METRICS.predictions.labels(model.name, str(model.version), endpoint).inc(len(preds))
@@ -241,7 +251,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         raw = await read_body(request, s.max_body_bytes)
         rows, single = _rows_of(_parse_json(raw), s.max_batch_rows)
         model = holder.model  # one version answers the whole request
-        preds = rt.score(request, model, rows, "/predict", raw, "application/json").tolist()
+        preds = (await rt.score(request, model, rows, "/predict", raw,
+                                "application/json")).tolist()
         state = request.scope["state"]
         out: dict[str, Any] = {"model": model.name, "version": model.version,
                                "request_id": state["request_id"], "predictions": preds}

@@ -119,7 +119,7 @@ def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         if len(records) > max_rows:
             raise RequestError(f"{len(records)} rows is more than the limit of {max_rows} "
                                f"per request (serving.max_batch_rows)", status=413)
-        preds = rt.score(request, m, records, "/invocations", raw, ctype)
+        preds = await rt.score(request, m, records, "/invocations", raw, ctype)
         return JSONResponse({"predictions": preds.tolist()})
 
     return r

@@ -20,7 +20,9 @@ Layout of the folder (``serving.log.dir``)::
     state.db                  losses found after a crash or a failing disk
     sessions/                 the accepted-record counters of live writers
 
-Segments older than ``retention_days`` are deleted whole (no VACUUM). Several worker
+Segments older than ``retention_days`` are deleted whole (no VACUUM). A segment has two
+indexes, time and request id, because every index costs every insert; a query by model
+version filters the rows of its time window. Several worker
 processes write the same segment; SQLite's locking serialises their commits.
 """
 
@@ -56,11 +58,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     session TEXT NOT NULL, seq INTEGER NOT NULL, request_id TEXT NOT NULL, ts REAL NOT NULL,
     model TEXT NOT NULL, version INTEGER, arm TEXT, endpoint TEXT, latency_ms REAL,
     n_rows INTEGER NOT NULL, content_type TEXT, request BLOB, inputs BLOB NOT NULL,
-    n_features INTEGER NOT NULL, features BLOB NOT NULL, outputs BLOB NOT NULL,
-    PRIMARY KEY (session, seq));
+    n_features INTEGER NOT NULL, features BLOB NOT NULL, outputs BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id);
-CREATE INDEX IF NOT EXISTS predictions_version ON predictions (model, version);
 CREATE TABLE IF NOT EXISTS feature_names (
     model TEXT NOT NULL, version INTEGER NOT NULL, names TEXT NOT NULL,
     PRIMARY KEY (model, version));

@@ -222,7 +222,7 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
             raise V2Error(f"{rows} rows is more than the limit of {max_rows} per request", 413)
         records = [{f: values[f][i] for f in fields} for i in range(rows)]
         raw = request.scope["state"].get("raw_body", b"")
-        preds = rt.score(request, m, records, "/v2/infer", raw,
+        preds = await rt.score(request, m, records, "/v2/infer", raw,
                          request.headers.get("content-type", "application/json"))
         out: dict[str, Any] = {"model_name": m.name, "model_version": str(m.version),
                                "outputs": [{"name": "prediction", "datatype": "FP64",
