@@ -17,21 +17,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import FAST, make_project
 
 import cd4ml
 from cd4ml.errors import ConfigError, RequestError, SourceError
-from cd4ml.pipeline.run import run_pipeline
 from cd4ml.serving.batch import score_file
 
 MODEL = "walmart-weekly-sales"
 
 
 @pytest.fixture(scope="module")
-def project(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    proj = make_project(tmp_path_factory.mktemp("batch"), sample_dir)
-    assert run_pipeline(proj, FAST).registered
-    return proj
+def project(trained_project: Path) -> Path:
+    return trained_project
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import FAST, make_project
 from fastapi.testclient import TestClient
 
 from cd4ml.registry.loader import load_model
@@ -30,12 +29,8 @@ ROWS = [{"store": 1, "dept": 1, "date": "2012-11-02"},
 
 
 @pytest.fixture(scope="module")
-def project(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cd4ml.pipeline.run import run_pipeline
-
-    proj = make_project(tmp_path_factory.mktemp("predlog"), sample_dir)
-    assert run_pipeline(proj, FAST).registered
-    return proj
+def project(trained_project: Path) -> Path:
+    return trained_project
 
 
 @pytest.fixture(scope="module")

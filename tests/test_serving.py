@@ -18,10 +18,8 @@ from cd4ml.serving.app import ModelHolder, create_app
 
 
 @pytest.fixture(scope="module")
-def project(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    proj = make_project(tmp_path_factory.mktemp("serve"), sample_dir)
-    assert run_pipeline(proj, FAST).registered
-    return proj
+def project(trained_project: Path) -> Path:
+    return trained_project
 
 
 @pytest.fixture(scope="module")

@@ -112,9 +112,9 @@ class ServerExited(RuntimeError):
                          f"ready: {' '.join(srv.cmd)}\n{srv.log_tail()}")
 
 
-def group_cpu(pgid: int) -> dict[int, float]:
-    """CPU seconds (user + system) so far of each process in the group."""
-    out: dict[int, float] = {}
+def _group_stats(pgid: int) -> dict[int, list[str]]:
+    """The /proc/PID/stat fields (after the name) of each process in the group."""
+    out: dict[int, list[str]] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
@@ -124,8 +124,14 @@ def group_cpu(pgid: int) -> dict[int, float]:
         except OSError:
             continue
         if int(parts[2]) == pgid:  # field 5: pgrp
-            out[int(d)] = (int(parts[11]) + int(parts[12])) / _CLK  # utime + stime
+            out[int(d)] = parts
     return out
+
+
+def group_cpu(pgid: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each process in the group."""
+    return {pid: (int(p[11]) + int(p[12])) / _CLK  # utime + stime
+            for pid, p in _group_stats(pgid).items()}
 
 
 def cpu_delta(before: dict[int, float], after: dict[int, float]) -> dict[int, float]:
@@ -152,15 +158,9 @@ def wait_idle(srv: Server, *, max_cpu: float = 0.15, window_s: float = 1.0,
 
 def group_rss_mb(srv: Server) -> float:
     total = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    for pid in _group_stats(srv.proc.pid):
         try:
-            with open(f"/proc/{d}/stat") as f:
-                parts = f.read().rsplit(")", 1)[1].split()
-            if int(parts[2]) != srv.proc.pid:
-                continue
-            with open(f"/proc/{d}/statm") as f:
+            with open(f"/proc/{pid}/statm") as f:
                 total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except OSError:
             continue

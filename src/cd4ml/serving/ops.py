@@ -127,6 +127,7 @@ class OpsMiddleware:
         self.access_log_on = access_log_on
         self.on_done = on_done
         self.in_flight = 0
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def _reply(self, send: Any, status: int, body: dict[str, Any], rid: bytes,
                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -203,8 +204,14 @@ class OpsMiddleware:
                 METRICS.in_flight.dec()
         dt = time.perf_counter() - t0
         ep = endpoint_of(path)
-        METRICS.requests.labels(ep, scope["method"], str(status)).inc()
-        METRICS.latency.labels(ep).observe(dt)
+        key = (ep, scope["method"], status)
+        child = self._children.get(key)
+        if child is None:  # labels() takes a lock and builds a key: once per label set
+            child = self._children[key] = (
+                METRICS.requests.labels(ep, scope["method"], str(status)),
+                METRICS.latency.labels(ep))
+        child[0].inc()
+        child[1].observe(dt)
         if status >= 400:
             METRICS.errors.labels(ep, err_type or state.get("error_type")
                                   or f"http_{status}").inc()
