@@ -74,15 +74,18 @@ def test_request_ids_metrics_and_json_logs(one) -> None:
         res = c.post("/predict", json=ROW, headers={"x-request-id": "not ok\t!"})
         assert len(res.headers["x-request-id"]) == 32 and res.json()["request_id"] == \
             res.headers["x-request-id"]
+        time.sleep(0.002)  # made ids are time-ordered (the log's index grows at its end)
+        later = c.post("/predict", json=ROW).headers["x-request-id"]
+        assert later > res.headers["x-request-id"]
         body = c.post("/predict", json=ROW, headers={"x-request-id": "abc-1"}).json()
         assert body["request_id"] == "abc-1" and body["model"] == NAME
     m = _metrics(url)
-    assert _sum(m, "cd4ml_http_requests_total", endpoint="/predict", status="200") == 3
+    assert _sum(m, "cd4ml_http_requests_total", endpoint="/predict", status="200") == 4
     assert _sum(m, "cd4ml_http_requests_total", endpoint="/predict", status="422") == 1
     assert _sum(m, "cd4ml_http_errors_total", endpoint="/predict", type="RequestError") == 1
     assert _sum(m, "cd4ml_http_errors_total", endpoint="other", type="http_404") == 1
-    assert _sum(m, "cd4ml_predictions_total", model=NAME) == 4  # rows, all protocols
-    assert _sum(m, "cd4ml_http_request_duration_seconds_count", endpoint="/predict") == 4
+    assert _sum(m, "cd4ml_predictions_total", model=NAME) == 5  # rows, all protocols
+    assert _sum(m, "cd4ml_http_request_duration_seconds_count", endpoint="/predict") == 5
     assert ("cd4ml_prediction_log_queue_depth", frozenset()) in m
     assert _sum(m, "cd4ml_model_loaded", model=NAME) == 1
     time.sleep(0.3)
