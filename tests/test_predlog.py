@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ def test_query_by_window_and_version(model, tmp_path: Path) -> None:
         now[0] = 1_790_000_000.0 + t
         plog.append(predlog.LogRecord(
             request_id=f"r{i}", ts=now[0], model=NAME, version=v, endpoint="/predict",
-            latency_ms=1.0, fields=["store", "dept", "date"], records=ROWS[:2], features=X,
+            latency_ms=1.0, records=ROWS[:2], features=X,
             feature_names=model.predictor.feature_names, outputs=np.array([1.0, 2.0])))
         assert plog.flush()
     plog.close()
@@ -112,7 +113,7 @@ _KILLED = textwrap.dedent("""
     log = PredictionLog(d, flush_interval_ms=60_000, max_unflushed=10_000)
     def rec(i):
         return LogRecord(request_id=f"r{i}", ts=1.0 * i, model="m", version=1,
-                         endpoint="/predict", latency_ms=0.1, fields=["k"],
+                         endpoint="/predict", latency_ms=0.1,
                          records=[{"k": i}], features=np.zeros((1, 3), np.float32),
                          feature_names=["a", "b", "c"], outputs=np.array([float(i)]))
     for i in range(flushed):
@@ -149,7 +150,7 @@ def test_a_full_queue_waits_for_the_writer_instead_of_growing(model, tmp_path: P
     for i in range(40):
         plog.append(predlog.LogRecord(
             request_id=f"r{i}", ts=float(i), model=NAME, version=1, endpoint="/predict",
-            latency_ms=1.0, fields=["store"], records=[{"store": 1}], features=X,
+            latency_ms=1.0, records=[{"store": 1}], features=X,
             feature_names=model.predictor.feature_names, outputs=np.array([1.0])))
         assert plog.queue_depth <= 5
     plog.close()
@@ -234,3 +235,32 @@ def test_cli_usage_errors_are_one_message_not_a_traceback(project: Path) -> None
                          timeout=60)
     assert res.returncode == 2 and "Invalid value for '--limit'" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_records_dropped_by_a_failing_writer_are_counted_even_mid_stream(
+        model, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    now = 1_790_000_000.0
+    blocker = d / f"seg-{predlog._period_name(now, 24)}.db"
+    blocker.mkdir(parents=True)  # SQLite cannot open a folder: every write fails
+    plog = PredictionLog(d, flush_interval_ms=20, max_unflushed=2, clock=lambda: now)
+
+    def rec(i: int) -> predlog.LogRecord:
+        return predlog.LogRecord(
+            request_id=f"r{i}", ts=now, model=NAME, version=1, endpoint="/predict",
+            latency_ms=1.0, records=[{"store": 1}], features=model.X[:1],
+            feature_names=model.predictor.feature_names, outputs=np.array([1.0]))
+
+    for i in range(4):
+        plog.append(rec(i))
+    deadline = time.monotonic() + 10
+    while plog.dropped == 0 and time.monotonic() < deadline:  # the writer keeps failing
+        time.sleep(0.02)
+    assert plog.dropped >= 1 and plog.write_errors >= 1
+    blocker.rmdir()  # the disk recovers; later records are written after the gap
+    assert plog.append(rec(99))
+    plog.close()
+    on_disk = len(predlog.query(d))
+    st = predlog.status(d)
+    assert on_disk == 5 - plog.dropped
+    assert st["lost_total"] == plog.dropped == 5 - on_disk

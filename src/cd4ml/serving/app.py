@@ -38,14 +38,14 @@ from cd4ml.errors import (Cd4mlError, MissingExtraError, NotFoundError, RequestE
 from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.limits import read_body
-from cd4ml.serving.predlog import LogRecord, PredictionLog, add_feedback, find_request
+from cd4ml.serving.predlog import LogRecord, PredictionLog, find_request
 
 try:
     import orjson
     from fastapi import FastAPI, Request, Response
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    from cd4ml.serving.ops import METRICS, OpsMiddleware, log_config, metrics_text
+    from cd4ml.serving.ops import METRICS, OpsMiddleware, error_body, log_config, metrics_text
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
@@ -58,12 +58,10 @@ class Runtime:
 
     def __init__(self, holder: ModelHolder, settings: ServingConfig,
                  plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
-                 rotate_hours: int = 24, draining: threading.Event | None = None) -> None:
+                 draining: threading.Event | None = None) -> None:
         self.holder, self.settings, self.plog, self.watcher = holder, settings, plog, watcher
         #: set on SIGTERM/SIGINT (and at shutdown): readiness turns false before it stops
         self.draining = draining or threading.Event()
-        self.rotate_hours = rotate_hours
-        self.log_dir = plog.dir if plog is not None else None
         self._counters: dict[tuple[str, int | None, str], Any] = {}
         holder.listeners.append(self._on_swap)
         if holder.current is not None:
@@ -115,7 +113,7 @@ class Runtime:
                 request_id=state.get("request_id", ""), ts=time.time(), model=model.name,
                 version=model.version, endpoint=endpoint,
                 latency_ms=(time.perf_counter() - t0) * 1000 if t0 else 0.0,
-                fields=list(model.fields), records=records, features=X,
+                records=records, features=X,
                 feature_names=model.predictor.feature_names, outputs=preds,
                 content_type=content_type, request=raw))
         return preds
@@ -156,7 +154,7 @@ def _parse_json(raw: bytes) -> Any:
 def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
                max_batch_rows: int | None = None, max_body_bytes: int | None = None,
-               rotate_hours: int = 24, startup_wait_s: float = 0,
+               startup_wait_s: float = 0,
                draining: threading.Event | None = None) -> Any:
     """The ASGI app (FastAPI inside :class:`OpsMiddleware`).
 
@@ -170,7 +168,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                              ("max_body_bytes", max_body_bytes)) if v is not None}
     if upd:
         s = s.model_copy(update=upd)
-    rt = Runtime(holder, s, plog, watcher, rotate_hours, draining)
+    rt = Runtime(holder, s, plog, watcher, draining)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -196,20 +194,18 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                 multiprocess.mark_process_dead(os.getpid())
 
     app = FastAPI(title="cd4ml model server", version="1", lifespan=lifespan)
-    app.state.runtime = rt
 
     @app.exception_handler(Cd4mlError)
     async def _cd4ml_error(request: Request, exc: Cd4mlError) -> JSONResponse:
+        """Every protocol's errors, in the shape that protocol uses (:func:`error_body`)."""
         request.scope["state"]["error_type"] = type(exc).__name__
         status = http_status(exc)
         headers = {"retry-after": "1"} if status == 503 else None
-        if request.url.path == "/invocations":
-            return JSONResponse({"error_code": "BAD_REQUEST" if status < 500 else
-                                 "TEMPORARILY_UNAVAILABLE", "message": str(exc)},
-                                status_code=status, headers=headers)
-        errors = getattr(exc, "errors", None) or []
-        return JSONResponse({"detail": str(exc), "errors": errors}, status_code=status,
-                            headers=headers)
+        body = error_body(request.url.path, str(exc), "BAD_REQUEST" if status < 500 else
+                          "TEMPORARILY_UNAVAILABLE")
+        if "detail" in body:
+            body["errors"] = getattr(exc, "errors", None) or []
+        return JSONResponse(body, status_code=status, headers=headers)
 
     def ready_response(body_ok: dict[str, Any], key: str = "ready") -> JSONResponse:
         ok, why = rt.readiness()
@@ -286,8 +282,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         from starlette.concurrency import run_in_threadpool
 
         rows = await run_in_threadpool(_check_feedback, rt, items)
-        n = await run_in_threadpool(add_feedback, plog.dir, rows,
-                                    rotate_hours=rt.rotate_hours)
+        n = await run_in_threadpool(plog.add_feedback, rows)
         return JSONResponse({"accepted": n})
 
     @app.get("/", response_class=HTMLResponse)
@@ -324,8 +319,6 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                           fast=_fast_dispatch([*app.router.routes,
                                                *(r for x in routers for r in x.routes)],
                                               _cd4ml_error))
-    outer.state = app.state  # type: ignore[attr-defined]
-    outer.fastapi = app  # type: ignore[attr-defined]
     return outer
 
 
@@ -371,11 +364,15 @@ def _fast_dispatch(routes: list[Any], on_error: Any) -> Any:
     return fast
 
 
+def _is_finite_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:
     v = item.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    if not _is_finite_number(v):
         errors.append({"loc": f"{loc}.{key}", "field": key, "value": repr(v)[:80],
                        "problem": "expected a finite number"})
         return None
@@ -384,6 +381,8 @@ def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any
 
 def _check_feedback(rt: Runtime, items: list[Any]) -> list[dict[str, Any]]:
     """Validate feedback items; unknown request ids give 404, other problems 422."""
+    plog = rt.plog
+    assert plog is not None  # /feedback answers 503 without a log
     out: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     unknown: list[str] = []
@@ -396,9 +395,8 @@ def _check_feedback(rt: Runtime, items: list[Any]) -> list[dict[str, Any]]:
             continue
         actual, reward = _finite(it, "actual", loc, errors), _finite(it, "reward", loc, errors)
         actuals = it.get("actuals")
-        if actuals is not None and (not isinstance(actuals, list) or any(
-                isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)
-                for a in actuals)):
+        if actuals is not None and (not isinstance(actuals, list) or
+                                    not all(map(_is_finite_number, actuals))):
             errors.append({"loc": f"{loc}.actuals", "field": "actuals",
                            "value": repr(actuals)[:80],
                            "problem": "expected a list of finite numbers"})
@@ -417,11 +415,11 @@ def _check_feedback(rt: Runtime, items: list[Any]) -> list[dict[str, Any]]:
                                "problem": "unknown field; with request_id give row, actual, "
                                           "actuals, reward"})
                 continue
-            found = find_request(rt.log_dir, str(rid))  # type: ignore[arg-type]
-            if found is None and not flushed and rt.plog is not None:
-                rt.plog.flush()  # it may still wait in this worker's queue
+            found = find_request(plog.dir, str(rid))
+            if found is None and not flushed:
+                plog.flush()  # it may still wait in this worker's queue
                 flushed = True
-                found = find_request(rt.log_dir, str(rid))  # type: ignore[arg-type]
+                found = find_request(plog.dir, str(rid))
             if found is None:
                 unknown.append(str(rid))
                 continue
@@ -598,7 +596,6 @@ def app_from_env() -> Any:
     METRICS.ready.set(0)
     workers = int(opts.get("workers") or s.workers)
     return create_app(holder, settings=s, plog=plog, watcher=watcher,
-                      rotate_hours=s.log.rotate_hours,
                       startup_wait_s=600 if workers > 1 else 0, draining=draining)
 
 

@@ -119,13 +119,11 @@ def error_body(path: str, message: str, code: str = "BAD_REQUEST") -> dict[str, 
 class OpsMiddleware:
     def __init__(self, app: Any, *, max_body_bytes: int, max_concurrency: int,
                  timeout_s: float, access_log_on: bool = True,
-                 on_done: Callable[[], None] | None = None,
                  fast: Callable[[Any, Any, Any], Any] | None = None) -> None:
         self.app = app
         self.fast = fast
         self.max_body, self.max_conc, self.timeout = max_body_bytes, max_concurrency, timeout_s
         self.access_log_on = access_log_on
-        self.on_done = on_done
         self.in_flight = 0
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -214,18 +212,15 @@ class OpsMiddleware:
                 METRICS.latency.labels(ep))
         child[0].inc()
         child[1].observe(dt)
+        err_type = err_type or state.get("error_type")
         if status >= 400:
-            METRICS.errors.labels(ep, err_type or state.get("error_type")
-                                  or f"http_{status}").inc()
-        if self.on_done is not None:
-            self.on_done()
+            METRICS.errors.labels(ep, err_type or f"http_{status}").inc()
         if self.access_log_on:
             access_log.info("%s %s %d", scope["method"], path, status, extra={
                 "request_id": rid_s, "method": scope["method"], "path": path,
                 "status": status, "latency_ms": round(dt * 1000, 3),
                 "model_version": state.get("model_version"),
-                "error_type": (err_type or state.get("error_type")) if status >= 400
-                else None})
+                "error_type": err_type if status >= 400 else None})
 
 
 def log_config(level: str = "INFO") -> dict[str, Any]:

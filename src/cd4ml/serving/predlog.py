@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 from cd4ml.errors import RequestError
 
 __all__ = ["PredictionLog", "LogRecord", "segments", "query", "predictions", "status",
-           "find_request", "add_feedback", "export_parquet", "parse_time", "recover_losses"]
+           "find_request", "export_parquet", "parse_time", "recover_losses"]
 
 log = logging.getLogger("cd4ml.predlog")
 
@@ -83,7 +83,6 @@ class LogRecord(NamedTuple):
     version: int | None
     endpoint: str
     latency_ms: float
-    fields: Sequence[str]
     records: Sequence[Any]
     features: Any  # float32 array, n_rows x n_features
     feature_names: Sequence[str]
@@ -160,16 +159,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _flushed(directory: Path, session: str) -> int:
-    best = 0
+    """How many of a session's records are on disk (a count: a dropped record leaves a gap
+    in the sequence numbers, so the highest one would hide it)."""
+    total = 0
     for _, path in segments(directory):
         with closing(sqlite3.connect(path, timeout=30)) as con:
             try:
-                (m,) = con.execute("SELECT max(seq) FROM predictions WHERE session = ?",
+                (n,) = con.execute("SELECT count(*) FROM predictions WHERE session = ?",
                                    (session,)).fetchone()
             except sqlite3.OperationalError:  # a segment being created right now
                 continue
-            best = max(best, m or 0)
-    return best
+            total += n
+    return total
 
 
 def _record_loss(directory: Path, session: str, pid: int | None, accepted: int,
@@ -240,7 +241,6 @@ class PredictionLog:
         self._names: dict[tuple[str, int | None], str] = {}
         self._cond = threading.Condition()
         self._seq = 0
-        self.flushed_seq = 0
         self.written = 0
         self.dropped = 0
         self.write_errors = 0
@@ -323,7 +323,6 @@ class PredictionLog:
                 con.execute("ROLLBACK")
                 raise
             self._names_written.update((m, v, self._con_period) for m, v, _ in names)
-            self.flushed_seq = batch[-1][0]
             self.written += len(batch)
         except Exception as exc:  # disk full, folder removed...: keep what fits, count
             self.write_errors += 1
@@ -388,13 +387,26 @@ class PredictionLog:
         self._thread.join(timeout=60)
         if self._con is not None:
             self._con.close()
-        accepted = self._seq
-        if accepted > self.flushed_seq:
-            _record_loss(self.dir, self.session, os.getpid(), accepted,
-                         _flushed(self.dir, self.session), "dropped while serving")
+        if self._seq > self.written:
+            _record_loss(self.dir, self.session, os.getpid(), self._seq, self.written,
+                         "dropped while serving")
         self._mm.close()
         self._cnt_file.close()
         self._cnt_path.unlink(missing_ok=True)
+
+    def add_feedback(self, items: Iterable[dict[str, Any]]) -> int:
+        """Store validated feedback (``request_id``/``row`` or ``keys``; actual, reward),
+        committed before this returns, in the segment of the current period."""
+        now = self.clock()
+        rows = [(now, it.get("request_id"), it.get("row"),
+                 json.dumps(it["keys"], default=str) if it.get("keys") is not None else None,
+                 it.get("actual"), it.get("reward")) for it in items]
+        path = self.dir / f"seg-{_period_name(now, self.rotate_hours)}.db"
+        with closing(_connect(path, _SCHEMA)) as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
+            con.execute("COMMIT")
+        return len(rows)
 
     def __enter__(self) -> PredictionLog:
         return self
@@ -430,13 +442,10 @@ def parse_time(text: str | None, *, now: float | None = None) -> float | None:
     return dt.timestamp()
 
 
-def _in_window(directory: Path, since: float | None, until: float | None,
-               rotate_hours: int | None = None) -> Iterator[Path]:
+def _in_window(directory: Path, since: float | None, until: float | None) -> Iterator[Path]:
     segs = segments(directory)
     for i, (start, path) in enumerate(segs):
         end = segs[i + 1][0] if i + 1 < len(segs) else float("inf")
-        if rotate_hours is not None:
-            end = min(end, start + rotate_hours * 3600)
         if until is not None and start > until:
             continue
         if since is not None and end <= since:
@@ -613,22 +622,6 @@ def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | Non
             return {"n_rows": r[0], "model": r[1], "version": r[2],
                     "inputs": _columns(r[3]), "ts": r[4]}
     return None
-
-
-def add_feedback(directory: str | Path, items: Iterable[dict[str, Any]], *,
-                 rotate_hours: int = 24, clock: Any = time.time) -> int:
-    """Store validated feedback rows (``request_id``/``row`` or ``keys``; actual, reward)."""
-    now = clock()
-    rows = [(now, it.get("request_id"), it.get("row"),
-             json.dumps(it["keys"], default=str) if it.get("keys") is not None else None,
-             it.get("actual"), it.get("reward")) for it in items]
-    path = Path(directory) / f"seg-{_period_name(now, rotate_hours)}.db"
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    with closing(_connect(path, _SCHEMA)) as con:
-        con.execute("BEGIN IMMEDIATE")
-        con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
-        con.execute("COMMIT")
-    return len(rows)
 
 
 def status(directory: str | Path) -> dict[str, Any]:

@@ -8,10 +8,8 @@ JSON header, ``Inference-Header-Content-Length`` bytes long, followed by raw ten
 
 from __future__ import annotations
 
-import functools
 import json
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from cd4ml import __version__
-from cd4ml.errors import RequestError, UnavailableError
+from cd4ml.errors import RequestError
 from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.limits import read_body
 
@@ -31,10 +29,11 @@ NUMERIC = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT6
 _HEADER = "inference-header-content-length"
 
 
-class V2Error(Exception):
+class V2Error(RequestError):
+    """A request the protocol refuses (400 unless said); the app answers ``{"error": ...}``."""
+
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
 
 
 def _bytes_elements(raw: bytes, name: str) -> list[str]:
@@ -132,21 +131,6 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
                           f"version {m.version}", 404)
         return m
 
-    def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        async def wrapped(*a: Any, **kw: Any) -> Any:
-            try:
-                return await fn(*a, **kw)
-            except (V2Error, RequestError) as exc:
-                request = kw.get("request")
-                if request is not None:
-                    request.scope["state"]["error_type"] = type(exc).__name__
-                return JSONResponse({"error": str(exc)}, status_code=exc.status)
-            except UnavailableError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=503,
-                                    headers={"retry-after": "1"})
-        return wrapped
-
     @r.get("/v2")
     async def server_meta() -> dict[str, Any]:
         return {"name": "cd4ml", "version": __version__, "extensions": ["binary_tensor_data"]}
@@ -171,12 +155,10 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
                                                "shape": [-1]}]}
 
     @r.get("/v2/models/{name}")
-    @guard
     async def model_meta(name: str) -> Any:
         return metadata(check(name, None))
 
     @r.get("/v2/models/{name}/versions/{version}")
-    @guard
     async def model_version_meta(name: str, version: str) -> Any:
         return metadata(check(name, version))
 
@@ -188,12 +170,10 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         return JSONResponse({"name": name, "ready": False, "reason": why}, status_code=503)
 
     @r.get("/v2/models/{name}/ready")
-    @guard
     async def model_ready(name: str) -> Any:
         return model_is_ready(name, None)
 
     @r.get("/v2/models/{name}/versions/{version}/ready")
-    @guard
     async def model_version_ready(name: str, version: str) -> Any:
         return model_is_ready(name, version)
 
@@ -239,12 +219,10 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         return JSONResponse(out)
 
     @r.post("/v2/models/{name}/infer")
-    @guard
     async def infer_latest(request: Request, name: str) -> Response:
         return await infer(request, name, None)
 
     @r.post("/v2/models/{name}/versions/{version}/infer")
-    @guard
     async def infer_version(request: Request, name: str, version: str) -> Response:
         return await infer(request, name, version)
 
