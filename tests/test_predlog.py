@@ -78,6 +78,17 @@ def test_every_protocol_logs_what_the_model_saw(logged, model) -> None:
     assert (nd["latency_ms"] > 0).all()
 
 
+def test_the_web_form_logs_its_forecasts(logged) -> None:
+    client, plog = logged
+    page = client.get("/?store=1&dept=3&date=2012-06-01", headers={"x-request-id": "form-1"})
+    assert page.status_code == 200 and 'id="forecast"' in page.text
+    assert client.get("/?store=1&dept=3&date=2012-06-02").status_code == 422  # not logged
+    assert plog.flush()
+    recs = predlog.query(plog.dir)
+    assert [(r["request_id"], r["endpoint"]) for r in recs] == [("form-1", "/")]
+    assert recs[0]["inputs"] == {"store": [1], "dept": [3], "date": ["2012-06-01"]}
+
+
 def test_query_by_window_and_version(model, tmp_path: Path) -> None:
     now = [1_790_000_000.0]
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=10, rotate_hours=1,

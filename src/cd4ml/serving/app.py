@@ -286,15 +286,15 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         return JSONResponse({"accepted": n})
 
     @app.get("/", response_class=HTMLResponse)
-    def form(store: str | None = None, dept: str | None = None,
-             date: str | None = None) -> HTMLResponse:
+    async def form(request: Request, store: str | None = None, dept: str | None = None,
+                   date: str | None = None) -> HTMLResponse:
         m = holder.model
         result, status = "", 200
         if store or dept or date:
             fields = list(m.fields)
             rec = dict(zip(fields, [_num(store), _num(dept), date], strict=False))
-            try:
-                value = float(m.predict_records([rec])[0])
+            try:  # the form's forecasts are predictions too: the same path, logged
+                value = float((await rt.score(request, m, [rec], "/"))[0])
                 result = (f'<p class="result">Forecast of weekly sales for store '
                           f'{html.escape(str(store))}, department {html.escape(str(dept))}, '
                           f'week of {html.escape(str(date))}: <b id="forecast">'
