@@ -22,6 +22,7 @@ from cd4ml.registry.loader import load_model
 from cd4ml.serving import predlog
 from cd4ml.serving.app import ModelHolder, create_app
 from cd4ml.serving.predlog import PredictionLog
+from cd4ml.serving.predlog.segments import period_name
 
 NAME = "walmart-weekly-sales"
 ROWS = [{"store": 1, "dept": 1, "date": "2012-11-02"},
@@ -252,7 +253,7 @@ def test_records_dropped_by_a_failing_writer_are_counted_even_mid_stream(
         model, tmp_path: Path) -> None:
     d = tmp_path / "log"
     now = 1_790_000_000.0
-    blocker = d / f"seg-{predlog._period_name(now, 24)}.db"
+    blocker = d / f"seg-{period_name(now, 24)}.db"
     blocker.mkdir(parents=True)  # SQLite cannot open a folder: every write fails
     plog = PredictionLog(d, flush_interval_ms=20, max_unflushed=2, clock=lambda: now)
 

@@ -253,7 +253,7 @@ def serve(project: Project = Path("."), set_: Sets = None,
               "--workers", min=1, help="worker processes (default serving.workers)")] = None,
           ) -> None:
     """Serve the production model: form at /, POST /predict, /v2 and /invocations."""
-    from cd4ml.serving.app import serve as _serve
+    from cd4ml.serving.server import serve as _serve
 
     _serve(project, overrides=set_, port=port, host=host, workers=workers)
 

@@ -7,8 +7,8 @@ and the prediction is handed to the prediction log. Around them: ``POST /feedbac
 (actuals and rewards), ``/ready``, ``/live``, ``/health``, ``/metrics``, and the
 middleware of :mod:`cd4ml.serving.ops` (request ids, limits, metrics, access log).
 
-``cd4ml serve`` builds the app in each worker with :func:`app_from_env`: the model is
-loaded in the background (readiness is false until then), and a watcher follows the
+``cd4ml serve`` builds the app in each worker (:mod:`cd4ml.serving.server`): the model
+is loaded in the background (readiness is false until then), and a watcher follows the
 serving alias to swap versions while serving (:mod:`cd4ml.serving.hotswap`).
 """
 
@@ -18,38 +18,36 @@ import asyncio
 import html
 import json
 import logging
-import math
 import os
 import re
-import signal
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cd4ml.config import ServingConfig
-from cd4ml.errors import (Cd4mlError, MissingExtraError, NotFoundError, RequestError,
-                          UnavailableError, http_status)
+from cd4ml.errors import (Cd4mlError, MissingExtraError, RequestError, UnavailableError,
+                          http_status)
 from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.feedback import check_feedback
+from cd4ml.serving.form import form_value, page
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.limits import read_body
-from cd4ml.serving.predlog import LogRecord, PredictionLog, find_request
+from cd4ml.serving.predlog import LogRecord, PredictionLog
 
 try:
     import orjson
     from fastapi import FastAPI, Request, Response
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    from cd4ml.serving.ops import METRICS, OpsMiddleware, error_body, log_config, metrics_text
+    from cd4ml.serving.ops import METRICS, OpsMiddleware, error_body, metrics_text
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
-__all__ = ["ModelHolder", "Runtime", "create_app", "app_from_env", "serve"]
+__all__ = ["ModelHolder", "Runtime", "create_app"]
 
 log = logging.getLogger("cd4ml.serve")
 
@@ -281,7 +279,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                                f"{len(items)}", status=413 if items else 422)
         from starlette.concurrency import run_in_threadpool
 
-        rows = await run_in_threadpool(_check_feedback, rt, items)
+        rows = await run_in_threadpool(check_feedback, rt, items)
         n = await run_in_threadpool(plog.add_feedback, rows)
         return JSONResponse({"accepted": n})
 
@@ -292,7 +290,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         result, status = "", 200
         if store or dept or date:
             fields = list(m.fields)
-            rec = dict(zip(fields, [_num(store), _num(dept), date], strict=False))
+            rec = dict(zip(fields, [form_value(store), form_value(dept), date], strict=False))
             try:  # the form's forecasts are predictions too: the same path, logged
                 value = float((await rt.score(request, m, [rec], "/"))[0])
                 result = (f'<p class="result">Forecast of weekly sales for store '
@@ -302,7 +300,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
             except RequestError as exc:
                 result = f'<p class="error" id="error">{html.escape(str(exc))}</p>'
                 status = 422
-        return HTMLResponse(_page(m, store, dept, date, result), status_code=status)
+        return HTMLResponse(page(m, store, dept, date, result), status_code=status)
 
     from cd4ml.serving.mlflow_protocol import mlflow_router
     from cd4ml.serving.v2 import v2_router
@@ -364,145 +362,6 @@ def _fast_dispatch(routes: list[Any], on_error: Any) -> Any:
     return fast
 
 
-def _is_finite_number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
-
-def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:
-    v = item.get(key)
-    if v is None:
-        return None
-    if not _is_finite_number(v):
-        errors.append({"loc": f"{loc}.{key}", "field": key, "value": repr(v)[:80],
-                       "problem": "expected a finite number"})
-        return None
-    return float(v)
-
-
-def _check_feedback(rt: Runtime, items: list[Any]) -> list[dict[str, Any]]:
-    """Validate feedback items; unknown request ids give 404, other problems 422."""
-    plog = rt.plog
-    assert plog is not None  # /feedback answers 503 without a log
-    out: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
-    unknown: list[str] = []
-    flushed = False
-    for i, it in enumerate(items):
-        loc = f"feedback[{i}]"
-        if not isinstance(it, dict):
-            errors.append({"loc": loc, "field": None, "value": repr(it)[:80],
-                           "problem": "expected an object"})
-            continue
-        actual, reward = _finite(it, "actual", loc, errors), _finite(it, "reward", loc, errors)
-        actuals = it.get("actuals")
-        if actuals is not None and (not isinstance(actuals, list) or
-                                    not all(map(_is_finite_number, actuals))):
-            errors.append({"loc": f"{loc}.actuals", "field": "actuals",
-                           "value": repr(actuals)[:80],
-                           "problem": "expected a list of finite numbers"})
-            continue
-        if actual is None and reward is None and actuals is None:
-            if not any(e["loc"].startswith(loc) for e in errors):
-                errors.append({"loc": loc, "field": "actual", "value": None,
-                               "problem": "give 'actual' (or 'actuals') and/or 'reward'"})
-            continue
-        rid = it.get("request_id")
-        if rid is not None:
-            extra = sorted(set(it) - {"request_id", "row", "actual", "actuals", "reward"})
-            if extra:
-                errors.append({"loc": f"{loc}.{extra[0]}", "field": extra[0],
-                               "value": repr(it[extra[0]])[:80],
-                               "problem": "unknown field; with request_id give row, actual, "
-                                          "actuals, reward"})
-                continue
-            found = find_request(plog.dir, str(rid))
-            if found is None and not flushed:
-                plog.flush()  # it may still wait in this worker's queue
-                flushed = True
-                found = find_request(plog.dir, str(rid))
-            if found is None:
-                unknown.append(str(rid))
-                continue
-            n = found["n_rows"]
-            if actuals is not None:
-                if len(actuals) != n:
-                    errors.append({"loc": f"{loc}.actuals", "field": "actuals",
-                                   "value": len(actuals),
-                                   "problem": f"request {rid} had {n} rows; give {n} actuals"})
-                    continue
-                out += [{"request_id": str(rid), "row": j, "actual": float(a),
-                         "reward": reward} for j, a in enumerate(actuals)]
-                continue
-            row = it.get("row", 0 if n == 1 else None)
-            if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < n:
-                errors.append({"loc": f"{loc}.row", "field": "row", "value": row,
-                               "problem": f"request {rid} had {n} rows: give 'row' from 0 to "
-                                          f"{n - 1}, or 'actuals' with {n} values"})
-                continue
-            out.append({"request_id": str(rid), "row": row, "actual": actual,
-                        "reward": reward})
-        else:
-            model = rt.holder.model
-            keys = {k.lower(): v for k, v in it.items()
-                    if k not in ("actual", "reward", "actuals")}
-            try:
-                model.rows_for([keys])
-            except RequestError as exc:
-                for e in exc.errors:
-                    errors.append({**e, "loc": e["loc"].replace("rows[0]", loc)})
-                continue
-            out.append({"keys": keys, "actual": actual, "reward": reward})
-    if errors:
-        first = errors[0]
-        raise RequestError(f"{first['loc']}: {first['problem']}"
-                           + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-                           errors=errors)
-    if unknown:
-        raise NotFoundError(f"request_id {unknown[0]!r} is not in the prediction log"
-                            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-                            + "; it may be older than serving.log.retention_days or made "
-                              "by another server")
-    return out
-
-
-def _num(v: str | None) -> Any:
-    if v is None:
-        return None
-    try:
-        f = float(v)
-        return int(f) if f.is_integer() else f
-    except ValueError:
-        return v
-
-
-def _page(m: ServableModel, store: Any, dept: Any, date: Any, result: str) -> str:
-    keys = sorted(m.series_index)
-    stores = sorted({k[0] for k in keys})
-    depts = sorted({k[1] for k in keys}) if len(keys[0]) > 1 else []
-
-    def options(vals: list[Any], cur: Any) -> str:
-        return "".join(f'<option value="{_txt(v)}"{" selected" if _txt(v) == cur else ""}>'
-                       f"{_txt(v)}</option>" for v in vals)
-
-    last = m.last.date()
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sales forecast</title>
-<style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}label{{display:block;
-margin:.6em 0}}.result{{font-size:1.3em}}.error{{color:#b00}}</style></head><body>
-<h1>Sales forecast</h1>
-<p>Model <b>{html.escape(m.name)}</b> version <b>{m.version}</b>; history ends
-{m.history_end.date()}, forecasts up to {last}.</p>
-<form method="get" action="/">
-<label>Date <input type="date" name="date" value="{html.escape(str(date or last))}"
- min="{m.start.date()}" max="{last}" step="{m.step.days}"></label>
-<label>Store <select name="store">{options(stores, store)}</select></label>
-<label>Department <select name="dept">{options(depts, dept)}</select></label>
-<button type="submit">Forecast</button></form>{result}</body></html>"""
-
-
-def _txt(v: Any) -> str:
-    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
-
-
 def _add_schema(app: FastAPI) -> None:
     base = app.openapi
 
@@ -520,111 +379,3 @@ def _add_schema(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-# -- the server process ---------------------------------------------------------------
-_ENV = "CD4ML_SERVE"
-
-
-def _install_drain(drain_s: float, draining: threading.Event) -> None:
-    """On the first SIGTERM/SIGINT: readiness false, keep serving ``drain_s``, then stop."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        prev = signal.getsignal(sig)
-        if not callable(prev):
-            continue
-
-        def handler(signum: int, frame: Any, prev: Any = prev) -> None:
-            if draining.is_set() or drain_s <= 0:
-                draining.set()
-                prev(signum, frame)
-                return
-            draining.set()
-            log.info("draining for %.1f s before stopping (readiness is false)", drain_s,
-                     extra={"event": "draining"})
-            t = threading.Timer(drain_s, prev, args=(signum, None))
-            t.daemon = True
-            t.start()
-
-        signal.signal(sig, handler)
-
-
-def app_from_env() -> Any:
-    """The app factory each worker runs (``cd4ml serve`` passes its settings by env)."""
-    from cd4ml.config import load_config
-    from cd4ml.registry.loader import load_version
-    from cd4ml.store import open_stores
-
-    opts = json.loads(os.environ[_ENV])
-    root = Path(opts["project_dir"])
-    cfg, _ = load_config(root, opts.get("overrides") or [])
-    s = cfg.serving
-    plog = None
-    if s.log.enabled:
-        d = Path(s.log.dir)
-        plog = PredictionLog(d if d.is_absolute() else root / d,
-                             flush_interval_ms=s.log.flush_interval_ms,
-                             max_unflushed=s.log.max_unflushed,
-                             rotate_hours=s.log.rotate_hours,
-                             retention_days=s.log.retention_days,
-                             store_request=s.log.store_request)
-        lost = sum(x["lost"] for x in plog.recovered)
-        if lost:
-            METRICS.log_lost.inc(lost)
-    stores_box: dict[str, Any] = {}
-
-    def stores() -> Any:
-        if "s" not in stores_box:
-            stores_box["s"] = open_stores(cfg.store, root)
-        return stores_box["s"]
-
-    def resolve() -> dict[str, Any]:
-        r = stores().metadata.resolve(cfg.models.name, s.alias)
-        return {"version": r["version"], "digest": r["digest"]}
-
-    def load(row: dict[str, Any]) -> ServableModel:
-        st = stores()
-        return load_version(st.metadata, st.artifacts, cfg.models.name, row["version"])
-
-    holder = ModelHolder()
-    watcher = ModelWatcher(holder, resolve=resolve, load=load, interval_s=s.poll_interval_s,
-                           on_load_error=lambda exc: METRICS.load_failures.inc())
-    draining = threading.Event()
-    _install_drain(s.drain_s, draining)
-    # the log's writer thread gives the GIL back to the event loop within 1 ms (default
-    # 5 ms), which keeps its flushes out of request latency
-    sys.setswitchinterval(0.001)
-    METRICS.ready.set(0)
-    workers = int(opts.get("workers") or s.workers)
-    return create_app(holder, settings=s, plog=plog, watcher=watcher,
-                      startup_wait_s=600 if workers > 1 else 0, draining=draining)
-
-
-def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
-          port: int | None = None, host: str | None = None, workers: int | None = None) -> None:
-    """Serve the model holding the serving alias with uvicorn (``workers`` processes)."""
-    import shutil
-    import tempfile
-
-    import uvicorn
-
-    from cd4ml.config import load_config
-    from cd4ml.store import open_stores
-
-    root = Path(project_dir).resolve()
-    cfg, _ = load_config(root, overrides)
-    with open_stores(cfg.store, root) as stores:  # fail now, in one line, if nothing serves
-        stores.metadata.resolve(cfg.models.name, cfg.serving.alias)
-    n = workers or cfg.serving.workers
-    os.environ[_ENV] = json.dumps({"project_dir": str(root), "overrides": list(overrides or []),
-                                   "workers": n})
-    prom_dir = None
-    if n > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        prom_dir = tempfile.mkdtemp(prefix="cd4ml-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
-    try:
-        uvicorn.run("cd4ml.serving.app:app_from_env", factory=True,
-                    host=host or cfg.serving.host, port=port or cfg.serving.port, workers=n,
-                    log_config=log_config(), access_log=False, lifespan="on")
-    finally:
-        if prom_dir:
-            shutil.rmtree(prom_dir, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""``POST /feedback``: actuals and rewards, checked before they are stored.
+
+An item names a logged request (``request_id``, plus ``row`` or ``actuals`` for a
+multi-row request) or a forecast by its series keys and date; it carries ``actual``
+and/or ``reward``, finite numbers. Unknown request ids give 404, other problems 422.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cd4ml.errors import NotFoundError, RequestError
+from cd4ml.serving.predlog import find_request
+
+__all__ = ["check_feedback"]
+
+
+def _is_finite_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:
+    v = item.get(key)
+    if v is None:
+        return None
+    if not _is_finite_number(v):
+        errors.append({"loc": f"{loc}.{key}", "field": key, "value": repr(v)[:80],
+                       "problem": "expected a finite number"})
+        return None
+    return float(v)
+
+
+def check_feedback(rt: Any, items: list[Any]) -> list[dict[str, Any]]:
+    """Validate feedback items; unknown request ids give 404, other problems 422."""
+    plog = rt.plog
+    assert plog is not None  # /feedback answers 503 without a log
+    out: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    unknown: list[str] = []
+    flushed = False
+    for i, it in enumerate(items):
+        loc = f"feedback[{i}]"
+        if not isinstance(it, dict):
+            errors.append({"loc": loc, "field": None, "value": repr(it)[:80],
+                           "problem": "expected an object"})
+            continue
+        actual, reward = _finite(it, "actual", loc, errors), _finite(it, "reward", loc, errors)
+        actuals = it.get("actuals")
+        if actuals is not None and (not isinstance(actuals, list) or
+                                    not all(map(_is_finite_number, actuals))):
+            errors.append({"loc": f"{loc}.actuals", "field": "actuals",
+                           "value": repr(actuals)[:80],
+                           "problem": "expected a list of finite numbers"})
+            continue
+        if actual is None and reward is None and actuals is None:
+            if not any(e["loc"].startswith(loc) for e in errors):
+                errors.append({"loc": loc, "field": "actual", "value": None,
+                               "problem": "give 'actual' (or 'actuals') and/or 'reward'"})
+            continue
+        rid = it.get("request_id")
+        if rid is not None:
+            extra = sorted(set(it) - {"request_id", "row", "actual", "actuals", "reward"})
+            if extra:
+                errors.append({"loc": f"{loc}.{extra[0]}", "field": extra[0],
+                               "value": repr(it[extra[0]])[:80],
+                               "problem": "unknown field; with request_id give row, actual, "
+                                          "actuals, reward"})
+                continue
+            found = find_request(plog.dir, str(rid))
+            if found is None and not flushed:
+                plog.flush()  # it may still wait in this worker's queue
+                flushed = True
+                found = find_request(plog.dir, str(rid))
+            if found is None:
+                unknown.append(str(rid))
+                continue
+            n = found["n_rows"]
+            if actuals is not None:
+                if len(actuals) != n:
+                    errors.append({"loc": f"{loc}.actuals", "field": "actuals",
+                                   "value": len(actuals),
+                                   "problem": f"request {rid} had {n} rows; give {n} actuals"})
+                    continue
+                out += [{"request_id": str(rid), "row": j, "actual": float(a),
+                         "reward": reward} for j, a in enumerate(actuals)]
+                continue
+            row = it.get("row", 0 if n == 1 else None)
+            if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < n:
+                errors.append({"loc": f"{loc}.row", "field": "row", "value": row,
+                               "problem": f"request {rid} had {n} rows: give 'row' from 0 to "
+                                          f"{n - 1}, or 'actuals' with {n} values"})
+                continue
+            out.append({"request_id": str(rid), "row": row, "actual": actual,
+                        "reward": reward})
+        else:
+            model = rt.holder.model
+            keys = {k.lower(): v for k, v in it.items()
+                    if k not in ("actual", "reward", "actuals")}
+            try:
+                model.rows_for([keys])
+            except RequestError as exc:
+                for e in exc.errors:
+                    errors.append({**e, "loc": e["loc"].replace("rows[0]", loc)})
+                continue
+            out.append({"keys": keys, "actual": actual, "reward": reward})
+    if errors:
+        first = errors[0]
+        raise RequestError(f"{first['loc']}: {first['problem']}"
+                           + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                           errors=errors)
+    if unknown:
+        raise NotFoundError(f"request_id {unknown[0]!r} is not in the prediction log"
+                            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                            + "; it may be older than serving.log.retention_days or made "
+                              "by another server")
+    return out

@@ -1,0 +1,48 @@
+"""The "Sales forecast" page at ``/``: a form of the series keys and the week."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from cd4ml.registry.servable import ServableModel
+
+__all__ = ["page", "form_value"]
+
+
+def form_value(v: str | None) -> Any:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+        return int(f) if f.is_integer() else f
+    except ValueError:
+        return v
+
+
+def page(m: ServableModel, store: Any, dept: Any, date: Any, result: str) -> str:
+    keys = sorted(m.series_index)
+    stores = sorted({k[0] for k in keys})
+    depts = sorted({k[1] for k in keys}) if len(keys[0]) > 1 else []
+
+    def options(vals: list[Any], cur: Any) -> str:
+        return "".join(f'<option value="{_txt(v)}"{" selected" if _txt(v) == cur else ""}>'
+                       f"{_txt(v)}</option>" for v in vals)
+
+    last = m.last.date()
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Sales forecast</title>
+<style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}label{{display:block;
+margin:.6em 0}}.result{{font-size:1.3em}}.error{{color:#b00}}</style></head><body>
+<h1>Sales forecast</h1>
+<p>Model <b>{html.escape(m.name)}</b> version <b>{m.version}</b>; history ends
+{m.history_end.date()}, forecasts up to {last}.</p>
+<form method="get" action="/">
+<label>Date <input type="date" name="date" value="{html.escape(str(date or last))}"
+ min="{m.start.date()}" max="{last}" step="{m.step.days}"></label>
+<label>Store <select name="store">{options(stores, store)}</select></label>
+<label>Department <select name="dept">{options(depts, dept)}</select></label>
+<button type="submit">Forecast</button></form>{result}</body></html>"""
+
+
+def _txt(v: Any) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)

@@ -1,0 +1,85 @@
+"""The log's folder: SQLite segments named by period, their schema, their connections."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = ["segments", "period_name", "connect", "read_only", "columns", "SCHEMA", "STATE"]
+
+_SEG = re.compile(r"^seg-(\d{8}T\d{2})\.db$")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    session TEXT NOT NULL, seq INTEGER NOT NULL, request_id TEXT NOT NULL, ts REAL NOT NULL,
+    model TEXT NOT NULL, version INTEGER, arm TEXT, endpoint TEXT, latency_ms REAL,
+    n_rows INTEGER NOT NULL, content_type TEXT, request BLOB, inputs BLOB NOT NULL,
+    n_features INTEGER NOT NULL, features BLOB NOT NULL, outputs BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id);
+CREATE TABLE IF NOT EXISTS feature_names (
+    model TEXT NOT NULL, version INTEGER NOT NULL, names TEXT NOT NULL,
+    PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS feedback (
+    ts REAL NOT NULL, request_id TEXT, row INTEGER, keys TEXT, actual REAL, reward REAL);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
+"""
+STATE = """
+CREATE TABLE IF NOT EXISTS losses (
+    detected_at REAL NOT NULL, session TEXT NOT NULL, pid INTEGER, accepted INTEGER NOT NULL,
+    flushed INTEGER NOT NULL, lost INTEGER NOT NULL, reason TEXT NOT NULL);
+"""
+
+
+def columns(raw: str | bytes) -> dict[str, list[Any]]:
+    """The logged request rows as columns, field names in lower case."""
+    recs = json.loads(raw)
+    cols: dict[str, list[Any]] = {}
+    for i, rec in enumerate(recs):
+        for k, v in rec.items():
+            cols.setdefault(str(k).lower(), [None] * i).append(v)
+        for col in cols.values():
+            if len(col) < i + 1:
+                col.append(None)
+    return cols
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    con = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages stay cached
+    con.executescript(schema)
+    return con
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a segment: readers never create or change one."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+
+def period_name(ts: float, hours: int) -> str:
+    start = int(ts // (hours * 3600)) * hours * 3600
+    return datetime.fromtimestamp(start, timezone.utc).strftime("%Y%m%dT%H")
+
+
+def period_start(name: str) -> float:
+    return datetime.strptime(name, "%Y%m%dT%H").replace(tzinfo=timezone.utc).timestamp()
+
+
+def segments(directory: str | Path) -> list[tuple[float, Path]]:
+    """(period start, path) of every segment, oldest first."""
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _SEG.match(p.name)
+        if m:
+            out.append((period_start(m.group(1)), p))
+    return sorted(out)
+
+

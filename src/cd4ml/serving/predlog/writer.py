@@ -1,0 +1,321 @@
+"""The writing side of the prediction log: ``append`` on the request path, commits on a
+thread, and the count of what a crash lost."""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import sqlite3
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from cd4ml.serving.predlog.segments import SCHEMA, STATE, connect, period_name, segments
+
+__all__ = ["LogRecord", "PredictionLog", "recover_losses"]
+
+log = logging.getLogger("cd4ml.predlog")
+
+
+class LogRecord(NamedTuple):
+    """One answered request, as the server hands it to the log (a tuple: cheap to make)."""
+
+    request_id: str
+    ts: float
+    model: str
+    version: int | None
+    endpoint: str
+    latency_ms: float
+    records: Sequence[Any]
+    features: Any  # float32 array, n_rows x n_features
+    feature_names: Sequence[str]
+    outputs: Any  # float64 array, n_rows
+    content_type: str = ""
+    request: bytes = b""
+    arm: str = "main"
+
+
+try:
+    import orjson
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
+except ImportError:  # pragma: no cover - orjson comes with the serve extra
+    def _dumps(obj: Any) -> bytes:
+        return json.dumps(obj, default=str).encode()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _flushed(directory: Path, session: str) -> int:
+    """How many of a session's records are on disk (a count: a dropped record leaves a gap
+    in the sequence numbers, so the highest one would hide it)."""
+    total = 0
+    for _, path in segments(directory):
+        with closing(sqlite3.connect(path, timeout=30)) as con:
+            try:
+                (n,) = con.execute("SELECT count(*) FROM predictions WHERE session = ?",
+                                   (session,)).fetchone()
+            except sqlite3.OperationalError:  # a segment being created right now
+                continue
+            total += n
+    return total
+
+
+def _record_loss(directory: Path, session: str, pid: int | None, accepted: int,
+                 flushed: int, reason: str) -> dict[str, Any]:
+    row = {"detected_at": time.time(), "session": session, "pid": pid,
+           "accepted": accepted, "flushed": flushed, "lost": accepted - flushed,
+           "reason": reason}
+    with closing(connect(directory / "state.db", STATE)) as con:
+        con.execute("INSERT INTO losses VALUES (:detected_at, :session, :pid, :accepted, "
+                    ":flushed, :lost, :reason)", row)
+    return row
+
+
+def recover_losses(directory: str | Path) -> list[dict[str, Any]]:
+    """Count what writers that died without closing accepted but never flushed."""
+    d = Path(directory)
+    found: list[dict[str, Any]] = []
+    sess_dir = d / "sessions"
+    if not sess_dir.is_dir():
+        return found
+    for f in sorted(sess_dir.glob("*.cnt")):
+        pid_s, _, session = f.stem.partition("-")
+        if not pid_s.isdigit() or _pid_alive(int(pid_s)):
+            continue
+        claimed = f.with_name(f"{f.name}.claim{os.getpid()}")
+        try:
+            os.rename(f, claimed)  # one process claims each dead session
+        except FileNotFoundError:
+            continue
+        raw = claimed.read_bytes()
+        accepted = struct.unpack_from("<Q", raw, 0)[0] if len(raw) >= 8 else 0
+        flushed = _flushed(d, session)
+        if accepted > flushed:
+            row = _record_loss(d, session, int(pid_s), accepted, flushed,
+                               "the writer died before flushing (killed?)")
+            found.append(row)
+            log.warning("prediction log: %d record(s) of session %s (pid %s) were accepted "
+                        "but never flushed", row["lost"], session, pid_s,
+                        extra={"event": "prediction_log_loss", **row})
+        claimed.unlink(missing_ok=True)
+    return found
+
+
+class PredictionLog:
+    """The writing side: ``append`` on the request path, commits on a thread."""
+
+    def __init__(self, directory: str | Path, *, flush_interval_ms: int = 200,
+                 max_unflushed: int = 1_000, rotate_hours: int = 24,
+                 retention_days: float = 30, store_request: bool = True,
+                 clock: Any = time.time) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "sessions").mkdir(exist_ok=True)
+        self.interval = flush_interval_ms / 1000
+        self.max_unflushed = max_unflushed
+        self.rotate_hours, self.retention_days = rotate_hours, retention_days
+        self.store_request, self.clock = store_request, clock
+        self.session = uuid.uuid4().hex[:16]
+        self.recovered = recover_losses(self.dir)
+        self._sweep()
+        self._cnt_path = self.dir / "sessions" / f"{os.getpid()}-{self.session}.cnt"
+        with open(self._cnt_path, "wb") as f:
+            f.write(b"\0" * 8)
+        self._cnt_file = open(self._cnt_path, "r+b")  # noqa: SIM115 - held until close
+        self._mm = mmap.mmap(self._cnt_file.fileno(), 8)
+        self._buf: list[tuple[int, tuple[Any, ...], tuple[str, int | None]]] = []
+        self._writing: list[tuple[int, tuple[Any, ...], tuple[str, int | None]]] = []
+        self._names: dict[tuple[str, int | None], str] = {}
+        self._cond = threading.Condition()
+        self._seq = 0
+        self.written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self._closing = False
+        self._con: sqlite3.Connection | None = None
+        self._con_period = ""
+        self._names_written: set[tuple[str, int | None, str]] = set()
+        self._thread = threading.Thread(target=self._run, name="cd4ml-predlog", daemon=True)
+        self._thread.start()
+
+    # -- request path ----------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        return len(self._buf)
+
+    def append(self, rec: LogRecord) -> bool:
+        """Queue one record; False if it had to be dropped (the writer is failing).
+
+        The row is encoded here, a few microseconds spread over the requests, so that the
+        writer thread only hands finished rows to SQLite (which releases the GIL) instead
+        of holding the GIL for a whole batch's encoding, which showed in tail latency.
+        """
+        nk = (rec.model, rec.version)
+        if nk not in self._names:
+            self._names[nk] = json.dumps(list(rec.feature_names))
+        tail = (rec.request_id, rec.ts, rec.model, rec.version, rec.arm, rec.endpoint,
+                rec.latency_ms, len(rec.outputs), rec.content_type,
+                rec.request if self.store_request else None, _dumps(rec.records),
+                len(rec.feature_names), rec.features.tobytes(), rec.outputs.tobytes())
+        with self._cond:
+            if len(self._buf) >= self.max_unflushed:
+                self._cond.notify_all()
+                deadline = time.monotonic() + max(5 * self.interval, 1.0)
+                while len(self._buf) >= self.max_unflushed and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+            self._seq += 1
+            struct.pack_into("<Q", self._mm, 0, self._seq)
+            if len(self._buf) >= self.max_unflushed or self._closing:
+                self.dropped += 1
+                log.error("prediction log: dropped record %s (queue full, writer failing)",
+                          rec.request_id, extra={"event": "prediction_log_drop"})
+                return False
+            self._buf.append((self._seq, (self.session, self._seq, *tail), nk))
+            return True
+
+    # -- writer ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._closing and len(self._buf) < self.max_unflushed:
+                    self._cond.wait(self.interval)
+                batch, self._buf = self._buf, []
+                self._writing = batch
+                closing_now = self._closing
+            if batch:
+                self._write(batch)
+            with self._cond:
+                self._writing = []
+                self._cond.notify_all()
+                if closing_now and not self._buf:
+                    return
+
+    def _write(self, batch: list[tuple[int, tuple[Any, ...], tuple[str, int | None]]]) -> None:
+        try:
+            now = self.clock()
+            con = self._segment(now)
+            names = [(m, v, self._names[(m, v)]) for m, v in {nk for _, _, nk in batch}
+                     if (m, v, self._con_period) not in self._names_written]
+            rows = [row for _, row, _ in batch]
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                con.executemany("INSERT OR IGNORE INTO feature_names VALUES (?, ?, ?)", names)
+                con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                                "?, ?, ?, ?, ?, ?, ?)", rows)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._names_written.update((m, v, self._con_period) for m, v, _ in names)
+            self.written += len(batch)
+        except Exception as exc:  # disk full, folder removed...: keep what fits, count
+            self.write_errors += 1
+            self._names_written.clear()
+            self._con = None
+            log.error("prediction log: writing %d record(s) failed: %s", len(batch), exc,
+                      extra={"event": "prediction_log_error"})
+            with self._cond:
+                room = self.max_unflushed - len(self._buf)
+                keep = batch[:max(room, 0)]
+                self.dropped += len(batch) - len(keep)
+                self._buf[:0] = keep
+            time.sleep(self.interval)
+
+    def _segment(self, now: float) -> sqlite3.Connection:
+        period = period_name(now, self.rotate_hours)
+        if self._con is None or period != self._con_period:
+            if self._con is not None:
+                self._con.close()
+            self._con = connect(self.dir / f"seg-{period}.db", SCHEMA)
+            self._con_period = period
+            self._sweep()
+        return self._con
+
+    def _sweep(self) -> None:
+        """Delete whole segments older than the retention."""
+        cutoff = self.clock() - self.retention_days * 86400
+        for start, path in segments(self.dir):
+            if start + self.rotate_hours * 3600 <= cutoff:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+                log.info("prediction log: deleted segment %s (older than %s days)",
+                         path.name, self.retention_days)
+
+    # -- control ---------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Commit what is queued now; True once it is on disk (or counted as dropped)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._seq
+            self._cond.notify_all()
+
+            def pending() -> bool:
+                return bool((self._buf and self._buf[0][0] <= target) or
+                            (self._writing and self._writing[0][0] <= target))
+
+            while pending():
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(left, self.interval))
+                self._cond.notify_all()
+        return True
+
+    def close(self) -> None:
+        """Flush everything, stop the writer, and record any drop as a loss."""
+        if self._closing:
+            return
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=60)
+        if self._con is not None:
+            self._con.close()
+        if self._seq > self.written:
+            _record_loss(self.dir, self.session, os.getpid(), self._seq, self.written,
+                         "dropped while serving")
+        self._mm.close()
+        self._cnt_file.close()
+        self._cnt_path.unlink(missing_ok=True)
+
+    def add_feedback(self, items: Iterable[dict[str, Any]]) -> int:
+        """Store validated feedback (``request_id``/``row`` or ``keys``; actual, reward),
+        committed before this returns, in the segment of the current period."""
+        now = self.clock()
+        rows = [(now, it.get("request_id"), it.get("row"),
+                 json.dumps(it["keys"], default=str) if it.get("keys") is not None else None,
+                 it.get("actual"), it.get("reward")) for it in items]
+        path = self.dir / f"seg-{period_name(now, self.rotate_hours)}.db"
+        with closing(connect(path, SCHEMA)) as con:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
+            con.execute("COMMIT")
+        return len(rows)
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,137 @@
+"""The server process: ``cd4ml serve`` runs uvicorn with :func:`app_from_env` per worker.
+
+Each worker builds its app from the project's config: the prediction log, a model
+watcher that loads the serving alias's version in the background and follows the alias
+(hot swap), and a SIGTERM/SIGINT handler that turns readiness false for
+``serving.drain_s`` before uvicorn stops. With several workers, Prometheus metrics go
+through a multiprocess folder made here and removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.app import create_app
+from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
+from cd4ml.serving.ops import METRICS, log_config
+from cd4ml.serving.predlog import PredictionLog
+
+__all__ = ["app_from_env", "serve"]
+
+log = logging.getLogger("cd4ml.serve")
+
+_ENV = "CD4ML_SERVE"
+
+
+def _install_drain(drain_s: float, draining: threading.Event) -> None:
+    """On the first SIGTERM/SIGINT: readiness false, keep serving ``drain_s``, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        prev = signal.getsignal(sig)
+        if not callable(prev):
+            continue
+
+        def handler(signum: int, frame: Any, prev: Any = prev) -> None:
+            if draining.is_set() or drain_s <= 0:
+                draining.set()
+                prev(signum, frame)
+                return
+            draining.set()
+            log.info("draining for %.1f s before stopping (readiness is false)", drain_s,
+                     extra={"event": "draining"})
+            t = threading.Timer(drain_s, prev, args=(signum, None))
+            t.daemon = True
+            t.start()
+
+        signal.signal(sig, handler)
+
+
+def app_from_env() -> Any:
+    """The app factory each worker runs (``cd4ml serve`` passes its settings by env)."""
+    from cd4ml.config import load_config
+    from cd4ml.registry.loader import load_version
+    from cd4ml.store import open_stores
+
+    opts = json.loads(os.environ[_ENV])
+    root = Path(opts["project_dir"])
+    cfg, _ = load_config(root, opts.get("overrides") or [])
+    s = cfg.serving
+    plog = None
+    if s.log.enabled:
+        d = Path(s.log.dir)
+        plog = PredictionLog(d if d.is_absolute() else root / d,
+                             flush_interval_ms=s.log.flush_interval_ms,
+                             max_unflushed=s.log.max_unflushed,
+                             rotate_hours=s.log.rotate_hours,
+                             retention_days=s.log.retention_days,
+                             store_request=s.log.store_request)
+        lost = sum(x["lost"] for x in plog.recovered)
+        if lost:
+            METRICS.log_lost.inc(lost)
+    stores_box: dict[str, Any] = {}
+
+    def stores() -> Any:
+        if "s" not in stores_box:
+            stores_box["s"] = open_stores(cfg.store, root)
+        return stores_box["s"]
+
+    def resolve() -> dict[str, Any]:
+        r = stores().metadata.resolve(cfg.models.name, s.alias)
+        return {"version": r["version"], "digest": r["digest"]}
+
+    def load(row: dict[str, Any]) -> ServableModel:
+        st = stores()
+        return load_version(st.metadata, st.artifacts, cfg.models.name, row["version"])
+
+    holder = ModelHolder()
+    watcher = ModelWatcher(holder, resolve=resolve, load=load, interval_s=s.poll_interval_s,
+                           on_load_error=lambda exc: METRICS.load_failures.inc())
+    draining = threading.Event()
+    _install_drain(s.drain_s, draining)
+    # the log's writer thread gives the GIL back to the event loop within 1 ms (default
+    # 5 ms), which keeps its flushes out of request latency
+    sys.setswitchinterval(0.001)
+    METRICS.ready.set(0)
+    workers = int(opts.get("workers") or s.workers)
+    return create_app(holder, settings=s, plog=plog, watcher=watcher,
+                      startup_wait_s=600 if workers > 1 else 0, draining=draining)
+
+
+def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
+          port: int | None = None, host: str | None = None, workers: int | None = None) -> None:
+    """Serve the model holding the serving alias with uvicorn (``workers`` processes)."""
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from cd4ml.config import load_config
+    from cd4ml.store import open_stores
+
+    root = Path(project_dir).resolve()
+    cfg, _ = load_config(root, overrides)
+    with open_stores(cfg.store, root) as stores:  # fail now, in one line, if nothing serves
+        stores.metadata.resolve(cfg.models.name, cfg.serving.alias)
+    n = workers or cfg.serving.workers
+    os.environ[_ENV] = json.dumps({"project_dir": str(root), "overrides": list(overrides or []),
+                                   "workers": n})
+    prom_dir = None
+    if n > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        prom_dir = tempfile.mkdtemp(prefix="cd4ml-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
+    try:
+        uvicorn.run("cd4ml.serving.server:app_from_env", factory=True,
+                    host=host or cfg.serving.host, port=port or cfg.serving.port, workers=n,
+                    log_config=log_config(), access_log=False, lifespan="on")
+    finally:
+        if prom_dir:
+            shutil.rmtree(prom_dir, ignore_errors=True)
