@@ -42,6 +42,7 @@ try:
     import orjson
     from fastapi import FastAPI, Request, Response
     from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     from cd4ml.serving.ops import METRICS, OpsMiddleware, error_body, metrics_text
 except ImportError as _exc:  # pragma: no cover - depends on the environment
@@ -91,8 +92,6 @@ class Runtime:
         rows = model.rows_for(records)
         X = model.X[rows]
         if len(rows) >= self.THREAD_ROWS:
-            from starlette.concurrency import run_in_threadpool
-
             preds = await run_in_threadpool(model.predictor.predict, X)
         else:
             preds = model.predictor.predict(X)
@@ -277,8 +276,6 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         if not items or len(items) > s.max_batch_rows:
             raise RequestError(f"feedback: expected 1 to {s.max_batch_rows} items, got "
                                f"{len(items)}", status=413 if items else 422)
-        from starlette.concurrency import run_in_threadpool
-
         rows = await run_in_threadpool(check_feedback, rt, items)
         n = await run_in_threadpool(plog.add_feedback, rows)
         return JSONResponse({"accepted": n})
