@@ -7,7 +7,7 @@ Usage (one command, unattended; trains the example and creates the MLflow venv i
     options: --project DIR  --duration 15  --workers 1,2  --concurrency 1,8,32
              --batch-sizes 100,1000  --batch-concurrency 4  --skip-mlflow  --pin
              --repeat 1  --rebalance 2  --mlflow-venv ../venvs/mlflow317  --no-train
-             --out FILE
+             --forecast-table on|off  --out FILE
 
 What is compared, on the same registered model version, on this machine, in this run:
 
@@ -27,10 +27,15 @@ What is compared, on the same registered model version, on this machine, in this
   (under PROJECT/.cd4ml/bench/, reused while the version and this code are the same) whose
   ``load_context`` loads the same cd4ml version (hash verified) and whose ``predict``
   calls ``ServableModel.predict_records(model_input.to_dict("records"))``: MLflow gets the
-  same feature lookup and predictor call (including any speed-up made there); what
+  same feature lookup and predict call (including any speed-up made there); what
   differs is its own request handling (JSON -> pandas, schema enforcement) and the
-  DataFrame round trip. So batch figures are bound by the model's own cost per row for
-  both servers. MLflow is sent ``{"dataframe_split": {"columns": [...], "data": [...]}}``
+  DataFrame round trip.
+- The forecast table (``--forecast-table on``, the default, as cd4ml serves by default):
+  both servers answer from the table of the model's answers that the version carries
+  since registration (verified against the live model at load), so neither runs the
+  model per request and the comparison is of the servers. With ``off`` both run the
+  model on every request; batch figures are then bound by the model's own cost per row
+  (about 90 us for the 600-tree Walmart model) for both servers. MLflow is sent ``{"dataframe_split": {"columns": [...], "data": [...]}}``
   as MLflow's client sends it. Both servers must return the same predictions as the
   in-process model on a sample request before anything is measured, or the run aborts.
 - The floor: LightGBM's ``Booster.predict`` on a 1-row numpy matrix and a 1-row
@@ -58,7 +63,7 @@ in CPU per answer), ``--repeat 3`` runs each load three times and keeps the medi
 
 Output: tables (floor; every load with req/s, rows/s, p50/p99, errors and the ratio to
 MLflow at the same workers, load and concurrency; the issue's goals with PASS/FAIL) and
-the raw results in ``benchmarks/results/serving_vs_mlflow-<date>[-quick].json``.
+the raw results in ``benchmarks/results/serving_vs_mlflow-<date>[-quick][-no-table].json``.
 Goals (issue 3): single-row throughput >= 10x MLflow with the same workers (best over
 concurrencies); p99 <= 10 ms at concurrency 8; the prediction log costs < 10 % of
 throughput; batch rows/s >= 3x MLflow. Measure on a quiet machine: the load average at
@@ -118,6 +123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mlflow-venv", type=Path, default=ROOT.parent / "venvs" / "mlflow317")
     ap.add_argument("--no-train", action="store_true",
                     help="fail instead of training the project when it has no model")
+    ap.add_argument("--forecast-table", choices=["on", "off"], default="on",
+                    help="both servers answer from the version's forecast table (on, cd4ml's "
+                         "default) or run the model on every request (off)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON path")
     args = ap.parse_args(argv)
     if args.quick:
@@ -225,11 +233,14 @@ def run(args: argparse.Namespace, bench: Bench, doc: dict[str, Any]) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     doc["machine"]["wrk"] = wrk_version()
-    servable, model_cfg = ensure_model(a.project, train=not a.no_train, console=console)
+    table = a.forecast_table == "on"
+    servable, model_cfg = ensure_model(a.project, train=not a.no_train, console=console,
+                                       forecast_table=table)
     doc["model"] = model_cfg
     console.print(f"model {model_cfg['name']} v{model_cfg['version']} "
                   f"({model_cfg['type']}, {model_cfg['n_features']} features, "
-                  f"{model_cfg['servable_rows']:,} servable rows) from {a.project}")
+                  f"{model_cfg['servable_rows']:,} servable rows) from {a.project}; "
+                  f"forecast table: {model_cfg['forecast_table']}")
     if model_cfg["type"] != "lightgbm":
         bench.note(f"the served model is {model_cfg['type']!r}, not LightGBM (the issue's "
                    f"benchmark is on the LightGBM model)")
@@ -247,11 +258,11 @@ def run(args: argparse.Namespace, bench: Bench, doc: dict[str, Any]) -> None:
         py, versions = ensure_mlflow_venv(a.mlflow_venv, ROOT, console=console)
         doc["machine"]["mlflow_venv"] = {"path": str(a.mlflow_venv), **versions}
         model_dir = export_pyfunc(py, servable, a.project, req.check_records[0],
-                                  console=console)
+                                  console=console, forecast_table=table)
         doc["model"]["mlflow_model_dir"] = str(model_dir)
         mlflow_cmd = [str(a.mlflow_venv / "bin" / "mlflow"), "models", "serve",
                       "--env-manager", "local", "-m", str(model_dir), "-h", "127.0.0.1"]
-    cd4 = Cd4mlServe(a.project, console=console)
+    cd4 = Cd4mlServe(a.project, console=console, forecast_table=table)
     for n in cd4.notes:
         bench.note(n)
     doc["cd4ml_serve"] = cd4.capabilities()
@@ -313,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     args.project = args.project.resolve()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C: clean up
     started = datetime.now()
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + \
+        ("-no-table" if args.forecast_table == "off" else "")
     out = args.out or (ROOT / "benchmarks" / "results" /
                        f"serving_vs_mlflow-{started:%Y-%m-%dT%H%M}{suffix}.json")
     doc: dict[str, Any] = {"started": started.isoformat(timespec="seconds"),

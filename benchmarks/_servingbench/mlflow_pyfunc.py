@@ -1,13 +1,14 @@
 """cd4ml's registered model as an MLflow pyfunc ("model from code"; runs in the MLflow venv).
 
 ``load_context`` loads the same registered version with cd4ml's own loader (hash
-verified, features of every servable (series, week) precomputed); ``predict`` turns the
-request DataFrame into records and calls ``ServableModel.predict_records``: the same
-lookup and booster call as cd4ml's server. What differs is MLflow's own request handling
+verified, features of every servable (series, week) precomputed, and the version's
+forecast table when ``model_config["forecast_table"]`` is true, as cd4ml's server uses
+it); ``predict`` turns the request DataFrame into records and calls
+``ServableModel.predict_records``: the same lookup and predict call as cd4ml's server. What differs is MLflow's own request handling
 (JSON to pandas, schema enforcement) and the DataFrame round trip.
 
 Saved by ``benchmarks/serving_vs_mlflow.py`` with ``mlflow.pyfunc.save_model(path,
-python_model=<this file>, model_config={"project_dir", "model_uri", "digest"})``.
+python_model=<this file>, model_config={"project_dir", "model_uri", "digest", "forecast_table"})``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class Cd4mlForecast(mlflow.pyfunc.PythonModel):
         from cd4ml.registry.loader import load_model
 
         cfg = context.model_config
-        self.servable = load_model(cfg["model_uri"], project_dir=cfg["project_dir"])
+        self.servable = load_model(cfg["model_uri"], project_dir=cfg["project_dir"],
+                                   forecast_table=cfg.get("forecast_table", True))
         if cfg.get("digest") and self.servable.digest != cfg["digest"]:
             raise RuntimeError(f"{cfg['model_uri']} has digest {self.servable.digest}, "
                                f"expected {cfg['digest']}: re-export the MLflow model")

@@ -84,10 +84,11 @@ def ensure_mlflow_venv(venv: Path, cd4ml_root: Path, *, console: Console,
 
 
 def export_pyfunc(py: Path, servable: Any, project: Path, example: dict[str, Any], *,
-                  console: Console) -> Path:
+                  console: Console, forecast_table: bool = True) -> Path:
     """Save (or reuse) the pyfunc model of this exact version under ``project/.cd4ml``."""
     code_hash = hashlib.sha256(PYFUNC_FILE.read_bytes() + _SAVE.encode()).hexdigest()[:8]
-    tag = f"{servable.name}-v{servable.version}-{servable.digest[:12]}-{code_hash}"
+    tag = (f"{servable.name}-v{servable.version}-{servable.digest[:12]}-{code_hash}"
+           f"{'' if forecast_table else '-no-table'}")
     dest = project / ".cd4ml" / "bench" / f"mlflow-pyfunc-{tag}"
     if (dest / "MLmodel").is_file():
         console.print(f"MLflow model: reusing {dest}")
@@ -96,7 +97,7 @@ def export_pyfunc(py: Path, servable: Any, project: Path, example: dict[str, Any
         shutil.rmtree(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     cfg = {"project_dir": str(project), "model_uri": f"{servable.name}/{servable.version}",
-           "digest": servable.digest}
+           "digest": servable.digest, "forecast_table": forecast_table}
     console.print(f"MLflow model: exporting {cfg['model_uri']} to {dest}")
     res = subprocess.run([str(py), "-c", _SAVE, str(PYFUNC_FILE), str(dest), json.dumps(cfg),
                           json.dumps(example)], capture_output=True, text=True,

@@ -47,7 +47,8 @@ def machine_info(root: Path) -> dict[str, Any]:
             "loadavg_start": " ".join(open("/proc/loadavg").read().split()[:3])}
 
 
-def ensure_model(project: Path, *, train: bool, console: Console) -> tuple[Any, dict[str, Any]]:
+def ensure_model(project: Path, *, train: bool, console: Console, forecast_table: bool = True,
+                 ) -> tuple[Any, dict[str, Any]]:
     """Load the serving alias's model in-process; train the project first if it has none."""
     from cd4ml.config import load_config
     from cd4ml.errors import Cd4mlError
@@ -58,7 +59,7 @@ def ensure_model(project: Path, *, train: bool, console: Console) -> tuple[Any, 
     cfg, _ = load_config(project)
     uri = f"{cfg.models.name}@{cfg.serving.alias}"
     try:
-        servable = load_model(uri, project_dir=project)
+        servable = load_model(uri, project_dir=project, forecast_table=forecast_table)
     except Cd4mlError as exc:
         if not train:
             raise SystemExit(f"{project}: no model {uri} ({exc}); train it with "
@@ -71,12 +72,13 @@ def ensure_model(project: Path, *, train: bool, console: Console) -> tuple[Any, 
                             "--shared", str(shared)], check=True)
         if subprocess.run([_cd4ml_bin(), "run", "-p", str(project)]).returncode != 0:
             raise SystemExit(f"cd4ml run -p {project} failed") from None
-        servable = load_model(uri, project_dir=project)
+        servable = load_model(uri, project_dir=project, forecast_table=forecast_table)
     p = servable.predictor
     return servable, {"uri": uri, "name": servable.name, "version": servable.version,
                       "digest": servable.digest, "type": p.model_type,
                       "n_features": len(p.feature_names), "features": list(p.feature_names),
-                      "servable_rows": int(servable.X.shape[0]), "project": str(project)}
+                      "servable_rows": int(servable.X.shape[0]), "project": str(project),
+                      "forecast_table": servable.table_status}
 
 
 @dataclass
@@ -139,7 +141,8 @@ def sample_requests(servable: Any, batch_sizes: list[int], seed: int = 0) -> Req
 class Cd4mlServe:
     """``cd4ml serve`` with ``--workers`` and the log switch, where this checkout has them."""
 
-    def __init__(self, project: Path, *, console: Console) -> None:
+    def __init__(self, project: Path, *, console: Console, forecast_table: bool = True,
+                 ) -> None:
         from cd4ml.config import load_config
 
         self.project, self.console, self.exe = project, console, _cd4ml_bin()
@@ -166,6 +169,10 @@ class Cd4mlServe:
         self.log_dir_key = self._config_ok(["serving.log.dir=/tmp/cd4ml-bench-probe"])
         self.log_dir: Path | None = None
         self.access_log = getattr(cfg.serving, "access_log", None)
+        self.table_set = [f"serving.forecast_table={str(forecast_table).lower()}"]
+        if not self._config_ok(self.table_set):
+            self.table_set = []
+            self.notes.append("the config has no serving.forecast_table key yet")
 
     def _config_ok(self, overrides: list[str]) -> bool:
         from cd4ml.config import load_config
@@ -205,6 +212,8 @@ class Cd4mlServe:
             cmd += ["--set", f"serving.workers={workers}"]
         if log is not None:
             cmd += ["--set", f"serving.log.enabled={str(log).lower()}"]
+        for kv in self.table_set:
+            cmd += ["--set", kv]
         self.log_dir = None
         if log and self.log_dir_key:
             self.log_dir = tmp / f"predictions-w{workers}-{port}"

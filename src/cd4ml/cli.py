@@ -381,10 +381,10 @@ def predict(
 
     check_paths(input_, output)  # before the model loads
     root = project.resolve()
+    cfg, _ = load_config(root)
     if model is None:
-        cfg, _ = load_config(root)
         model = f"{cfg.models.name}@{cfg.serving.alias}"
-    m = load_model(model, project_dir=root)
+    m = load_model(model, project_dir=root, forecast_table=cfg.serving.forecast_table)
     bar = Progress(TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,} rows"),
                    TimeElapsedColumn(), console=err, transient=True,
                    disable=not err.is_terminal)

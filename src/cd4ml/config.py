@@ -197,6 +197,9 @@ class ServingConfig(_Strict):
     drain_s: float = Field(1, ge=0, description=(
         "on SIGTERM, readiness is false this long before the server stops accepting"))
     access_log: bool = True
+    forecast_table: bool = Field(True, description=(
+        "answer from the forecast table the model computed at registration (used once a "
+        "sample of it matches the live model at load); false: run the model per request"))
     log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
 
 

@@ -12,14 +12,15 @@ import platform
 from importlib import metadata as importlib_metadata
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from cd4ml.errors import ModelError
 from cd4ml.features.compute import FeatureSpec
 from cd4ml.registry.predictors import Predictor, load_predictor
 
-__all__ = ["save_bundle", "read_manifest", "load_parts", "environment", "BUNDLE_FORMAT",
-           "request_fields"]
+__all__ = ["save_bundle", "read_manifest", "load_parts", "load_forecasts", "environment",
+           "BUNDLE_FORMAT", "request_fields", "forecast_table"]
 
 BUNDLE_FORMAT = "cd4ml.bundle/1"
 _PACKAGES = ["cd4ml", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "skops"]
@@ -61,11 +62,38 @@ def _signature(spec: FeatureSpec, history: pd.DataFrame) -> dict[str, Any]:
             "features": spec.feature_names}
 
 
+def forecast_table(predictor: Predictor, spec: FeatureSpec, history: pd.DataFrame,
+                   ) -> np.ndarray:
+    """The model's answer for every servable (series, date), in the servable's row order.
+
+    The servable's features are computed by the same code as at load time, and the model
+    predicts them all at once (every core). The answers depend on nothing but the
+    bundle, so a server can look them up instead of running the model per request; it
+    verifies a sample against the live model when it loads (``ServableModel``).
+    """
+    from cd4ml.registry.servable import ServableModel
+
+    X = ServableModel(predictor, spec, history).X
+    return np.ascontiguousarray(predictor.predict(X), dtype=np.float64)
+
+
 def save_bundle(artifacts: _Artifacts, *, model_name: str, recipe: str, kind: str,
                 predictor: Predictor, spec: FeatureSpec, history: pd.DataFrame,
-                trained_on: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
-    """Write every part, then the manifest; returns the manifest digest (the bundle id)."""
+                trained_on: dict[str, Any], extra: dict[str, Any] | None = None,
+                forecasts: bool = True) -> str:
+    """Write every part, then the manifest; returns the manifest digest (the bundle id).
+
+    With ``forecasts``, the bundle also holds the forecast table (:func:`forecast_table`)
+    as a ``.npy`` file of float64.
+    """
     files = {name: artifacts.put_bytes(data) for name, data in predictor.to_files().items()}
+    table = None
+    if forecasts:
+        values = forecast_table(predictor, spec, history)
+        npy = io.BytesIO()
+        np.save(npy, values, allow_pickle=False)
+        table = {"digest": artifacts.put_bytes(npy.getvalue()), "rows": len(values),
+                 "dtype": "float64"}
     buf = io.BytesIO()
     history.to_parquet(buf, index=False, compression="zstd")
     hist_digest = artifacts.put_bytes(buf.getvalue())
@@ -84,6 +112,7 @@ def save_bundle(artifacts: _Artifacts, *, model_name: str, recipe: str, kind: st
                      "last_date": str((end + spec.horizon * step).date()),
                      "horizon": spec.horizon, "frequency_days": spec.frequency_days},
         "signature": _signature(spec, history),
+        **({"forecasts": table} if table else {}),
         "trained_on": trained_on,
         "environment": environment(),
         **(extra or {}),
@@ -108,3 +137,15 @@ def load_parts(artifacts: _Artifacts, manifest: dict[str, Any],
     history = pd.read_parquet(io.BytesIO(artifacts.get_bytes(manifest["history"]["digest"])))
     history.attrs["history_end"] = manifest["history"]["end"]
     return predictor, spec, history
+
+
+def load_forecasts(artifacts: _Artifacts, manifest: dict[str, Any]) -> np.ndarray | None:
+    """The bundle's forecast table (hash verified), or None for a bundle without one."""
+    meta = manifest.get("forecasts")
+    if not meta:
+        return None
+    values = np.load(io.BytesIO(artifacts.get_bytes(meta["digest"])), allow_pickle=False)
+    if values.dtype != np.float64 or values.shape != (meta["rows"],):
+        raise ModelError(f"forecast table {meta['digest'][:12]}: expected {meta['rows']} "
+                         f"float64 values, got {values.dtype} {values.shape}")
+    return values

@@ -3,10 +3,18 @@
 When a version loads, the shared feature code computes the features of every servable
 (series, date) from the bundled history, once; a request is then a lookup of rows and
 one call of the model. There is no second feature path.
+
+A bundle may also carry its forecast table: the model's answer for every servable row,
+computed at registration from the same features (``bundle.forecast_table``). Since an
+answer depends on nothing but the bundle, the table is the model's output memoised over
+its whole (finite) domain. It is used only after a sample of it matched the live model
+bit for bit at load; otherwise (another LightGBM build, say) the model answers every
+request and ``table_status`` says why.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,13 +29,19 @@ from cd4ml.registry.predictors import Predictor
 
 __all__ = ["ServableModel"]
 
+_log = logging.getLogger("cd4ml.registry")
+
+#: rows of the forecast table checked against the live model at load
+TABLE_CHECK_ROWS = 256
+
 
 class ServableModel:
     """Predict the forecasting contract: rows of series keys and a target date."""
 
     def __init__(self, predictor: Predictor, spec: FeatureSpec, history: pd.DataFrame, *,
                  name: str = "", version: int | None = None, digest: str = "",
-                 manifest: dict[str, Any] | None = None) -> None:
+                 manifest: dict[str, Any] | None = None,
+                 forecasts: np.ndarray | None = None) -> None:
         self.predictor, self.spec = predictor, spec
         self.name, self.version, self.digest = name, version, digest
         self.manifest = manifest or {}
@@ -52,6 +66,29 @@ class ServableModel:
         self._time_field = next(f for f, c in self.fields.items() if c == spec.time)
         self.numeric = {f: pd.api.types.is_numeric_dtype(history[self.fields[f]])
                          for f in self._key_fields}
+        self.table: np.ndarray | None = None
+        self.table_status = "none: the bundle has no forecast table" if forecasts is None \
+            else self._check_table(forecasts)
+
+    def _check_table(self, forecasts: np.ndarray) -> str:
+        """Use the table if a spread sample of it equals the live model's answers."""
+        n = len(self.X)
+        if forecasts.shape != (n,):
+            status = (f"not used: {forecasts.shape[0]} forecasts for {n} servable rows; "
+                      f"the model answers every request")
+        else:
+            idx = np.unique(np.linspace(0, n - 1, min(TABLE_CHECK_ROWS, n)).astype(np.int64))
+            live = np.asarray(self.predictor.predict(self.X[idx]), dtype=np.float64)
+            same = (live == forecasts[idx]) | (np.isnan(live) & np.isnan(forecasts[idx]))
+            if same.all():
+                self.table = forecasts
+                return f"verified: {len(idx)} sampled rows equal the live model's answers"
+            diff = np.nanmax(np.abs(live - forecasts[idx]))
+            status = (f"not used: {int((~same).sum())} of {len(idx)} sampled rows differ "
+                      f"from the live model (max |diff| {diff:.3g}); the model answers "
+                      f"every request")
+        _log.warning("%s version %s: forecast table %s", self.name, self.version, status)
+        return status
 
     # -- request handling ------------------------------------------------------------
     def rows_for(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
@@ -151,8 +188,13 @@ class ServableModel:
 
     # -- prediction ------------------------------------------------------------------
     def predict_records(self, records: list[Mapping[str, Any]]) -> np.ndarray:
-        rows = self.rows_for(records)
-        return self.predictor.predict(self.X[rows])
+        return self.predict_rows(self.rows_for(records))
+
+    def predict_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The model's answers for rows of ``X``: from the verified table, else the model."""
+        if self.table is not None:
+            return self.table[rows]
+        return np.asarray(self.predictor.predict(self.X[rows]), dtype=np.float64)
 
     def features_of(self, rows: np.ndarray) -> np.ndarray:
         return self.X[rows]

@@ -91,11 +91,12 @@ class Runtime:
         """Validate, look up features, predict once, log; the one path of every protocol."""
         rows = model.rows_for(records)
         X = model.X[rows]
-        if len(rows) >= self.THREAD_ROWS:
-            preds = await run_in_threadpool(model.predictor.predict, X)
+        if model.table is not None:
+            preds = model.table[rows]
+        elif len(rows) >= self.THREAD_ROWS:
+            preds = await run_in_threadpool(model.predict_rows, rows)
         else:
-            preds = model.predictor.predict(X)
-        preds = np.asarray(preds, dtype=np.float64)
+            preds = model.predict_rows(rows)
         state = request.scope["state"]
         state["model_version"] = model.version
         key = (model.name, model.version, endpoint)
@@ -225,7 +226,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     async def health() -> JSONResponse:
         m = holder.current
         info: dict[str, Any] = {"status": "ok", "model": m.name if m else None,
-                                "version": m.version if m else None}
+                                "version": m.version if m else None,
+                                "forecast_table": m.table_status if m else None}
         if plog is not None:
             info["prediction_log"] = {"dir": str(plog.dir), "queue": plog.queue_depth,
                                       "written": plog.written, "dropped": plog.dropped,

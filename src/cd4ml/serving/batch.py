@@ -1,8 +1,8 @@
 """Batch scoring: a CSV or Parquet file of rows in, a Parquet file with ``prediction`` out.
 
 Rows take the server's path: :meth:`ServableModel.rows_for` validates them and finds
-their rows of precomputed features in ``model.X``, and ``model.predictor.predict``
-scores those rows. There is no second validation or feature path. Batch files repeat
+their rows of precomputed features in ``model.X``, and ``model.predict_rows`` scores
+those rows (from the version's verified forecast table, else with the model). There is no second validation or feature path. Batch files repeat
 combinations, so each distinct combination of key values is validated once (valid ones
 are remembered across chunks) and each row of ``model.X`` is predicted once.
 
@@ -105,7 +105,8 @@ def score_file(model: ServableModel, input_path: str | Path, output_path: str | 
     return {"input": str(src), "output": str(dst), "rows": done, "predicted": done - skipped,
             "skipped": skipped, "seconds": round(seconds, 3),
             "rows_per_s": round(done / seconds, 1) if seconds > 0 else None,
-            "model": model.name, "version": model.version, "chunk_rows": chunk_rows}
+            "model": model.name, "version": model.version, "chunk_rows": chunk_rows,
+            "forecast_table": model.table_status}
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -333,7 +334,7 @@ class _Job:
         new = np.unique(rows[ok])
         new = new[~self.have[new]]
         if len(new):
-            self.pred[new] = self.model.predictor.predict(self.model.X[new])
+            self.pred[new] = self.model.predict_rows(new)
             self.have[new] = True
         return np.where(ok, self.pred[np.maximum(rows, 0)], np.nan)
 

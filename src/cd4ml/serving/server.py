@@ -90,7 +90,8 @@ def app_from_env() -> Any:
 
     def load(row: dict[str, Any]) -> ServableModel:
         st = stores()
-        return load_version(st.metadata, st.artifacts, cfg.models.name, row["version"])
+        return load_version(st.metadata, st.artifacts, cfg.models.name, row["version"],
+                            forecast_table=s.forecast_table)
 
     holder = ModelHolder()
     watcher = ModelWatcher(holder, resolve=resolve, load=load, interval_s=s.poll_interval_s,
