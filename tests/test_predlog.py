@@ -169,6 +169,29 @@ def test_a_full_queue_waits_for_the_writer_instead_of_growing(model, tmp_path: P
     assert len(predlog.query(tmp_path / "log")) == 40 and plog.dropped == 0
 
 
+@pytest.mark.parametrize("n", [1, 3, 255, 256, 257, 700])
+def test_a_flush_of_any_size_writes_every_record_in_order(model, tmp_path: Path, n: int,
+                                                          ) -> None:
+    """The writer inserts a flush with a few multi-row statements (256, 64, 16, 4, 1 rows)."""
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=1000)
+    X = model.X[:n % 3 + 1]
+    for i in range(n):
+        plog.append(predlog.LogRecord(
+            request_id=f"r{i:04d}", ts=1000.0 + i, model=NAME, version=1, endpoint="/predict",
+            latency_ms=0.25 * i, records=ROWS[:len(X)],
+            features=X + i, feature_names=model.predictor.feature_names,
+            outputs=np.arange(len(X), dtype=np.float64) + i))
+    assert plog.flush()
+    plog.close()
+    got = predlog.query(tmp_path / "log")
+    assert [r["request_id"] for r in got] == [f"r{i:04d}" for i in range(n)]
+    assert [r["latency_ms"] for r in got] == [0.25 * i for i in range(n)]
+    last = predlog.predictions(tmp_path / "log")
+    assert len(last) == n * len(X)
+    assert np.array_equal(last["prediction"].to_numpy()[-len(X):],
+                          np.arange(len(X), dtype=np.float64) + n - 1)
+
+
 def test_feedback_by_request_id_and_by_keys(logged, model, tmp_path: Path) -> None:
     client, plog = logged
     one = client.post("/predict", json=ROWS[0], headers={"x-request-id": "fb-one"})

@@ -5,6 +5,7 @@ readiness while loading and draining, graceful shutdown, crash losses of the log
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import threading
@@ -252,3 +253,34 @@ def test_two_workers_answer_and_share_metrics(trained_project: Path) -> None:
     finally:
         stop_server(proc)
     assert len(predlog.query(d)) == before + 40
+
+
+def test_json_lines_carry_the_fields_extras_and_tracebacks() -> None:
+    import io
+    import logging
+
+    from cd4ml.serving.ops import JsonLines
+
+    buf = io.StringIO()
+    h = logging.StreamHandler(buf)
+    h.setFormatter(JsonLines())
+    lg = logging.getLogger("cd4ml.test.jsonlines")
+    lg.addHandler(h)
+    lg.propagate = False
+    try:
+        lg.warning("%s took %d ms", "GET /x", 3, extra={"request_id": "r1", "path": Path("/p"),
+                                                       "status": 200, "missing": None})
+        try:
+            {}["k"]
+        except KeyError:
+            lg.exception("failed", extra={"request_id": "r2"})
+    finally:
+        lg.removeHandler(h)
+    first, second = (json.loads(x) for x in buf.getvalue().splitlines())
+    assert first["message"] == "GET /x took 3 ms" and first["level"] == "WARNING"
+    assert first["logger"] == "cd4ml.test.jsonlines" and first["pid"] == os.getpid()
+    assert first["request_id"] == "r1" and first["path"] == "/p"  # not JSON: as text
+    assert first["status"] == 200 and first["missing"] is None
+    assert len(first["time"]) == 24 and first["time"][10] == "T"
+    assert "args" not in first and "msg" not in first and "exc_info" not in first
+    assert second["request_id"] == "r2" and "KeyError: 'k'" in second["exc_info"]

