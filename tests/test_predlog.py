@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from cd4ml.registry.loader import load_model
 from cd4ml.serving import predlog
 from cd4ml.serving.app import ModelHolder, create_app
 from cd4ml.serving.predlog import PredictionLog
-from cd4ml.serving.predlog.segments import period_name
+from cd4ml.serving.predlog.segments import segment_path
 
 NAME = "walmart-weekly-sales"
 ROWS = [{"store": 1, "dept": 1, "date": "2012-11-02"},
@@ -276,7 +278,7 @@ def test_records_dropped_by_a_failing_writer_are_counted_even_mid_stream(
         model, tmp_path: Path) -> None:
     d = tmp_path / "log"
     now = 1_790_000_000.0
-    blocker = d / f"seg-{period_name(now, 24)}.db"
+    blocker = segment_path(d, now, 24, os.getpid())  # this process writes there
     blocker.mkdir(parents=True)  # SQLite cannot open a folder: every write fails
     plog = PredictionLog(d, flush_interval_ms=20, max_unflushed=2, clock=lambda: now)
 
@@ -299,3 +301,89 @@ def test_records_dropped_by_a_failing_writer_are_counted_even_mid_stream(
     st = predlog.status(d)
     assert on_disk == 5 - plog.dropped
     assert st["lost_total"] == plog.dropped == 5 - on_disk
+
+
+_OTHER_WORKER = textwrap.dedent("""
+    import sys, numpy as np
+    from cd4ml.serving.predlog import PredictionLog, LogRecord
+    d, start, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    with PredictionLog(d, flush_interval_ms=5) as log:
+        for i in range(n):
+            log.append(LogRecord(request_id=f"w2-{i}", ts=start + 2 * i, model="m",
+                                 version=1, endpoint="/predict", latency_ms=0.1,
+                                 records=[{"k": i}], features=np.full((1, 3), i, np.float32),
+                                 feature_names=["a", "b", "c"], outputs=np.array([float(i)])))
+""")
+
+
+def test_each_worker_writes_its_own_segment_and_readers_merge_them(tmp_path: Path) -> None:
+    """Workers never wait on each other's commits: one segment per process and period."""
+    d = tmp_path / "log"
+    t0 = time.time()
+    with PredictionLog(d, flush_interval_ms=5) as plog:
+        for i in range(20):
+            plog.append(predlog.LogRecord(
+                request_id=f"w1-{i}", ts=t0 + 2 * i + 1, model="m", version=1,
+                endpoint="/predict", latency_ms=0.1, records=[{"k": -i}],
+                features=np.full((1, 3), -i, np.float32), feature_names=["a", "b", "c"],
+                outputs=np.array([-float(i)])))
+        proc = subprocess.run([sys.executable, "-c", _OTHER_WORKER, str(d), str(t0), "20"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    segs = [p.name for _, p in predlog.segments(d)]
+    assert len(segs) == 2 and f"-p{os.getpid()}.db" in " ".join(segs)
+    ids = [r["request_id"] for r in predlog.query(d)]
+    assert ids == [f"w{w}-{i}" for i in range(20) for w in (2, 1)]  # merged in time order
+    df = predlog.predictions(d)
+    assert df["prediction"].tolist() == [float(s * i) for i in range(20) for s in (1, -1)]
+    assert df["feature.a"].tolist() == df["prediction"].tolist()
+    assert predlog.find_request(d, "w2-7")["inputs"] == {"k": [7]}
+    assert predlog.find_request(d, "w1-7")["inputs"] == {"k": [-7]}
+    st = predlog.status(d)
+    assert sorted(s["requests"] for s in st["segments"]) == [20, 20]
+
+
+def test_the_writer_is_woken_at_half_the_queue_before_any_request_waits(
+        model, tmp_path: Path) -> None:
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=10)
+    for i in range(5):
+        plog.append(predlog.LogRecord(
+            request_id=f"r{i}", ts=1.0 + i, model=NAME, version=1, endpoint="/predict",
+            latency_ms=1.0, records=ROWS[:1], features=model.X[:1],
+            feature_names=model.predictor.feature_names, outputs=np.array([1.0])))
+    deadline = time.monotonic() + 20
+    while plog.written < 5 and time.monotonic() < deadline:  # not after the 60 s interval
+        time.sleep(0.01)
+    assert plog.written == 5
+    plog.close()
+
+
+def test_big_flushes_split_into_blocks_and_a_swap_inside_one_keeps_each_versions_features(
+        model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cd4ml.serving.predlog import writer
+
+    monkeypatch.setattr(writer, "BLOCK_ROWS", 4)  # so that 7 records of 1-3 rows make 4
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=100)
+    names = list(model.predictor.feature_names)
+    for i in range(7):
+        n = i % 3 + 1
+        v, fn = (1, names) if i < 4 else (2, names[:3] + ["extra"])
+        plog.append(predlog.LogRecord(
+            request_id=f"r{i}", ts=100.0 + i, model=NAME, version=v, endpoint="/predict",
+            latency_ms=1.0, records=ROWS[:n], features=np.full((n, len(fn)), i, np.float32),
+            feature_names=fn, outputs=np.full(n, float(i))))
+    assert plog.flush()
+    plog.close()
+    with closing(sqlite3.connect(predlog.segments(tmp_path / "log")[0][1])) as con:
+        assert con.execute("SELECT count(*) FROM blocks").fetchone()[0] == 4
+    df = predlog.predictions(tmp_path / "log")
+    assert df["request_id"].tolist() == [f"r{i}" for i in range(7) for _ in range(i % 3 + 1)]
+    assert df["row"].tolist() == [j for i in range(7) for j in range(i % 3 + 1)]
+    v1, v2 = df[df.version == 1], df[df.version == 2]
+    assert (v1[f"feature.{names[5]}"] == v1["prediction"]).all()
+    assert v2[f"feature.{names[5]}"].isna().all() and v1["feature.extra"].isna().all()
+    assert (v2["feature.extra"] == v2["prediction"]).all()
+    assert (v2[f"feature.{names[0]}"] == v2["prediction"]).all()
+    assert predlog.find_request(tmp_path / "log", "r5")["n_rows"] == 3
+    assert [r["request_id"] for r in predlog.query(tmp_path / "log", version=2)] == [
+        "r4", "r5", "r6"]

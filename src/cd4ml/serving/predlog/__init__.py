@@ -3,10 +3,15 @@
 A server appends one record per answered request (request id, time, model name and
 version, rollout arm, endpoint, latency, the body as received, the validated input
 fields, the feature matrix the model saw and its outputs). :meth:`PredictionLog.append`
-only puts the record in a list; a writer thread commits the list to SQLite every
-``flush_interval_ms`` (one transaction, fsynced). A request that finds
-``max_unflushed`` records waiting blocks until the writer has caught up, which bounds
-what a ``kill -9`` can lose.
+encodes the record (a few µs) and puts it in a list; a writer thread commits the list to
+SQLite every ``flush_interval_ms``, or as soon as half of ``max_unflushed`` records wait
+(one transaction, fsynced). A request that finds ``max_unflushed`` records waiting
+blocks until the writer has caught up, which bounds what a ``kill -9`` can lose.
+
+A flush is stored as a block: one row holding its records' metadata and inputs as JSON
+lists and their request bodies, features (float32) and outputs (float64) as bytes one
+after another, plus one index entry per request id. One statement per record (16
+columns, two indexes) cost the writer 17 µs of CPU a record; a block costs about 4.
 
 Losses are counted, never silent. Each writer keeps the number of records it accepted
 in a small memory-mapped file (``sessions/<pid>-<session>.cnt``); the kernel keeps
@@ -16,14 +21,15 @@ files of dead processes and records ``accepted - flushed`` in ``state.db``, whic
 
 Layout of the folder (``serving.log.dir``)::
 
-    seg-20261123T00.db        one SQLite segment per ``rotate_hours`` period (UTC)
+    seg-20261123T00-p4242.db  one SQLite segment per ``rotate_hours`` period (UTC) and
+                              writer process: the workers of a server never wait on
+                              each other's commits
     state.db                  losses found after a crash or a failing disk
     sessions/                 the accepted-record counters of live writers
 
-Segments older than ``retention_days`` are deleted whole (no VACUUM). A segment has two
-indexes, time and request id, because every index costs every insert; a query by model
-version filters the rows of its time window. Several worker
-processes write the same segment; SQLite's locking serialises their commits.
+Segments older than ``retention_days`` are deleted whole (no VACUUM). Blocks are
+indexed by time and request ids by value; a query by model version filters the records
+of its time window.
 """
 
 from cd4ml.serving.predlog.reader import (export_parquet, find_request, parse_time,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import RequestError
-from cd4ml.serving.predlog.segments import columns, read_only, segments
+from cd4ml.serving.predlog.segments import columns, loads, read_only, segments
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "find_request", "status"]
 
@@ -47,8 +47,10 @@ def parse_time(text: str | None, *, now: float | None = None) -> float | None:
 
 def _in_window(directory: Path, since: float | None, until: float | None) -> Iterator[Path]:
     segs = segments(directory)
-    for i, (start, path) in enumerate(segs):
-        end = segs[i + 1][0] if i + 1 < len(segs) else float("inf")
+    starts = sorted({start for start, _ in segs})
+    ends = dict(zip(starts, [*starts[1:], float("inf")], strict=True))
+    for start, path in segs:
+        end = ends[start]
         if until is not None and start > until:
             continue
         if since is not None and end <= since:
@@ -56,15 +58,20 @@ def _in_window(directory: Path, since: float | None, until: float | None) -> Ite
         yield path
 
 
-def _where(since: float | None, until: float | None, model: str | None,
-           version: int | None, request_id: str | None) -> tuple[str, list[Any]]:
-    conds, args = [], []
-    for cond, val in (("ts >= ?", since), ("ts < ?", until), ("model = ?", model),
-                      ("version = ?", version), ("request_id = ?", request_id)):
-        if val is not None:
-            conds.append(cond)
-            args.append(val)
-    return (" WHERE " + " AND ".join(conds)) if conds else "", args
+#: fields of a record in a block's ``meta`` list, in order (see ``encode_block``)
+_SEQ, _RID, _TS, _MODEL, _VERSION, _ARM, _ENDPOINT, _LATENCY, _NROWS, _CTYPE, _NF, _REQLEN = \
+    range(12)
+
+
+def _keep(since: float | None, until: float | None, model: str | None,
+          version: int | None, request_id: str | None) -> Any:
+    """A test of one record's meta list against the filters."""
+    def keep(m: list[Any]) -> bool:
+        return ((since is None or m[_TS] >= since) and (until is None or m[_TS] < until)
+                and (model is None or m[_MODEL] == model)
+                and (version is None or m[_VERSION] == version)
+                and (request_id is None or m[_RID] == request_id))
+    return keep
 
 
 def _rows(directory: Path, sql: str, args: list[Any], since: float | None,
@@ -82,24 +89,119 @@ def _rows(directory: Path, sql: str, args: list[Any], since: float | None,
                 yield con, row
 
 
+def _blocks(directory: Path, cols: str, since: float | None,
+            until: float | None) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
+    """The blocks that may hold records of the window, oldest first."""
+    sql = (f"SELECT {cols} FROM blocks WHERE ts_max >= ? AND ts_min < ? "
+           "ORDER BY ts_min, id")
+    args = [-1e308 if since is None else since, 1e308 if until is None else until]
+    yield from _rows(directory, sql, args, since, until)
+
+
 def query(directory: str | Path, *, since: float | None = None, until: float | None = None,
           model: str | None = None, version: int | None = None,
           request_id: str | None = None, limit: int | None = None,
           newest_first: bool = False) -> list[dict[str, Any]]:
-    """One dict per logged request in the window (without the feature and output bytes)."""
-    where, args = _where(since, until, model, version, request_id)
-    sql = ("SELECT request_id, ts, model, version, arm, endpoint, latency_ms, n_rows, "
-           f"content_type, inputs, outputs FROM predictions{where} ORDER BY ts")
+    """One dict per logged request in the window (without the feature and request bytes)."""
     import numpy as np
 
+    keep = _keep(since, until, model, version, request_id)
     out = []
-    for _, r in _rows(Path(directory), sql, args, since, until):
-        d = dict(r)
-        d["inputs"] = columns(d["inputs"])
-        d["outputs"] = np.frombuffer(d["outputs"], dtype="<f8").tolist()
-        out.append(d)
+    for _, r in _blocks(Path(directory), "meta, inputs, outputs", since, until):
+        meta = loads(r["meta"])
+        outs = np.frombuffer(r["outputs"], dtype="<f8")
+        inputs = None
+        off = 0
+        for k, m in enumerate(meta):
+            n = m[_NROWS]
+            if keep(m):
+                if inputs is None:
+                    inputs = loads(r["inputs"])
+                out.append({"request_id": m[_RID], "ts": m[_TS], "model": m[_MODEL],
+                            "version": m[_VERSION], "arm": m[_ARM],
+                            "endpoint": m[_ENDPOINT], "latency_ms": m[_LATENCY],
+                            "n_rows": n, "content_type": m[_CTYPE],
+                            "inputs": columns(inputs[k]),
+                            "outputs": outs[off:off + n].tolist()})
+            off += n
     out.sort(key=lambda d: d["ts"], reverse=newest_first)
     return out[:limit] if limit is not None else out
+
+
+def _names(con: sqlite3.Connection, cache: dict[Any, list[str]], model: str,
+           version: int | None, n_features: int) -> list[str]:
+    key = (con, model, version)
+    if key not in cache:
+        row = con.execute("SELECT names FROM feature_names WHERE model = ? AND version IS ?",
+                          (model, version)).fetchone()
+        cache[key] = json.loads(row[0]) if row else []
+    names = cache[key]
+    return names if len(names) == n_features else [f"f{i}" for i in range(n_features)]
+
+
+def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_request: bool,
+                 with_features: bool, cache: dict[Any, list[str]]) -> Any:
+    """One row per prediction of a block's records that pass ``keep`` (None if none)."""
+    import numpy as np
+    import pandas as pd
+
+    meta = loads(r["meta"])
+    kept = np.fromiter((keep(m) for m in meta), dtype=bool, count=len(meta))
+    if not kept.any():
+        return None
+    n = np.fromiter((m[_NROWS] for m in meta), dtype=np.int64, count=len(meta))
+    starts = np.cumsum(n) - n
+    rec = np.repeat(np.arange(len(meta)), n)
+
+    def per_row(j: int) -> Any:
+        return np.array([m[j] for m in meta], dtype=object)[rec]
+
+    cols: dict[str, Any] = {
+        "request_id": per_row(_RID), "row": np.arange(int(n.sum())) - starts[rec],
+        "ts": np.fromiter((m[_TS] for m in meta), dtype=np.float64, count=len(meta))[rec],
+        "model": per_row(_MODEL), "version": per_row(_VERSION), "arm": per_row(_ARM),
+        "endpoint": per_row(_ENDPOINT),
+        "latency_ms": np.fromiter((m[_LATENCY] for m in meta), dtype=np.float64,
+                                  count=len(meta))[rec]}
+    flat: list[Any] = []
+    for k, recs in enumerate(loads(r["inputs"])):
+        want = int(n[k])
+        flat += recs[:want] + [{}] * (want - len(recs))
+    fields = columns(flat)
+    for f, vals in fields.items():
+        if f not in cols:
+            cols[f] = vals
+    cols["prediction"] = np.frombuffer(r["outputs"], dtype="<f8")
+    if with_features:
+        feats = np.frombuffer(r["features"], dtype="<f4")
+        nf = np.fromiter((m[_NF] for m in meta), dtype=np.int64, count=len(meta))
+        fstart = np.cumsum(n * nf) - n * nf
+        groups: dict[tuple[str, Any, int], list[int]] = {}
+        for k, m in enumerate(meta):
+            groups.setdefault((m[_MODEL], m[_VERSION], int(nf[k])), []).append(k)
+        if len(groups) == 1:
+            (model, version, width), = groups
+            mat = feats.reshape(-1, width) if width else np.empty((len(rec), 0), "<f4")
+            for j, name in enumerate(_names(con, cache, model, version, width)):
+                cols[f"feature.{name}"] = mat[:, j]
+        else:  # a swap inside the block: each version's own features, null elsewhere
+            for (model, version, width), ks in groups.items():
+                for j, name in enumerate(_names(con, cache, model, version, width)):
+                    col = cols.setdefault(f"feature.{name}",
+                                          np.full(len(rec), np.nan, dtype="<f4"))
+                    for k in ks:
+                        mat = feats[fstart[k]:fstart[k] + n[k] * width].reshape(-1, width)
+                        col[starts[k]:starts[k] + n[k]] = mat[:, j]
+    if with_request:
+        lens = [m[_REQLEN] for m in meta]
+        body = r["requests"]
+        offs = np.cumsum(lens) - lens
+        reqs = np.array([None if body is None else bytes(body[o:o + ln])
+                         for o, ln in zip(offs, lens, strict=True)], dtype=object)
+        cols["request"] = reqs[rec]
+        cols["content_type"] = per_row(_CTYPE)
+    df = pd.DataFrame(cols)
+    return df if kept.all() else df[kept[rec]]
 
 
 def predictions(directory: str | Path, *, since: float | None = None,
@@ -112,44 +214,24 @@ def predictions(directory: str | Path, *, since: float | None = None,
     null. ``actual``/``reward`` come from feedback, by request id (and row) or by the
     request fields (series keys and date); the latest feedback wins.
     """
-    import numpy as np
     import pandas as pd
 
     directory = Path(directory)
-    where, args = _where(since, until, model, version, None)
-    sql = f"SELECT * FROM predictions{where} ORDER BY ts"
-    names: dict[tuple[str, int | None], list[str]] = {}
+    keep = _keep(since, until, model, version, None)
+    cols = "meta, inputs, outputs" + (", features" if with_features else "") + \
+        (", requests" if with_request else "")
+    cache: dict[Any, list[str]] = {}
     frames = []
-    for con, r in _rows(directory, sql, args, since, until):
-        key = (r["model"], r["version"])
-        if key not in names:
-            row = con.execute("SELECT names FROM feature_names WHERE model = ? AND "
-                              "version IS ?", key).fetchone()
-            names[key] = json.loads(row[0]) if row else [
-                f"f{i}" for i in range(r["n_features"])]
-        n = r["n_rows"]
-        cols: dict[str, Any] = {
-            "request_id": [r["request_id"]] * n, "row": np.arange(n),
-            "ts": [r["ts"]] * n, "model": [r["model"]] * n, "version": [r["version"]] * n,
-            "arm": [r["arm"]] * n, "endpoint": [r["endpoint"]] * n,
-            "latency_ms": [r["latency_ms"]] * n}
-        for f, vals in columns(r["inputs"]).items():
-            cols[f] = vals
-        cols["prediction"] = np.frombuffer(r["outputs"], dtype="<f8")
-        if with_features:
-            feats = np.frombuffer(r["features"], dtype="<f4").reshape(n, r["n_features"])
-            for j, name in enumerate(names[key]):
-                cols[f"feature.{name}"] = feats[:, j]
-        if with_request:
-            body = r["request"]
-            cols["request"] = [None if body is None else bytes(body)] * n
-            cols["content_type"] = [r["content_type"]] * n
-        frames.append(pd.DataFrame(cols))
+    for con, r in _blocks(directory, cols, since, until):
+        df = _block_frame(con, r, keep, with_request, with_features, cache)
+        if df is not None:
+            frames.append(df)
     if not frames:
         return pd.DataFrame(columns=["request_id", "row", "ts", "model", "version", "arm",
                                      "endpoint", "latency_ms", "prediction", "actual",
                                      "reward"])
     df = pd.concat(frames, ignore_index=True)
+    df = df.sort_values("ts", kind="stable", ignore_index=True)
     df["ts"] = pd.to_datetime(df["ts"], unit="s", utc=True)
     return _join_feedback(directory, df)
 
@@ -215,14 +297,16 @@ def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | Non
     for path in reversed([p for _, p in segments(directory)]):
         with closing(read_only(path)) as con:
             try:
-                r = con.execute("SELECT n_rows, model, version, inputs, ts FROM predictions "
-                                "WHERE request_id = ? ORDER BY ts DESC LIMIT 1",
-                                (request_id,)).fetchone()
+                hit = con.execute("SELECT b.meta, b.inputs, r.pos FROM request_ids r "
+                                  "JOIN blocks b ON b.id = r.block WHERE r.request_id = ? "
+                                  "ORDER BY r.block DESC, r.pos DESC LIMIT 1",
+                                  (request_id,)).fetchone()
             except sqlite3.OperationalError:
                 continue
-        if r:
-            return {"n_rows": r[0], "model": r[1], "version": r[2],
-                    "inputs": columns(r[3]), "ts": r[4]}
+        if hit:
+            m = loads(hit[0])[hit[2]]
+            return {"n_rows": m[_NROWS], "model": m[_MODEL], "version": m[_VERSION],
+                    "inputs": columns(loads(hit[1])[hit[2]]), "ts": m[_TS]}
     return None
 
 
@@ -234,8 +318,8 @@ def status(directory: str | Path) -> dict[str, Any]:
         with closing(read_only(path)) as con:
             try:
                 n, rows, t0, t1 = con.execute(
-                    "SELECT count(*), coalesce(sum(n_rows), 0), min(ts), max(ts) "
-                    "FROM predictions").fetchone()
+                    "SELECT coalesce(sum(n), 0), coalesce(sum(n_rows), 0), min(ts_min), "
+                    "max(ts_max) FROM blocks").fetchone()
                 (fb,) = con.execute("SELECT count(*) FROM feedback").fetchone()
             except sqlite3.OperationalError:
                 n = rows = fb = 0

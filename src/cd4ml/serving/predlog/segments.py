@@ -9,17 +9,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["segments", "period_name", "connect", "read_only", "columns", "SCHEMA", "STATE"]
+__all__ = ["segments", "segment_path", "period_name", "connect", "read_only", "columns",
+           "loads", "SCHEMA", "STATE"]
 
-_SEG = re.compile(r"^seg-(\d{8}T\d{2})\.db$")
+_SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    session TEXT NOT NULL, seq INTEGER NOT NULL, request_id TEXT NOT NULL, ts REAL NOT NULL,
-    model TEXT NOT NULL, version INTEGER, arm TEXT, endpoint TEXT, latency_ms REAL,
-    n_rows INTEGER NOT NULL, content_type TEXT, request BLOB, inputs BLOB NOT NULL,
-    n_features INTEGER NOT NULL, features BLOB NOT NULL, outputs BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-CREATE INDEX IF NOT EXISTS predictions_request ON predictions (request_id);
+CREATE TABLE IF NOT EXISTS blocks (
+    id INTEGER PRIMARY KEY, session TEXT NOT NULL, seq_first INTEGER NOT NULL,
+    n INTEGER NOT NULL, ts_min REAL NOT NULL, ts_max REAL NOT NULL, n_rows INTEGER NOT NULL,
+    meta BLOB NOT NULL, inputs BLOB NOT NULL, requests BLOB, features BLOB NOT NULL,
+    outputs BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS blocks_ts_min ON blocks (ts_min);
+CREATE INDEX IF NOT EXISTS blocks_ts_max ON blocks (ts_max);
+CREATE INDEX IF NOT EXISTS blocks_session ON blocks (session);
+CREATE TABLE IF NOT EXISTS request_ids (
+    request_id TEXT NOT NULL, block INTEGER NOT NULL, pos INTEGER NOT NULL,
+    PRIMARY KEY (request_id, block, pos)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS feature_names (
     model TEXT NOT NULL, version INTEGER NOT NULL, names TEXT NOT NULL,
     PRIMARY KEY (model, version));
@@ -34,9 +39,15 @@ CREATE TABLE IF NOT EXISTS losses (
 """
 
 
-def columns(raw: str | bytes) -> dict[str, list[Any]]:
+try:
+    from orjson import loads
+except ImportError:  # pragma: no cover - orjson comes with the serve extra
+    loads = json.loads
+
+
+def columns(raw: str | bytes | list[Any]) -> dict[str, list[Any]]:
     """The logged request rows as columns, field names in lower case."""
-    recs = json.loads(raw)
+    recs = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
     cols: dict[str, list[Any]] = {}
     for i, rec in enumerate(recs):
         for k, v in rec.items():
@@ -70,8 +81,15 @@ def period_start(name: str) -> float:
     return datetime.strptime(name, "%Y%m%dT%H").replace(tzinfo=timezone.utc).timestamp()
 
 
+def segment_path(directory: Path, ts: float, hours: int, pid: int) -> Path:
+    """The segment a writer process appends to in the period of ``ts``: one file per
+    process, so that the workers of a server never wait on each other's commits."""
+    return directory / f"seg-{period_name(ts, hours)}-p{pid}.db"
+
+
 def segments(directory: str | Path) -> list[tuple[float, Path]]:
-    """(period start, path) of every segment, oldest first."""
+    """(period start, path) of every segment, oldest first (several per period: one per
+    writer process)."""
     d = Path(directory)
     if not d.is_dir():
         return []

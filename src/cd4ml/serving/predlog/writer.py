@@ -12,12 +12,15 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cd4ml.serving.predlog.segments import SCHEMA, STATE, connect, period_name, segments
+import numpy as np
+
+from cd4ml.serving.predlog.segments import (SCHEMA, STATE, connect, period_name, segment_path,
+                                            segments)
 
 __all__ = ["LogRecord", "PredictionLog", "recover_losses"]
 
@@ -52,15 +55,15 @@ except ImportError:  # pragma: no cover - orjson comes with the serve extra
         return json.dumps(obj, default=str).encode()
 
 
-#: columns of ``predictions``; rows go in with multi-row INSERTs of these many rows
-_COLS = 16
+#: a block holds at most this many prediction rows (a flush of big batches makes several)
+BLOCK_ROWS = 65_536
 _CHUNKS = (256, 64, 16, 4, 1)
-_INSERT = {k: "INSERT INTO predictions VALUES " + ", ".join(
-    ["(" + ", ".join(["?"] * _COLS) + ")"] * k) for k in _CHUNKS}
+_INSERT_IDS = {k: "INSERT INTO request_ids VALUES " + ", ".join(["(?, ?, ?)"] * k)
+               for k in _CHUNKS}
 
 
-def _insert_rows(con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    """Insert rows with a few multi-row statements instead of one statement per row.
+def _insert_ids(con: sqlite3.Connection, rows: list[tuple[str, int, int]]) -> None:
+    """Index request ids with a few multi-row statements instead of one per row.
 
     ``executemany`` steps once per row, and the sqlite3 module gives the GIL back and
     takes it again around every step; with the event loop busy on the other side, each
@@ -70,8 +73,64 @@ def _insert_rows(con: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     i, n = 0, len(rows)
     while i < n:
         k = next(c for c in _CHUNKS if c <= n - i)
-        con.execute(_INSERT[k], [v for row in rows[i:i + k] for v in row])
+        con.execute(_INSERT_IDS[k], [v for row in rows[i:i + k] for v in row])
         i += k
+
+
+class Entry(NamedTuple):
+    """A queued record, already encoded (on the request path, a few µs each), so that the
+    writer thread only joins bytes: a whole flush encoded at once on the writer held the
+    GIL for milliseconds, which showed in the event loop's tail latency."""
+
+    seq: int
+    request_id: str
+    ts: float
+    n_rows: int
+    key: tuple[str, int | None]
+    meta: bytes
+    inputs: bytes
+    features: bytes
+    outputs: bytes
+    request: bytes
+
+
+def encode(seq: int, r: LogRecord, store_request: bool) -> Entry:
+    """A record as its parts of a block (see :func:`encode_block`)."""
+    body = r.request if store_request else b""
+    n = len(r.outputs)
+    return Entry(seq, r.request_id, r.ts, n, (r.model, r.version),
+                 _dumps((seq, r.request_id, r.ts, r.model, r.version, r.arm, r.endpoint,
+                         r.latency_ms, n, r.content_type, len(r.feature_names), len(body))),
+                 _dumps(r.records), np.asarray(r.features, dtype="<f4").tobytes(),
+                 np.asarray(r.outputs, dtype="<f8").tobytes(), body)
+
+
+def _blocks(batch: list[Entry]) -> Iterator[list[Entry]]:
+    """Consecutive slices of a flush with at most ``BLOCK_ROWS`` prediction rows each."""
+    start, rows = 0, 0
+    for i, e in enumerate(batch):
+        if rows and rows + e.n_rows > BLOCK_ROWS:
+            yield batch[start:i]
+            start, rows = i, 0
+        rows += e.n_rows
+    if start < len(batch):
+        yield batch[start:]
+
+
+def encode_block(session: str, part: list[Entry], store_request: bool) -> tuple[Any, ...]:
+    """One ``blocks`` row for consecutive records: their parts joined.
+
+    ``meta`` is a JSON list with one list per record, ``[seq, request_id, ts, model,
+    version, arm, endpoint, latency_ms, n_rows, content_type, n_features, request_len]``;
+    ``inputs`` a JSON list of each record's request rows; ``requests``, ``features``
+    (float32) and ``outputs`` (float64) the records' bytes one after another.
+    """
+    ts = [e.ts for e in part]
+    return (session, part[0].seq, len(part), min(ts), max(ts), sum(e.n_rows for e in part),
+            b"[" + b",".join([e.meta for e in part]) + b"]",
+            b"[" + b",".join([e.inputs for e in part]) + b"]",
+            b"".join([e.request for e in part]) if store_request else None,
+            b"".join([e.features for e in part]), b"".join([e.outputs for e in part]))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -93,7 +152,7 @@ def _flushed(directory: Path, session: str) -> int:
     for _, path in segments(directory):
         with closing(sqlite3.connect(path, timeout=30)) as con:
             try:
-                (n,) = con.execute("SELECT count(*) FROM predictions WHERE session = ?",
+                (n,) = con.execute("SELECT coalesce(sum(n), 0) FROM blocks WHERE session = ?",
                                    (session,)).fetchone()
             except sqlite3.OperationalError:  # a segment being created right now
                 continue
@@ -164,8 +223,10 @@ class PredictionLog:
             f.write(b"\0" * 8)
         self._cnt_file = open(self._cnt_path, "r+b")  # noqa: SIM115 - held until close
         self._mm = mmap.mmap(self._cnt_file.fileno(), 8)
-        self._buf: list[tuple[int, tuple[Any, ...], tuple[str, int | None]]] = []
-        self._writing: list[tuple[int, tuple[Any, ...], tuple[str, int | None]]] = []
+        #: the writer is woken once this many records wait, before any request would block
+        self._soft = max(1, max_unflushed // 2)
+        self._buf: list[Entry] = []
+        self._writing: list[Entry] = []
         self._names: dict[tuple[str, int | None], str] = {}
         self._cond = threading.Condition()
         self._seq = 0
@@ -187,17 +248,14 @@ class PredictionLog:
     def append(self, rec: LogRecord) -> bool:
         """Queue one record; False if it had to be dropped (the writer is failing).
 
-        The row is encoded here, a few microseconds spread over the requests, so that the
-        writer thread only hands finished rows to SQLite (which releases the GIL) instead
-        of holding the GIL for a whole batch's encoding, which showed in tail latency.
+        The record is encoded here (:func:`encode`); the writer joins a flush's records
+        into a block and indexes the request ids. Once half of ``max_unflushed`` records
+        wait, the writer is woken, so that a request blocks only when the writer cannot
+        keep up, not at every full queue.
         """
-        nk = (rec.model, rec.version)
-        if nk not in self._names:
-            self._names[nk] = json.dumps(list(rec.feature_names))
-        tail = (rec.request_id, rec.ts, rec.model, rec.version, rec.arm, rec.endpoint,
-                rec.latency_ms, len(rec.outputs), rec.content_type,
-                rec.request if self.store_request else None, _dumps(rec.records),
-                len(rec.feature_names), rec.features.tobytes(), rec.outputs.tobytes())
+        key = (rec.model, rec.version)
+        if key not in self._names:
+            self._names[key] = json.dumps(list(rec.feature_names))
         with self._cond:
             if len(self._buf) >= self.max_unflushed:
                 self._cond.notify_all()
@@ -214,14 +272,16 @@ class PredictionLog:
                 log.error("prediction log: dropped record %s (queue full, writer failing)",
                           rec.request_id, extra={"event": "prediction_log_drop"})
                 return False
-            self._buf.append((self._seq, (self.session, self._seq, *tail), nk))
+            self._buf.append(encode(self._seq, rec, self.store_request))
+            if len(self._buf) == self._soft:
+                self._cond.notify_all()
             return True
 
     # -- writer ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._closing and len(self._buf) < self.max_unflushed:
+                if not self._closing and len(self._buf) < self._soft:
                     self._cond.wait(self.interval)
                 batch, self._buf = self._buf, []
                 self._writing = batch
@@ -234,22 +294,34 @@ class PredictionLog:
                 if closing_now and not self._buf:
                     return
 
-    def _write(self, batch: list[tuple[int, tuple[Any, ...], tuple[str, int | None]]]) -> None:
+    def _write(self, batch: list[Entry]) -> None:
         try:
             now = self.clock()
             con = self._segment(now)
-            names = [(m, v, self._names[(m, v)]) for m, v in {nk for _, _, nk in batch}
-                     if (m, v, self._con_period) not in self._names_written]
-            rows = [row for _, row, _ in batch]
+            names = {(m, v, self._con_period): self._names[(m, v)]
+                     for m, v in {e.key for e in batch}
+                     if (m, v, self._con_period) not in self._names_written}
+            blocks = [encode_block(self.session, part, self.store_request)
+                      for part in _blocks(batch)]
             con.execute("BEGIN IMMEDIATE")
             try:
-                con.executemany("INSERT OR IGNORE INTO feature_names VALUES (?, ?, ?)", names)
-                _insert_rows(con, rows)
+                con.executemany("INSERT OR IGNORE INTO feature_names VALUES (?, ?, ?)",
+                                [(m, v, n) for (m, v, _), n in names.items()])
+                pos = 0
+                for row in blocks:
+                    cur = con.execute("INSERT INTO blocks (session, seq_first, n, ts_min, "
+                                      "ts_max, n_rows, meta, inputs, requests, features, "
+                                      "outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    block = cur.lastrowid
+                    n = row[2]
+                    _insert_ids(con, [(e.request_id, block, k) for k, e in
+                                      enumerate(batch[pos:pos + n])])
+                    pos += n
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            self._names_written.update((m, v, self._con_period) for m, v, _ in names)
+            self._names_written.update(names)
             self.written += len(batch)
         except Exception as exc:  # disk full, folder removed...: keep what fits, count
             self.write_errors += 1
@@ -269,7 +341,8 @@ class PredictionLog:
         if self._con is None or period != self._con_period:
             if self._con is not None:
                 self._con.close()
-            self._con = connect(self.dir / f"seg-{period}.db", SCHEMA)
+            self._con = connect(segment_path(self.dir, now, self.rotate_hours, os.getpid()),
+                                SCHEMA)
             self._con_period = period
             self._sweep()
         return self._con
@@ -328,7 +401,7 @@ class PredictionLog:
         rows = [(now, it.get("request_id"), it.get("row"),
                  json.dumps(it["keys"], default=str) if it.get("keys") is not None else None,
                  it.get("actual"), it.get("reward")) for it in items]
-        path = self.dir / f"seg-{period_name(now, self.rotate_hours)}.db"
+        path = segment_path(self.dir, now, self.rotate_hours, os.getpid())
         with closing(connect(path, SCHEMA)) as con:
             con.execute("BEGIN IMMEDIATE")
             con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
