@@ -387,3 +387,37 @@ def test_big_flushes_split_into_blocks_and_a_swap_inside_one_keeps_each_versions
     assert predlog.find_request(tmp_path / "log", "r5")["n_rows"] == 3
     assert [r["request_id"] for r in predlog.query(tmp_path / "log", version=2)] == [
         "r4", "r5", "r6"]
+
+
+def test_server_made_ids_are_found_by_time_without_an_index_entry(model, tmp_path: Path,
+                                                                 ) -> None:
+    from cd4ml.serving.predlog.segments import made_id_time, new_request_id
+
+    made, old_made = new_request_id(), "00000000000a" + "0" * 20  # 1970: far from its ts
+    assert made_id_time(made) == pytest.approx(time.time(), abs=5)
+    assert made_id_time("client-id") is None and made_id_time(made.upper()) is None
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=5)
+    for i, rid in enumerate([made, "client-id", old_made]):
+        plog.append(predlog.LogRecord(
+            request_id=rid, ts=time.time(), model=NAME, version=1, endpoint="/predict",
+            latency_ms=1.0, records=ROWS[i:i + 1], features=model.X[:1],
+            feature_names=model.predictor.feature_names, outputs=np.array([float(i)])))
+    plog.close()
+    with closing(sqlite3.connect(predlog.segments(tmp_path / "log")[0][1])) as con:
+        indexed = {r[0] for r in con.execute("SELECT request_id FROM request_ids")}
+    assert indexed == {"client-id", old_made}
+    for i, rid in enumerate([made, "client-id", old_made]):
+        found = predlog.find_request(tmp_path / "log", rid)
+        assert found is not None and found["inputs"]["dept"] == [ROWS[i]["dept"]], rid
+    assert predlog.find_request(tmp_path / "log", new_request_id()) is None
+
+
+def test_feedback_for_a_request_id_the_server_made(logged) -> None:
+    client, plog = logged
+    r = client.post("/predict", json=ROWS[1])
+    rid = r.headers["x-request-id"]
+    assert r.status_code == 200 and len(rid) == 32
+    ok = client.post("/feedback", json=[{"request_id": rid, "actual": 1234.5}])
+    assert ok.status_code == 200, ok.text
+    df = predlog.predictions(plog.dir)
+    assert df.loc[df.request_id == rid, "actual"].tolist() == [1234.5]

@@ -32,6 +32,8 @@ from typing import Any
 from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter,
                                Gauge, Histogram, generate_latest)
 
+from cd4ml.serving.predlog.segments import new_request_id
+
 __all__ = ["OpsMiddleware", "METRICS", "metrics_text", "endpoint_of", "log_config",
            "error_body", "JsonLines"]
 
@@ -166,9 +168,9 @@ class OpsMiddleware:
             elif k == b"content-length":
                 clen = v
         if rid_s is None or not _RID.match(rid_s):
-            # time-ordered (ms clock, then random, like UUIDv7): the log's request-id
-            # index grows at its end instead of touching a random page per insert
-            rid_s = f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+            # time-ordered (ms clock, then random, like UUIDv7): the prediction log finds
+            # it by time and needs no index entry for it
+            rid_s = new_request_id()
         rid = rid_s.encode()
         state = scope.setdefault("state", {})
         state["request_id"], state["t0"] = rid_s, t0

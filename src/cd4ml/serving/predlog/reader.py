@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import RequestError
-from cd4ml.serving.predlog.segments import columns, loads, read_only, segments
+from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, columns, loads, made_id_time,
+                                            read_only, segments)
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "find_request", "status"]
 
@@ -293,21 +294,47 @@ def export_parquet(directory: str | Path, output: str | Path, **filters: Any) ->
 
 
 def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | None:
-    """The newest logged request with this id: its n_rows, model, version, inputs."""
-    for path in reversed([p for _, p in segments(directory)]):
+    """The newest logged request with this id: its n_rows, model, version, inputs.
+
+    An id the server made carries its time and is looked for in the blocks of the
+    minute after it (the writer does not index it); any other id is looked up in the
+    request-id index.
+    """
+    d = Path(directory)
+    made = made_id_time(request_id)
+    for path in reversed([p for _, p in segments(d)]):
         with closing(read_only(path)) as con:
             try:
-                hit = con.execute("SELECT b.meta, b.inputs, r.pos FROM request_ids r "
+                hit = con.execute("SELECT b.meta, b.inputs FROM request_ids r "
                                   "JOIN blocks b ON b.id = r.block WHERE r.request_id = ? "
                                   "ORDER BY r.block DESC, r.pos DESC LIMIT 1",
                                   (request_id,)).fetchone()
             except sqlite3.OperationalError:
                 continue
         if hit:
-            m = loads(hit[0])[hit[2]]
-            return {"n_rows": m[_NROWS], "model": m[_MODEL], "version": m[_VERSION],
-                    "inputs": columns(loads(hit[1])[hit[2]]), "ts": m[_TS]}
+            return _record(hit[0], hit[1], request_id)
+    if made is not None:
+        quoted = b'"' + request_id.encode() + b'"'
+        for path in _in_window(d, made - 1, made + MADE_ID_SLACK + 1):
+            with closing(read_only(path)) as con:
+                try:
+                    hit = con.execute("SELECT meta, inputs FROM blocks WHERE ts_max >= ? "
+                                      "AND ts_min <= ? AND instr(meta, ?) > 0 "
+                                      "ORDER BY ts_min DESC LIMIT 1",
+                                      (made - 1, made + MADE_ID_SLACK + 1, quoted)).fetchone()
+                except sqlite3.OperationalError:
+                    continue
+            if hit:
+                return _record(hit[0], hit[1], request_id)
     return None
+
+
+def _record(meta_raw: bytes, inputs_raw: bytes, request_id: str) -> dict[str, Any]:
+    meta = loads(meta_raw)
+    k = max(i for i, m in enumerate(meta) if m[_RID] == request_id)
+    m = meta[k]
+    return {"n_rows": m[_NROWS], "model": m[_MODEL], "version": m[_VERSION],
+            "inputs": columns(loads(inputs_raw)[k]), "ts": m[_TS]}
 
 
 def status(directory: str | Path) -> dict[str, Any]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 __all__ = ["segments", "segment_path", "period_name", "connect", "read_only", "columns",
-           "loads", "SCHEMA", "STATE"]
+           "loads", "new_request_id", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
@@ -37,6 +39,25 @@ CREATE TABLE IF NOT EXISTS losses (
     detected_at REAL NOT NULL, session TEXT NOT NULL, pid INTEGER, accepted INTEGER NOT NULL,
     flushed INTEGER NOT NULL, lost INTEGER NOT NULL, reason TEXT NOT NULL);
 """
+
+
+#: a request id the server made starts with its time (ms since the epoch, 12 hex digits),
+#: like a UUIDv7; the log finds such an id by time instead of indexing it (see writer)
+_MADE_ID = re.compile(r"[0-9a-f]{32}\Z")
+#: such an id goes unindexed when its record was logged within this many seconds of it
+MADE_ID_SLACK = 60.0
+
+
+def new_request_id() -> str:
+    """A request id for a request that came without one: time-ordered, 32 hex digits."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(10).hex()}"
+
+
+def made_id_time(request_id: str) -> float | None:
+    """The time in a server-made request id (seconds), None for any other id."""
+    if len(request_id) == 32 and _MADE_ID.match(request_id):
+        return int(request_id[:12], 16) / 1000
+    return None
 
 
 try:

@@ -19,8 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.serving.predlog.segments import (SCHEMA, STATE, connect, period_name, segment_path,
-                                            segments)
+from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, SCHEMA, STATE, connect, made_id_time,
+                                            period_name, segment_path, segments)
 
 __all__ = ["LogRecord", "PredictionLog", "recover_losses"]
 
@@ -92,17 +92,21 @@ class Entry(NamedTuple):
     features: bytes
     outputs: bytes
     request: bytes
+    #: False for a server-made id logged soon after its time: found by time, not indexed
+    indexed: bool
 
 
 def encode(seq: int, r: LogRecord, store_request: bool) -> Entry:
     """A record as its parts of a block (see :func:`encode_block`)."""
     body = r.request if store_request else b""
     n = len(r.outputs)
+    made = made_id_time(r.request_id)
     return Entry(seq, r.request_id, r.ts, n, (r.model, r.version),
                  _dumps((seq, r.request_id, r.ts, r.model, r.version, r.arm, r.endpoint,
                          r.latency_ms, n, r.content_type, len(r.feature_names), len(body))),
                  _dumps(r.records), np.asarray(r.features, dtype="<f4").tobytes(),
-                 np.asarray(r.outputs, dtype="<f8").tobytes(), body)
+                 np.asarray(r.outputs, dtype="<f8").tobytes(), body,
+                 made is None or not 0 <= r.ts - made <= MADE_ID_SLACK)
 
 
 def _blocks(batch: list[Entry]) -> Iterator[list[Entry]]:
@@ -315,7 +319,7 @@ class PredictionLog:
                     block = cur.lastrowid
                     n = row[2]
                     _insert_ids(con, [(e.request_id, block, k) for k, e in
-                                      enumerate(batch[pos:pos + n])])
+                                      enumerate(batch[pos:pos + n]) if e.indexed])
                     pos += n
                 con.execute("COMMIT")
             except BaseException:
