@@ -421,3 +421,12 @@ def test_feedback_for_a_request_id_the_server_made(logged) -> None:
     assert ok.status_code == 200, ok.text
     df = predlog.predictions(plog.dir)
     assert df.loc[df.request_id == rid, "actual"].tolist() == [1234.5]
+
+
+def test_an_empty_or_missing_log_answers_every_query(tmp_path: Path) -> None:
+    from cd4ml.serving.predlog.segments import new_request_id
+
+    for d in (tmp_path / "missing", tmp_path):
+        assert predlog.query(d) == [] and len(predlog.predictions(d)) == 0
+        assert predlog.find_request(d, new_request_id()) is None
+        assert predlog.find_request(d, "client-id") is None

@@ -49,7 +49,7 @@ def parse_time(text: str | None, *, now: float | None = None) -> float | None:
 def _in_window(directory: Path, since: float | None, until: float | None) -> Iterator[Path]:
     segs = segments(directory)
     starts = sorted({start for start, _ in segs})
-    ends = dict(zip(starts, [*starts[1:], float("inf")], strict=True))
+    ends = {s: e for s, e in zip(starts, [*starts[1:], float("inf")], strict=False)}
     for start, path in segs:
         end = ends[start]
         if until is not None and start > until:
