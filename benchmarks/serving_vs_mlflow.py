@@ -7,7 +7,7 @@ Usage (one command, unattended; trains the example and creates the MLflow venv i
     options: --project DIR  --duration 15  --workers 1,2  --concurrency 1,8,32
              --batch-sizes 100,1000  --batch-concurrency 4  --skip-mlflow  --pin
              --repeat 1  --rebalance 2  --mlflow-venv ../venvs/mlflow317  --no-train
-             --forecast-table on|off  --out FILE
+             --forecast-table on|off  --out FILE  --paired 5  --paired-only
 
 What is compared, on the same registered model version, on this machine, in this run:
 
@@ -60,6 +60,13 @@ one worker can accept all of them; such a run is repeated (``--rebalance``, 2 ti
 default) and, if it stays lopsided, marked ⚠ in the tables. On a host whose speed
 varies (a shared VM: identical back-to-back runs here differed by 2x in throughput and
 in CPU per answer), ``--repeat 3`` runs each load three times and keeps the median.
+
+The log's cost (``--paired N``, 5 by default): after the phases above, a log-on and a
+log-off cd4ml server run at once (the idle one costs nothing) and single-row runs at
+``--paired-concurrency`` (8) alternate between them, N pairs; the goal takes the median
+of the pairs' throughput ratios. Phases minutes apart met different speeds of this
+shared VM (identical runs differed by 15 %), which a cost of a few % drowned in.
+``--paired-only`` runs just that (about 5 min).
 
 Output: tables (floor; every load with req/s, rows/s, p50/p99, errors and the ratio to
 MLflow at the same workers, load and concurrency; the issue's goals with PASS/FAIL) and
@@ -127,6 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="both servers answer from the version's forecast table (on, cd4ml's "
                          "default) or run the model on every request (off)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON path")
+    ap.add_argument("--paired", type=int, default=5,
+                    help="log on/off pairs: both servers up at once, runs alternated "
+                         "(0: none)")
+    ap.add_argument("--paired-concurrency", type=int, default=8)
+    ap.add_argument("--paired-only", action="store_true",
+                    help="only the log on/off pairs (no MLflow, no other loads)")
     args = ap.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = min(args.duration, 2), min(args.warmup, 1)
@@ -139,6 +152,7 @@ class Bench:
         self.loads: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.servers: list[dict[str, Any]] = []
+        self.paired: list[dict[str, Any]] = []
         ncpu = os.cpu_count() or 1
         self.wrk_cpus = str(ncpu - 1) if args.pin and ncpu > 1 else None
         self.server_cpus_1 = f"0-{ncpu - 2}" if args.pin and ncpu > 1 else None
@@ -254,7 +268,7 @@ def run(args: argparse.Namespace, bench: Bench, doc: dict[str, Any]) -> None:
     scripts = bench.scripts(req.bodies)
     expected = servable.predict_records(req.check_records).tolist()
     mlflow_cmd = None
-    if not a.skip_mlflow:
+    if not (a.skip_mlflow or a.paired_only):
         py, versions = ensure_mlflow_venv(a.mlflow_venv, ROOT, console=console)
         doc["machine"]["mlflow_venv"] = {"path": str(a.mlflow_venv), **versions}
         model_dir = export_pyfunc(py, servable, a.project, req.check_records[0],
@@ -275,7 +289,7 @@ def run(args: argparse.Namespace, bench: Bench, doc: dict[str, Any]) -> None:
     console.print(f"{n_runs} wrk runs of {a.duration:g} s, {n_starts} server starts: "
                   f"about {eta / 60:.0f} min")
 
-    for w in a.workers:
+    for w in ([] if a.paired_only else a.workers):
         pin = bench.server_cpus_1 if w == 1 else None
         if mlflow_cmd is not None:
             console.rule(f"MLflow, {w} worker(s)")
@@ -317,6 +331,56 @@ def run(args: argparse.Namespace, bench: Bench, doc: dict[str, Any]) -> None:
                 bench.servers[-1]["prediction_log_mb"] = size / 2**20
                 console.print(f"  prediction log: {size / 2**20:,.1f} MB written")
             cd4.remove_log()
+    if a.paired > 0 and cd4.log_toggle:
+        for w in a.workers:
+            paired_log_cost(bench, cd4, w, scripts)
+
+
+def paired_log_cost(bench: Bench, cd4: Cd4mlServe, w: int,
+                    scripts: dict[tuple[str, int], Path]) -> None:
+    """The log's cost from interleaved runs: a log-on and a log-off server up at once
+    (the idle one costs nothing), single rows at one concurrency, the order alternated.
+    Separate phases minutes apart met different speeds of a shared VM (identical runs
+    differed by 15 %), which the log's cost (a few %) drowned in."""
+    a = bench.args
+    c = a.paired_concurrency
+    console.rule(f"cd4ml, {w} worker(s), log on/off interleaved ({a.paired} pairs, c={c})")
+    on = cd4.start(w, True, bench.tmp)
+    on_dir = cd4.log_dir
+    off = cd4.start(w, False, bench.tmp) if on is not None else None
+    if on is None or off is None:
+        bench.note(f"log on/off pairs with {w} worker(s) skipped: a server did not start")
+        return
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    try:
+        for srv in (on, off):
+            bench.settle(srv, "native", scripts)
+        for i in range(a.paired):
+            for log in ((True, False) if i % 2 == 0 else (False, True)):
+                srv = on if log else off
+                label = {"server": "cd4ml", "log": log, "workers": w, "endpoint": "/predict",
+                         "phase": "paired"}
+                runs[log].append(bench.one_run(srv, label, "native", scripts, 1, c))
+    finally:
+        servers.stop(on)
+        servers.stop(off)
+        cd4.log_dir = on_dir
+        cd4.remove_log()
+    med = {k: sorted(x["req_s"] for x in v)[len(v) // 2] for k, v in runs.items()}
+    cpu = {k: sorted(x["cpu_ms_per_req"] for x in v)[len(v) // 2] for k, v in runs.items()}
+    ratios = sorted(x["req_s"] / y["req_s"] for x, y in zip(runs[True], runs[False],
+                                                            strict=True))
+    res = {"workers": w, "concurrency": c, "pairs": a.paired,
+           "log_on_req_s": [x["req_s"] for x in runs[True]],
+           "log_off_req_s": [x["req_s"] for x in runs[False]],
+           "log_on_median": med[True], "log_off_median": med[False],
+           "cpu_ms_per_req_on": cpu[True], "cpu_ms_per_req_off": cpu[False],
+           "cost_pct": 100 * (1 - ratios[len(ratios) // 2]),
+           "errors": sum(x["errors"] for v in runs.values() for x in v)}
+    bench.paired.append(res)
+    console.print(f"  log on/off, {w} worker(s): median {med[True]:,.0f} vs "
+                  f"{med[False]:,.0f} req/s; median pair ratio: the log costs "
+                  f"{res['cost_pct']:.1f} %; CPU {cpu[True]:.3f} vs {cpu[False]:.3f} ms/req")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # like Ctrl-C: clean up
     started = datetime.now()
     suffix = ("-quick" if args.quick else "") + \
-        ("-no-table" if args.forecast_table == "off" else "")
+        ("-no-table" if args.forecast_table == "off" else "") + \
+        ("-paired" if args.paired_only else "")
     out = args.out or (ROOT / "benchmarks" / "results" /
                        f"serving_vs_mlflow-{started:%Y-%m-%dT%H%M}{suffix}.json")
     doc: dict[str, Any] = {"started": started.isoformat(timespec="seconds"),
@@ -349,12 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         servers.stop_all()
     doc.update(loads=bench.loads, servers=bench.servers, notes=bench.notes,
+               paired_log_cost=bench.paired,
                finished=datetime.now().isoformat(timespec="seconds"))
     doc["machine"]["loadavg_end"] = _loadavg()
-    if bench.loads:
+    if bench.loads or bench.paired:
         console.rule("results")
         report.print_loads(console, bench.loads)
-        doc["goals"] = report.goals(bench.loads, args.workers, args.batch_sizes)
+        doc["goals"] = report.goals(bench.loads, args.workers, args.batch_sizes,
+                                    paired=bench.paired)
         report.print_goals(console, doc["goals"])
     for n in bench.notes:
         console.print(f"[yellow]note:[/yellow] {n}")

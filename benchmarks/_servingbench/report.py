@@ -120,7 +120,7 @@ def _cpu(a: dict[str, Any], b: dict[str, Any], what: str = "MLflow") -> str:
 
 
 def goals(loads: list[dict[str, Any]], workers: list[int], batch_sizes: list[int],
-          ) -> list[dict[str, Any]]:
+          paired: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Each goal of issue 3 per worker count: value, target, PASS/FAIL (None: not measured)."""
     out: list[dict[str, Any]] = []
 
@@ -150,7 +150,17 @@ def goals(loads: list[dict[str, Any]], workers: list[int], batch_sizes: list[int
         else:
             add("p99 at concurrency 8", w, None, "<= 10 ms", None, "c=8 not measured")
         on, off = _best(loads, CD4ML, w, 1), _best(loads, CD4ML_NOLOG, w, 1)
-        if on and off and off["req_s"] > 0:
+        pair = next((p for p in paired or [] if p["workers"] == w), None)
+        separate = (f"; separate phases (best over concurrencies): log on {on['req_s']:,.0f}, "
+                    f"log off {off['req_s']:,.0f} req/s" if on and off else "")
+        if pair:
+            v = pair["cost_pct"]
+            add("prediction log cost", w, v, "< 10 % of throughput", v < 10,
+                f"{pair['pairs']} interleaved log on/off pairs at c={pair['concurrency']}: "
+                f"median {pair['log_on_median']:,.0f} vs {pair['log_off_median']:,.0f} req/s, "
+                f"CPU {pair['cpu_ms_per_req_on']:.3f} vs {pair['cpu_ms_per_req_off']:.3f} "
+                f"ms/req{separate}")
+        elif on and off and off["req_s"] > 0:
             v = 100 * (1 - on["req_s"] / off["req_s"])
             add("prediction log cost", w, v, "< 10 % of throughput", v < 10,
                 f"single row, best over concurrencies: log on {on['req_s']:,.0f}, "
@@ -167,7 +177,7 @@ def goals(loads: list[dict[str, Any]], workers: list[int], batch_sizes: list[int
                     f"{_flags(c, m)}")
             else:
                 add(f"batch of {n:,} rows/s vs MLflow", w, None, ">= 3×", None, "not measured")
-    errs = sum(r["errors"] for r in loads)
+    errs = sum(r["errors"] for r in loads) + sum(p["errors"] for p in paired or [])
     add("no failed requests", 0, float(errs), "0 errors", errs == 0,
         f"{errs} non-2xx/socket errors/timeouts over all runs")
     return out

@@ -232,7 +232,10 @@ class PredictionLog:
         self._buf: list[Entry] = []
         self._writing: list[Entry] = []
         self._names: dict[tuple[str, int | None], str] = {}
-        self._cond = threading.Condition()
+        #: a plain lock (the request path takes it once per record) under the condition
+        #: the writer and waiting requests sleep on
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._seq = 0
         self.written = 0
         self.dropped = 0
@@ -260,7 +263,7 @@ class PredictionLog:
         key = (rec.model, rec.version)
         if key not in self._names:
             self._names[key] = json.dumps(list(rec.feature_names))
-        with self._cond:
+        with self._lock:
             if len(self._buf) >= self.max_unflushed:
                 self._cond.notify_all()
                 deadline = time.monotonic() + max(5 * self.interval, 1.0)
