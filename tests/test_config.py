@@ -58,3 +58,28 @@ def test_missing_empty_and_broken_files(tmp_path: Path) -> None:
     (tmp_path / "cd4ml.yaml").write_text("project: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path)
+
+
+def test_an_unexpected_error_in_a_command_surfaces_as_itself() -> None:
+    """main()'s handler for click's usage errors must not fail on typer's vendored copy of
+    click (which has no Abort) and hide the real error behind an AttributeError."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from cd4ml import cli
+
+        @cli.app.command("boom")
+        def boom() -> None:
+            raise RuntimeError("the real error")
+
+        sys.argv = ["cd4ml", "boom"]
+        cli.main()
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 1
+    assert "RuntimeError: the real error" in res.stderr
+    assert "AttributeError" not in res.stderr

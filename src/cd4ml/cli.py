@@ -449,7 +449,8 @@ def main() -> None:
             if isinstance(exc, exceptions.ClickException):
                 exc.show()
                 sys.exit(exc.exit_code)
-            if isinstance(exc, exceptions.Abort):
+            abort = getattr(exceptions, "Abort", None)  # typer's vendored copy has none
+            if abort is not None and isinstance(exc, abort):
                 sys.exit(1)
         raise
 
