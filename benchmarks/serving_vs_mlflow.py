@@ -2,7 +2,7 @@
 
 Usage (one command, unattended; trains the example and creates the MLflow venv if needed):
 
-    .venv/bin/python benchmarks/serving_vs_mlflow.py                 # full run, ~15 min
+    .venv/bin/python benchmarks/serving_vs_mlflow.py                 # full run, ~20 min
     .venv/bin/python benchmarks/serving_vs_mlflow.py --quick         # smoke test, ~4 min
     options: --project DIR  --duration 15  --workers 1,2  --concurrency 1,8,32
              --batch-sizes 100,1000  --batch-concurrency 4  --skip-mlflow  --pin
