@@ -24,7 +24,7 @@ from cd4ml.registry.loader import load_model
 from cd4ml.serving import predlog
 from cd4ml.serving.app import ModelHolder, create_app
 from cd4ml.serving.predlog import PredictionLog
-from cd4ml.serving.predlog.segments import segment_path
+from cd4ml.serving.predlog.segments import period_name, segment_path
 
 NAME = "walmart-weekly-sales"
 ROWS = [{"store": 1, "dept": 1, "date": "2012-11-02"},
@@ -278,7 +278,7 @@ def test_records_dropped_by_a_failing_writer_are_counted_even_mid_stream(
         model, tmp_path: Path) -> None:
     d = tmp_path / "log"
     now = 1_790_000_000.0
-    blocker = segment_path(d, now, 24, os.getpid())  # this process writes there
+    blocker = segment_path(d, period_name(now, 24), os.getpid())  # written by this process
     blocker.mkdir(parents=True)  # SQLite cannot open a folder: every write fails
     plog = PredictionLog(d, flush_interval_ms=20, max_unflushed=2, clock=lambda: now)
 

@@ -32,10 +32,11 @@ indexed by time and request ids by value; a query by model version filters the r
 of its time window.
 """
 
+from cd4ml.serving.predlog.losses import recover_losses
 from cd4ml.serving.predlog.reader import (export_parquet, find_request, parse_time,
                                           predictions, query, status)
 from cd4ml.serving.predlog.segments import segments
-from cd4ml.serving.predlog.writer import LogRecord, PredictionLog, recover_losses
+from cd4ml.serving.predlog.writer import LogRecord, PredictionLog
 
 __all__ = ["PredictionLog", "LogRecord", "segments", "query", "predictions", "status",
            "find_request", "export_parquet", "parse_time", "recover_losses"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import sqlite3
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -102,10 +102,11 @@ def period_start(name: str) -> float:
     return datetime.strptime(name, "%Y%m%dT%H").replace(tzinfo=timezone.utc).timestamp()
 
 
-def segment_path(directory: Path, ts: float, hours: int, pid: int) -> Path:
-    """The segment a writer process appends to in the period of ``ts``: one file per
-    process, so that the workers of a server never wait on each other's commits."""
-    return directory / f"seg-{period_name(ts, hours)}-p{pid}.db"
+def segment_path(directory: Path, period: str, pid: int) -> Path:
+    """The segment a writer process appends to in a period (:func:`period_name`): one
+    file per process, so that the workers of a server never wait on each other's
+    commits."""
+    return directory / f"seg-{period}-p{pid}.db"
 
 
 def segments(directory: str | Path) -> list[tuple[float, Path]]:

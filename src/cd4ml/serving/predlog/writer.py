@@ -19,10 +19,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, SCHEMA, STATE, connect, made_id_time,
+from cd4ml.serving.predlog.losses import record_loss, recover_losses
+from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, SCHEMA, connect, made_id_time,
                                             period_name, segment_path, segments)
 
-__all__ = ["LogRecord", "PredictionLog", "recover_losses"]
+__all__ = ["LogRecord", "PredictionLog"]
 
 log = logging.getLogger("cd4ml.predlog")
 
@@ -137,74 +138,6 @@ def encode_block(session: str, part: list[Entry], store_request: bool) -> tuple[
             b"".join([e.features for e in part]), b"".join([e.outputs for e in part]))
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _flushed(directory: Path, session: str) -> int:
-    """How many of a session's records are on disk (a count: a dropped record leaves a gap
-    in the sequence numbers, so the highest one would hide it)."""
-    total = 0
-    for _, path in segments(directory):
-        with closing(sqlite3.connect(path, timeout=30)) as con:
-            try:
-                (n,) = con.execute("SELECT coalesce(sum(n), 0) FROM blocks WHERE session = ?",
-                                   (session,)).fetchone()
-            except sqlite3.OperationalError:  # a segment being created right now
-                continue
-            total += n
-    return total
-
-
-def _record_loss(directory: Path, session: str, pid: int | None, accepted: int,
-                 flushed: int, reason: str) -> dict[str, Any]:
-    row = {"detected_at": time.time(), "session": session, "pid": pid,
-           "accepted": accepted, "flushed": flushed, "lost": accepted - flushed,
-           "reason": reason}
-    with closing(connect(directory / "state.db", STATE)) as con:
-        con.execute("INSERT INTO losses VALUES (:detected_at, :session, :pid, :accepted, "
-                    ":flushed, :lost, :reason)", row)
-    return row
-
-
-def recover_losses(directory: str | Path) -> list[dict[str, Any]]:
-    """Count what writers that died without closing accepted but never flushed."""
-    d = Path(directory)
-    found: list[dict[str, Any]] = []
-    sess_dir = d / "sessions"
-    if not sess_dir.is_dir():
-        return found
-    for f in sorted(sess_dir.glob("*.cnt")):
-        pid_s, _, session = f.stem.partition("-")
-        if not pid_s.isdigit() or _pid_alive(int(pid_s)):
-            continue
-        claimed = f.with_name(f"{f.name}.claim{os.getpid()}")
-        try:
-            os.rename(f, claimed)  # one process claims each dead session
-        except FileNotFoundError:
-            continue
-        raw = claimed.read_bytes()
-        accepted = struct.unpack_from("<Q", raw, 0)[0] if len(raw) >= 8 else 0
-        flushed = _flushed(d, session)
-        if accepted > flushed:
-            row = _record_loss(d, session, int(pid_s), accepted, flushed,
-                               "the writer died before flushing (killed?)")
-            found.append(row)
-            log.warning("prediction log: %d record(s) of session %s (pid %s) were accepted "
-                        "but never flushed", row["lost"], session, pid_s,
-                        extra={"event": "prediction_log_loss", **row})
-        claimed.unlink(missing_ok=True)
-    return found
-
-
 class PredictionLog:
     """The writing side: ``append`` on the request path, commits on a thread."""
 
@@ -308,22 +241,18 @@ class PredictionLog:
             names = {(m, v, self._con_period): self._names[(m, v)]
                      for m, v in {e.key for e in batch}
                      if (m, v, self._con_period) not in self._names_written}
-            blocks = [encode_block(self.session, part, self.store_request)
+            blocks = [(part, encode_block(self.session, part, self.store_request))
                       for part in _blocks(batch)]
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.executemany("INSERT OR IGNORE INTO feature_names VALUES (?, ?, ?)",
                                 [(m, v, n) for (m, v, _), n in names.items()])
-                pos = 0
-                for row in blocks:
+                for part, row in blocks:
                     cur = con.execute("INSERT INTO blocks (session, seq_first, n, ts_min, "
                                       "ts_max, n_rows, meta, inputs, requests, features, "
                                       "outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-                    block = cur.lastrowid
-                    n = row[2]
-                    _insert_ids(con, [(e.request_id, block, k) for k, e in
-                                      enumerate(batch[pos:pos + n]) if e.indexed])
-                    pos += n
+                    _insert_ids(con, [(e.request_id, cur.lastrowid, k)
+                                      for k, e in enumerate(part) if e.indexed])
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -348,8 +277,7 @@ class PredictionLog:
         if self._con is None or period != self._con_period:
             if self._con is not None:
                 self._con.close()
-            self._con = connect(segment_path(self.dir, now, self.rotate_hours, os.getpid()),
-                                SCHEMA)
+            self._con = connect(segment_path(self.dir, period, os.getpid()), SCHEMA)
             self._con_period = period
             self._sweep()
         return self._con
@@ -395,7 +323,7 @@ class PredictionLog:
         if self._con is not None:
             self._con.close()
         if self._seq > self.written:
-            _record_loss(self.dir, self.session, os.getpid(), self._seq, self.written,
+            record_loss(self.dir, self.session, os.getpid(), self._seq, self.written,
                          "dropped while serving")
         self._mm.close()
         self._cnt_file.close()
@@ -408,7 +336,7 @@ class PredictionLog:
         rows = [(now, it.get("request_id"), it.get("row"),
                  json.dumps(it["keys"], default=str) if it.get("keys") is not None else None,
                  it.get("actual"), it.get("reward")) for it in items]
-        path = segment_path(self.dir, now, self.rotate_hours, os.getpid())
+        path = segment_path(self.dir, period_name(now, self.rotate_hours), os.getpid())
         with closing(connect(path, SCHEMA)) as con:
             con.execute("BEGIN IMMEDIATE")
             con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
