@@ -349,6 +349,10 @@ def paired_log_cost(bench: Bench, cd4: Cd4mlServe, w: int,
     on_dir = cd4.log_dir
     off = cd4.start(w, False, bench.tmp) if on is not None else None
     if on is None or off is None:
+        if on is not None:
+            servers.stop(on)
+            cd4.log_dir = on_dir
+            cd4.remove_log()
         bench.note(f"log on/off pairs with {w} worker(s) skipped: a server did not start")
         return
     runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
