@@ -430,3 +430,95 @@ def test_an_empty_or_missing_log_answers_every_query(tmp_path: Path) -> None:
         assert predlog.query(d) == [] and len(predlog.predictions(d)) == 0
         assert predlog.find_request(d, new_request_id()) is None
         assert predlog.find_request(d, "client-id") is None
+
+
+def _table_record(table, rows, i: int, ts: float) -> predlog.LogRecord:
+    rows = np.asarray(rows, dtype=np.int64)
+    return predlog.LogRecord(
+        request_id=f"t{i}", ts=ts, model=table.model, version=table.version,
+        endpoint="/predict", latency_ms=1.0, records=(), features=None,
+        feature_names=table.names, outputs=np.arange(len(rows), dtype=float) + i,
+        table=table, rows=rows)
+
+
+def test_features_by_reference_store_each_row_once_per_segment_and_read_back_exactly(
+        model, tmp_path: Path) -> None:
+    """Records of a feature table hold row numbers; the segment holds each referenced
+    row's vector once; readers give back X[rows] and the rows' request fields, also
+    across a rotation, for two tables and inline records mixed in one block."""
+    now = [1_790_000_000.0]
+    t1 = predlog.FeatureTable.of(model)
+    other = np.ascontiguousarray(model.X + 1)  # another version, other features
+    fields, series, dates = model.row_keys()
+    t2 = predlog.FeatureTable(NAME, 99, other, t1.names, fields, series, dates)
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, rotate_hours=1,
+                         clock=lambda: now[0])
+    want = model.rows_for(ROWS)
+    batches = [(t1, [*want, *want]), (t1, want[:1]), (None, None), (t2, want[1:]),
+               (t1, want[::-1])]
+    for i, (t, rows) in enumerate(batches):
+        if t is None:
+            plog.append(predlog.LogRecord(
+                request_id=f"t{i}", ts=now[0] + i, model="other", version=1,
+                endpoint="/predict", latency_ms=1.0, records=[{"k": 5}],
+                features=np.full((1, 2), 7, np.float32), feature_names=["a", "b"],
+                outputs=np.array([7.0])))
+        else:
+            plog.append(_table_record(t, rows, i, now[0] + i))
+    assert plog.flush()
+    seg1 = predlog.segments(tmp_path / "log")[0][1]
+    with closing(sqlite3.connect(seg1)) as con:
+        stored = sorted((np.frombuffer(r, "<i4").tolist()
+                         for (r,) in con.execute("SELECT rows FROM feature_rows")), key=len)
+        assert stored == [sorted(want[1:].tolist()), sorted(want.tolist())]  # t2, t1
+        assert con.execute("SELECT count(*) FROM blocks").fetchone()[0] == 1
+        assert con.execute("SELECT length(features) FROM blocks").fetchone()[0] == 2 * 4
+    # a second flush of known rows adds no vector; a new period's segment has its own
+    plog.append(_table_record(t1, want, 10, now[0] + 10))
+    assert plog.flush()
+    now[0] += 3600
+    plog.append(_table_record(t1, want[:2], 11, now[0]))
+    assert plog.flush()
+    plog.close()
+    with closing(sqlite3.connect(seg1)) as con:
+        assert con.execute("SELECT count(*) FROM feature_rows").fetchone()[0] == 2
+    df = predlog.predictions(tmp_path / "log")
+    feats = [f"feature.{n}" for n in t1.names]
+    for i, (t, rows) in [*enumerate(batches), (10, (t1, want)), (11, (t1, want[:2]))]:
+        got = df[df.request_id == f"t{i}"].sort_values("row")
+        if t is None:
+            assert got[["feature.a", "feature.b"]].to_numpy().tolist() == [[7, 7]]
+            assert got[feats].isna().all().all() and got["k"].tolist() == [5]
+            continue
+        np.testing.assert_array_equal(got[feats].to_numpy(), t.X[rows])
+        assert got["feature.a"].isna().all()
+        keys = pd.DataFrame([{**dict(zip(fields[:-1], series[r // len(dates)], strict=True)),
+                              "date": dates[r % len(dates)]} for r in rows])
+        assert got[["store", "dept", "date"]].astype(object).values.tolist() == \
+            keys[["store", "dept", "date"]].astype(object).values.tolist()
+    # every protocol-independent view agrees: query, find_request
+    q = {r["request_id"]: r for r in predlog.query(tmp_path / "log")}
+    assert q["t3"]["inputs"] == {"store": [ROWS[1]["store"], ROWS[2]["store"]],
+                                 "dept": [ROWS[1]["dept"], ROWS[2]["dept"]],
+                                 "date": [ROWS[1]["date"], ROWS[2]["date"]]}
+    assert q["t2"]["inputs"] == {"k": [5]}
+    assert predlog.find_request(tmp_path / "log", "t4")["inputs"]["dept"] == [3, 95, 1]
+    # the newer segment alone is whole: it stored the rows it references
+    seg1.unlink()
+    df = predlog.predictions(tmp_path / "log")
+    assert df["request_id"].tolist() == ["t11", "t11"]
+    np.testing.assert_array_equal(df[feats].to_numpy(), model.X[want[:2]])
+
+
+def test_a_segment_of_another_log_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    from cd4ml.errors import Cd4mlError
+    from cd4ml.serving.predlog.segments import LOG_FORMAT, SCHEMA, connect
+
+    path = tmp_path / "seg-20261129T00-p1.db"
+    with closing(connect(path, SCHEMA)) as con:
+        con.execute("PRAGMA user_version = 1")
+    size = path.stat().st_size
+    with pytest.raises(Cd4mlError, match=rf"log format 1, this cd4ml writes format "
+                                         rf"{LOG_FORMAT}; move the segments"):
+        connect(path, SCHEMA)
+    assert path.stat().st_size == size

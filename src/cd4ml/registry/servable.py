@@ -231,6 +231,14 @@ class ServableModel:
             return self.table[rows]
         return np.asarray(self.predictor.predict(self.X[rows]), dtype=np.float64)
 
+    def row_keys(self) -> tuple[list[str], list[tuple[Any, ...]], list[str]]:
+        """What row ``r`` of ``X`` is: the request fields (keys, then the date), the
+        series in order (row ``r`` is series ``r // n_dates``) and the servable dates
+        (date ``r % n_dates``) as the requests spell them."""
+        series = [tuple(int(v) if isinstance(v, float) and v.is_integer() else v
+                        for v in key) for key in self.series_index]
+        return [*self._key_fields, self._time_field], series, list(self._date_index)
+
     def features_of(self, rows: np.ndarray) -> np.ndarray:
         return self.X[rows]
 

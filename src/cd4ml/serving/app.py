@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,7 +37,7 @@ from cd4ml.serving.feedback import check_feedback
 from cd4ml.serving.form import form_value, page
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.limits import read_body
-from cd4ml.serving.predlog import LogRecord, PredictionLog
+from cd4ml.serving.predlog import FeatureTable, LogRecord, PredictionLog
 
 try:
     import orjson
@@ -62,9 +63,15 @@ class Runtime:
         #: set on SIGTERM/SIGINT (and at shutdown): readiness turns false before it stops
         self.draining = draining or threading.Event()
         self._counters: dict[tuple[str, int | None, str], Any] = {}
+        self._tables: weakref.WeakKeyDictionary[ServableModel, FeatureTable] = \
+            weakref.WeakKeyDictionary()
         holder.listeners.append(self._on_swap)
+        if plog is not None:  # the log's view of a version is ready before its requests
+            holder.listeners.append(lambda old, new: self._table(new))
         if holder.current is not None:
             self._on_swap(None, holder.current)
+            if plog is not None:
+                self._table(holder.current)
 
     @staticmethod
     def _on_swap(old: ServableModel | None, new: ServableModel) -> None:
@@ -72,6 +79,13 @@ class Runtime:
             METRICS.model_info.labels(old.name, str(old.version)).set(0)
             METRICS.swaps.inc()
         METRICS.model_info.labels(new.name, str(new.version)).set(1)
+
+    def _table(self, model: ServableModel) -> FeatureTable:
+        """The model's features as the log stores them (by row; made once per model)."""
+        t = self._tables.get(model)
+        if t is None:
+            t = self._tables[model] = FeatureTable.of(model)
+        return t
 
     def readiness(self) -> tuple[bool, str]:
         if self.draining.is_set():
@@ -90,7 +104,6 @@ class Runtime:
                     endpoint: str, raw: bytes = b"", content_type: str = "") -> np.ndarray:
         """Validate, look up features, predict once, log; the one path of every protocol."""
         rows = model.rows_for(records)
-        X = model.X[rows]
         if model.table is not None:
             preds = model.table[rows]
         elif len(rows) >= self.THREAD_ROWS:
@@ -111,9 +124,9 @@ class Runtime:
                 request_id=state.get("request_id", ""), ts=time.time(), model=model.name,
                 version=model.version, endpoint=endpoint,
                 latency_ms=(time.perf_counter() - t0) * 1000 if t0 else 0.0,
-                records=records, features=X,
-                feature_names=model.predictor.feature_names, outputs=preds,
-                content_type=content_type, request=raw))
+                records=(), features=None, feature_names=model.predictor.feature_names,
+                outputs=preds, content_type=content_type, request=raw,
+                table=self._table(model), rows=rows))
         return preds
 
 

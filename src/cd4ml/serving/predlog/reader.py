@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cd4ml.errors import RequestError
+from cd4ml.errors import Cd4mlError, RequestError
 from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, columns, loads, made_id_time,
                                             read_only, segments)
 
@@ -60,8 +60,8 @@ def _in_window(directory: Path, since: float | None, until: float | None) -> Ite
 
 
 #: fields of a record in a block's ``meta`` list, in order (see ``encode_block``)
-_SEQ, _RID, _TS, _MODEL, _VERSION, _ARM, _ENDPOINT, _LATENCY, _NROWS, _CTYPE, _NF, _REQLEN = \
-    range(12)
+_SEQ, _RID, _TS, _MODEL, _VERSION, _ARM, _ENDPOINT, _LATENCY, _NROWS, _CTYPE, _NF, _REQLEN, \
+    _TABLE = range(13)
 
 
 def _keep(since: float | None, until: float | None, model: str | None,
@@ -107,41 +107,103 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
     import numpy as np
 
     keep = _keep(since, until, model, version, request_id)
+    tables = _Tables()
     out = []
-    for _, r in _blocks(Path(directory), "meta, inputs, outputs", since, until):
+    for con, r in _blocks(Path(directory), "meta, inputs, rows, outputs", since, until):
         meta = loads(r["meta"])
         outs = np.frombuffer(r["outputs"], dtype="<f8")
+        rows = np.frombuffer(r["rows"], dtype="<i4")
         inputs = None
-        off = 0
+        off = roff = 0
         for k, m in enumerate(meta):
             n = m[_NROWS]
             if keep(m):
-                if inputs is None:
-                    inputs = loads(r["inputs"])
+                if m[_TABLE] is not None:
+                    ins = {f: v.tolist() for f, v in
+                           tables.inputs(con, m[_TABLE], rows[roff:roff + n]).items()}
+                else:
+                    if inputs is None:
+                        inputs = loads(r["inputs"])
+                    ins = columns(inputs[k])
                 out.append({"request_id": m[_RID], "ts": m[_TS], "model": m[_MODEL],
                             "version": m[_VERSION], "arm": m[_ARM],
                             "endpoint": m[_ENDPOINT], "latency_ms": m[_LATENCY],
-                            "n_rows": n, "content_type": m[_CTYPE],
-                            "inputs": columns(inputs[k]),
+                            "n_rows": n, "content_type": m[_CTYPE], "inputs": ins,
                             "outputs": outs[off:off + n].tolist()})
             off += n
+            if m[_TABLE] is not None:
+                roff += n
     out.sort(key=lambda d: d["ts"], reverse=newest_first)
     return out[:limit] if limit is not None else out
 
 
-def _names(con: sqlite3.Connection, cache: dict[Any, list[str]], model: str,
-           version: int | None, n_features: int) -> list[str]:
-    key = (con, model, version)
-    if key not in cache:
-        row = con.execute("SELECT names FROM feature_names WHERE model = ? AND version IS ?",
-                          (model, version)).fetchone()
-        cache[key] = json.loads(row[0]) if row else []
-    names = cache[key]
-    return names if len(names) == n_features else [f"f{i}" for i in range(n_features)]
+class _Tables:
+    """The feature tables of the segments a read goes through (see ``FeatureTable``),
+    each loaded once: a row's request fields, and a segment's stored feature vectors."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[str, tuple[list[str], int, dict[str, Any], Any]] = {}
+        self._names: dict[tuple[Any, str], list[str]] = {}
+        self._X: dict[tuple[Any, str], Any] = {}
+
+    def _load(self, con: sqlite3.Connection, tab: str) -> None:
+        import numpy as np
+
+        row = con.execute("SELECT names, inputs, n_rows FROM feature_tables WHERE tab = ?",
+                          (tab,)).fetchone()
+        if row is None:
+            raise Cd4mlError(f"prediction log: feature table {tab} is missing from its "
+                             f"segment (the segment is damaged)")
+        self._names[(con, tab)] = json.loads(row[0])
+        if tab not in self._inputs:
+            d = loads(row[1])
+            self._inputs[tab] = (d["fields"], d["n_dates"],
+                                 {f: np.asarray(v) for f, v in d["series"].items()},
+                                 np.asarray(d["dates"], dtype=object))
+
+    def inputs(self, con: sqlite3.Connection, tab: str, rows: Any) -> dict[str, Any]:
+        """The request fields of table rows, a column per field."""
+        if tab not in self._inputs:
+            self._load(con, tab)
+        fields, n_dates, series, dates = self._inputs[tab]
+        s = rows // n_dates
+        out = {f.lower(): series[f][s] for f in fields[:-1]}
+        out[fields[-1].lower()] = dates[rows % n_dates]
+        return out
+
+    def features(self, con: sqlite3.Connection, tab: str) -> tuple[list[str], Any]:
+        """Feature names and the vectors this segment stores (NaN rows: not stored)."""
+        import numpy as np
+
+        key = (con, tab)
+        if key not in self._X:
+            if key not in self._names:
+                self._load(con, tab)
+            names = self._names[key]
+            (n,) = con.execute("SELECT n_rows FROM feature_tables WHERE tab = ?",
+                               (tab,)).fetchone()
+            X = np.full((n, len(names)), np.nan, dtype="<f4")
+            for rows, data in con.execute("SELECT rows, data FROM feature_rows WHERE tab = ?",
+                                          (tab,)):
+                X[np.frombuffer(rows, "<i4")] = np.frombuffer(data, "<f4").reshape(
+                    -1, len(names))
+            self._X[key] = X
+        return self._names[key], self._X[key]
+
+    def names(self, con: sqlite3.Connection, model: str, version: int | None,
+              n_features: int) -> list[str]:
+        """The names of inline features (records without a table)."""
+        key = (con, f"{model}\0{version}")
+        if key not in self._names:
+            row = con.execute("SELECT names FROM feature_names WHERE model = ? AND "
+                              "version IS ?", (model, version)).fetchone()
+            self._names[key] = json.loads(row[0]) if row else []
+        names = self._names[key]
+        return names if len(names) == n_features else [f"f{i}" for i in range(n_features)]
 
 
 def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_request: bool,
-                 with_features: bool, cache: dict[Any, list[str]]) -> Any:
+                 with_features: bool, tables: _Tables) -> Any:
     """One row per prediction of a block's records that pass ``keep`` (None if none)."""
     import numpy as np
     import pandas as pd
@@ -151,6 +213,7 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
     if not kept.any():
         return None
     n = np.fromiter((m[_NROWS] for m in meta), dtype=np.int64, count=len(meta))
+    total = int(n.sum())
     starts = np.cumsum(n) - n
     rec = np.repeat(np.arange(len(meta)), n)
 
@@ -158,41 +221,87 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
         return np.array([m[j] for m in meta], dtype=object)[rec]
 
     cols: dict[str, Any] = {
-        "request_id": per_row(_RID), "row": np.arange(int(n.sum())) - starts[rec],
+        "request_id": per_row(_RID), "row": np.arange(total) - starts[rec],
         "ts": np.fromiter((m[_TS] for m in meta), dtype=np.float64, count=len(meta))[rec],
         "model": per_row(_MODEL), "version": per_row(_VERSION), "arm": per_row(_ARM),
         "endpoint": per_row(_ENDPOINT),
         "latency_ms": np.fromiter((m[_LATENCY] for m in meta), dtype=np.float64,
                                   count=len(meta))[rec]}
-    flat: list[Any] = []
-    for k, recs in enumerate(loads(r["inputs"])):
-        want = int(n[k])
-        flat += recs[:want] + [{}] * (want - len(recs))
-    fields = columns(flat)
-    for f, vals in fields.items():
+    # records of a feature table ("ref") hold row numbers; the others their own inputs
+    tab = [m[_TABLE] for m in meta]
+    is_ref = np.array([t is not None for t in tab], dtype=bool)
+    table_rows = np.frombuffer(r["rows"], dtype="<i4")
+    rstart = np.cumsum(n * is_ref) - n * is_ref
+    by_table: dict[str, list[int]] = {}
+    for k, t in enumerate(tab):
+        if t is not None:
+            by_table.setdefault(t, []).append(k)
+
+    def positions(ks: list[int]) -> tuple[Any, Any]:
+        """Block rows of records ``ks`` and their table rows."""
+        pos = np.concatenate([np.arange(starts[k], starts[k] + n[k]) for k in ks])
+        rows = np.concatenate([table_rows[rstart[k]:rstart[k] + n[k]] for k in ks])
+        return pos, rows
+
+    inputs: dict[str, Any] = {}
+    if not is_ref.all():
+        flat: list[Any] = []
+        for k, recs in enumerate(loads(r["inputs"])):
+            want = int(n[k])
+            recs = recs or []
+            flat += recs[:want] + [{}] * (want - len(recs))
+        inputs = {f: np.array(v, dtype=object) for f, v in columns(flat).items()}
+    if len(by_table) == 1 and is_ref.all():
+        ((t, _),) = by_table.items()
+        inputs = tables.inputs(con, t, table_rows)
+    else:
+        for t, ks in by_table.items():
+            pos, rows = positions(ks)
+            for f, v in tables.inputs(con, t, rows).items():
+                col = inputs.setdefault(f, np.full(total, None, dtype=object))
+                if col.dtype != object:
+                    col = inputs[f] = col.astype(object)
+                col[pos] = v
+    for f, vals in inputs.items():
         if f not in cols:
             cols[f] = vals
     cols["prediction"] = np.frombuffer(r["outputs"], dtype="<f8")
     if with_features:
         feats = np.frombuffer(r["features"], dtype="<f4")
         nf = np.fromiter((m[_NF] for m in meta), dtype=np.int64, count=len(meta))
-        fstart = np.cumsum(n * nf) - n * nf
+        inline = n * nf * ~is_ref
+        fstart = np.cumsum(inline) - inline
         groups: dict[tuple[str, Any, int], list[int]] = {}
         for k, m in enumerate(meta):
-            groups.setdefault((m[_MODEL], m[_VERSION], int(nf[k])), []).append(k)
-        if len(groups) == 1:
+            if tab[k] is None:
+                groups.setdefault((m[_MODEL], m[_VERSION], int(nf[k])), []).append(k)
+        if len(groups) == 1 and not by_table:
             (model, version, width), = groups
-            mat = feats.reshape(-1, width) if width else np.empty((len(rec), 0), "<f4")
-            for j, name in enumerate(_names(con, cache, model, version, width)):
+            mat = feats.reshape(-1, width) if width else np.empty((total, 0), "<f4")
+            for j, name in enumerate(tables.names(con, model, version, width)):
+                cols[f"feature.{name}"] = mat[:, j]
+        elif len(by_table) == 1 and not groups:
+            ((t, _),) = by_table.items()
+            names, X = tables.features(con, t)
+            mat = X[table_rows]
+            for j, name in enumerate(names):
                 cols[f"feature.{name}"] = mat[:, j]
         else:  # a swap inside the block: each version's own features, null elsewhere
+            def column(name: str) -> Any:
+                return cols.setdefault(f"feature.{name}", np.full(total, np.nan, dtype="<f4"))
+
             for (model, version, width), ks in groups.items():
-                for j, name in enumerate(_names(con, cache, model, version, width)):
-                    col = cols.setdefault(f"feature.{name}",
-                                          np.full(len(rec), np.nan, dtype="<f4"))
+                for j, name in enumerate(tables.names(con, model, version, width)):
+                    col = column(name)
                     for k in ks:
                         mat = feats[fstart[k]:fstart[k] + n[k] * width].reshape(-1, width)
                         col[starts[k]:starts[k] + n[k]] = mat[:, j]
+            for t, ks in by_table.items():
+                names, X = tables.features(con, t)
+                pos, rows = positions(ks)
+                mat = X[rows]
+                for j, name in enumerate(names):
+                    column(name)[pos] = mat[:, j]
     if with_request:
         lens = [m[_REQLEN] for m in meta]
         body = r["requests"]
@@ -219,12 +328,12 @@ def predictions(directory: str | Path, *, since: float | None = None,
 
     directory = Path(directory)
     keep = _keep(since, until, model, version, None)
-    cols = "meta, inputs, outputs" + (", features" if with_features else "") + \
+    cols = "meta, inputs, rows, outputs" + (", features" if with_features else "") + \
         (", requests" if with_request else "")
-    cache: dict[Any, list[str]] = {}
+    tables = _Tables()
     frames = []
     for con, r in _blocks(directory, cols, since, until):
-        df = _block_frame(con, r, keep, with_request, with_features, cache)
+        df = _block_frame(con, r, keep, with_request, with_features, tables)
         if df is not None:
             frames.append(df)
     if not frames:
@@ -305,36 +414,45 @@ def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | Non
     for path in reversed([p for _, p in segments(d)]):
         with closing(read_only(path)) as con:
             try:
-                hit = con.execute("SELECT b.meta, b.inputs FROM request_ids r "
+                hit = con.execute("SELECT b.meta, b.inputs, b.rows FROM request_ids r "
                                   "JOIN blocks b ON b.id = r.block WHERE r.request_id = ? "
                                   "ORDER BY r.block DESC, r.pos DESC LIMIT 1",
                                   (request_id,)).fetchone()
             except sqlite3.OperationalError:
                 continue
-        if hit:
-            return _record(hit[0], hit[1], request_id)
+            if hit:
+                return _record(con, hit, request_id)
     if made is not None:
         quoted = b'"' + request_id.encode() + b'"'
         for path in _in_window(d, made - 1, made + MADE_ID_SLACK + 1):
             with closing(read_only(path)) as con:
                 try:
-                    hit = con.execute("SELECT meta, inputs FROM blocks WHERE ts_max >= ? "
+                    hit = con.execute("SELECT meta, inputs, rows FROM blocks WHERE ts_max >= ? "
                                       "AND ts_min <= ? AND instr(meta, ?) > 0 "
                                       "ORDER BY ts_min DESC LIMIT 1",
                                       (made - 1, made + MADE_ID_SLACK + 1, quoted)).fetchone()
                 except sqlite3.OperationalError:
                     continue
-            if hit:
-                return _record(hit[0], hit[1], request_id)
+                if hit:
+                    return _record(con, hit, request_id)
     return None
 
 
-def _record(meta_raw: bytes, inputs_raw: bytes, request_id: str) -> dict[str, Any]:
-    meta = loads(meta_raw)
+def _record(con: sqlite3.Connection, hit: tuple[bytes, bytes, bytes],
+            request_id: str) -> dict[str, Any]:
+    import numpy as np
+
+    meta = loads(hit[0])
     k = max(i for i, m in enumerate(meta) if m[_RID] == request_id)
     m = meta[k]
+    if m[_TABLE] is None:
+        inputs = columns(loads(hit[1])[k])
+    else:
+        off = sum(x[_NROWS] for x in meta[:k] if x[_TABLE] is not None)
+        rows = np.frombuffer(hit[2], dtype="<i4")[off:off + m[_NROWS]]
+        inputs = {f: v.tolist() for f, v in _Tables().inputs(con, m[_TABLE], rows).items()}
     return {"n_rows": m[_NROWS], "model": m[_MODEL], "version": m[_VERSION],
-            "inputs": columns(loads(inputs_raw)[k]), "ts": m[_TS]}
+            "inputs": inputs, "ts": m[_TS]}
 
 
 def status(directory: str | Path) -> dict[str, Any]:

@@ -11,8 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cd4ml.errors import Cd4mlError
+
 __all__ = ["segments", "segment_path", "period_name", "connect", "read_only", "columns",
-           "loads", "new_request_id", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE"]
+           "loads", "new_request_id", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE",
+           "LOG_FORMAT"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
@@ -20,7 +23,7 @@ CREATE TABLE IF NOT EXISTS blocks (
     id INTEGER PRIMARY KEY, session TEXT NOT NULL, seq_first INTEGER NOT NULL,
     n INTEGER NOT NULL, ts_min REAL NOT NULL, ts_max REAL NOT NULL, n_rows INTEGER NOT NULL,
     meta BLOB NOT NULL, inputs BLOB NOT NULL, requests BLOB, features BLOB NOT NULL,
-    outputs BLOB NOT NULL);
+    rows BLOB NOT NULL, outputs BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS blocks_ts_min ON blocks (ts_min);
 CREATE INDEX IF NOT EXISTS blocks_ts_max ON blocks (ts_max);
 CREATE INDEX IF NOT EXISTS blocks_session ON blocks (session);
@@ -30,6 +33,12 @@ CREATE TABLE IF NOT EXISTS request_ids (
 CREATE TABLE IF NOT EXISTS feature_names (
     model TEXT NOT NULL, version INTEGER NOT NULL, names TEXT NOT NULL,
     PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS feature_tables (
+    tab TEXT PRIMARY KEY, model TEXT NOT NULL, version INTEGER, n_rows INTEGER NOT NULL,
+    names TEXT NOT NULL, inputs BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS feature_rows (
+    tab TEXT NOT NULL, rows BLOB NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS feature_rows_tab ON feature_rows (tab);
 CREATE TABLE IF NOT EXISTS feedback (
     ts REAL NOT NULL, request_id TEXT, row INTEGER, keys TEXT, actual REAL, reward REAL);
 CREATE INDEX IF NOT EXISTS feedback_request ON feedback (request_id);
@@ -79,12 +88,27 @@ def columns(raw: str | bytes | list[Any]) -> dict[str, list[Any]]:
     return cols
 
 
+#: the layout of a segment (``PRAGMA user_version``); 2: features by reference
+LOG_FORMAT = 2
+
+
 def connect(path: Path, schema: str) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     con.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages stay cached
-    con.executescript(schema)
+    if schema is SCHEMA:
+        (fmt,) = con.execute("PRAGMA user_version").fetchone()
+        old = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'blocks'").fetchone()
+        if old and fmt != LOG_FORMAT:
+            con.close()
+            raise Cd4mlError(f"prediction log segment {path}: log format {fmt}, this cd4ml "
+                             f"writes format {LOG_FORMAT}; move the segments of the older "
+                             f"cd4ml out of {path.parent}")
+        con.executescript(schema)
+        con.execute(f"PRAGMA user_version = {LOG_FORMAT}")
+    else:
+        con.executescript(schema)
     return con
 
 

@@ -23,13 +23,54 @@ from cd4ml.serving.predlog.losses import record_loss, recover_losses
 from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, SCHEMA, connect, made_id_time,
                                             period_name, segment_path, segments)
 
-__all__ = ["LogRecord", "PredictionLog"]
+__all__ = ["FeatureTable", "LogRecord", "PredictionLog"]
 
 log = logging.getLogger("cd4ml.predlog")
 
 
+class FeatureTable:
+    """A loaded model version's feature matrix, which the log stores by reference.
+
+    A server computes the features of every servable row when a version loads and looks
+    rows up per request; a record then needs only the row numbers. The writer stores each
+    row's vector once per segment (the first time a flush references it, in the same
+    transaction as the block), and ``inputs`` turns a row number back into the validated
+    request fields: series keys and date. The bytes stored are those of ``X``, the very
+    array the model was called on, not features recomputed when the log is read.
+    """
+
+    __slots__ = ("key", "model", "version", "X", "names", "inputs")
+
+    def __init__(self, model: str, version: int | None, X: Any, names: Sequence[str],
+                 fields: Sequence[str], series: Sequence[Sequence[Any]],
+                 dates: Sequence[str]) -> None:
+        if X.dtype != np.dtype("<f4") or X.ndim != 2 or not X.flags.c_contiguous:
+            raise ValueError("FeatureTable: X must be a C-contiguous float32 matrix")
+        if X.shape != (len(series) * len(dates), len(names)):
+            raise ValueError(f"FeatureTable: X is {X.shape}, expected "
+                             f"({len(series)} series x {len(dates)} dates, {len(names)})")
+        self.key = uuid.uuid4().hex[:16]
+        self.model, self.version, self.X, self.names = model, version, X, list(names)
+        #: row r is series r // n_dates at date r % n_dates; keys by field, then the dates
+        self.inputs = _dumps({"fields": list(fields), "n_dates": len(dates),
+                              "series": {f: [s[j] for s in series]
+                                         for j, f in enumerate(fields[:-1])},
+                              "dates": list(dates)})
+
+    @classmethod
+    def of(cls, model: Any) -> FeatureTable:
+        """The table of a loaded model version (a ``ServableModel``)."""
+        fields, series, dates = model.row_keys()
+        return cls(model.name, model.version, model.X, model.predictor.feature_names,
+                   fields, series, dates)
+
+
 class LogRecord(NamedTuple):
-    """One answered request, as the server hands it to the log (a tuple: cheap to make)."""
+    """One answered request, as the server hands it to the log (a tuple: cheap to make).
+
+    Either ``table`` and ``rows`` (the model saw ``table.X[rows]``; the validated inputs
+    are those rows' keys) or ``records`` and ``features`` (anything else: stored inline).
+    """
 
     request_id: str
     ts: float
@@ -38,12 +79,14 @@ class LogRecord(NamedTuple):
     endpoint: str
     latency_ms: float
     records: Sequence[Any]
-    features: Any  # float32 array, n_rows x n_features
+    features: Any  # float32 array, n_rows x n_features (None with a table)
     feature_names: Sequence[str]
     outputs: Any  # float64 array, n_rows
     content_type: str = ""
     request: bytes = b""
     arm: str = "main"
+    table: FeatureTable | None = None
+    rows: Any = None  # int array, n_rows: rows of table.X
 
 
 try:
@@ -88,9 +131,11 @@ class Entry(NamedTuple):
     ts: float
     n_rows: int
     key: tuple[str, int | None]
+    table: FeatureTable | None
     meta: bytes
     inputs: bytes
     features: bytes
+    rows: bytes
     outputs: bytes
     request: bytes
     #: False for a server-made id logged soon after its time: found by time, not indexed
@@ -102,11 +147,18 @@ def encode(seq: int, r: LogRecord, store_request: bool) -> Entry:
     body = r.request if store_request else b""
     n = len(r.outputs)
     made = made_id_time(r.request_id)
-    return Entry(seq, r.request_id, r.ts, n, (r.model, r.version),
+    t = r.table
+    if t is None:
+        tab, inputs = None, _dumps(r.records)
+        features, rows = np.asarray(r.features, dtype="<f4").tobytes(), b""
+    else:
+        tab, inputs, features = t.key, b"null", b""
+        rows = np.asarray(r.rows, dtype="<i4").tobytes()
+    return Entry(seq, r.request_id, r.ts, n, (r.model, r.version), t,
                  _dumps((seq, r.request_id, r.ts, r.model, r.version, r.arm, r.endpoint,
-                         r.latency_ms, n, r.content_type, len(r.feature_names), len(body))),
-                 _dumps(r.records), np.asarray(r.features, dtype="<f4").tobytes(),
-                 np.asarray(r.outputs, dtype="<f8").tobytes(), body,
+                         r.latency_ms, n, r.content_type, len(r.feature_names), len(body),
+                         tab)),
+                 inputs, features, rows, np.asarray(r.outputs, dtype="<f8").tobytes(), body,
                  made is None or not 0 <= r.ts - made <= MADE_ID_SLACK)
 
 
@@ -126,16 +178,19 @@ def encode_block(session: str, part: list[Entry], store_request: bool) -> tuple[
     """One ``blocks`` row for consecutive records: their parts joined.
 
     ``meta`` is a JSON list with one list per record, ``[seq, request_id, ts, model,
-    version, arm, endpoint, latency_ms, n_rows, content_type, n_features, request_len]``;
-    ``inputs`` a JSON list of each record's request rows; ``requests``, ``features``
-    (float32) and ``outputs`` (float64) the records' bytes one after another.
+    version, arm, endpoint, latency_ms, n_rows, content_type, n_features, request_len,
+    table]``; ``inputs`` a JSON list of each record's request rows (null for a record of
+    a :class:`FeatureTable`: its rows' keys); ``requests``, ``features`` (float32, the
+    records without a table), ``rows`` (int32, the records with one) and ``outputs``
+    (float64) the records' bytes one after another.
     """
     ts = [e.ts for e in part]
     return (session, part[0].seq, len(part), min(ts), max(ts), sum(e.n_rows for e in part),
             b"[" + b",".join([e.meta for e in part]) + b"]",
             b"[" + b",".join([e.inputs for e in part]) + b"]",
             b"".join([e.request for e in part]) if store_request else None,
-            b"".join([e.features for e in part]), b"".join([e.outputs for e in part]))
+            b"".join([e.features for e in part]), b"".join([e.rows for e in part]),
+            b"".join([e.outputs for e in part]))
 
 
 class PredictionLog:
@@ -177,6 +232,8 @@ class PredictionLog:
         self._con: sqlite3.Connection | None = None
         self._con_period = ""
         self._names_written: set[tuple[str, int | None, str]] = set()
+        #: per feature table in the current segment: which rows it holds already
+        self._seen: dict[str, np.ndarray] = {}
         self._thread = threading.Thread(target=self._run, name="cd4ml-predlog", daemon=True)
         self._thread.start()
 
@@ -239,18 +296,26 @@ class PredictionLog:
             now = self.clock()
             con = self._segment(now)
             names = {(m, v, self._con_period): self._names[(m, v)]
-                     for m, v in {e.key for e in batch}
+                     for m, v in {e.key for e in batch if e.table is None}
                      if (m, v, self._con_period) not in self._names_written}
+            tables, fresh = self._fresh_rows(batch)
             blocks = [(part, encode_block(self.session, part, self.store_request))
                       for part in _blocks(batch)]
             con.execute("BEGIN IMMEDIATE")
             try:
                 con.executemany("INSERT OR IGNORE INTO feature_names VALUES (?, ?, ?)",
                                 [(m, v, n) for (m, v, _), n in names.items()])
+                con.executemany("INSERT OR IGNORE INTO feature_tables VALUES (?, ?, ?, ?, ?, ?)",
+                                [(t.key, t.model, t.version, len(t.X), json.dumps(t.names),
+                                  t.inputs) for t in tables])
+                con.executemany("INSERT INTO feature_rows VALUES (?, ?, ?)",
+                                [(t.key, rows.astype("<i4").tobytes(), t.X[rows].tobytes())
+                                 for t, rows, _ in fresh])
                 for part, row in blocks:
                     cur = con.execute("INSERT INTO blocks (session, seq_first, n, ts_min, "
                                       "ts_max, n_rows, meta, inputs, requests, features, "
-                                      "outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                                      "rows, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                                      "?)", row)
                     _insert_ids(con, [(e.request_id, cur.lastrowid, k)
                                       for k, e in enumerate(part) if e.indexed])
                 con.execute("COMMIT")
@@ -258,10 +323,14 @@ class PredictionLog:
                 con.execute("ROLLBACK")
                 raise
             self._names_written.update(names)
+            for t, rows, seen in fresh:
+                seen[rows] = True
+                self._seen[t.key] = seen
             self.written += len(batch)
         except Exception as exc:  # disk full, folder removed...: keep what fits, count
             self.write_errors += 1
             self._names_written.clear()
+            self._seen.clear()
             self._con = None
             log.error("prediction log: writing %d record(s) failed: %s", len(batch), exc,
                       extra={"event": "prediction_log_error"})
@@ -272,6 +341,26 @@ class PredictionLog:
                 self._buf[:0] = keep
             time.sleep(self.interval)
 
+    def _fresh_rows(self, batch: list[Entry]) -> tuple[list[FeatureTable], list[Any]]:
+        """The feature tables a flush references that the segment lacks, and per table
+        the rows whose vectors it lacks: ``(table, rows, seen)``, ``seen`` to update once
+        the flush is committed."""
+        parts: dict[str, tuple[FeatureTable, list[bytes]]] = {}
+        for e in batch:
+            if e.table is not None:
+                parts.setdefault(e.table.key, (e.table, []))[1].append(e.rows)
+        new_tables, fresh = [], []
+        for key, (t, rows) in parts.items():
+            seen = self._seen.get(key)
+            if seen is None:
+                new_tables.append(t)
+                seen = np.zeros(len(t.X), dtype=bool)
+            r = np.frombuffer(b"".join(rows), dtype="<i4")
+            new = np.unique(r[~seen[r]])
+            if len(new):
+                fresh.append((t, new, seen))
+        return new_tables, fresh
+
     def _segment(self, now: float) -> sqlite3.Connection:
         period = period_name(now, self.rotate_hours)
         if self._con is None or period != self._con_period:
@@ -279,6 +368,7 @@ class PredictionLog:
                 self._con.close()
             self._con = connect(segment_path(self.dir, period, os.getpid()), SCHEMA)
             self._con_period = period
+            self._seen.clear()
             self._sweep()
         return self._con
 
