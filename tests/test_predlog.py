@@ -522,3 +522,28 @@ def test_a_segment_of_another_log_format_is_refused_with_a_clear_error(tmp_path:
                                          rf"{LOG_FORMAT}; move the segments"):
         connect(path, SCHEMA)
     assert path.stat().st_size == size
+
+
+def test_a_record_that_cannot_be_encoded_is_dropped_and_counted_not_blocking_the_writer(
+        model, tmp_path: Path) -> None:
+    """The request path only queues records; the writer encodes them. A malformed one
+    (rows outside the table, features that are not numbers) is logged, counted as lost,
+    and the others of its flush are written."""
+    t = predlog.FeatureTable.of(model)
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000)
+    good = model.rows_for(ROWS)
+    plog.append(_table_record(t, good, 0, 100.0))
+    plog.append(_table_record(t, [len(model.X) + 5], 1, 101.0))
+    plog.append(predlog.LogRecord(
+        request_id="t2", ts=102.0, model="m", version=1, endpoint="/predict", latency_ms=1.0,
+        records=[{"k": 1}], features=[["not a number"]], feature_names=["a"],
+        outputs=np.array([1.0])))
+    plog.append(_table_record(t, good[:1], 3, 103.0))
+    assert plog.flush()
+    assert plog.dropped == 2 and plog.written == 2
+    plog.append(_table_record(t, good[1:], 4, 104.0))  # the writer goes on
+    assert plog.flush()
+    plog.close()
+    assert [r["request_id"] for r in predlog.query(tmp_path / "log")] == ["t0", "t3", "t4"]
+    st = predlog.status(tmp_path / "log")
+    assert st["lost_total"] == 2 and st["losses"][0]["reason"] == "dropped while serving"

@@ -120,13 +120,12 @@ class Runtime:
         counter.inc(len(preds))
         if self.plog is not None:
             t0 = state.get("t0")
+            # positional: keyword construction of the 15-field tuple costs the event loop
             self.plog.append(LogRecord(
-                request_id=state.get("request_id", ""), ts=time.time(), model=model.name,
-                version=model.version, endpoint=endpoint,
-                latency_ms=(time.perf_counter() - t0) * 1000 if t0 else 0.0,
-                records=(), features=None, feature_names=model.predictor.feature_names,
-                outputs=preds, content_type=content_type, request=raw,
-                table=self._table(model), rows=rows))
+                state.get("request_id", ""), time.time(), model.name, model.version, endpoint,
+                (time.perf_counter() - t0) * 1000 if t0 else 0.0, (), None,
+                model.predictor.feature_names, preds, content_type, raw, "main",
+                self._table(model), rows))
         return preds
 
 

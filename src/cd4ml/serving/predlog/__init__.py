@@ -2,16 +2,21 @@
 
 A server appends one record per answered request (request id, time, model name and
 version, rollout arm, endpoint, latency, the body as received, the validated input
-fields, the feature matrix the model saw and its outputs). :meth:`PredictionLog.append`
-encodes the record (a few µs) and puts it in a list; a writer thread commits the list to
-SQLite every ``flush_interval_ms``, or as soon as half of ``max_unflushed`` records wait
-(one transaction, fsynced). A request that finds ``max_unflushed`` records waiting
-blocks until the writer has caught up, which bounds what a ``kill -9`` can lose.
+fields, the features the model saw and its outputs). :meth:`PredictionLog.append` only
+queues the record (a tuple); a writer thread encodes what waits, a column at a time, and
+commits it to SQLite every ``flush_interval_ms``, or as soon as half of ``max_unflushed``
+records wait (one transaction, fsynced). A request that finds ``max_unflushed`` records
+waiting blocks until the writer has caught up, which bounds what a ``kill -9`` can lose.
 
 A flush is stored as a block: one row holding its records' metadata and inputs as JSON
-lists and their request bodies, features (float32) and outputs (float64) as bytes one
-after another, plus one index entry per request id. One statement per record (16
-columns, two indexes) cost the writer 17 µs of CPU a record; a block costs about 4.
+lists and their request bodies, row numbers and outputs as bytes one after another, plus
+one index entry per client-sent request id. A server's features are not copied per
+request: a version's features are computed once when it loads (``X``, one row per
+servable series and date), so a record holds the row numbers the model was called on,
+and each segment stores the vector of every row it references once (with the block that
+first references it) and the version's keys, which turn a row number back into the
+request fields. Readers join them: what comes back is the very bytes the model saw.
+Records without a feature table (``features=`` given) store their vectors inline.
 
 Losses are counted, never silent. Each writer keeps the number of records it accepted
 in a small memory-mapped file (``sessions/<pid>-<session>.cnt``); the kernel keeps
@@ -23,7 +28,7 @@ Layout of the folder (``serving.log.dir``)::
 
     seg-20261123T00-p4242.db  one SQLite segment per ``rotate_hours`` period (UTC) and
                               writer process: the workers of a server never wait on
-                              each other's commits
+                              each other's commits; self-contained (its feature rows)
     state.db                  losses found after a crash or a failing disk
     sessions/                 the accepted-record counters of live writers
 
