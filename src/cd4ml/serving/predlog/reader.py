@@ -144,7 +144,7 @@ class _Tables:
     def __init__(self) -> None:
         self._inputs: dict[str, tuple[list[str], int, dict[str, Any], Any]] = {}
         self._names: dict[tuple[Any, str], list[str]] = {}
-        self._X: dict[tuple[Any, str], Any] = {}
+        self._X: dict[tuple[Any, str], tuple[Any, Any]] = {}
 
     def _load(self, con: sqlite3.Connection, tab: str) -> None:
         import numpy as np
@@ -171,24 +171,34 @@ class _Tables:
         out[fields[-1].lower()] = dates[rows % n_dates]
         return out
 
-    def features(self, con: sqlite3.Connection, tab: str) -> tuple[list[str], Any]:
-        """Feature names and the vectors this segment stores (NaN rows: not stored)."""
+    def features(self, con: sqlite3.Connection, tab: str, rows: Any) -> tuple[list[str], Any]:
+        """Feature names and the vectors of table rows, as this segment stores them.
+
+        Only the rows the segment references are loaded (sorted, found by binary search),
+        and only for the segment being read: a read of many segments holds one at a time.
+        """
         import numpy as np
 
         key = (con, tab)
         if key not in self._X:
+            self._X = {k: v for k, v in self._X.items() if k[0] is con}
             if key not in self._names:
                 self._load(con, tab)
-            names = self._names[key]
-            (n,) = con.execute("SELECT n_rows FROM feature_tables WHERE tab = ?",
-                               (tab,)).fetchone()
-            X = np.full((n, len(names)), np.nan, dtype="<f4")
-            for rows, data in con.execute("SELECT rows, data FROM feature_rows WHERE tab = ?",
-                                          (tab,)):
-                X[np.frombuffer(rows, "<i4")] = np.frombuffer(data, "<f4").reshape(
-                    -1, len(names))
-            self._X[key] = X
-        return self._names[key], self._X[key]
+            width = len(self._names[key])
+            parts = con.execute("SELECT rows, data FROM feature_rows WHERE tab = ?",
+                                (tab,)).fetchall()
+            have = np.concatenate([np.frombuffer(r, "<i4") for r, _ in parts] or
+                                  [np.empty(0, "<i4")])
+            data = np.concatenate([np.frombuffer(d, "<f4") for _, d in parts] or
+                                  [np.empty(0, "<f4")]).reshape(-1, width)
+            order = np.argsort(have, kind="stable")
+            self._X[key] = (have[order], data[order])
+        have, data = self._X[key]
+        at = np.searchsorted(have, rows)
+        if len(rows) and (at.max() >= len(have) or (have[at] != rows).any()):
+            raise Cd4mlError(f"prediction log: rows of feature table {tab} are missing from "
+                             f"their segment (the segment is damaged)")
+        return self._names[key], data[at]
 
     def names(self, con: sqlite3.Connection, model: str, version: int | None,
               n_features: int) -> list[str]:
@@ -282,8 +292,7 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
                 cols[f"feature.{name}"] = mat[:, j]
         elif len(by_table) == 1 and not groups:
             ((t, _),) = by_table.items()
-            names, X = tables.features(con, t)
-            mat = X[table_rows]
+            names, mat = tables.features(con, t, table_rows)
             for j, name in enumerate(names):
                 cols[f"feature.{name}"] = mat[:, j]
         else:  # a swap inside the block: each version's own features, null elsewhere
@@ -297,9 +306,8 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
                         mat = feats[fstart[k]:fstart[k] + n[k] * width].reshape(-1, width)
                         col[starts[k]:starts[k] + n[k]] = mat[:, j]
             for t, ks in by_table.items():
-                names, X = tables.features(con, t)
                 pos, rows = positions(ks)
-                mat = X[rows]
+                names, mat = tables.features(con, t, rows)
                 for j, name in enumerate(names):
                     column(name)[pos] = mat[:, j]
     if with_request:
