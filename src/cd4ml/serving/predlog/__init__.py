@@ -41,7 +41,8 @@ from cd4ml.serving.predlog.losses import recover_losses
 from cd4ml.serving.predlog.reader import (export_parquet, find_request, parse_time,
                                           predictions, query, status)
 from cd4ml.serving.predlog.segments import segments
-from cd4ml.serving.predlog.writer import FeatureTable, LogRecord, PredictionLog
+from cd4ml.serving.predlog.tables import FeatureTable
+from cd4ml.serving.predlog.writer import LogRecord, PredictionLog
 
 __all__ = ["PredictionLog", "LogRecord", "FeatureTable", "segments", "query", "predictions",
            "status", "find_request", "export_parquet", "parse_time", "recover_losses"]

@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cd4ml.errors import Cd4mlError, RequestError
+from cd4ml.errors import RequestError
 from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, columns, loads, made_id_time,
                                             read_only, segments)
+from cd4ml.serving.predlog.tables import TableReader
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "find_request", "status"]
 
@@ -107,7 +108,7 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
     import numpy as np
 
     keep = _keep(since, until, model, version, request_id)
-    tables = _Tables()
+    tables = TableReader()
     out = []
     for con, r in _blocks(Path(directory), "meta, inputs, rows, outputs", since, until):
         meta = loads(r["meta"])
@@ -137,83 +138,8 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
     return out[:limit] if limit is not None else out
 
 
-class _Tables:
-    """The feature tables of the segments a read goes through (see ``FeatureTable``),
-    each loaded once: a row's request fields, and a segment's stored feature vectors."""
-
-    def __init__(self) -> None:
-        self._inputs: dict[str, tuple[list[str], int, dict[str, Any], Any]] = {}
-        self._names: dict[tuple[Any, str], list[str]] = {}
-        self._X: dict[tuple[Any, str], tuple[Any, Any]] = {}
-
-    def _load(self, con: sqlite3.Connection, tab: str) -> None:
-        import numpy as np
-
-        row = con.execute("SELECT names, inputs, n_rows FROM feature_tables WHERE tab = ?",
-                          (tab,)).fetchone()
-        if row is None:
-            raise Cd4mlError(f"prediction log: feature table {tab} is missing from its "
-                             f"segment (the segment is damaged)")
-        self._names[(con, tab)] = json.loads(row[0])
-        if tab not in self._inputs:
-            d = loads(row[1])
-            self._inputs[tab] = (d["fields"], d["n_dates"],
-                                 {f: np.asarray(v) for f, v in d["series"].items()},
-                                 np.asarray(d["dates"], dtype=object))
-
-    def inputs(self, con: sqlite3.Connection, tab: str, rows: Any) -> dict[str, Any]:
-        """The request fields of table rows, a column per field."""
-        if tab not in self._inputs:
-            self._load(con, tab)
-        fields, n_dates, series, dates = self._inputs[tab]
-        s = rows // n_dates
-        out = {f.lower(): series[f][s] for f in fields[:-1]}
-        out[fields[-1].lower()] = dates[rows % n_dates]
-        return out
-
-    def features(self, con: sqlite3.Connection, tab: str, rows: Any) -> tuple[list[str], Any]:
-        """Feature names and the vectors of table rows, as this segment stores them.
-
-        Only the rows the segment references are loaded (sorted, found by binary search),
-        and only for the segment being read: a read of many segments holds one at a time.
-        """
-        import numpy as np
-
-        key = (con, tab)
-        if key not in self._X:
-            self._X = {k: v for k, v in self._X.items() if k[0] is con}
-            if key not in self._names:
-                self._load(con, tab)
-            width = len(self._names[key])
-            parts = con.execute("SELECT rows, data FROM feature_rows WHERE tab = ?",
-                                (tab,)).fetchall()
-            have = np.concatenate([np.frombuffer(r, "<i4") for r, _ in parts] or
-                                  [np.empty(0, "<i4")])
-            data = np.concatenate([np.frombuffer(d, "<f4") for _, d in parts] or
-                                  [np.empty(0, "<f4")]).reshape(-1, width)
-            order = np.argsort(have, kind="stable")
-            self._X[key] = (have[order], data[order])
-        have, data = self._X[key]
-        at = np.searchsorted(have, rows)
-        if len(rows) and (at.max() >= len(have) or (have[at] != rows).any()):
-            raise Cd4mlError(f"prediction log: rows of feature table {tab} are missing from "
-                             f"their segment (the segment is damaged)")
-        return self._names[key], data[at]
-
-    def names(self, con: sqlite3.Connection, model: str, version: int | None,
-              n_features: int) -> list[str]:
-        """The names of inline features (records without a table)."""
-        key = (con, f"{model}\0{version}")
-        if key not in self._names:
-            row = con.execute("SELECT names FROM feature_names WHERE model = ? AND "
-                              "version IS ?", (model, version)).fetchone()
-            self._names[key] = json.loads(row[0]) if row else []
-        names = self._names[key]
-        return names if len(names) == n_features else [f"f{i}" for i in range(n_features)]
-
-
 def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_request: bool,
-                 with_features: bool, tables: _Tables) -> Any:
+                 with_features: bool, tables: TableReader) -> Any:
     """One row per prediction of a block's records that pass ``keep`` (None if none)."""
     import numpy as np
     import pandas as pd
@@ -338,7 +264,7 @@ def predictions(directory: str | Path, *, since: float | None = None,
     keep = _keep(since, until, model, version, None)
     cols = "meta, inputs, rows, outputs" + (", features" if with_features else "") + \
         (", requests" if with_request else "")
-    tables = _Tables()
+    tables = TableReader()
     frames = []
     for con, r in _blocks(directory, cols, since, until):
         df = _block_frame(con, r, keep, with_request, with_features, tables)
@@ -458,7 +384,7 @@ def _record(con: sqlite3.Connection, hit: tuple[bytes, bytes, bytes],
     else:
         off = sum(x[_NROWS] for x in meta[:k] if x[_TABLE] is not None)
         rows = np.frombuffer(hit[2], dtype="<i4")[off:off + m[_NROWS]]
-        inputs = {f: v.tolist() for f, v in _Tables().inputs(con, m[_TABLE], rows).items()}
+        inputs = {f: v.tolist() for f, v in TableReader().inputs(con, m[_TABLE], rows).items()}
     return {"n_rows": m[_NROWS], "model": m[_MODEL], "version": m[_VERSION],
             "inputs": inputs, "ts": m[_TS]}
 

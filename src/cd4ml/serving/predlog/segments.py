@@ -14,7 +14,7 @@ from typing import Any
 from cd4ml.errors import Cd4mlError
 
 __all__ = ["segments", "segment_path", "period_name", "connect", "read_only", "columns",
-           "loads", "new_request_id", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE",
+           "loads", "dumps", "new_request_id", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE",
            "LOG_FORMAT"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
@@ -78,9 +78,16 @@ def made_id_time(request_id: str) -> float | None:
 
 
 try:
+    import orjson
     from orjson import loads
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
 except ImportError:  # pragma: no cover - orjson comes with the serve extra
     loads = json.loads
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, default=str).encode()
 
 
 def columns(raw: str | bytes | list[Any]) -> dict[str, list[Any]]:

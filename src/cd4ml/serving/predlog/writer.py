@@ -20,49 +20,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cd4ml.serving.predlog.losses import record_loss, recover_losses
-from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, SCHEMA, connect, made_id_time,
-                                            period_name, segment_path, segments)
+from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, SCHEMA, connect, dumps,
+                                            made_id_time, period_name, segment_path,
+                                            segments)
+from cd4ml.serving.predlog.tables import FeatureTable
 
-__all__ = ["FeatureTable", "LogRecord", "PredictionLog"]
+__all__ = ["LogRecord", "PredictionLog"]
 
 log = logging.getLogger("cd4ml.predlog")
-
-
-class FeatureTable:
-    """A loaded model version's feature matrix, which the log stores by reference.
-
-    A server computes the features of every servable row when a version loads and looks
-    rows up per request; a record then needs only the row numbers. The writer stores each
-    row's vector once per segment (the first time a flush references it, in the same
-    transaction as the block), and ``inputs`` turns a row number back into the validated
-    request fields: series keys and date. The bytes stored are those of ``X``, the very
-    array the model was called on, not features recomputed when the log is read.
-    """
-
-    __slots__ = ("key", "model", "version", "X", "names", "inputs")
-
-    def __init__(self, model: str, version: int | None, X: Any, names: Sequence[str],
-                 fields: Sequence[str], series: Sequence[Sequence[Any]],
-                 dates: Sequence[str]) -> None:
-        if X.dtype != np.dtype("<f4") or X.ndim != 2 or not X.flags.c_contiguous:
-            raise ValueError("FeatureTable: X must be a C-contiguous float32 matrix")
-        if X.shape != (len(series) * len(dates), len(names)):
-            raise ValueError(f"FeatureTable: X is {X.shape}, expected "
-                             f"({len(series)} series x {len(dates)} dates, {len(names)})")
-        self.key = uuid.uuid4().hex[:16]
-        self.model, self.version, self.X, self.names = model, version, X, list(names)
-        #: row r is series r // n_dates at date r % n_dates; keys by field, then the dates
-        self.inputs = _dumps({"fields": list(fields), "n_dates": len(dates),
-                              "series": {f: [s[j] for s in series]
-                                         for j, f in enumerate(fields[:-1])},
-                              "dates": list(dates)})
-
-    @classmethod
-    def of(cls, model: Any) -> FeatureTable:
-        """The table of a loaded model version (a ``ServableModel``)."""
-        fields, series, dates = model.row_keys()
-        return cls(model.name, model.version, model.X, model.predictor.feature_names,
-                   fields, series, dates)
 
 
 class LogRecord(NamedTuple):
@@ -87,16 +52,6 @@ class LogRecord(NamedTuple):
     arm: str = "main"
     table: FeatureTable | None = None
     rows: Any = None  # int array, n_rows: rows of table.X
-
-
-try:
-    import orjson
-
-    def _dumps(obj: Any) -> bytes:
-        return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY)
-except ImportError:  # pragma: no cover - orjson comes with the serve extra
-    def _dumps(obj: Any) -> bytes:
-        return json.dumps(obj, default=str).encode()
 
 
 #: a block holds at most this many prediction rows (a flush of big batches makes several)
@@ -167,8 +122,8 @@ def encode_block(session: str, part: list[Queued], store_request: bool) -> tuple
     inline = [r for r in recs if r.table is None]
     by_ref = [r.rows for r in recs if r.table is not None]
     return (session, part[0][0], len(part), min(m[2] for m in meta),
-            max(m[2] for m in meta), sum(m[8] for m in meta), _dumps(meta),
-            _dumps([None if r.table is not None else r.records for r in recs]),
+            max(m[2] for m in meta), sum(m[8] for m in meta), dumps(meta),
+            dumps([None if r.table is not None else r.records for r in recs]),
             b"".join([r.request for r in recs]) if store_request else None,
             b"".join([np.asarray(r.features, dtype="<f4").tobytes() for r in inline]),
             np.concatenate(by_ref).astype("<i4").tobytes() if by_ref else b"",
