@@ -543,7 +543,13 @@ def test_a_record_that_cannot_be_encoded_is_dropped_and_counted_not_blocking_the
     assert plog.dropped == 2 and plog.written == 2
     plog.append(_table_record(t, good[1:], 4, 104.0))  # the writer goes on
     assert plog.flush()
+    # rows that do not match the outputs one for one would misalign every later row
+    plog.append(_table_record(t, good, 5, 105.0)._replace(outputs=np.array([1.0])))
+    plog.append(_table_record(t, good[:1], 6, 106.0))
+    assert plog.flush()
+    assert plog.dropped == 3
     plog.close()
-    assert [r["request_id"] for r in predlog.query(tmp_path / "log")] == ["t0", "t3", "t4"]
+    assert [r["request_id"] for r in predlog.query(tmp_path / "log")] == ["t0", "t3", "t4",
+                                                                           "t6"]
     st = predlog.status(tmp_path / "log")
-    assert st["lost_total"] == 2 and st["losses"][0]["reason"] == "dropped while serving"
+    assert st["lost_total"] == 3 and st["losses"][0]["reason"] == "dropped while serving"

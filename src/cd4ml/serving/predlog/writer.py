@@ -121,14 +121,18 @@ def encode_block(session: str, part: list[Queued], store_request: bool) -> tuple
              None if r.table is None else r.table.key) for q, r in part]
     inline = [r for r in recs if r.table is None]
     by_ref = [r.rows for r in recs if r.table is not None]
+    rows = np.concatenate(by_ref).astype("<i4") if by_ref else np.empty(0, "<i4")
+    n_ref = sum(m[8] for m in meta if m[12] is not None)
+    if len(rows) != n_ref:
+        raise ValueError(f"rows: {len(rows)} table rows for {n_ref} outputs")
     return (session, part[0][0], len(part), min(m[2] for m in meta),
             max(m[2] for m in meta), sum(m[8] for m in meta), dumps(meta),
             dumps([None if r.table is not None else r.records for r in recs]),
             b"".join([r.request for r in recs]) if store_request else None,
             b"".join([np.asarray(r.features, dtype="<f4").tobytes() for r in inline]),
-            np.concatenate(by_ref).astype("<i4").tobytes() if by_ref else b"",
+            rows.tobytes(),
             np.concatenate([np.asarray(r.outputs, dtype="<f8").ravel()
-                            for r in recs]).astype("<f8").tobytes())
+                            for r in recs]).tobytes())
 
 
 class PredictionLog:
@@ -231,14 +235,10 @@ class PredictionLog:
             now = self.clock()
             con = self._segment(now)
             try:
-                blocks = [(part, encode_block(self.session, part, self.store_request))
-                          for part in _blocks(batch)]
-                tables, fresh = self._fresh_rows(batch)
+                blocks, tables, fresh = self._encode(batch)
             except Exception:  # noqa: BLE001 - a malformed record: find it, go on
                 batch = self._encodable(batch)
-                blocks = [(part, encode_block(self.session, part, self.store_request))
-                          for part in _blocks(batch)]
-                tables, fresh = self._fresh_rows(batch)
+                blocks, tables, fresh = self._encode(batch)
             names = {}
             for _, r in batch:
                 k = (r.model, r.version, self._con_period)
@@ -284,6 +284,13 @@ class PredictionLog:
                 self._buf[:0] = keep
             time.sleep(self.interval)
 
+    def _encode(self, batch: list[Queued]) -> tuple[list[Any], list[FeatureTable], list[Any]]:
+        """The flush's blocks (``(records, row)``), and the feature tables and rows the
+        segment lacks (:meth:`_fresh_rows`)."""
+        blocks = [(part, encode_block(self.session, part, self.store_request))
+                  for part in _blocks(batch)]
+        return (blocks, *self._fresh_rows(batch))
+
     def _encodable(self, batch: list[Queued]) -> list[Queued]:
         """The batch without the records that cannot be encoded (logged and counted as
         dropped), so that one bad record never blocks the writer; used only when the
@@ -291,12 +298,7 @@ class PredictionLog:
         good = []
         for q in batch:
             try:
-                encode_block(self.session, [q], self.store_request)
-                t, rows = q[1].table, q[1].rows
-                if t is not None and (len(rows) != len(q[1].outputs) or
-                                      not 0 <= np.min(rows) <= np.max(rows) < len(t.X)):
-                    raise ValueError(f"rows: expected {len(q[1].outputs)} rows of the "
-                                     f"table's 0..{len(t.X) - 1}")
+                self._encode([q])
                 good.append(q)
             except Exception as exc:  # noqa: BLE001
                 self.dropped += 1
