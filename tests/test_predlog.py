@@ -512,15 +512,17 @@ def test_features_by_reference_store_each_row_once_per_segment_and_read_back_exa
 
 def test_a_segment_of_another_log_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     from cd4ml.errors import Cd4mlError
-    from cd4ml.serving.predlog.segments import LOG_FORMAT, SCHEMA, connect
+    from cd4ml.serving.predlog.segments import LOG_FORMAT, connect_segment
 
     path = tmp_path / "seg-20261129T00-p1.db"
-    with closing(connect(path, SCHEMA)) as con:
+    with closing(connect_segment(path)) as con:
         con.execute("PRAGMA user_version = 1")
     size = path.stat().st_size
-    with pytest.raises(Cd4mlError, match=rf"log format 1, this cd4ml writes format "
+    with pytest.raises(Cd4mlError, match=rf"log format 1, this cd4ml reads and writes format "
                                          rf"{LOG_FORMAT}; move the segments"):
-        connect(path, SCHEMA)
+        connect_segment(path)
+    with pytest.raises(Cd4mlError, match=rf"{path.name}: log format 1"):
+        predlog.predictions(tmp_path)
     assert path.stat().st_size == size
 
 

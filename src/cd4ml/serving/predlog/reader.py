@@ -16,7 +16,7 @@ from typing import Any
 
 from cd4ml.errors import RequestError
 from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, columns, loads, made_id_time,
-                                            read_only, segments)
+                                            read_only, read_segment, segments)
 from cd4ml.serving.predlog.tables import TableReader
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "find_request", "status"]
@@ -79,7 +79,7 @@ def _keep(since: float | None, until: float | None, model: str | None,
 def _rows(directory: Path, sql: str, args: list[Any], since: float | None,
           until: float | None) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
     for path in _in_window(directory, since, until):
-        with closing(read_only(path)) as con:
+        with closing(read_segment(path)) as con:
             con.row_factory = sqlite3.Row
             try:
                 cur = con.execute(sql, args)
@@ -100,6 +100,16 @@ def _blocks(directory: Path, cols: str, since: float | None,
     yield from _rows(directory, sql, args, since, until)
 
 
+def _starts(meta: list[list[Any]]) -> tuple[Any, Any, Any, Any]:
+    """Per record of a block: its rows, whether it holds table rows, and where its rows
+    start among the block's predictions and among its table rows (``rows``)."""
+    import numpy as np
+
+    n = np.fromiter((m[_NROWS] for m in meta), dtype=np.int64, count=len(meta))
+    ref = np.fromiter((m[_TABLE] is not None for m in meta), dtype=bool, count=len(meta))
+    return n, ref, np.cumsum(n) - n, np.cumsum(n * ref) - n * ref
+
+
 def query(directory: str | Path, *, since: float | None = None, until: float | None = None,
           model: str | None = None, version: int | None = None,
           request_id: str | None = None, limit: int | None = None,
@@ -115,13 +125,12 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
         outs = np.frombuffer(r["outputs"], dtype="<f8")
         rows = np.frombuffer(r["rows"], dtype="<i4")
         inputs = None
-        off = roff = 0
+        _, _, starts, rstarts = _starts(meta)
         for k, m in enumerate(meta):
-            n = m[_NROWS]
+            n, off, roff = m[_NROWS], starts[k], rstarts[k]
             if keep(m):
                 if m[_TABLE] is not None:
-                    ins = {f: v.tolist() for f, v in
-                           tables.inputs(con, m[_TABLE], rows[roff:roff + n]).items()}
+                    ins = tables.input_lists(con, m[_TABLE], rows[roff:roff + n])
                 else:
                     if inputs is None:
                         inputs = loads(r["inputs"])
@@ -131,9 +140,6 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
                             "endpoint": m[_ENDPOINT], "latency_ms": m[_LATENCY],
                             "n_rows": n, "content_type": m[_CTYPE], "inputs": ins,
                             "outputs": outs[off:off + n].tolist()})
-            off += n
-            if m[_TABLE] is not None:
-                roff += n
     out.sort(key=lambda d: d["ts"], reverse=newest_first)
     return out[:limit] if limit is not None else out
 
@@ -148,9 +154,8 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
     kept = np.fromiter((keep(m) for m in meta), dtype=bool, count=len(meta))
     if not kept.any():
         return None
-    n = np.fromiter((m[_NROWS] for m in meta), dtype=np.int64, count=len(meta))
+    n, is_ref, starts, rstart = _starts(meta)
     total = int(n.sum())
-    starts = np.cumsum(n) - n
     rec = np.repeat(np.arange(len(meta)), n)
 
     def per_row(j: int) -> Any:
@@ -165,9 +170,7 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
                                   count=len(meta))[rec]}
     # records of a feature table ("ref") hold row numbers; the others their own inputs
     tab = [m[_TABLE] for m in meta]
-    is_ref = np.array([t is not None for t in tab], dtype=bool)
     table_rows = np.frombuffer(r["rows"], dtype="<i4")
-    rstart = np.cumsum(n * is_ref) - n * is_ref
     by_table: dict[str, list[int]] = {}
     for k, t in enumerate(tab):
         if t is not None:
@@ -382,9 +385,9 @@ def _record(con: sqlite3.Connection, hit: tuple[bytes, bytes, bytes],
     if m[_TABLE] is None:
         inputs = columns(loads(hit[1])[k])
     else:
-        off = sum(x[_NROWS] for x in meta[:k] if x[_TABLE] is not None)
+        off = _starts(meta)[3][k]
         rows = np.frombuffer(hit[2], dtype="<i4")[off:off + m[_NROWS]]
-        inputs = {f: v.tolist() for f, v in TableReader().inputs(con, m[_TABLE], rows).items()}
+        inputs = TableReader().input_lists(con, m[_TABLE], rows)
     return {"n_rows": m[_NROWS], "model": m[_MODEL], "version": m[_VERSION],
             "inputs": inputs, "ts": m[_TS]}
 

@@ -14,7 +14,8 @@ from typing import Any
 from cd4ml.errors import Cd4mlError
 
 __all__ = ["segments", "segment_path", "period_name", "connect", "read_only", "columns",
-           "loads", "dumps", "new_request_id", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE",
+           "loads", "dumps", "new_request_id", "connect_segment", "read_segment",
+           "check_format", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE",
            "LOG_FORMAT"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
@@ -107,29 +108,50 @@ def columns(raw: str | bytes | list[Any]) -> dict[str, list[Any]]:
 LOG_FORMAT = 2
 
 
-def connect(path: Path, schema: str) -> sqlite3.Connection:
+def _open(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     con.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages stay cached
-    if schema is SCHEMA:
-        (fmt,) = con.execute("PRAGMA user_version").fetchone()
-        old = con.execute("SELECT 1 FROM sqlite_master WHERE name = 'blocks'").fetchone()
-        if old and fmt != LOG_FORMAT:
-            con.close()
-            raise Cd4mlError(f"prediction log segment {path}: log format {fmt}, this cd4ml "
-                             f"writes format {LOG_FORMAT}; move the segments of the older "
-                             f"cd4ml out of {path.parent}")
-        con.executescript(schema)
-        con.execute(f"PRAGMA user_version = {LOG_FORMAT}")
-    else:
-        con.executescript(schema)
+    return con
+
+
+def connect(path: Path, schema: str) -> sqlite3.Connection:
+    con = _open(path)
+    con.executescript(schema)
+    return con
+
+
+def check_format(con: sqlite3.Connection, path: Path) -> None:
+    """Refuse a segment that holds blocks in another log format than this cd4ml's."""
+    (fmt,) = con.execute("PRAGMA user_version").fetchone()
+    if fmt != LOG_FORMAT and con.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'blocks'").fetchone():
+        con.close()
+        raise Cd4mlError(f"prediction log segment {path}: log format {fmt}, this cd4ml "
+                         f"reads and writes format {LOG_FORMAT}; move the segments of the "
+                         f"older cd4ml out of {path.parent}")
+
+
+def connect_segment(path: Path) -> sqlite3.Connection:
+    """A writing connection to a segment, created in this cd4ml's format if new."""
+    con = _open(path)
+    check_format(con, path)
+    con.executescript(SCHEMA)
+    con.execute(f"PRAGMA user_version = {LOG_FORMAT}")
     return con
 
 
 def read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection to a segment: readers never create or change one."""
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+
+def read_segment(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a segment in this cd4ml's format (else a clear error)."""
+    con = read_only(path)
+    check_format(con, path)
+    return con
 
 
 def period_name(ts: float, hours: int) -> str:

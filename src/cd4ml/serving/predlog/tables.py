@@ -93,6 +93,10 @@ class TableReader:
         out[fields[-1].lower()] = dates[rows % n_dates]
         return out
 
+    def input_lists(self, con: sqlite3.Connection, tab: str, rows: Any) -> dict[str, list[Any]]:
+        """:meth:`inputs` as lists of Python values (what ``query`` returns)."""
+        return {f: v.tolist() for f, v in self.inputs(con, tab, rows).items()}
+
     def features(self, con: sqlite3.Connection, tab: str, rows: Any) -> tuple[list[str], Any]:
         """Feature names and the vectors of table rows, as this segment stores them.
 

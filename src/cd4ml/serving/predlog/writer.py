@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cd4ml.serving.predlog.losses import record_loss, recover_losses
-from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, SCHEMA, connect, dumps,
+from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, connect_segment, dumps,
                                             made_id_time, period_name, segment_path,
                                             segments)
 from cd4ml.serving.predlog.tables import FeatureTable
@@ -333,7 +333,7 @@ class PredictionLog:
         if self._con is None or period != self._con_period:
             if self._con is not None:
                 self._con.close()
-            self._con = connect(segment_path(self.dir, period, os.getpid()), SCHEMA)
+            self._con = connect_segment(segment_path(self.dir, period, os.getpid()))
             self._con_period = period
             self._seen.clear()
             self._sweep()
@@ -394,7 +394,7 @@ class PredictionLog:
                  json.dumps(it["keys"], default=str) if it.get("keys") is not None else None,
                  it.get("actual"), it.get("reward")) for it in items]
         path = segment_path(self.dir, period_name(now, self.rotate_hours), os.getpid())
-        with closing(connect(path, SCHEMA)) as con:
+        with closing(connect_segment(path)) as con:
             con.execute("BEGIN IMMEDIATE")
             con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
             con.execute("COMMIT")
