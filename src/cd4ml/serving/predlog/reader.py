@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import RequestError
-from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, columns, loads, made_id_time,
-                                            read_only, read_segment, segments)
+from cd4ml.serving.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
+                                            M_NF, M_NROWS, M_REQLEN, M_RID, M_TABLE, M_TS,
+                                            M_VERSION, MADE_ID_SLACK, columns, loads,
+                                            made_id_time, read_only, read_segment, segments)
 from cd4ml.serving.predlog.tables import TableReader
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "find_request", "status"]
@@ -60,19 +62,14 @@ def _in_window(directory: Path, since: float | None, until: float | None) -> Ite
         yield path
 
 
-#: fields of a record in a block's ``meta`` list, in order (see ``encode_block``)
-_SEQ, _RID, _TS, _MODEL, _VERSION, _ARM, _ENDPOINT, _LATENCY, _NROWS, _CTYPE, _NF, _REQLEN, \
-    _TABLE = range(13)
-
-
 def _keep(since: float | None, until: float | None, model: str | None,
           version: int | None, request_id: str | None) -> Any:
     """A test of one record's meta list against the filters."""
     def keep(m: list[Any]) -> bool:
-        return ((since is None or m[_TS] >= since) and (until is None or m[_TS] < until)
-                and (model is None or m[_MODEL] == model)
-                and (version is None or m[_VERSION] == version)
-                and (request_id is None or m[_RID] == request_id))
+        return ((since is None or m[M_TS] >= since) and (until is None or m[M_TS] < until)
+                and (model is None or m[M_MODEL] == model)
+                and (version is None or m[M_VERSION] == version)
+                and (request_id is None or m[M_RID] == request_id))
     return keep
 
 
@@ -105,8 +102,8 @@ def _starts(meta: list[list[Any]]) -> tuple[Any, Any, Any, Any]:
     start among the block's predictions and among its table rows (``rows``)."""
     import numpy as np
 
-    n = np.fromiter((m[_NROWS] for m in meta), dtype=np.int64, count=len(meta))
-    ref = np.fromiter((m[_TABLE] is not None for m in meta), dtype=bool, count=len(meta))
+    n = np.fromiter((m[M_NROWS] for m in meta), dtype=np.int64, count=len(meta))
+    ref = np.fromiter((m[M_TABLE] is not None for m in meta), dtype=bool, count=len(meta))
     return n, ref, np.cumsum(n) - n, np.cumsum(n * ref) - n * ref
 
 
@@ -127,18 +124,18 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
         inputs = None
         _, _, starts, rstarts = _starts(meta)
         for k, m in enumerate(meta):
-            n, off, roff = m[_NROWS], starts[k], rstarts[k]
+            n, off, roff = m[M_NROWS], starts[k], rstarts[k]
             if keep(m):
-                if m[_TABLE] is not None:
-                    ins = tables.input_lists(con, m[_TABLE], rows[roff:roff + n])
+                if m[M_TABLE] is not None:
+                    ins = tables.input_lists(con, m[M_TABLE], rows[roff:roff + n])
                 else:
                     if inputs is None:
                         inputs = loads(r["inputs"])
                     ins = columns(inputs[k])
-                out.append({"request_id": m[_RID], "ts": m[_TS], "model": m[_MODEL],
-                            "version": m[_VERSION], "arm": m[_ARM],
-                            "endpoint": m[_ENDPOINT], "latency_ms": m[_LATENCY],
-                            "n_rows": n, "content_type": m[_CTYPE], "inputs": ins,
+                out.append({"request_id": m[M_RID], "ts": m[M_TS], "model": m[M_MODEL],
+                            "version": m[M_VERSION], "arm": m[M_ARM],
+                            "endpoint": m[M_ENDPOINT], "latency_ms": m[M_LATENCY],
+                            "n_rows": n, "content_type": m[M_CTYPE], "inputs": ins,
                             "outputs": outs[off:off + n].tolist()})
     out.sort(key=lambda d: d["ts"], reverse=newest_first)
     return out[:limit] if limit is not None else out
@@ -162,14 +159,14 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
         return np.array([m[j] for m in meta], dtype=object)[rec]
 
     cols: dict[str, Any] = {
-        "request_id": per_row(_RID), "row": np.arange(total) - starts[rec],
-        "ts": np.fromiter((m[_TS] for m in meta), dtype=np.float64, count=len(meta))[rec],
-        "model": per_row(_MODEL), "version": per_row(_VERSION), "arm": per_row(_ARM),
-        "endpoint": per_row(_ENDPOINT),
-        "latency_ms": np.fromiter((m[_LATENCY] for m in meta), dtype=np.float64,
+        "request_id": per_row(M_RID), "row": np.arange(total) - starts[rec],
+        "ts": np.fromiter((m[M_TS] for m in meta), dtype=np.float64, count=len(meta))[rec],
+        "model": per_row(M_MODEL), "version": per_row(M_VERSION), "arm": per_row(M_ARM),
+        "endpoint": per_row(M_ENDPOINT),
+        "latency_ms": np.fromiter((m[M_LATENCY] for m in meta), dtype=np.float64,
                                   count=len(meta))[rec]}
     # records of a feature table ("ref") hold row numbers; the others their own inputs
-    tab = [m[_TABLE] for m in meta]
+    tab = [m[M_TABLE] for m in meta]
     table_rows = np.frombuffer(r["rows"], dtype="<i4")
     by_table: dict[str, list[int]] = {}
     for k, t in enumerate(tab):
@@ -207,13 +204,13 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
     cols["prediction"] = np.frombuffer(r["outputs"], dtype="<f8")
     if with_features:
         feats = np.frombuffer(r["features"], dtype="<f4")
-        nf = np.fromiter((m[_NF] for m in meta), dtype=np.int64, count=len(meta))
+        nf = np.fromiter((m[M_NF] for m in meta), dtype=np.int64, count=len(meta))
         inline = n * nf * ~is_ref
         fstart = np.cumsum(inline) - inline
         groups: dict[tuple[str, Any, int], list[int]] = {}
         for k, m in enumerate(meta):
             if tab[k] is None:
-                groups.setdefault((m[_MODEL], m[_VERSION], int(nf[k])), []).append(k)
+                groups.setdefault((m[M_MODEL], m[M_VERSION], int(nf[k])), []).append(k)
         if len(groups) == 1 and not by_table:
             (model, version, width), = groups
             mat = feats.reshape(-1, width) if width else np.empty((total, 0), "<f4")
@@ -240,13 +237,13 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
                 for j, name in enumerate(names):
                     column(name)[pos] = mat[:, j]
     if with_request:
-        lens = [m[_REQLEN] for m in meta]
+        lens = [m[M_REQLEN] for m in meta]
         body = r["requests"]
         offs = np.cumsum(lens) - lens
         reqs = np.array([None if body is None else bytes(body[o:o + ln])
                          for o, ln in zip(offs, lens, strict=True)], dtype=object)
         cols["request"] = reqs[rec]
-        cols["content_type"] = per_row(_CTYPE)
+        cols["content_type"] = per_row(M_CTYPE)
     df = pd.DataFrame(cols)
     return df if kept.all() else df[kept[rec]]
 
@@ -380,16 +377,16 @@ def _record(con: sqlite3.Connection, hit: tuple[bytes, bytes, bytes],
     import numpy as np
 
     meta = loads(hit[0])
-    k = max(i for i, m in enumerate(meta) if m[_RID] == request_id)
+    k = max(i for i, m in enumerate(meta) if m[M_RID] == request_id)
     m = meta[k]
-    if m[_TABLE] is None:
+    if m[M_TABLE] is None:
         inputs = columns(loads(hit[1])[k])
     else:
         off = _starts(meta)[3][k]
-        rows = np.frombuffer(hit[2], dtype="<i4")[off:off + m[_NROWS]]
-        inputs = TableReader().input_lists(con, m[_TABLE], rows)
-    return {"n_rows": m[_NROWS], "model": m[_MODEL], "version": m[_VERSION],
-            "inputs": inputs, "ts": m[_TS]}
+        rows = np.frombuffer(hit[2], dtype="<i4")[off:off + m[M_NROWS]]
+        inputs = TableReader().input_lists(con, m[M_TABLE], rows)
+    return {"n_rows": m[M_NROWS], "model": m[M_MODEL], "version": m[M_VERSION],
+            "inputs": inputs, "ts": m[M_TS]}
 
 
 def status(directory: str | Path) -> dict[str, Any]:

@@ -13,10 +13,11 @@ from typing import Any
 
 from cd4ml.errors import Cd4mlError
 
-__all__ = ["segments", "segment_path", "period_name", "connect", "read_only", "columns",
-           "loads", "dumps", "new_request_id", "connect_segment", "read_segment",
-           "check_format", "made_id_time", "MADE_ID_SLACK", "SCHEMA", "STATE",
-           "LOG_FORMAT"]
+__all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOINT", "M_LATENCY",
+           "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "segments", "segment_path",
+           "period_name", "connect", "read_only", "columns", "loads", "dumps", "new_request_id",
+           "connect_segment", "read_segment", "check_format", "made_id_time", "MADE_ID_SLACK",
+           "SCHEMA", "STATE", "LOG_FORMAT"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS losses (
     flushed INTEGER NOT NULL, lost INTEGER NOT NULL, reason TEXT NOT NULL);
 """
 
+
+#: fields of a record in a block's ``meta`` list, in order (``writer.encode_block``)
+(M_SEQ, M_RID, M_TS, M_MODEL, M_VERSION, M_ARM, M_ENDPOINT, M_LATENCY, M_NROWS, M_CTYPE, M_NF,
+ M_REQLEN, M_TABLE) = range(13)
 
 #: a request id the server made starts with its time (ms since the epoch, 12 hex digits),
 #: like a UUIDv7; the log finds such an id by time instead of indexing it (see writer)

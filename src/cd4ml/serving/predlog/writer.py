@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from cd4ml.serving.predlog.losses import record_loss, recover_losses
-from cd4ml.serving.predlog.segments import (MADE_ID_SLACK, connect_segment, dumps,
+from cd4ml.serving.predlog.segments import (M_NROWS, M_TABLE, M_TS, MADE_ID_SLACK,
+                                            connect_segment, dumps,
                                             made_id_time, period_name, segment_path,
                                             segments)
 from cd4ml.serving.predlog.tables import FeatureTable
@@ -122,11 +123,11 @@ def encode_block(session: str, part: list[Queued], store_request: bool) -> tuple
     inline = [r for r in recs if r.table is None]
     by_ref = [r.rows for r in recs if r.table is not None]
     rows = np.concatenate(by_ref).astype("<i4") if by_ref else np.empty(0, "<i4")
-    n_ref = sum(m[8] for m in meta if m[12] is not None)
+    n_ref = sum(m[M_NROWS] for m in meta if m[M_TABLE] is not None)
     if len(rows) != n_ref:
         raise ValueError(f"rows: {len(rows)} table rows for {n_ref} outputs")
-    return (session, part[0][0], len(part), min(m[2] for m in meta),
-            max(m[2] for m in meta), sum(m[8] for m in meta), dumps(meta),
+    return (session, part[0][0], len(part), min(m[M_TS] for m in meta),
+            max(m[M_TS] for m in meta), sum(m[M_NROWS] for m in meta), dumps(meta),
             dumps([None if r.table is not None else r.records for r in recs]),
             b"".join([r.request for r in recs]) if store_request else None,
             b"".join([np.asarray(r.features, dtype="<f4").tobytes() for r in inline]),
