@@ -389,6 +389,37 @@ def test_big_flushes_split_into_blocks_and_a_swap_inside_one_keeps_each_versions
         "r4", "r5", "r6"]
 
 
+def test_made_id_times_agrees_with_made_id_time() -> None:
+    """The writer's test of a flush's ids at once gives made_id_time's value for every
+    id: on the fast path (all ids shaped like server-made ones) and off it."""
+    import random
+
+    from cd4ml.serving.predlog.segments import made_id_time, made_id_times, new_request_id
+
+    def ref(ids: list[str]) -> np.ndarray:
+        return np.array([np.nan if made_id_time(i) is None else made_id_time(i) for i in ids])
+
+    rnd = random.Random(7)
+    made = [new_request_id() for _ in range(300)]
+    assert np.array_equal(made_id_times(made), ref(made)) and np.isfinite(ref(made)).all()
+    not_made = ["client-id", "", made[0].upper(), made[1][:31], made[2] + "0",
+                "g" + made[3][1:], made[4][:12] + "X" + made[4][13:], made[5][:5] + "z" +
+                made[5][6:]]
+    for bad in not_made:  # one such id sends the whole flush off the fast path
+        ids = [*made[:10], bad, *made[10:20]]
+        got = made_id_times(ids)
+        assert np.isnan(got[10]) and np.array_equal(got, ref(ids), equal_nan=True), bad
+    odd = [made[6][:31] + "é", "é" + made[7][1:]]  # what made_id_time counts, so do we
+    assert np.array_equal(made_id_times(odd), ref(odd), equal_nan=True)
+    mixed = list(made)
+    for _ in range(3000):
+        n = rnd.choice([0, 1, 12, 31, 32, 32, 32, 33, 36, 40])
+        alphabet = "0123456789abcdef" if rnd.random() < 0.7 else "0123456789abcdefABCxyz-é "
+        mixed.append("".join(rnd.choice(alphabet) for _ in range(n)))
+    assert np.array_equal(made_id_times(mixed), ref(mixed), equal_nan=True)
+    assert len(made_id_times([])) == 0
+
+
 def test_server_made_ids_are_found_by_time_without_an_index_entry(model, tmp_path: Path,
                                                                  ) -> None:
     from cd4ml.serving.predlog.segments import made_id_time, new_request_id
