@@ -139,6 +139,24 @@ _KILLED = textwrap.dedent("""
 """)
 
 
+def test_count_file_holds_every_accepted_record(tmp_path: Path) -> None:
+    """What a crash is measured against: after each append, the writer's count file holds
+    the number of records accepted so far, whether the append took the common path (room
+    in the queue) or the one that wakes the writer (half full and more)."""
+    import struct
+
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=4)
+    (cnt,) = (tmp_path / "log" / "sessions").glob("*.cnt")
+    for i in range(1, 10):
+        assert plog.append(predlog.LogRecord(
+            request_id=f"r{i}", ts=1.0 * i, model="m", version=1, endpoint="/predict",
+            latency_ms=0.1, records=[{"k": i}], features=np.zeros((1, 3), np.float32),
+            feature_names=["a", "b", "c"], outputs=np.array([float(i)])))
+        assert struct.unpack("<Q", cnt.read_bytes())[0] == i
+    plog.close()
+    assert plog.written == 9 and len(predlog.query(tmp_path / "log")) == 9
+
+
 def test_kill_9_loses_only_the_unflushed_tail_and_counts_it(tmp_path: Path) -> None:
     d = tmp_path / "log"
     proc = subprocess.run([sys.executable, "-c", _KILLED, str(d), "40", "7"],
