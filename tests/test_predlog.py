@@ -572,6 +572,12 @@ def test_a_segment_of_another_log_format_is_refused_with_a_clear_error(tmp_path:
         connect_segment(path)
     with pytest.raises(Cd4mlError, match=rf"{path.name}: log format 1"):
         predlog.predictions(tmp_path)
+    # /feedback's lookup says why instead of calling the id unknown
+    with pytest.raises(Cd4mlError, match=rf"{path.name}: log format 1"):
+        predlog.find_request(tmp_path, "client-id")
+    # status lists it, with its format, without reading its blocks
+    (seg,) = predlog.status(tmp_path)["segments"]
+    assert (seg["segment"], seg["format"]) == (path.name, 1)
     assert path.stat().st_size == size
 
 

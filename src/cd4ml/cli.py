@@ -299,6 +299,12 @@ def log_status(project: Project = Path("."), set_: Sets = None, json_: Json = Fa
                   str(sg["feedback"]), f"{sg['bytes'] / 1e6:.2f}", ts(sg["first"]),
                   ts(sg["last"]))
     out.print(t)
+    from cd4ml.serving.predlog.segments import LOG_FORMAT
+
+    for sg in st["segments"]:
+        if sg["format"] not in (None, LOG_FORMAT):  # None: no table in it yet
+            out.print(f"[yellow]{sg['segment']} is in log format {sg['format']}[/]: this "
+                      f"cd4ml reads format {LOG_FORMAT}; move it out of {d} to read the rest")
     if st["lost_total"]:
         out.print(f"[red]{st['lost_total']} record(s) lost[/] in {len(st['losses'])} "
                   f"session(s):")

@@ -18,7 +18,8 @@ from cd4ml.errors import RequestError
 from cd4ml.serving.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
                                             M_NF, M_NROWS, M_REQLEN, M_RID, M_TABLE, M_TS,
                                             M_VERSION, MADE_ID_SLACK, columns, loads,
-                                            made_id_time, read_only, read_segment, segments)
+                                            made_id_time, read_only, read_segment,
+                                            segment_format, segments)
 from cd4ml.serving.predlog.tables import TableReader
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "find_request", "status"]
@@ -346,7 +347,7 @@ def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | Non
     d = Path(directory)
     made = made_id_time(request_id)
     for path in reversed([p for _, p in segments(d)]):
-        with closing(read_only(path)) as con:
+        with closing(read_segment(path)) as con:
             try:
                 hit = con.execute("SELECT b.meta, b.inputs, b.rows FROM request_ids r "
                                   "JOIN blocks b ON b.id = r.block WHERE r.request_id = ? "
@@ -359,7 +360,7 @@ def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | Non
     if made is not None:
         quoted = b'"' + request_id.encode() + b'"'
         for path in _in_window(d, made - 1, made + MADE_ID_SLACK + 1):
-            with closing(read_only(path)) as con:
+            with closing(read_segment(path)) as con:
                 try:
                     hit = con.execute("SELECT meta, inputs, rows FROM blocks WHERE ts_max >= ? "
                                       "AND ts_min <= ? AND instr(meta, ?) > 0 "
@@ -390,11 +391,13 @@ def _record(con: sqlite3.Connection, hit: tuple[bytes, bytes, bytes],
 
 
 def status(directory: str | Path) -> dict[str, Any]:
-    """Segments (period, records, predictions, feedback, bytes, time range) and losses."""
+    """Segments (period, log format, records, predictions, feedback, bytes, time range)
+    and losses; a segment of another log format is listed (with its format), not read."""
     d = Path(directory)
     segs = []
     for start, path in segments(d):
         with closing(read_only(path)) as con:
+            fmt = segment_format(con)
             try:
                 n, rows, t0, t1 = con.execute(
                     "SELECT coalesce(sum(n), 0), coalesce(sum(n_rows), 0), min(ts_min), "
@@ -405,8 +408,8 @@ def status(directory: str | Path) -> dict[str, Any]:
                 t0 = t1 = None
         size = sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal")
                    if Path(f"{path}{s}").exists())
-        segs.append({"segment": path.name, "period_start": start, "requests": n,
-                     "predictions": rows, "feedback": fb, "bytes": size,
+        segs.append({"segment": path.name, "period_start": start, "format": fmt,
+                     "requests": n, "predictions": rows, "feedback": fb, "bytes": size,
                      "first": t0, "last": t1})
     losses: list[dict[str, Any]] = []
     if (d / "state.db").exists():

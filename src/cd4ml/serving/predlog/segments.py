@@ -19,7 +19,8 @@ from cd4ml.errors import Cd4mlError
 __all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOINT", "M_LATENCY",
            "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "segments", "segment_path",
            "period_name", "connect", "read_only", "columns", "loads", "dumps", "new_request_id",
-           "connect_segment", "read_segment", "check_format", "made_id_time", "made_id_times",
+           "connect_segment", "read_segment", "check_format", "segment_format", "made_id_time",
+           "made_id_times",
            "MADE_ID_SLACK",
            "SCHEMA", "STATE", "LOG_FORMAT"]
 
@@ -157,11 +158,18 @@ def connect(path: Path, schema: str) -> sqlite3.Connection:
     return con
 
 
+def segment_format(con: sqlite3.Connection) -> int | None:
+    """The log format of a segment's blocks (``PRAGMA user_version``; 0 for a segment
+    written before format 2), None for one that holds no table yet."""
+    if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'blocks'").fetchone():
+        return None
+    return con.execute("PRAGMA user_version").fetchone()[0]
+
+
 def check_format(con: sqlite3.Connection, path: Path) -> None:
     """Refuse a segment that holds blocks in another log format than this cd4ml's."""
-    (fmt,) = con.execute("PRAGMA user_version").fetchone()
-    if fmt != LOG_FORMAT and con.execute(
-            "SELECT 1 FROM sqlite_master WHERE name = 'blocks'").fetchone():
+    fmt = segment_format(con)
+    if fmt is not None and fmt != LOG_FORMAT:
         con.close()
         raise Cd4mlError(f"prediction log segment {path}: log format {fmt}, this cd4ml "
                          f"reads and writes format {LOG_FORMAT}; move the segments of the "
