@@ -481,6 +481,44 @@ def test_an_empty_or_missing_log_answers_every_query(tmp_path: Path) -> None:
         assert predlog.find_request(d, "client-id") is None
 
 
+def test_across_a_swap_each_request_is_logged_with_its_own_versions_features(
+        model, tmp_path: Path) -> None:
+    """The server keeps the last model's feature table at hand (one identity test per
+    request); a request still in flight on the old version when the alias moved is
+    logged with the old version's table, the others with the new one's."""
+    import asyncio
+    import copy
+
+    from starlette.requests import Request
+
+    from cd4ml.config import ServingConfig
+    from cd4ml.serving.app import Runtime
+
+    v2 = copy.copy(model)
+    v2.version, v2.X = 2, np.ascontiguousarray(model.X * 2)  # features that differ
+    holder = ModelHolder(model)
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000)
+    rt = Runtime(holder, ServingConfig(), plog)
+
+    def score(m, rid: str) -> None:
+        asyncio.run(rt.score(Request({"type": "http", "state": {"request_id": rid}}), m,
+                             ROWS[:2], "/predict"))
+
+    score(model, "a")
+    holder.swap(v2)
+    score(v2, "b")
+    score(model, "c")  # began on version 1 before the swap
+    score(v2, "d")
+    plog.close()
+    df = predlog.predictions(tmp_path / "log")
+    feats = [f"feature.{n}" for n in model.predictor.feature_names]
+    rows = model.rows_for(ROWS[:2])
+    for rid, m in [("a", model), ("b", v2), ("c", model), ("d", v2)]:
+        got = df[df.request_id == rid]
+        assert got["version"].tolist() == [m.version] * 2, rid
+        np.testing.assert_array_equal(got[feats].to_numpy(), m.X[rows])
+
+
 def _table_record(table, rows, i: int, ts: float) -> predlog.LogRecord:
     rows = np.asarray(rows, dtype=np.int64)
     return predlog.LogRecord(
