@@ -152,7 +152,7 @@ def test_count_file_holds_every_accepted_record(tmp_path: Path) -> None:
             request_id=f"r{i}", ts=1.0 * i, model="m", version=1, endpoint="/predict",
             latency_ms=0.1, records=[{"k": i}], features=np.zeros((1, 3), np.float32),
             feature_names=["a", "b", "c"], outputs=np.array([float(i)])))
-        assert struct.unpack("<Q", cnt.read_bytes())[0] == i
+        assert struct.unpack("=Q", cnt.read_bytes())[0] == i
     plog.close()
     assert plog.written == 9 and len(predlog.query(tmp_path / "log")) == 9
 

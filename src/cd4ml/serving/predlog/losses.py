@@ -77,7 +77,8 @@ def recover_losses(directory: str | Path) -> list[dict[str, Any]]:
         except FileNotFoundError:
             continue
         raw = claimed.read_bytes()
-        accepted = struct.unpack_from("<Q", raw, 0)[0] if len(raw) >= 8 else 0
+        # native order: the count file is written and read on the same host
+        accepted = struct.unpack_from("=Q", raw, 0)[0] if len(raw) >= 8 else 0
         flushed = _flushed(d, session)
         if accepted > flushed:
             row = record_loss(d, session, int(pid_s), accepted, flushed,

@@ -7,9 +7,9 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,9 +20,7 @@ __all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOIN
            "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "segments", "segment_path",
            "period_name", "connect", "read_only", "columns", "loads", "dumps", "new_request_id",
            "connect_segment", "read_segment", "check_format", "segment_format", "made_id_time",
-           "made_id_times",
-           "MADE_ID_SLACK",
-           "SCHEMA", "STATE", "LOG_FORMAT"]
+           "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE", "LOG_FORMAT"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """

@@ -8,8 +8,6 @@ import logging
 import mmap
 import os
 import sqlite3
-import struct
-import sys
 import threading
 import time
 import uuid
@@ -196,9 +194,9 @@ class PredictionLog:
             f.write(b"\0" * 8)
         self._cnt_file = open(self._cnt_path, "r+b")  # noqa: SIM115 - held until close
         self._mm = mmap.mmap(self._cnt_file.fileno(), 8)
-        #: the accepted count as the next writer reads it after a crash (``<Q``): written
-        #: through a memoryview, a C store (struct.pack_into took twice as long)
-        self._count = memoryview(self._mm).cast("Q") if sys.byteorder == "little" else None
+        #: the accepted count, which the next writer on this host reads after a crash
+        #: (native ``Q``, see losses.py): a memoryview store, half of struct.pack_into
+        self._count = memoryview(self._mm).cast("Q")
         #: the writer is woken once this many records wait, before any request would block
         self._soft = max(1, max_unflushed // 2)
         self._buf: list[Queued] = []
@@ -237,7 +235,7 @@ class PredictionLog:
         lock = self._lock
         lock.acquire()  # the fast path below cannot raise; the rest runs under ``with``
         n = len(self._buf)
-        if n + 1 < self._soft and not self._closing and self._count is not None:
+        if n + 1 < self._soft and not self._closing:
             self._seq = seq = self._seq + 1
             self._count[0] = seq
             self._buf.append((seq, rec))
@@ -254,7 +252,7 @@ class PredictionLog:
                         break
                     self._cond.wait(left)
             self._seq += 1
-            struct.pack_into("<Q", self._mm, 0, self._seq)
+            self._count[0] = self._seq
             if len(self._buf) >= self.max_unflushed or self._closing:
                 self.dropped += 1
                 log.error("prediction log: dropped record %s (queue full, writer failing)",
@@ -446,8 +444,7 @@ class PredictionLog:
         if self._seq > self.written:
             record_loss(self.dir, self.session, os.getpid(), self._seq, self.written,
                          "dropped while serving")
-        if self._count is not None:
-            self._count.release()
+        self._count.release()
         self._mm.close()
         self._cnt_file.close()
         self._cnt_path.unlink(missing_ok=True)
