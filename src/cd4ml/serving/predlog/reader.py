@@ -345,32 +345,37 @@ def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | Non
     request-id index.
     """
     d = Path(directory)
-    made = made_id_time(request_id)
     for path in reversed([p for _, p in segments(d)]):
-        with closing(read_segment(path)) as con:
-            try:
-                hit = con.execute("SELECT b.meta, b.inputs, b.rows FROM request_ids r "
-                                  "JOIN blocks b ON b.id = r.block WHERE r.request_id = ? "
-                                  "ORDER BY r.block DESC, r.pos DESC LIMIT 1",
-                                  (request_id,)).fetchone()
-            except sqlite3.OperationalError:
-                continue
-            if hit:
-                return _record(con, hit, request_id)
+        found = _find_in(path, request_id,
+                         "SELECT b.meta, b.inputs, b.rows FROM request_ids r "
+                         "JOIN blocks b ON b.id = r.block WHERE r.request_id = ? "
+                         "ORDER BY r.block DESC, r.pos DESC LIMIT 1", (request_id,))
+        if found:
+            return found
+    made = made_id_time(request_id)
     if made is not None:
+        window = (made - 1, made + MADE_ID_SLACK + 1)
         quoted = b'"' + request_id.encode() + b'"'
-        for path in _in_window(d, made - 1, made + MADE_ID_SLACK + 1):
-            with closing(read_segment(path)) as con:
-                try:
-                    hit = con.execute("SELECT meta, inputs, rows FROM blocks WHERE ts_max >= ? "
-                                      "AND ts_min <= ? AND instr(meta, ?) > 0 "
-                                      "ORDER BY ts_min DESC LIMIT 1",
-                                      (made - 1, made + MADE_ID_SLACK + 1, quoted)).fetchone()
-                except sqlite3.OperationalError:
-                    continue
-                if hit:
-                    return _record(con, hit, request_id)
+        for path in _in_window(d, *window):
+            found = _find_in(path, request_id,
+                             "SELECT meta, inputs, rows FROM blocks WHERE ts_max >= ? "
+                             "AND ts_min <= ? AND instr(meta, ?) > 0 "
+                             "ORDER BY ts_min DESC LIMIT 1", (*window, quoted))
+            if found:
+                return found
     return None
+
+
+def _find_in(path: Path, request_id: str, sql: str,
+             args: tuple[Any, ...]) -> dict[str, Any] | None:
+    """The record of ``request_id`` in the block ``sql`` selects from one segment (None
+    if none, or if the segment is still being created)."""
+    with closing(read_segment(path)) as con:
+        try:
+            hit = con.execute(sql, args).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return _record(con, hit, request_id) if hit else None
 
 
 def _record(con: sqlite3.Connection, hit: tuple[bytes, bytes, bytes],
