@@ -378,9 +378,9 @@ def test_the_writer_is_woken_at_half_the_queue_before_any_request_waits(
 
 def test_big_flushes_split_into_blocks_and_a_swap_inside_one_keeps_each_versions_features(
         model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cd4ml.serving.predlog import writer
+    from cd4ml.serving.predlog import blocks
 
-    monkeypatch.setattr(writer, "BLOCK_ROWS", 4)  # so that 7 records of 1-3 rows make 4
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 4)  # so that 7 records of 1-3 rows make 4
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=100)
     names = list(model.predictor.feature_names)
     for i in range(7):

@@ -42,7 +42,8 @@ from cd4ml.serving.predlog.reader import (export_parquet, find_request, parse_ti
                                           predictions, query, status)
 from cd4ml.serving.predlog.segments import segments
 from cd4ml.serving.predlog.tables import FeatureTable
-from cd4ml.serving.predlog.writer import LogRecord, PredictionLog
+from cd4ml.serving.predlog.blocks import LogRecord
+from cd4ml.serving.predlog.writer import PredictionLog
 
 __all__ = ["PredictionLog", "LogRecord", "FeatureTable", "segments", "query", "predictions",
            "status", "find_request", "export_parquet", "parse_time", "recover_losses"]

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS losses (
 """
 
 
-#: fields of a record in a block's ``meta`` list, in order (``writer.encode_block``)
+#: fields of a record in a block's ``meta`` list, in order (``blocks.encode_block``)
 (M_SEQ, M_RID, M_TS, M_MODEL, M_VERSION, M_ARM, M_ENDPOINT, M_LATENCY, M_NROWS, M_CTYPE, M_NF,
  M_REQLEN, M_TABLE) = range(13)
 

@@ -1,0 +1,139 @@
+"""A flush of the prediction log as one ``blocks`` row: the record the server queues
+(:class:`LogRecord`), a flush's records a field at a time (:class:`Columns`) and their
+encoding (:func:`encode_block`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from cd4ml.serving.predlog.segments import MADE_ID_SLACK, dumps, made_id_times
+from cd4ml.serving.predlog.tables import FeatureTable
+
+__all__ = ["LogRecord", "Queued", "Columns", "encode_block", "BLOCK_ROWS"]
+
+
+class LogRecord(NamedTuple):
+    """One answered request, as the server hands it to the log (a tuple: cheap to make).
+
+    Either ``table`` and ``rows`` (the model saw ``table.X[rows]``; the validated inputs
+    are those rows' keys) or ``records`` and ``features`` (anything else: stored inline).
+    """
+
+    request_id: str
+    ts: float
+    model: str
+    version: int | None
+    endpoint: str
+    latency_ms: float
+    records: Sequence[Any]
+    features: Any  # float32 array, n_rows x n_features (None with a table)
+    feature_names: Sequence[str]
+    outputs: Any  # float64 array, n_rows
+    content_type: str = ""
+    request: bytes = b""
+    arm: str = "main"
+    table: FeatureTable | None = None
+    rows: Any = None  # int array, n_rows: rows of table.X
+
+
+#: a block holds at most this many prediction rows (a flush of big batches makes several)
+BLOCK_ROWS = 65_536
+
+#: a queued record: its sequence number and the record as the server made it
+Queued = tuple[int, LogRecord]
+
+
+class Columns(NamedTuple):
+    """Consecutive queued records a field at a time: ``recs`` is a :class:`LogRecord`
+    whose fields are tuples (``zip`` transposes in C), so encoding a flush takes no
+    Python step per record; ``n_rows`` is each record's number of predictions."""
+
+    seqs: tuple[int, ...]
+    recs: LogRecord
+    n_rows: list[int]
+
+    @classmethod
+    def of(cls, batch: Sequence[Queued]) -> Columns:
+        seqs, recs = zip(*batch, strict=True)
+        cols = LogRecord(*zip(*recs, strict=True))
+        return cls(seqs, cols, list(map(len, cols.outputs)))
+
+    def slice(self, a: int, b: int) -> Columns:
+        return Columns(self.seqs[a:b], LogRecord(*(c[a:b] for c in self.recs)),
+                       self.n_rows[a:b])
+
+    def blocks(self) -> list[Columns]:
+        """Consecutive slices with at most ``BLOCK_ROWS`` prediction rows each."""
+        if sum(self.n_rows) <= BLOCK_ROWS:
+            return [self]
+        parts, start, rows = [], 0, 0
+        for i, n in enumerate(self.n_rows):
+            if rows and rows + n > BLOCK_ROWS:
+                parts.append(self.slice(start, i))
+                start, rows = i, 0
+            rows += n
+        return [*parts, self.slice(start, len(self.n_rows))]
+
+    def by_table(self) -> dict[FeatureTable | None, list[Any]]:
+        """Per feature table (None: the records stored inline), its records' ``rows``."""
+        tables = set(self.recs.table)
+        if len(tables) == 1:
+            return {tables.pop(): list(self.recs.rows)}
+        out: dict[FeatureTable | None, list[Any]] = {t: [] for t in tables}
+        for t, rows in zip(self.recs.table, self.recs.rows, strict=True):
+            out[t].append(rows)
+        return out
+
+    def unindexed(self) -> np.ndarray:
+        """Per record, True for a server-made id logged soon after its time: found by
+        time instead of by the ``request_ids`` index."""
+        age = np.asarray(self.recs.ts, dtype=float) - made_id_times(self.recs.request_id)
+        return (age >= 0) & (age <= MADE_ID_SLACK)  # NaN (not a made id): False
+
+
+def encode_block(session: str, c: Columns, store_request: bool) -> tuple[Any, ...]:
+    """One ``blocks`` row for consecutive records, encoded a column at a time.
+
+    ``meta`` is a JSON list with one list per record, ``[seq, request_id, ts, model,
+    version, arm, endpoint, latency_ms, n_rows, content_type, n_features, request_len,
+    table]`` (the ``M_*`` order of segments.py); ``inputs`` a JSON list of each record's
+    request rows (null for a record of a :class:`FeatureTable`: its rows' keys);
+    ``requests``, ``features`` (float32, the records without a table), ``rows`` (int32,
+    the records with one) and ``outputs`` (float64) the records' bytes one after another.
+
+    The request path only queues the record (a tuple); here each column is one ``zip``,
+    ``map``, ``orjson`` call or array concatenation, with no Python step per record
+    (measured per single-row record: 0.81 µs with one such step per record and field,
+    0.49 µs now), where encoding each record on the request path cost the event loop
+    7 µs of a 125 µs request.
+    """
+    r, n = c.recs, len(c.seqs)
+    keys = {t: None if t is None else t.key for t in set(r.table)}
+    tables = list(map(keys.__getitem__, r.table))
+    meta = list(zip(c.seqs, r.request_id, r.ts, r.model, r.version, r.arm, r.endpoint,
+                    r.latency_ms, c.n_rows, r.content_type, map(len, r.feature_names),
+                    map(len, r.request) if store_request else [0] * n, tables, strict=True))
+    groups = c.by_table()
+    inline = groups.pop(None, None)
+    if inline is None:
+        inputs, features = [None] * n, b""
+    else:
+        inputs = [x if t is None else None for t, x in zip(r.table, r.records, strict=True)]
+        features = b"".join([np.asarray(f, dtype="<f4").tobytes()
+                             for t, f in zip(r.table, r.features, strict=True) if t is None])
+    by_ref = groups.popitem()[1] if len(groups) == 1 else \
+        [x for t, x in zip(r.table, r.rows, strict=True) if t is not None]
+    rows = np.concatenate(by_ref).astype("<i4") if by_ref else np.empty(0, "<i4")
+    n_ref = sum(c.n_rows) if inline is None else \
+        sum(k for k, t in zip(c.n_rows, tables, strict=True) if t is not None)
+    if len(rows) != n_ref:
+        raise ValueError(f"rows: {len(rows)} table rows for {n_ref} outputs")
+    outputs = np.concatenate(r.outputs, axis=None, dtype="<f8", casting="unsafe")
+    if len(outputs) != sum(c.n_rows):
+        raise ValueError(f"outputs: {len(outputs)} values for {sum(c.n_rows)} rows")
+    return (session, c.seqs[0], n, min(r.ts), max(r.ts), sum(c.n_rows), dumps(meta),
+            dumps(inputs), b"".join(r.request) if store_request else None, features,
+            rows.tobytes(), outputs.tobytes())
