@@ -49,21 +49,36 @@ Queued = tuple[int, LogRecord]
 class Columns(NamedTuple):
     """Consecutive queued records a field at a time: ``recs`` is a :class:`LogRecord`
     whose fields are tuples (``zip`` transposes in C), so encoding a flush takes no
-    Python step per record; ``n_rows`` is each record's number of predictions."""
+    Python step per record; ``n_rows`` is each record's number of predictions, and
+    ``table_rows`` per feature table its records' ``rows`` one after another (None under
+    the key None: the records stored inline), which the block and the segment's fresh
+    rows both need."""
 
     seqs: tuple[int, ...]
     recs: LogRecord
     n_rows: list[int]
+    table_rows: dict[FeatureTable | None, Any]
 
     @classmethod
     def of(cls, batch: Sequence[Queued]) -> Columns:
         seqs, recs = zip(*batch, strict=True)
-        cols = LogRecord(*zip(*recs, strict=True))
-        return cls(seqs, cols, list(map(len, cols.outputs)))
+        return cls._of(seqs, LogRecord(*zip(*recs, strict=True)))
+
+    @classmethod
+    def _of(cls, seqs: tuple[int, ...], recs: LogRecord) -> Columns:
+        tables = set(recs.table)
+        if len(tables) == 1:
+            groups = {tables.pop(): list(recs.rows)}
+        else:
+            groups = {t: [] for t in tables}
+            for t, rows in zip(recs.table, recs.rows, strict=True):
+                groups[t].append(rows)
+        return cls(seqs, recs, list(map(len, recs.outputs)),
+                   {t: None if t is None else np.concatenate(rows)
+                    for t, rows in groups.items()})
 
     def slice(self, a: int, b: int) -> Columns:
-        return Columns(self.seqs[a:b], LogRecord(*(c[a:b] for c in self.recs)),
-                       self.n_rows[a:b])
+        return Columns._of(self.seqs[a:b], LogRecord(*(c[a:b] for c in self.recs)))
 
     def blocks(self) -> list[Columns]:
         """Consecutive slices with at most ``BLOCK_ROWS`` prediction rows each."""
@@ -76,16 +91,6 @@ class Columns(NamedTuple):
                 start, rows = i, 0
             rows += n
         return [*parts, self.slice(start, len(self.n_rows))]
-
-    def by_table(self) -> dict[FeatureTable | None, list[Any]]:
-        """Per feature table (None: the records stored inline), its records' ``rows``."""
-        tables = set(self.recs.table)
-        if len(tables) == 1:
-            return {tables.pop(): list(self.recs.rows)}
-        out: dict[FeatureTable | None, list[Any]] = {t: [] for t in tables}
-        for t, rows in zip(self.recs.table, self.recs.rows, strict=True):
-            out[t].append(rows)
-        return out
 
     def unindexed(self) -> np.ndarray:
         """Per record, True for a server-made id logged soon after its time: found by
@@ -116,19 +121,20 @@ def encode_block(session: str, c: Columns, store_request: bool) -> tuple[Any, ..
     meta = list(zip(c.seqs, r.request_id, r.ts, r.model, r.version, r.arm, r.endpoint,
                     r.latency_ms, c.n_rows, r.content_type, map(len, r.feature_names),
                     map(len, r.request) if store_request else [0] * n, tables, strict=True))
-    groups = c.by_table()
-    inline = groups.pop(None, None)
-    if inline is None:
+    inline = None in c.table_rows
+    if not inline:
         inputs, features = [None] * n, b""
     else:
         inputs = [x if t is None else None for t, x in zip(r.table, r.records, strict=True)]
         features = b"".join([np.asarray(f, dtype="<f4").tobytes()
                              for t, f in zip(r.table, r.features, strict=True) if t is None])
-    by_ref = groups.popitem()[1] if len(groups) == 1 else \
-        [x for t, x in zip(r.table, r.rows, strict=True) if t is not None]
-    rows = np.concatenate(by_ref).astype("<i4") if by_ref else np.empty(0, "<i4")
-    n_ref = sum(c.n_rows) if inline is None else \
-        sum(k for k, t in zip(c.n_rows, tables, strict=True) if t is not None)
+    if not inline and len(c.table_rows) == 1:  # one table: its rows are the block's
+        rows = next(iter(c.table_rows.values())).astype("<i4")
+    else:
+        by_ref = [x for t, x in zip(r.table, r.rows, strict=True) if t is not None]
+        rows = np.concatenate(by_ref).astype("<i4") if by_ref else np.empty(0, "<i4")
+    n_ref = sum(k for k, t in zip(c.n_rows, tables, strict=True) if t is not None) \
+        if inline else sum(c.n_rows)
     if len(rows) != n_ref:
         raise ValueError(f"rows: {len(rows)} table rows for {n_ref} outputs")
     outputs = np.concatenate(r.outputs, axis=None, dtype="<f8", casting="unsafe")

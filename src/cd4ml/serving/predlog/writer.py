@@ -251,7 +251,7 @@ class PredictionLog:
         the rows whose vectors it lacks: ``(table, rows, seen)``, ``seen`` to update once
         the flush is committed."""
         new_tables, fresh = [], []
-        for t, rows in cols.by_table().items():
+        for t, r in cols.table_rows.items():
             if t is None:
                 continue
             key = t.key
@@ -259,7 +259,6 @@ class PredictionLog:
             if seen is None:
                 new_tables.append(t)
                 seen = np.zeros(len(t.X), dtype=bool)
-            r = np.concatenate(rows)
             if len(r) and (r.min() < 0 or r.max() >= len(seen)):
                 raise IndexError(f"rows of feature table {key}: outside 0..{len(seen) - 1}")
             new = np.unique(r[~seen[r]])
