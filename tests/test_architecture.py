@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -34,3 +35,22 @@ def test_import_cd4ml_is_light() -> None:
             "'uvicorn', 'dask', 'matplotlib', 'sqlalchemy'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+# what ../shared/STYLE.md asks the hot path not to do, written as the code would say it
+_TRICKS = {
+    r"lightgbm\.basic": "a private module of LightGBM (use Booster's public API)",
+    r"\b_LIB\b": "LightGBM's C library handle",
+    r"\bsetswitchinterval\(": "a process-wide interpreter setting",
+    r"logging\._srcfile\s*=": "a private, process-wide logging setting",
+    r"tuple\.__new__": "a record built positionally (use the NamedTuple/dataclass itself)",
+    r"scope\[\"state\"\]": "request state as loose dict keys (use serving.routes.RequestContext)",
+}
+
+
+def test_no_private_internals_or_process_wide_settings() -> None:
+    found = [f"{p.relative_to(ROOT)}:{i}: {what} ({why})"
+             for p in sorted((ROOT / "src" / "cd4ml").rglob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1)
+             for what, why in _TRICKS.items() if re.search(what, line)]
+    assert not found, "\n".join(found)

@@ -19,7 +19,6 @@ import html
 import json
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -45,14 +44,14 @@ try:
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from cd4ml.serving.ops import METRICS, OpsMiddleware, error_body, metrics_text
+    from cd4ml.serving.ops import METRICS, OpsMiddleware, metrics_text
+    from cd4ml.serving.routes import RouteTable, context_of, error_body
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
 __all__ = ["ModelHolder", "Runtime", "create_app"]
 
 log = logging.getLogger("cd4ml.serve")
-_new_record = tuple.__new__
 
 class Runtime:
     """What the routes share: the model holder, the prediction log, the settings."""
@@ -115,8 +114,8 @@ class Runtime:
             preds = await run_in_threadpool(model.predict_rows, rows)
         else:
             preds = model.predict_rows(rows)
-        state = request.scope["state"]
-        state["model_version"] = model.version
+        ctx = context_of(request)
+        ctx.model_version = model.version
         key = (model.name, model.version, endpoint)
         counter = self._counters.get(key)
         if counter is None:
@@ -124,16 +123,15 @@ class Runtime:
                 model.name, str(model.version), endpoint)
         counter.inc(len(preds))
         if self.plog is not None:
-            t0 = state.get("t0")
             last, table = self._last
             if last is not model:
                 table = self._table(model)
-            # tuple.__new__, as LogRecord's own __new__ does after a Python call with 15
-            # arguments that cost the event loop ~0.4 µs per request
-            self.plog.append(_new_record(LogRecord, (
-                state.get("request_id", ""), time.time(), model.name, model.version, endpoint,
-                (time.perf_counter() - t0) * 1000 if t0 else 0.0, (), None,
-                model.predictor.feature_names, preds, content_type, raw, "main", table, rows)))
+            self.plog.append(LogRecord(
+                request_id=ctx.request_id, ts=time.time(), model=model.name,
+                version=model.version, endpoint=endpoint,
+                latency_ms=(time.perf_counter() - ctx.t0) * 1000, records=(), features=None,
+                feature_names=model.predictor.feature_names, outputs=preds,
+                content_type=content_type, request=raw, arm="main", table=table, rows=rows))
         return preds
 
 
@@ -216,10 +214,11 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     @app.exception_handler(Cd4mlError)
     async def _cd4ml_error(request: Request, exc: Cd4mlError) -> JSONResponse:
         """Every protocol's errors, in the shape that protocol uses (:func:`error_body`)."""
-        request.scope["state"]["error_type"] = type(exc).__name__
+        ctx = context_of(request)
+        ctx.error_type = type(exc).__name__
         status = http_status(exc)
         headers = {"retry-after": "1"} if status == 503 else None
-        body = error_body(request.url.path, str(exc), "BAD_REQUEST" if status < 500 else
+        body = error_body(ctx.protocol, str(exc), "BAD_REQUEST" if status < 500 else
                           "TEMPORARILY_UNAVAILABLE")
         if "detail" in body:
             body["errors"] = getattr(exc, "errors", None) or []
@@ -276,12 +275,12 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         model = holder.model  # one version answers the whole request
         preds = (await rt.score(request, model, rows, "/predict", raw,
                                 "application/json")).tolist()
-        state = request.scope["state"]
+        ctx = context_of(request)
         out: dict[str, Any] = {"model": model.name, "version": model.version,
-                               "request_id": state["request_id"], "predictions": preds}
+                               "request_id": ctx.request_id, "predictions": preds}
         if single:
             out["prediction"] = preds[0]
-        out["latency_ms"] = round((time.perf_counter() - state["t0"]) * 1000, 3)
+        out["latency_ms"] = round((time.perf_counter() - ctx.t0) * 1000, 3)
         return Response(orjson.dumps(out), media_type="application/json")
 
     @app.post("/feedback")
@@ -330,55 +329,13 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         app.include_router(router)
     app.openapi_schema = None
     _add_schema(app)
-    outer = OpsMiddleware(app, max_body_bytes=s.max_body_bytes,
-                          max_concurrency=s.max_concurrency, timeout_s=s.request_timeout_s,
-                          access_log_on=s.access_log,
-                          fast=_fast_dispatch([*app.router.routes,
-                                               *(r for x in routers for r in x.routes)],
-                                              _cd4ml_error))
-    return outer
-
-
-_V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-
-
-def _fast_dispatch(routes: list[Any], on_error: Any) -> Any:
-    """Call the prediction endpoints directly, past FastAPI's routing and middleware stack.
-
-    The same endpoint functions FastAPI routes to (and documents in /openapi.json); this
-    only skips the generic layers, which cost about a fifth of a single-row request.
-    """
-    hot = {r.path: r.endpoint for r in routes
-           if getattr(r, "methods", None) and "POST" in r.methods and r.path in (
-               "/predict", "/invocations", "/v2/models/{name}/infer",
-               "/v2/models/{name}/versions/{version}/infer")}
-
-    async def fast(scope: Any, receive: Any, send: Any) -> bool:
-        if scope["method"] != "POST":
-            return False
-        path = scope["path"]
-        kw: dict[str, Any] = {}
-        if path in ("/predict", "/invocations"):
-            fn = hot[path]
-        else:
-            m = _V2_INFER.match(path)
-            if m is None:
-                return False
-            name, version = m.group(1), m.group(2)
-            if version is None:
-                fn, kw = hot["/v2/models/{name}/infer"], {"name": name}
-            else:
-                fn, kw = hot["/v2/models/{name}/versions/{version}/infer"], {
-                    "name": name, "version": version}
-        request = Request(scope, receive)
-        try:
-            response = await fn(request=request, **kw)
-        except Cd4mlError as exc:
-            response = await on_error(request, exc)
-        await response(scope, receive, send)
-        return True
-
-    return fast
+    # the app's own routes and those of the routers it includes (FastAPI keeps an
+    # included router as one entry of app.router.routes; its routes are the router's)
+    table = RouteTable.of([*app.router.routes, *(r for x in routers for r in x.routes)])
+    return OpsMiddleware(app, routes=table,
+                         max_body_bytes=s.max_body_bytes, max_concurrency=s.max_concurrency,
+                         timeout_s=s.request_timeout_s, access_log_on=s.access_log,
+                         on_error=_cd4ml_error)
 
 
 def _add_schema(app: FastAPI) -> None:

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -98,12 +97,6 @@ def app_from_env() -> Any:
                            on_load_error=lambda exc: METRICS.load_failures.inc())
     draining = threading.Event()
     _install_drain(s.drain_s, draining)
-    # the log's writer thread gives the GIL back to the event loop within 1 ms (default
-    # 5 ms), which keeps its flushes out of request latency
-    sys.setswitchinterval(0.001)
-    # no log line of ours prints where it was logged from: skip the frame walk per record
-    # (the logging HOWTO's "Optimization" section)
-    logging._srcfile = None
     METRICS.ready.set(0)
     workers = int(opts.get("workers") or s.workers)
     return create_app(holder, settings=s, plog=plog, watcher=watcher,
