@@ -258,9 +258,9 @@ def _access_line(method: str, path: str, status: int, fields: dict[str, Any]) ->
     """One access-log record, made with the logger's public ``makeRecord``/``handle``.
 
     ``Logger.info`` would first walk the stack to find the caller's file and line
-    (``findCaller``), which nothing of ours prints; skipping it here (not for every
-    logger of the process, as changing the logging module's own switch would) saves that walk on
-    every request.
+    (``findCaller``), which no access line prints; skipping it here, for this one
+    logger (not for every logger of the process, as changing the logging module's own
+    switch would), saves that walk on every request.
     """
     record = access_log.makeRecord(access_log.name, logging.INFO, "(access)", 0,
                                    "%s %s %d", (method, path, status), None,
