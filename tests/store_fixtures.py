@@ -142,7 +142,8 @@ def fork_context() -> Any:
 def register_worker(url: str, root: str, model: str, n: int, go: Any, out: Any) -> None:
     """Wait for ``go``, open the store (racing the others' migration), register n versions."""
     try:
-        from cd4ml.store import ANY_VERSION, MetadataStore
+        from cd4ml.store import MetadataStore
+        from cd4ml.store.registry_ops import ANY_VERSION
 
         go.wait(30)
         store = MetadataStore(url, root=root)

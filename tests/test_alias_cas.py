@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from cd4ml.errors import AliasConflictError
-from cd4ml.store import ANY_VERSION, MetadataStore
+from cd4ml.store import MetadataStore
+from cd4ml.store.registry_ops import ANY_VERSION
 
 import store_fixtures as fx  # noqa: E402  (tests/ is on pythonpath)
 db_url, make_store, store = fx.fixtures()

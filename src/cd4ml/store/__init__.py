@@ -26,13 +26,12 @@ from typing import TYPE_CHECKING
 from cd4ml.store.artifacts import ArtifactStore
 from cd4ml.store.lock import lock_holder, project_lock
 from cd4ml.store.metadata import MetadataStore
-from cd4ml.store.registry_ops import ANY_VERSION, AliasConflict, Registration
 
 if TYPE_CHECKING:
     from cd4ml.config import StoreConfig
 
 __all__ = ["Stores", "open_stores", "MetadataStore", "ArtifactStore", "project_lock",
-           "lock_holder", "Registration", "AliasConflict", "ANY_VERSION"]
+           "lock_holder"]
 
 
 @dataclass(frozen=True)
