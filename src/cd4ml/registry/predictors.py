@@ -68,9 +68,10 @@ class LightGBMPredictor(Predictor):
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         # LightGBM's public API only. One thread below 1,000 rows, where starting threads
-        # costs more than it saves. A 1-row call costs ~0.2 ms (400 trees; see
-        # benchmarks/lightgbm_single_row.py); the server answers from the forecast table
-        # unless serving.forecast_table is false.
+        # costs more than it saves. A 1-row call costs ~65 µs with 400 trees (~30 µs
+        # through the private single-row C API this replaced; measured with
+        # benchmarks/lightgbm_single_row.py); it matters only when the server cannot
+        # answer from the forecast table (serving.forecast_table: false).
         return self.booster.predict(X, num_threads=1 if len(X) < 1000 else 0)
 
     def to_files(self) -> dict[str, bytes]:
