@@ -75,6 +75,25 @@ def test_declared_types_are_exactly_what_skops_reports(model_type: str) -> None:
         f"{sorted(set(declared) - set(found))}): update SKLEARN_ADAPTERS")
 
 
+def test_every_scikit_learn_model_type_training_fits_is_an_adapter() -> None:
+    from typing import get_args
+
+    from cd4ml.config import ModelType
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(100, 2)), columns=["a", "b"])
+    sklearn_types = []
+    for model_type in get_args(ModelType):
+        try:
+            p = fit_model(ModelSpec(name="m", type=model_type), X, rng.normal(size=100),
+                          keys=["a"])
+        except ModelError:  # not fittable here (series_mean) or needs more (baselines)
+            continue
+        if isinstance(p, SklearnPredictor):
+            sklearn_types.append(model_type)
+    assert sorted(sklearn_types) == ADAPTERS
+
+
 def test_the_allow_list_is_the_union_of_the_adapters_lists() -> None:
     union = {t for a in SKLEARN_ADAPTERS.values() for t in a.skops_types}
     assert skops_allowed_types() == sorted(union)
