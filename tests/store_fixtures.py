@@ -143,12 +143,14 @@ def register_worker(url: str, root: str, model: str, n: int, go: Any, out: Any) 
     """Wait for ``go``, open the store (racing the others' migration), register n versions."""
     try:
         from cd4ml.store import MetadataStore
+        from cd4ml.store.registry_ops import ANY_VERSION
 
         go.wait(30)
         store = MetadataStore(url, root=root)
         got = [store.register_version(model, digest=f"{os.getpid():064d}", kind="candidate",
                                       model_type="lightgbm", metrics={"i": i},
-                                      set_aliases=["latest-registered"], actor="worker")
+                                      set_aliases={"latest-registered": ANY_VERSION},
+                                      actor="worker").version
                for i in range(n)]
         store.close()
         out.put(got)
@@ -161,14 +163,17 @@ def crash_worker(url: str, root: str, model: str, conn: Any) -> None:
     from cd4ml.store import MetadataStore
 
     store = MetadataStore(url, root=root)
-    i = 0
+    i, production = 0, None
     while True:
         i += 1
+        moves = {"production": production, "staging": i - 1 or None} if i % 2 else \
+            {"staging": i - 1 or None}
         v = store.register_version(
             model, digest=f"{i:064d}", kind="candidate", model_type="lightgbm",
-            lineage={"i": i}, set_aliases=["production", "staging"] if i % 2 else
-            ["staging"], actor="worker", reason="crash test")
-        conn.send(v)
+            lineage={"i": i}, set_aliases=moves, actor="worker", reason="crash test")
+        assert not v.refused, v.refused  # the only writer: every expectation holds
+        production = v.version if i % 2 else production
+        conn.send(v.version)
 
 
 def lock_worker(path: str, hold_s: float, locked: Any) -> None:
@@ -184,5 +189,22 @@ def child_creates_run(store: Any, out: Any) -> None:
     """Use a store opened by the parent before the fork."""
     try:
         out.put(store.create_run("child"))
+    except BaseException as exc:
+        out.put(f"{type(exc).__name__}: {exc}")
+
+
+def alias_worker(url: str, root: str, version: int, expected: int, ready: Any, go: Any,
+                 out: Any) -> None:
+    """Open the store, set ``ready``, wait for ``go``, then move sales@production to
+    ``version`` from ``expected``; send the previous version or the error."""
+    try:
+        from cd4ml.store import MetadataStore
+
+        store = MetadataStore(url, root=root)  # opening migrates: a write, before the lock
+        ready.set()
+        go.wait(30)
+        out.put(store.set_alias("sales", "production", version, expected=expected,
+                                actor=f"worker-{version}"))
+        store.close()
     except BaseException as exc:
         out.put(f"{type(exc).__name__}: {exc}")

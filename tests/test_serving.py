@@ -138,21 +138,38 @@ def test_tampered_artifact_is_refused(project: Path, model) -> None:
 
 
 def test_fast_paths_agree_with_the_general_ones(model) -> None:
-    """LightGBM's single-row C path equals Booster.predict; the date lookup equals parsing."""
-    p = model.predictor
-    assert p.model_type == "lightgbm"
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(model.X), 2_000)
-    fast = np.concatenate([p._raw(model.X[idx[i:i + 7]]) for i in range(0, len(idx), 7)])
-    np.testing.assert_array_equal(fast, p.booster.predict(model.X[idx]))
-    dates = pd.date_range(model.start, model.last, freq=model.step)
-    recs = [{"store": 1, "dept": 1, "date": str(d.date())} for d in dates]
-    assert model.rows_for(recs).tolist() == list(range(len(dates)))
-    errors: list = []  # the general parser, which the lookup skips, agrees on every date
-    slow = type(model._date_index)()  # an empty dict turns the lookup off
-    fast_index, model._date_index = model._date_index, slow
+    """The date lookup gives the general parser's row on every servable date (a lookup
+    that disagreed is caught), and the forecast table gives the model's own 1-row answer."""
+    dates = [str(d.date()) for d in pd.date_range(model.start, model.last, freq=model.step)]
+    series = list(model.series_index)
+    keys = [{"store": int(k[0]), "dept": int(k[1])} for k in (series[0], series[-1])]
+    recs = [{**k, "date": d} for k in keys for d in dates]
+    fast = model._rows_plain(recs)  # the lookup: dict of date string -> index
+    assert fast is not None, "plain records must take the fast path"
+
+    def general(index: dict[str, int]) -> np.ndarray:
+        kept, model._date_index = model._date_index, index
+        try:  # an empty index: every date goes through the general parser
+            return model._rows_checked(recs)
+        finally:
+            model._date_index = kept
+
+    slow = general({})
+    s0, s1 = model.series_index[series[0]], model.series_index[series[-1]]
+    expected = [s * model.n_dates + k for s in (s0, s1) for k in range(len(dates))]
+    assert fast.tolist() == slow.tolist() == expected
+    # the comparison has teeth: a lookup with two dates swapped disagrees on those rows
+    wrong = dict(model._date_index)
+    wrong[dates[1]], wrong[dates[2]] = wrong[dates[2]], wrong[dates[1]]
+    kept, model._date_index = model._date_index, wrong
     try:
-        assert model.rows_for(recs).tolist() == list(range(len(dates)))
+        bad = model._rows_plain(recs)
     finally:
-        model._date_index = fast_index
-    assert not errors
+        model._date_index = kept
+    assert bad is not None and np.flatnonzero(bad != slow).tolist() == [
+        1, 2, len(dates) + 1, len(dates) + 2]
+    # the forecast table (a memo over every row) equals the model's 1-row answers
+    assert model.table is not None, model.table_status
+    rows = np.random.default_rng(0).integers(0, len(model.X), 300)
+    one_by_one = [model.predictor.predict(model.X[r:r + 1])[0] for r in rows]
+    np.testing.assert_array_equal(one_by_one, model.table[rows])

@@ -22,16 +22,18 @@ db_url, make_store, store = fx.fixtures()
 def _register(db: MetadataStore, model: str = "sales", **kw: Any) -> int:
     args: dict[str, Any] = dict(digest="a" * 64, kind="candidate", model_type="lightgbm",
                                 actor="tester")
-    return db.register_version(model, **{**args, **kw})
+    done = db.register_version(model, **{**args, **kw})
+    assert not done.refused, done.refused
+    return done.version
 
 
 def test_register_versions_and_aliases(store: MetadataStore) -> None:
     run_id = store.create_run("p")
     v1 = _register(store, run_id=run_id, metrics={"wmae": 3.0}, gate={"passed": True},
-                   lineage={"snapshots": {"train": "f" * 64}}, set_aliases=["production"],
+                   lineage={"snapshots": {"train": "f" * 64}}, set_aliases={"production": None},
                    reason="gate passed")
     v2 = _register(store, kind="baseline", model_type="seasonal_naive",
-                   set_aliases=["staging"])
+                   set_aliases={"staging": None})
     assert (v1, v2) == (1, 2)
     assert _register(store, "other") == 1
     row = store.resolve("sales", "production")
@@ -52,41 +54,46 @@ def test_register_versions_and_aliases(store: MetadataStore) -> None:
 
 
 def test_register_audits_version_and_alias_moves(store: MetadataStore) -> None:
-    _register(store, set_aliases=["production"], reason="first")
-    _register(store, set_aliases=["production"], actor="ci", reason="better")
+    _register(store, set_aliases={"production": None}, reason="first")
+    _register(store, set_aliases={"production": 1}, actor="ci", reason="better")
     events = store.list_audit()
     assert [(e["action"], e["object"]) for e in events] == [
         ("set_alias", "sales@production"), ("register_version", "sales/2"),
         ("set_alias", "sales@production"), ("register_version", "sales/1")]
-    assert events[0]["detail"] == {"version": 2, "previous": 1}
+    assert events[0]["detail"] == {"version": 2, "previous": 1, "expected": 1}
     assert events[0]["actor"] == "ci" and events[0]["reason"] == "better"
-    assert events[2]["detail"] == {"version": 1, "previous": None}
+    assert events[2]["detail"] == {"version": 1, "previous": None, "expected": None}
     assert events[1]["detail"]["aliases"] == ["production"]
 
 
 def test_set_alias(store: MetadataStore) -> None:
     for _ in range(3):
         _register(store)
-    assert store.set_alias("sales", "production", 2, actor="alice", reason="ship") is None
-    assert store.set_alias("sales", "production", 3, actor="alice") == 2
+    assert store.set_alias("sales", "production", 2, expected=None, actor="alice",
+                           reason="ship") is None
+    assert store.set_alias("sales", "production", 3, expected=2, actor="alice") == 2
     assert store.resolve("sales", "production")["version"] == 3
     (event, *_) = store.list_audit()
-    assert event["detail"] == {"version": 3, "previous": 2} and event["actor"] == "alice"
+    assert event["detail"] == {"version": 3, "previous": 2, "expected": 2}
+    assert event["actor"] == "alice"
     with pytest.raises(NotFoundError) as err:
-        store.set_alias("sales", "production", 7, actor="alice")
+        store.set_alias("sales", "production", 7, expected=3, actor="alice")
     assert str(err.value) == "model 'sales' has no version 7; versions: 1..3"
     with pytest.raises(NotFoundError, match="no model 'nope'; models: sales"):
-        store.set_alias("nope", "production", 1, actor="alice")
+        store.set_alias("nope", "production", 1, expected=None, actor="alice")
     for bad in ("", "12", "a b", "x@y"):
         with pytest.raises(StoreError, match="alias"):
-            store.set_alias("sales", bad, 1, actor="alice")
+            store.set_alias("sales", bad, 1, expected=None, actor="alice")
+    for wrong in (0, -1, True, "3", 2.0):
+        with pytest.raises(StoreError, match=r"expected == .*must be a version number"):
+            store.set_alias("sales", "production", 1, expected=wrong, actor="alice")
     assert store.resolve("sales", "production")["version"] == 3  # failures changed nothing
 
 
 def test_resolve_names_what_exists(store: MetadataStore) -> None:
     with pytest.raises(NotFoundError, match="no model 'sales'; models: none registered yet"):
         store.resolve("sales", "production")
-    _register(store, set_aliases=["production"])
+    _register(store, set_aliases={"production": None})
     _register(store)
     with pytest.raises(NotFoundError) as err:
         store.resolve("sales", "staging")
@@ -100,9 +107,11 @@ def test_register_validates_before_writing(store: MetadataStore) -> None:
     with pytest.raises(StoreError, match="kind == 'champion'"):
         _register(store, kind="champion")
     with pytest.raises(NotFoundError, match="no run 'missing'"):
-        _register(store, run_id="missing", set_aliases=["production"])
+        _register(store, run_id="missing", set_aliases={"production": None})
     with pytest.raises(StoreError, match="alias '7'"):
-        _register(store, set_aliases=["7"])
+        _register(store, set_aliases={"7": None})
+    with pytest.raises(StoreError, match="must map each alias to the version it is expected"):
+        _register(store, set_aliases=["production"])
     assert store.list_versions() == [] and store.list_audit() == []
     assert _register(store) == 1  # nothing was allocated by the failures
 

@@ -234,15 +234,25 @@ def models(project: Project = Path("."), json_: Json = False) -> None:
 def promote(model: str, version: int,
             alias: Annotated[str, typer.Option("--alias", help="alias to move")] = "production",
             reason: Annotated[str, typer.Option("--reason")] = "manual promotion",
+            expect: Annotated[int | None, typer.Option(
+                "--expect", min=1, help="move only if the alias holds this version now "
+                                        "(default: the version it holds when read)")] = None,
             project: Project = Path(".")) -> None:
-    """Move an alias to a model version (audited)."""
+    """Move an alias to a model version (compare-and-set, audited either way).
+
+    The move happens only if the alias still holds the version read (or --expect); if
+    anyone moved it in between, nothing changes and the command fails naming both.
+    """
     import getpass
 
     _, _, stores, _ = _stores(project)
     with stores:
-        stores.metadata.set_alias(model, alias, version, actor=getpass.getuser(),
-                                  reason=reason)
-    out.print(f"{model}@{alias} → v{version}")
+        md = stores.metadata
+        current = expect if expect is not None else md.alias_version(model, alias)
+        previous = md.set_alias(model, alias, version, expected=current,
+                                actor=getpass.getuser(), reason=reason)
+    was = f" (was v{previous})" if previous is not None else ""
+    out.print(f"{model}@{alias} → v{version}{was}")
 
 
 @app.command()

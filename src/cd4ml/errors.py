@@ -15,6 +15,7 @@ non-zero; the HTTP server maps it to a status code with :data:`HTTP_STATUS`.
     ├── StoreError
     │   ├── LockedError        another run holds the project's lock
     │   ├── IntegrityError     stored bytes do not match the hash recorded for them
+    │   ├── AliasConflictError an alias no longer holds the version a move expected
     │   └── NotFoundError      no such run, snapshot, artifact, model, version or alias
     ├── PipelineError          a stage failed; names the stage
     ├── ModelError             a model cannot be fitted, saved or loaded
@@ -40,6 +41,7 @@ __all__ = [
     "StoreError",
     "LockedError",
     "IntegrityError",
+    "AliasConflictError",
     "NotFoundError",
     "PipelineError",
     "ModelError",
@@ -102,6 +104,15 @@ class IntegrityError(StoreError):
     """Bytes read back do not hash to what was recorded."""
 
 
+class AliasConflictError(StoreError):
+    """An alias move was refused: the alias holds another version than the one expected
+    (someone moved it meanwhile). ``conflict`` names alias, expected and found versions."""
+
+    def __init__(self, message: str, *, conflict: Any = None) -> None:
+        self.conflict = conflict
+        super().__init__(message)
+
+
 class NotFoundError(StoreError):
     """A named object does not exist."""
 
@@ -141,6 +152,7 @@ HTTP_STATUS: dict[type[Cd4mlError], int] = {
     NotFoundError: 404,
     ConfigError: 400,
     LockedError: 409,
+    AliasConflictError: 409,
     IntegrityError: 500,
     UnavailableError: 503,
     Cd4mlError: 500,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cd4ml.config import ProjectConfig, load_config
-from cd4ml.errors import NotFoundError
+from cd4ml.errors import AliasConflictError
 from cd4ml.pipeline.context import RunContext
 from cd4ml.pipeline.forecast import build_stages
 from cd4ml.pipeline.runner import Stage, StageResult, run_stages
@@ -17,6 +18,8 @@ from cd4ml.store import Stores, open_stores, project_lock
 __all__ = ["run_pipeline", "pipeline_status", "RunOutcome", "open_project"]
 
 Reporter = Callable[[str, Stage, StageResult | None], None]
+
+_log = logging.getLogger("cd4ml.pipeline")
 
 
 @dataclass
@@ -60,7 +63,12 @@ def _metrics(results: dict[str, StageResult], metric: str) -> dict[str, float]:
 
 
 def _register(ctx: RunContext, stores: Stores, cfg: ProjectConfig,
-              results: dict[str, StageResult]) -> tuple[dict[str, Any] | None, str]:
+              results: dict[str, StageResult], seen: int | None,
+              ) -> tuple[dict[str, Any] | None, str]:
+    """Register what the gate chose; move the alias only from ``seen``, the version it
+    held when the run started, so a move made during the run (a manual rollback, say)
+    is never overwritten: the version is registered, the alias stays, and the run says so.
+    """
     gate = results["gate"].outputs
     name, alias = cfg.models.name, cfg.registry.promote_on_pass
     md = stores.metadata
@@ -68,34 +76,50 @@ def _register(ctx: RunContext, stores: Stores, cfg: ProjectConfig,
         b = results["bundle:selected"].outputs
         why = f"gate passed: {gate['candidate']} beat {gate['best_baseline']}"
     else:
-        try:
-            current = md.resolve(name, alias) if alias else None
-        except NotFoundError:
-            current = None
-        if current is not None or not cfg.registry.serve_baseline_if_none:
-            keep = f"; {alias} stays on v{current['version']}" if current else ""
+        if seen is not None or not alias or not cfg.registry.serve_baseline_if_none:
+            keep = f"; {alias} stays on v{seen}" if seen is not None else ""
             return None, f"no candidate passed the gate{keep}"
         b = results["bundle:baseline"].outputs
         why = f"no candidate passed the gate; the best baseline {b['recipe']} serves"
+    reg: dict[str, Any] = {"model": name, "kind": b["kind"], "recipe": b["recipe"],
+                           "alias": alias}
+    refused = None
     for v in md.list_versions(name):
         if v["digest"] == b["digest"]:  # same bundle already registered: reuse it
+            reg.update(version=v["version"], new=False)
             if alias and alias not in (v.get("aliases") or []):
-                md.set_alias(name, alias, v["version"], actor="cd4ml run", reason=why)
-            return ({"model": name, "version": v["version"], "kind": v["kind"],
-                     "recipe": b["recipe"], "new": False, "alias": alias}, why)
-    snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in results.items()
-             if n.startswith("snapshot:")}
-    hold = (results["holdout:selected"] if gate["passed"]
-            else results[f"holdout:{gate['best_baseline']}"]).outputs["report"]
-    lineage = {"run_id": ctx.run_id, "snapshots": snaps, "recipe": b["recipe"],
-               "trained_on": b["trained_on"], "config_project": cfg.project}
-    version = md.register_version(
-        name, run_id=ctx.run_id, digest=b["digest"], kind=b["kind"], model_type=b["recipe"],
-        metrics=hold["overall"], gate=gate.get("report") or {"passed": False,
-                                                              "note": why},
-        lineage=lineage, set_aliases=[alias] if alias else [], actor="cd4ml run", reason=why)
-    return ({"model": name, "version": version, "kind": b["kind"], "recipe": b["recipe"],
-             "new": True, "alias": alias}, why)
+                try:
+                    md.set_alias(name, alias, v["version"], expected=seen, actor="cd4ml run",
+                                 reason=why)
+                except AliasConflictError as exc:
+                    refused = exc.conflict
+            break
+    else:
+        snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in results.items()
+                 if n.startswith("snapshot:")}
+        hold = (results["holdout:selected"] if gate["passed"]
+                else results[f"holdout:{gate['best_baseline']}"]).outputs["report"]
+        lineage = {"run_id": ctx.run_id, "snapshots": snaps, "recipe": b["recipe"],
+                   "trained_on": b["trained_on"], "config_project": cfg.project}
+        done = md.register_version(
+            name, run_id=ctx.run_id, digest=b["digest"], kind=b["kind"],
+            model_type=b["recipe"], metrics=hold["overall"],
+            gate=gate.get("report") or {"passed": False, "note": why}, lineage=lineage,
+            set_aliases={alias: seen} if alias else None, actor="cd4ml run", reason=why)
+        reg.update(version=done.version, new=True)
+        refused = done.refused[0] if done.refused else None
+    if refused is None:
+        return reg, why
+    reg.update(alias=None, alias_refused={"alias": alias, "expected": refused.expected,
+                                          "found": refused.found})
+    found = "unset" if refused.found is None else f"v{refused.found}"
+    at_start = "unset" if seen is None else f"v{seen}"
+    note = (f"{why}; {alias} NOT moved to v{reg['version']}: it was {at_start} when this run "
+            f"started and is {found} now (moved during the run; the move stands). To move "
+            f"it anyway: cd4ml promote {name} {reg['version']} --alias {alias}"
+            + (f" --expect {refused.found}" if refused.found is not None else ""))
+    _log.warning("run %s: %s", ctx.run_id, note)
+    return reg, note
 
 
 def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = None, *,
@@ -110,13 +134,16 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
                                        error="interrupted: the process ended before the run "
                                              "finished (found by the next run)")
         ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw)
+        alias = cfg.registry.promote_on_pass
+        # what the alias holds now: registration moves it only from here (compare-and-set)
+        seen = stores.metadata.alias_version(cfg.models.name, alias) if alias else None
         try:
             results = run_stages(build_stages(cfg, ctx), ctx, force=force, on_event=reporter)
             by = {r.name: r for r in results}
             metrics = _metrics(by, cfg.evaluation.metric)
             gate = by["gate"].outputs
-            registered, message = _register(ctx, stores, cfg, by) if ctx.has_run or force \
-                else (None, "")
+            registered, message = _register(ctx, stores, cfg, by, seen) \
+                if ctx.has_run or force else (None, "")
         except (Exception, KeyboardInterrupt) as exc:
             stores.metadata.finish_run(ctx.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
@@ -131,6 +158,7 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
         summary = {"selected": by["select"].outputs.get("selected"),
                    "leaderboard": by["select"].outputs.get("leaderboard"),
                    "registered": registered, "message": message,
+                   "alias_at_start": {alias: seen} if alias else {},
                    "stages": {r.name: r.status for r in results}}
         stores.metadata.finish_run(ctx.run_id, "succeeded", metrics=metrics, artifacts=arts,
                                    snapshots=snaps, gate=gate.get("report") or {},

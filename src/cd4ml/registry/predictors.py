@@ -2,15 +2,15 @@
 
 Training fits them (``cd4ml.training``); serving and evaluation only load and predict,
 so every prediction, at evaluation time and in production, goes through this code.
-LightGBM models are saved in LightGBM's text format, scikit-learn models with skops,
-baselines as JSON.
+LightGBM models are saved in LightGBM's text format, scikit-learn models with skops
+(loading only the types their adapter in :data:`SKLEARN_ADAPTERS` declares), baselines
+as JSON.
 """
 
 from __future__ import annotations
 
-import threading
-
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,8 @@ import pandas as pd
 from cd4ml.errors import MissingExtraError, ModelError
 
 __all__ = ["Predictor", "LightGBMPredictor", "SklearnPredictor", "SeasonalNaivePredictor",
-           "load_predictor", "PREDICTORS"]
-
-_SKLEARN_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.")
+           "SklearnAdapter", "SKLEARN_ADAPTERS", "skops_allowed_types", "load_predictor",
+           "PREDICTORS"]
 
 
 class Predictor:
@@ -63,60 +62,17 @@ class Predictor:
 class LightGBMPredictor(Predictor):
     model_type = "lightgbm"
 
-    #: below this many rows, rows go one by one through LightGBM's single-row fast path
-    FAST_ROWS = 64
-
     def __init__(self, booster: Any, **kw: Any) -> None:
         super().__init__(**kw)
         self.booster = booster
-        self._fast: Any = None
-        self._fast_lock = threading.Lock()
-
-    def _fast_handle(self) -> Any:
-        """LightGBM's ``PredictForMatSingleRowFast`` config, made once per booster.
-
-        ``Booster.predict`` sets up a predictor on every call (~200 µs for this model,
-        whatever the number of trees); the fast single-row C API does it once. Outputs
-        are identical (tested).
-        """
-        if self._fast is None:
-            import ctypes
-
-            from lightgbm.basic import _LIB, _safe_call
-
-            handle = ctypes.c_void_p()
-            _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                self.booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(-1),
-                ctypes.c_int(0), ctypes.c_int32(len(self.feature_names)),
-                ctypes.c_char_p(b"num_threads=1"), ctypes.byref(handle)))
-            self._fast = (handle, _LIB, _safe_call, ctypes)
-        return self._fast
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
-        if len(X) >= self.FAST_ROWS or X.dtype != np.float32 or X.ndim != 2:
-            return self.booster.predict(X, num_threads=1 if len(X) < 1000 else 0)
-        handle, lib, safe_call, ctypes = self._fast_handle()
-        X = np.ascontiguousarray(X)
-        out = np.empty(len(X), dtype=np.float64)
-        n = ctypes.c_int64(0)
-        res = ctypes.c_double(0.0)
-        stride = X.strides[0]
-        base = X.ctypes.data
-        with self._fast_lock:  # the fast config holds buffers: one caller at a time
-            for i in range(len(X)):
-                safe_call(lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    handle, ctypes.c_void_p(base + i * stride), ctypes.byref(n),
-                    ctypes.byref(res)))
-                out[i] = res.value
-        return out
-
-    def __del__(self) -> None:
-        if getattr(self, "_fast", None) is not None:
-            handle, lib, _, _ = self._fast
-            try:
-                lib.LGBM_FastConfigFree(handle)
-            except Exception:  # interpreter shutting down
-                pass
+        # LightGBM's public API only. One thread below 1,000 rows, where starting threads
+        # costs more than it saves. A 1-row call costs ~65 µs with 400 trees (~30 µs
+        # through the private single-row C API this replaced; measured with
+        # benchmarks/lightgbm_single_row.py); it matters only when the server cannot
+        # answer from the forecast table (serving.forecast_table: false).
+        return self.booster.predict(X, num_threads=1 if len(X) < 1000 else 0)
 
     def to_files(self) -> dict[str, bytes]:
         return {"model.txt": self.booster.model_to_string().encode()}
@@ -127,6 +83,42 @@ class LightGBMPredictor(Predictor):
         booster = lgb.Booster(model_str=files["model.txt"].decode())
         return cls(booster, feature_names=meta["feature_names"],
                    target_offset=meta.get("target_offset"))
+
+
+@dataclass(frozen=True, slots=True)
+class SklearnAdapter:
+    """A scikit-learn model type cd4ml trains, and the skops types its saved files hold.
+
+    ``skops_types`` is what ``skops.io.get_untrusted_types`` reports for a fitted model
+    of this type (the types beyond skops' own defaults), written down here, never read
+    from the file being loaded. A test fits each adapter and checks the list is exact.
+    """
+
+    model_type: str  #: the config's ``models.*.type``
+    estimator: str  #: import path of the estimator class
+    skops_types: tuple[str, ...]
+
+    def estimator_class(self) -> type:
+        module, _, name = self.estimator.rpartition(".")
+        return getattr(_import(module, "scikit-learn models", "ml"), name)  # type: ignore[no-any-return]
+
+
+#: every scikit-learn model type cd4ml trains; a new one is added here, with its list
+SKLEARN_ADAPTERS: dict[str, SklearnAdapter] = {a.model_type: a for a in [
+    SklearnAdapter("random_forest", "sklearn.ensemble.RandomForestRegressor",
+                   ("sklearn.tree._tree.Tree",)),
+    SklearnAdapter("decision_tree", "sklearn.tree.DecisionTreeRegressor",
+                   ("sklearn.tree._tree.Tree",)),
+]}
+
+
+def skops_allowed_types() -> list[str]:
+    """The types a skops file may hold beyond skops' defaults: the adapters' union.
+
+    >>> skops_allowed_types()
+    ['sklearn.tree._tree.Tree']
+    """
+    return sorted({t for a in SKLEARN_ADAPTERS.values() for t in a.skops_types})
 
 
 class SklearnPredictor(Predictor):
@@ -146,14 +138,33 @@ class SklearnPredictor(Predictor):
     @classmethod
     def from_files(cls, files: dict[str, bytes], meta: dict[str, Any]) -> SklearnPredictor:
         sio = _import("skops.io", "scikit-learn models", "ml")
-        data = files["model.skops"]
-        types = sio.get_untrusted_types(data=data)
-        bad = [t for t in types if not t.startswith(_SKLEARN_TRUSTED_PREFIXES)]
-        if bad:
-            raise ModelError(f"refusing to load a skops file with untrusted types {bad}")
-        est = sio.loads(data, trusted=types)
+        est = _load_skops(sio, files["model.skops"])
         return cls(est, feature_names=meta["feature_names"],
                    target_offset=meta.get("target_offset"))
+
+
+def _load_skops(sio: Any, data: bytes) -> Any:
+    """Load a skops file holding only declared types; nothing in it runs before the check."""
+    allowed = skops_allowed_types()
+    try:
+        found = sio.get_untrusted_types(data=data)  # reads the schema, constructs nothing
+    except Exception as exc:  # not a zip, bad JSON, a loader skops does not know, ...
+        raise ModelError(f"model.skops cannot be read: {type(exc).__name__}: {exc}") from None
+    refused = sorted(set(found) - set(allowed))
+    if refused:
+        raise ModelError(f"refusing to load model.skops: it holds type(s) {refused} that no "
+                         f"scikit-learn adapter declares; allowed beyond skops' defaults: "
+                         f"{allowed} (SKLEARN_ADAPTERS in cd4ml.registry.predictors)")
+    try:
+        est = sio.loads(data, trusted=allowed)
+    except Exception as exc:
+        raise ModelError(f"model.skops cannot be loaded: {type(exc).__name__}: {exc}") from None
+    known = tuple(a.estimator_class() for a in SKLEARN_ADAPTERS.values())
+    if not isinstance(est, known):
+        raise ModelError(f"model.skops holds a {type(est).__module__}.{type(est).__qualname__}"
+                         f", not one of the adapters' estimators "
+                         f"{[a.estimator for a in SKLEARN_ADAPTERS.values()]}")
+    return est
 
 
 class SeasonalNaivePredictor(Predictor):

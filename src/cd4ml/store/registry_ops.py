@@ -4,23 +4,72 @@ Version numbers are allocated per model from a counter row in ``models``; the ro
 locked by the ``UPDATE`` that increments it (PostgreSQL row lock, SQLite write lock), so
 concurrent registrations of one model get 1, 2, 3... and never collide. Registering a
 version, moving its aliases and writing the audit events is one transaction.
+
+Every alias move is a compare-and-set: the caller says which version it expects the
+alias to hold (``None``: unset; :data:`ANY_VERSION`: whatever it holds), and the check
+runs inside the transaction that moves it, with the model's row locked, so a move made
+by someone else in between is never silently overwritten. A refused move is audited
+(``set_alias_refused``) like a made one (``set_alias``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import sqlalchemy as sa
 
-from cd4ml.errors import NotFoundError, StoreError
+from cd4ml.errors import AliasConflictError, NotFoundError, StoreError
 from cd4ml.store.tables import VERSION_KINDS, aliases, model_versions, models
 
-__all__ = ["RegistryOps"]
+__all__ = ["RegistryOps", "Registration", "AliasConflict", "ANY_VERSION", "Expected"]
 
 Row = dict[str, Any]
+
+#: ``expected=ANY_VERSION``: move the alias whatever version it holds (still audited)
+ANY_VERSION: Final = "any"
+#: the version an alias is expected to hold before a move: a number, None (unset) or any
+Expected = int | None | Literal["any"]
+
+
+def _version_text(v: int | None) -> str:
+    return "unset" if v is None else f"v{v}"
+
+
+@dataclass(frozen=True, slots=True)
+class AliasConflict:
+    """An alias move refused because the alias no longer held the expected version."""
+
+    model: str
+    alias: str
+    version: int  #: where the move would have pointed it
+    expected: int | None
+    found: int | None
+
+    def __str__(self) -> str:
+        return (f"{self.model}@{self.alias} not moved to v{self.version}: expected it at "
+                f"{_version_text(self.expected)}, found {_version_text(self.found)} "
+                f"(moved by someone else meanwhile; check `cd4ml models` and retry)")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What :meth:`RegistryOps.register_version` did."""
+
+    version: int
+    moved: dict[str, int | None] = field(default_factory=dict)  #: alias -> previous
+    refused: list[AliasConflict] = field(default_factory=list)
+
+
+def _check_expected(alias: str, expected: Any) -> None:
+    ok = expected is None or expected == ANY_VERSION or (
+        isinstance(expected, int) and not isinstance(expected, bool) and expected >= 1)
+    if not ok:
+        raise StoreError(f"expected == {expected!r} for alias {alias!r}: must be a version "
+                         f"number >= 1, None (the alias is unset) or {ANY_VERSION!r}")
 
 
 def _spans(versions: list[int]) -> str:
@@ -61,18 +110,26 @@ class RegistryOps:
                          metrics: Mapping[str, Any] | None = None,
                          gate: Mapping[str, Any] | None = None,
                          lineage: Mapping[str, Any] | None = None,
-                         set_aliases: Iterable[str] = (), actor: str,
-                         reason: str | None = None) -> int:
-        """Register a new version of ``model_name`` and return its number (1, 2, ...).
+                         set_aliases: Mapping[str, Expected] | None = None, actor: str,
+                         reason: str | None = None) -> Registration:
+        """Register a new version of ``model_name``; its number (1, 2, ...) is ``.version``.
 
         In one transaction: allocate the next number, insert the version, move each alias
-        in ``set_aliases`` to it, and audit all of it.
+        of ``set_aliases`` (alias -> the version it is expected to hold) to it where it
+        still holds that version, and audit all of it. An alias found elsewhere is left
+        where it is; the refusal is audited and listed in ``.refused``.
         """
         if kind not in VERSION_KINDS:
             raise StoreError(f"kind == {kind!r}, must be one of {list(VERSION_KINDS)}")
-        alias_list = list(dict.fromkeys(set_aliases))
-        for alias in alias_list:
+        if set_aliases is not None and not isinstance(set_aliases, Mapping):
+            raise StoreError(f"set_aliases == {set_aliases!r}: must map each alias to the "
+                             f"version it is expected to hold (None: unset, "
+                             f"{ANY_VERSION!r}: any), e.g. {{'production': 3}}")
+        expect = dict(set_aliases or {})
+        for alias, expected in expect.items():
             _check_alias(alias)
+            _check_expected(alias, expected)
+        alias_list = list(expect)
         with self._write() as conn:
             if run_id is not None:
                 self._require_run(conn, run_id)
@@ -95,15 +152,27 @@ class RegistryOps:
                         object=f"{model_name}/{version}",
                         detail={"kind": kind, "model_type": model_type, "digest": digest,
                                 "run_id": run_id, "aliases": alias_list}, reason=reason)
+            moved: dict[str, int | None] = {}
+            refused: list[AliasConflict] = []
             for alias in alias_list:
-                self._move_alias(conn, model_name, alias, version, now=now, actor=actor,
-                                 reason=reason)
-        return int(version)
+                done = self._move_alias(conn, model_name, alias, int(version),
+                                        expected=expect[alias], now=now, actor=actor,
+                                        reason=reason)
+                if isinstance(done, AliasConflict):
+                    refused.append(done)
+                else:
+                    moved[alias] = done
+        return Registration(int(version), moved, refused)
 
-    def set_alias(self, model_name: str, alias: str, version: int, *, actor: str,
-                  reason: str | None = None) -> int | None:
-        """Point ``model_name@alias`` at ``version``; returns the version it pointed at."""
+    def set_alias(self, model_name: str, alias: str, version: int, *, expected: Expected,
+                  actor: str, reason: str | None = None) -> int | None:
+        """Point ``model_name@alias`` at ``version`` if it holds ``expected`` now.
+
+        Returns the version it pointed at. Raises :class:`AliasConflictError` (after
+        auditing the refusal) when the alias holds another version than ``expected``.
+        """
         _check_alias(alias)
+        _check_expected(alias, expected)
         with self._write() as conn:
             # Lock the model's row so alias changes of one model happen one at a time.
             found = conn.execute(sa.select(models.c.name).where(models.c.name == model_name)
@@ -116,13 +185,34 @@ class RegistryOps:
             if exists is None:
                 raise NotFoundError(f"model {model_name!r} has no version {version}; "
                                     f"versions: {_spans(self._versions(conn, model_name))}")
-            return self._move_alias(conn, model_name, alias, int(version), now=self._now(),
-                                    actor=actor, reason=reason)
+            done = self._move_alias(conn, model_name, alias, int(version), expected=expected,
+                                    now=self._now(), actor=actor, reason=reason)
+        if isinstance(done, AliasConflict):  # raised after the refusal's audit committed
+            raise AliasConflictError(str(done), conflict=done)
+        return done
+
+    def alias_version(self, model_name: str, alias: str) -> int | None:
+        """The version ``model_name@alias`` holds now; None if unset (or no such model)."""
+        with self._read() as conn:
+            v = conn.execute(sa.select(aliases.c.version).where(
+                aliases.c.model_name == model_name, aliases.c.alias == alias)).scalar()
+        return None if v is None else int(v)
 
     def _move_alias(self, conn: sa.Connection, model_name: str, alias: str, version: int,
-                    *, now: dt.datetime, actor: str, reason: str | None) -> int | None:
+                    *, expected: Expected, now: dt.datetime, actor: str,
+                    reason: str | None) -> int | None | AliasConflict:
+        """Move the alias if it holds ``expected``; the caller holds the model's row lock,
+        so the read below sees every committed move and none can land before ours."""
         key = (aliases.c.model_name == model_name, aliases.c.alias == alias)
         previous = conn.execute(sa.select(aliases.c.version).where(*key)).scalar()
+        previous = None if previous is None else int(previous)
+        if expected != ANY_VERSION and previous != expected:
+            conflict = AliasConflict(model_name, alias, version, expected, previous)
+            self._audit(conn, at=now, actor=actor, action="set_alias_refused",
+                        object=f"{model_name}@{alias}",
+                        detail={"version": version, "expected": expected, "found": previous},
+                        reason=reason)
+            return conflict
         if previous is None:
             conn.execute(sa.insert(aliases).values(model_name=model_name, alias=alias,
                                                    version=version, updated_at=now))
@@ -131,8 +221,9 @@ class RegistryOps:
                                                                updated_at=now))
         self._audit(conn, at=now, actor=actor, action="set_alias",
                     object=f"{model_name}@{alias}",
-                    detail={"version": version, "previous": previous}, reason=reason)
-        return None if previous is None else int(previous)
+                    detail={"version": version, "previous": previous, "expected": expected},
+                    reason=reason)
+        return previous
 
     # -- reads ---------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from cd4ml.config import ModelSpec
 from cd4ml.errors import MissingExtraError, ModelError
-from cd4ml.registry.predictors import (LightGBMPredictor, Predictor, SeasonalNaivePredictor,
-                                       SklearnPredictor)
+from cd4ml.registry.predictors import (SKLEARN_ADAPTERS, LightGBMPredictor, Predictor,
+                                       SeasonalNaivePredictor, SklearnPredictor)
 
 __all__ = ["fit_model", "DEFAULTS"]
 
@@ -72,7 +72,7 @@ def fit_model(spec: ModelSpec, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | N
     if spec.type == "lightgbm":
         return _fit_lightgbm(spec, Xf, yt, wt, names, kw, seed, offset,
                              params.get("categorical") or [])
-    if spec.type in ("random_forest", "decision_tree"):
+    if spec.type in SKLEARN_ADAPTERS:
         return _fit_sklearn(spec, Xf, yt, wt, names, kw, seed, offset)
     if spec.type == "seasonal_naive":
         keys = keys or []
@@ -94,7 +94,11 @@ def _fit_lightgbm(spec: ModelSpec, X: np.ndarray, y: np.ndarray, w: np.ndarray,
         model = lgb.LGBMRegressor(**kw)
         model.fit(X, y, sample_weight=w, feature_name=names,
                   categorical_feature=categorical or "auto")
-    except (lgb.basic.LightGBMError, TypeError, ValueError) as exc:
+    except Exception as exc:
+        # LightGBM's own error class is not exported by the package: know it by its module
+        if not isinstance(exc, (TypeError, ValueError)) and \
+                not type(exc).__module__.startswith("lightgbm"):
+            raise
         raise ModelError(f"models.{spec.name}: LightGBM could not fit: {exc}") from None
     return LightGBMPredictor(model.booster_, feature_names=names, target_offset=offset)
 
@@ -102,10 +106,7 @@ def _fit_lightgbm(spec: ModelSpec, X: np.ndarray, y: np.ndarray, w: np.ndarray,
 def _fit_sklearn(spec: ModelSpec, X: np.ndarray, y: np.ndarray, w: np.ndarray,
                  names: list[str], kw: dict[str, Any], seed: int,
                  offset: str | None) -> Predictor:
-    if spec.type == "random_forest":
-        cls = _import("sklearn.ensemble", "scikit-learn models").RandomForestRegressor
-    else:
-        cls = _import("sklearn.tree", "scikit-learn models").DecisionTreeRegressor
+    cls = SKLEARN_ADAPTERS[spec.type].estimator_class()
     allowed = set(inspect.signature(cls).parameters)
     unknown = sorted(set(kw) - allowed)
     if unknown:
