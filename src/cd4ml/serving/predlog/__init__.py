@@ -38,12 +38,14 @@ of its time window.
 """
 
 from cd4ml.serving.predlog.losses import recover_losses
-from cd4ml.serving.predlog.reader import (export_parquet, find_request, parse_time,
-                                          predictions, query, status)
+from cd4ml.serving.predlog.lookup import Lookup, find_request, find_requests
+from cd4ml.serving.predlog.reader import (export_parquet, parse_time, predictions, query,
+                                          status)
 from cd4ml.serving.predlog.segments import segments
 from cd4ml.serving.predlog.tables import FeatureTable
 from cd4ml.serving.predlog.blocks import LogRecord
 from cd4ml.serving.predlog.writer import PredictionLog
 
 __all__ = ["PredictionLog", "LogRecord", "FeatureTable", "segments", "query", "predictions",
-           "status", "find_request", "export_parquet", "parse_time", "recover_losses"]
+           "status", "find_request", "find_requests", "Lookup", "export_parquet", "parse_time",
+           "recover_losses"]
