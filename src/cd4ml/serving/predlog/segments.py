@@ -183,8 +183,8 @@ def connect_segment(path: Path) -> sqlite3.Connection:
     """A writing connection to a segment, created in this cd4ml's format if new."""
     con = _open(path)
     check_format(con, path)
-    con.executescript(SCHEMA)
-    con.execute(f"PRAGMA user_version = {LOG_FORMAT}")
+    # one transaction: a reader never sees the tables of a new segment without its format
+    con.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {LOG_FORMAT}; COMMIT;")
     return con
 
 
