@@ -85,8 +85,12 @@ def find_requests(directory: str | Path, request_ids: Iterable[str], *,
         try:
             with closing(read_segment(path)) as con:
                 out.connections += 1
+                if deadline is not None:  # a long statement is interrupted at the deadline
+                    con.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
                 _in_segment(con, missing, window, out, deadline, n)
         except sqlite3.DatabaseError as exc:
+            if "interrupted" in str(exc) and deadline is not None:
+                _check(deadline, n)
             if not is_damage(exc):
                 raise
             log.warning("prediction log: segment %s cannot be read (%s); skipped",
