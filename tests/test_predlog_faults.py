@@ -150,7 +150,8 @@ def test_on_a_stalled_disk_append_never_waits_and_the_queue_is_bounded_in_bytes(
         accepted += plog.append(_rec(i, b"x" * 200_000))
         held.append(plog.queued_bytes)
     assert disk.commits == 1 and plog.written == 0  # nothing waited for the disk
-    assert max(held) <= 3_000_000 and accepted == 3_000_000 // (200_000 + 16) - 0
+    # r0 (16 bytes) is in the held commit: 14 records of 200,016 bytes fit in 3,000,000
+    assert max(held) <= 3_000_000 and accepted == 14
     assert plog.dropped == 300 - accepted
     assert plog.counts()["queued_bytes"] == held[-1]
     disk.release.set()
@@ -317,3 +318,20 @@ def test_feedback_answers_503_when_the_disk_refuses_it(model, tmp_path: Path) ->
     assert client.post("/feedback", json={"request_id": "fb", "actual": 1.0}).json() == {
         "accepted": 1}
     plog.close()
+
+
+def test_a_segment_found_damaged_by_feedback_is_set_aside_and_feedback_answers(
+        model, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    plog = PredictionLog(d, flush_interval_ms=10)
+    client = TestClient(create_app(ModelHolder(model), plog=plog))
+    assert client.post("/predict", json=ROW, headers={"x-request-id": "ok"}).status_code == 200
+    assert plog.flush()
+    # a damaged segment of a later period than any other: the lookup visits it first
+    (d / "seg-20991231T00-p1.db").write_bytes(b"damaged after the start " * 50)
+    res = client.post("/feedback", json={"request_id": "ok", "actual": 1.0})
+    assert res.status_code == 200, res.text
+    assert [x["file"] for x in plog.set_aside] == ["seg-20991231T00-p1.db"]
+    assert client.get("/health").json()["prediction_log"]["set_aside"] == 1
+    plog.close()
+    assert [x["original"] for x in predlog.status(d)["set_aside"]] == ["seg-20991231T00-p1.db"]
