@@ -18,10 +18,11 @@ bytes one after another, plus one index entry per client-sent request id. A body
 than ``max_stored_body_bytes`` is stored truncated, its full length and sha256 recorded
 (``request_length``, ``request_sha256`` in queries and exports). A flush that cannot be
 committed is stored block by block, and what still fails (a full disk) is dropped and
-counted: the writer never retries a batch, so it always goes on with later records. A server's features are not copied per
-request: a version's features are computed once when it loads (``X``, one row per
-servable series and date), so a record holds the row numbers the model was called on,
-and each segment stores the vector of every row it references once (with the block that
+counted: the writer never retries a batch, so it always goes on with later records.
+
+A server's features are not copied per request: a version's features are computed once
+when it loads (``X``, one row per servable series and date), so a record holds the row
+numbers the model was called on, and each segment stores the vector of every row it references once (with the block that
 first references it) and the version's keys, which turn a row number back into the
 request fields. Readers join them: what comes back is the very bytes the model saw.
 Records without a feature table (``features=`` given) store their vectors inline.

@@ -19,9 +19,9 @@ from cd4ml.errors import Cd4mlError
 __all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOINT", "M_LATENCY",
            "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "M_TRUNC", "segments",
            "segment_path", "period_name", "connect", "read_only", "columns", "loads", "dumps",
-           "new_request_id", "connect_segment", "read_segment", "check_format", "segment_format", "made_id_time",
-           "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE", "LOG_FORMAT",
-           "sqlite_length_limit"]
+           "new_request_id", "connect_segment", "read_segment", "check_format",
+           "segment_format", "made_id_time", "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE",
+           "LOG_FORMAT", "sqlite_length_limit"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
