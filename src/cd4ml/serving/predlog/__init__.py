@@ -24,8 +24,9 @@ A server's features are not copied per request: a version's features are compute
 when it loads (``X``, one row per servable series and date), so a record holds the row
 numbers the model was called on, and each segment stores the vector of every row it
 references once (with the block that first references it) and the version's keys, which
-turn a row number back into the request fields. Readers join them: what comes back is the very bytes the model saw.
-Records without a feature table (``features=`` given) store their vectors inline.
+turn a row number back into the request fields. Readers join them: what comes back is
+the very bytes the model saw. Records without a feature table (``features=`` given)
+store their vectors inline.
 
 Losses are counted, never silent. Each writer keeps the number of records it accepted
 in a small memory-mapped file (``sessions/<pid>-<session>.cnt``); the kernel keeps
