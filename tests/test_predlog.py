@@ -142,19 +142,22 @@ _KILLED = textwrap.dedent("""
 def test_count_file_holds_every_accepted_record(tmp_path: Path) -> None:
     """What a crash is measured against: after each append, the writer's count file holds
     the number of records accepted so far, whether the append took the common path (room
-    in the queue) or the one that wakes the writer (half full and more)."""
+    in the queue), the one that wakes the writer (half full and more), or found the log
+    full and dropped the record (answered, so accepted, and counted as lost)."""
     import struct
 
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=4)
     (cnt,) = (tmp_path / "log" / "sessions").glob("*.cnt")
     for i in range(1, 10):
-        assert plog.append(predlog.LogRecord(
+        plog.append(predlog.LogRecord(
             request_id=f"r{i}", ts=1.0 * i, model="m", version=1, endpoint="/predict",
             latency_ms=0.1, records=[{"k": i}], features=np.zeros((1, 3), np.float32),
             feature_names=["a", "b", "c"], outputs=np.array([float(i)])))
         assert struct.unpack("=Q", cnt.read_bytes())[0] == i
     plog.close()
-    assert plog.written == 9 and len(predlog.query(tmp_path / "log")) == 9
+    assert plog.written + plog.dropped == 9
+    assert len(predlog.query(tmp_path / "log")) == plog.written
+    assert predlog.status(tmp_path / "log")["lost_total"] == plog.dropped
 
 
 def test_kill_9_loses_only_the_unflushed_tail_and_counts_it(tmp_path: Path) -> None:
@@ -176,17 +179,23 @@ def test_kill_9_loses_only_the_unflushed_tail_and_counts_it(tmp_path: Path) -> N
     assert predlog.status(d)["lost_total"] == 7 and plog.dropped == 0
 
 
-def test_a_full_queue_waits_for_the_writer_instead_of_growing(model, tmp_path: Path) -> None:
+def test_a_full_queue_drops_at_once_instead_of_growing_or_waiting(model, tmp_path: Path,
+                                                                   ) -> None:
+    """The queue never holds more than max_unflushed records (queued or being written);
+    a record past it is dropped and counted, and append does not wait for the writer."""
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=50, max_unflushed=5)
     X = model.X[:1]
+    accepted = 0
     for i in range(40):
-        plog.append(predlog.LogRecord(
+        accepted += plog.append(predlog.LogRecord(
             request_id=f"r{i}", ts=float(i), model=NAME, version=1, endpoint="/predict",
             latency_ms=1.0, records=[{"store": 1}], features=X,
             feature_names=model.predictor.feature_names, outputs=np.array([1.0])))
         assert plog.queue_depth <= 5
     plog.close()
-    assert len(predlog.query(tmp_path / "log")) == 40 and plog.dropped == 0
+    assert accepted + plog.dropped == 40 and plog.dropped > 0
+    assert len(predlog.query(tmp_path / "log")) == accepted == plog.written
+    assert predlog.status(tmp_path / "log")["lost_total"] == plog.dropped
 
 
 @pytest.mark.parametrize("n", [1, 3, 255, 256, 257, 700])
@@ -309,7 +318,7 @@ def test_records_dropped_by_a_failing_writer_are_counted_even_mid_stream(
     for i in range(4):
         plog.append(rec(i))
     deadline = time.monotonic() + 10
-    while plog.dropped == 0 and time.monotonic() < deadline:  # the writer keeps failing
+    while plog.write_errors == 0 and time.monotonic() < deadline:  # the writer fails
         time.sleep(0.02)
     assert plog.dropped >= 1 and plog.write_errors >= 1
     blocker.rmdir()  # the disk recovers; later records are written after the gap

@@ -315,6 +315,13 @@ def log_status(project: Project = Path("."), set_: Sets = None, json_: Json = Fa
         if sg["format"] not in (None, LOG_FORMAT):  # None: no table in it yet
             out.print(f"[yellow]{sg['segment']} is in log format {sg['format']}[/]: this "
                       f"cd4ml reads format {LOG_FORMAT}; move it out of {d} to read the rest")
+    for sg in st["segments"]:
+        if sg.get("problem"):
+            out.print(f"[red]{sg['segment']} cannot be read[/] ({sg['problem']}): skipped by "
+                      f"readers; the next server to start sets it aside")
+    for x in st["set_aside"]:
+        out.print(f"[yellow]set aside[/]: {x['file']} ({x['bytes']:,} bytes; was "
+                  f"{x['original']}: {x['problem'] or 'unreadable'})")
     if st["lost_total"]:
         out.print(f"[red]{st['lost_total']} record(s) lost[/] in {len(st['losses'])} "
                   f"session(s):")

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from cd4ml.errors import ConfigError
 
@@ -175,11 +176,45 @@ class PredictionLogConfig(_Strict):
     flush_interval_ms: int = Field(200, ge=1, le=60_000,
                                    description="the writer commits at least this often")
     max_unflushed: int = Field(1_000, ge=1, description=(
-        "records held in memory before a request waits for the writer; bounds what a "
-        "kill -9 can lose"))
+        "records held in memory (queued or being written); bounds what a kill -9 can "
+        "lose; more are dropped or rejected (when_full)"))
+    max_unflushed_bytes: int = Field(64 << 20, ge=1, description=(
+        "bytes held in memory (bodies, outputs); more are dropped or rejected (when_full)"))
+    max_block_bytes: int = Field(64 << 20, ge=1, description=(
+        "a flush is stored as blocks of at most this many bytes; must be below SQLite's "
+        "limit on a row (SQLITE_LIMIT_LENGTH, 1e9 by default)"))
+    max_stored_body_bytes: int = Field(64 << 10, ge=1, description=(
+        "a request body longer than this is stored truncated, with its length and sha256"))
+    when_full: Literal["drop", "reject"] = Field("drop", description=(
+        "when max_unflushed or max_unflushed_bytes is reached: drop the record (counted) "
+        "or reject the request (503 with Retry-After); a request never waits for the disk"))
     rotate_hours: int = Field(24, ge=1, le=24 * 31, description="one segment per period")
     retention_days: float = Field(30, gt=0, description="segments older than this are deleted")
     store_request: bool = Field(True, description="keep each request body as received")
+
+    @field_validator("max_block_bytes")
+    @classmethod
+    def _below_sqlite_limit(cls, v: int) -> int:
+        import sqlite3
+
+        probe = sqlite3.connect(":memory:")
+        try:
+            limit = probe.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        finally:
+            probe.close()
+        if v >= limit:
+            raise ValueError(f"must be below SQLite's limit on a row, {limit} bytes "
+                             f"(SQLITE_LIMIT_LENGTH of this build)")
+        return v
+
+    @field_validator("max_stored_body_bytes")
+    @classmethod
+    def _fits_a_block(cls, v: int, info: ValidationInfo) -> int:
+        block = info.data.get("max_block_bytes")
+        if block is not None and 2 * v > block:
+            raise ValueError(f"must be at most half of serving.log.max_block_bytes ({block}), "
+                             f"so that any record fits in a block")
+        return v
 
 
 class ServingConfig(_Strict):

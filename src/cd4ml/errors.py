@@ -21,7 +21,9 @@ non-zero; the HTTP server maps it to a status code with :data:`HTTP_STATUS`.
     ├── ModelError             a model cannot be fitted, saved or loaded
     ├── RequestError           a prediction request is invalid (HTTP 422/413/404)
     │   └── HorizonError       the date is beyond what the model can forecast
+    ├── DeadlineError          work on a request passed serving.request_timeout_s (HTTP 504)
     └── UnavailableError       the server cannot answer now: loading, draining (HTTP 503)
+        └── LogFullError       the prediction log cannot keep up (serving.log.when_full: reject)
 
 >>> str(ConfigError("must be > 0", key="features.horizon", value=-1, file="cd4ml.yaml"))
 'cd4ml.yaml: features.horizon = -1: must be > 0'
@@ -48,6 +50,8 @@ __all__ = [
     "RequestError",
     "HorizonError",
     "UnavailableError",
+    "LogFullError",
+    "DeadlineError",
     "HTTP_STATUS",
     "http_status",
 ]
@@ -146,6 +150,16 @@ class UnavailableError(Cd4mlError):
     """The server cannot answer right now (a model is loading, or it is draining)."""
 
 
+class LogFullError(UnavailableError):
+    """The prediction log holds as much as it may and ``serving.log.when_full`` is
+    ``reject``: the request is refused (HTTP 503 with Retry-After) instead of answered
+    without its record."""
+
+
+class DeadlineError(Cd4mlError):
+    """Work for a request ran past ``serving.request_timeout_s`` and was stopped."""
+
+
 #: HTTP status for each error class; the most specific class found in the MRO wins.
 HTTP_STATUS: dict[type[Cd4mlError], int] = {
     RequestError: 422,
@@ -155,6 +169,7 @@ HTTP_STATUS: dict[type[Cd4mlError], int] = {
     AliasConflictError: 409,
     IntegrityError: 500,
     UnavailableError: 503,
+    DeadlineError: 504,
     Cd4mlError: 500,
 }
 

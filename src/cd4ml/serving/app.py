@@ -248,8 +248,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                                 "version": m.version if m else None,
                                 "forecast_table": m.table_status if m else None}
         if plog is not None:
-            info["prediction_log"] = {"dir": str(plog.dir), "queue": plog.queue_depth,
-                                      "written": plog.written, "dropped": plog.dropped,
+            info["prediction_log"] = {"dir": str(plog.dir), **plog.counts(),
                                       "recovered_losses": sum(x["lost"]
                                                               for x in plog.recovered)}
         ok, why = rt.readiness()
@@ -262,6 +261,12 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         METRICS.ready.set(1 if rt.readiness()[0] else 0)
         if plog is not None:
             METRICS.log_queue.set(plog.queue_depth)
+            c = plog.counts()
+            for outcome in ("written", "dropped", "rejected", "truncated_bodies"):
+                METRICS.log_records.labels(outcome).set(c[outcome])
+            METRICS.log_write_errors.set(c["write_errors"])
+            METRICS.log_set_aside.set(c["set_aside"])
+            METRICS.log_held_bytes.set(c["queued_bytes"])
         body, ctype = metrics_text()
         return Response(body, media_type=ctype)
 

@@ -8,10 +8,12 @@ and/or ``reward``, finite numbers. Unknown request ids give 404, other problems 
 from __future__ import annotations
 
 import math
+import os
+import time
 from typing import Any
 
 from cd4ml.errors import NotFoundError, RequestError
-from cd4ml.serving.predlog import find_request
+from cd4ml.serving.predlog import find_requests
 
 __all__ = ["check_feedback"]
 
@@ -31,14 +33,45 @@ def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any
     return float(v)
 
 
-def check_feedback(rt: Any, items: list[Any]) -> list[dict[str, Any]]:
-    """Validate feedback items; unknown request ids give 404, other problems 422."""
+def _lookup(plog: Any, ids: list[str], deadline: float) -> dict[str, dict[str, Any]]:
+    """The logged requests of ``ids``: one visit of each segment for all of them; the
+    ids not found are looked for again, in this worker's segments only, once its queue
+    is flushed (they may still have been waiting there). Damaged segments met are set
+    aside."""
+    if not ids:
+        return {}
+    got = find_requests(plog.dir, ids, deadline=deadline)
+    found = got.found
+    missing = [i for i in ids if i not in found]
+    if missing:
+        plog.flush(timeout=max(0.0, min(10.0, deadline - time.monotonic())))
+        again = find_requests(plog.dir, missing, deadline=deadline, pid=os.getpid())
+        found.update(again.found)
+        got.damaged += again.damaged
+    for path, problem in got.damaged:
+        plog.set_aside_file(path, problem)
+    return found
+
+
+def check_feedback(rt: Any, items: list[Any], deadline: float | None = None,
+                   ) -> list[dict[str, Any]]:
+    """Validate feedback items; unknown request ids give 404, other problems 422.
+
+    The request ids are looked up all at once (:func:`find_requests`), bounded by
+    ``deadline`` (monotonic seconds; default ``serving.request_timeout_s`` from now):
+    past it, :class:`DeadlineError` (504). The middleware's timeout cannot stop this
+    work, which runs in a thread.
+    """
     plog = rt.plog
     assert plog is not None  # /feedback answers 503 without a log
+    if deadline is None:
+        deadline = time.monotonic() + rt.settings.request_timeout_s
+    ids = [str(it["request_id"]) for it in items
+           if isinstance(it, dict) and it.get("request_id") is not None]
+    known = _lookup(plog, list(dict.fromkeys(ids)), deadline)
     out: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     unknown: list[str] = []
-    flushed = False
     for i, it in enumerate(items):
         loc = f"feedback[{i}]"
         if not isinstance(it, dict):
@@ -67,11 +100,7 @@ def check_feedback(rt: Any, items: list[Any]) -> list[dict[str, Any]]:
                                "problem": "unknown field; with request_id give row, actual, "
                                           "actuals, reward"})
                 continue
-            found = find_request(plog.dir, str(rid))
-            if found is None and not flushed:
-                plog.flush()  # it may still wait in this worker's queue
-                flushed = True
-                found = find_request(plog.dir, str(rid))
+            found = known.get(str(rid))
             if found is None:
                 unknown.append(str(rid))
                 continue
@@ -110,8 +139,11 @@ def check_feedback(rt: Any, items: list[Any]) -> list[dict[str, Any]]:
                            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
                            errors=errors)
     if unknown:
-        raise NotFoundError(f"request_id {unknown[0]!r} is not in the prediction log"
-                            + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        first = ", ".join(repr(u) for u in unknown[:3])
+        raise NotFoundError(f"request_id {first} "
+                            + ("is" if len(unknown) == 1 else "are")
+                            + " not in the prediction log"
+                            + (f" (and {len(unknown) - 3} more)" if len(unknown) > 3 else "")
                             + "; it may be older than serving.log.retention_days or made "
                               "by another server")
     return out

@@ -62,6 +62,19 @@ class _Metrics:
         self.log_queue = Gauge("cd4ml_prediction_log_queue_depth",
                                "Prediction-log records waiting for the writer",
                                multiprocess_mode="livesum")
+        self.log_held_bytes = Gauge("cd4ml_prediction_log_queued_bytes",
+                                    "Bytes of prediction-log records not yet on disk",
+                                    multiprocess_mode="livesum")
+        self.log_records = Gauge("cd4ml_prediction_log_records",
+                                 "Prediction-log records by outcome since the worker started "
+                                 "(written, dropped, rejected, truncated_bodies)", ["outcome"],
+                                 multiprocess_mode="livesum")
+        self.log_write_errors = Gauge("cd4ml_prediction_log_write_errors",
+                                      "Prediction-log flushes or blocks that failed to store",
+                                      multiprocess_mode="livesum")
+        self.log_set_aside = Gauge("cd4ml_prediction_log_set_aside_files",
+                                   "Damaged files the log set aside (renamed) at start or "
+                                   "when met", multiprocess_mode="livesum")
         self.log_written = Counter("cd4ml_prediction_log_records_written",
                                    "Prediction-log records committed")
         self.log_lost = Counter("cd4ml_prediction_log_records_lost",

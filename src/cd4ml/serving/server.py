@@ -70,6 +70,10 @@ def app_from_env() -> Any:
         plog = PredictionLog(d if d.is_absolute() else root / d,
                              flush_interval_ms=s.log.flush_interval_ms,
                              max_unflushed=s.log.max_unflushed,
+                             max_unflushed_bytes=s.log.max_unflushed_bytes,
+                             max_block_bytes=s.log.max_block_bytes,
+                             max_stored_body_bytes=s.log.max_stored_body_bytes,
+                             when_full=s.log.when_full,
                              rotate_hours=s.log.rotate_hours,
                              retention_days=s.log.retention_days,
                              store_request=s.log.store_request)

@@ -4,6 +4,7 @@ encoding (:func:`encode_block`)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -12,7 +13,8 @@ import numpy as np
 from cd4ml.serving.predlog.segments import MADE_ID_SLACK, dumps, made_id_times
 from cd4ml.serving.predlog.tables import FeatureTable
 
-__all__ = ["LogRecord", "Queued", "Columns", "encode_block", "BLOCK_ROWS"]
+__all__ = ["LogRecord", "Queued", "Columns", "Block", "encode_block", "record_bytes",
+           "BLOCK_ROWS", "RECORD_OVERHEAD"]
 
 
 class LogRecord(NamedTuple):
@@ -41,6 +43,18 @@ class LogRecord(NamedTuple):
 
 #: a block holds at most this many prediction rows (a flush of big batches makes several)
 BLOCK_ROWS = 65_536
+
+#: bytes a record takes in a block besides its body and per-row arrays (its ``meta``
+#: entry, its request id excepted), for the estimate that splits a flush by bytes
+RECORD_OVERHEAD = 256
+
+
+def record_bytes(rec: LogRecord) -> int:
+    """What a queued record holds, for the bound on the queue: its body and its outputs
+    and row numbers (8 + 8 bytes a row), plus inline features if any. O(1)."""
+    f = rec.features
+    return len(rec.request) + 16 * len(rec.outputs) + (0 if f is None else
+                                                       getattr(f, "nbytes", 0))
 
 #: a queued record: its sequence number and the record as the server made it
 Queued = tuple[int, LogRecord]
@@ -80,17 +94,41 @@ class Columns(NamedTuple):
     def slice(self, a: int, b: int) -> Columns:
         return Columns._of(self.seqs[a:b], LogRecord(*(c[a:b] for c in self.recs)))
 
-    def blocks(self) -> list[Columns]:
-        """Consecutive slices with at most ``BLOCK_ROWS`` prediction rows each."""
-        if sum(self.n_rows) <= BLOCK_ROWS:
+    def estimate(self, store_request: bool, max_body: int) -> np.ndarray:
+        """Per record, about the bytes it takes in a block: its body as stored, 12 bytes
+        a row (output and row number), inline features, its meta entry."""
+        r, n = self.recs, np.asarray(self.n_rows, dtype=np.int64)
+        est = n * 12 + RECORD_OVERHEAD + np.fromiter(map(len, r.request_id), np.int64, len(n))
+        if store_request:
+            est += np.minimum(np.fromiter(map(len, r.request), np.int64, len(n)), max_body)
+        if None in self.table_rows:
+            inline = np.fromiter((t is None for t in r.table), bool, len(n))
+            est += 4 * n * np.fromiter(map(len, r.feature_names), np.int64, len(n)) * inline
+        return est
+
+    def blocks(self, max_bytes: int | None = None, *, store_request: bool = True,
+               max_body: int = 0) -> list[Columns]:
+        """Consecutive slices with at most ``BLOCK_ROWS`` prediction rows and about
+        ``max_bytes`` bytes each (:meth:`estimate`; a record alone may be more)."""
+        n_rows = sum(self.n_rows)
+        small = max_bytes is None or (
+            sum(map(len, self.recs.request)) + 12 * n_rows + (RECORD_OVERHEAD + 128) *
+            len(self.seqs) <= max_bytes and None not in self.table_rows)
+        if n_rows <= BLOCK_ROWS and small:
             return [self]
-        parts, start, rows = [], 0, 0
-        for i, n in enumerate(self.n_rows):
-            if rows and rows + n > BLOCK_ROWS:
-                parts.append(self.slice(start, i))
-                start, rows = i, 0
-            rows += n
-        return [*parts, self.slice(start, len(self.n_rows))]
+        rows = np.cumsum(self.n_rows)
+        size = None if max_bytes is None else np.cumsum(self.estimate(store_request, max_body))
+        parts, start, n = [], 0, len(self.seqs)
+        while start < n:
+            end = int(np.searchsorted(rows, (rows[start - 1] if start else 0) + BLOCK_ROWS,
+                                      "right"))
+            if size is not None:
+                end = min(end, int(np.searchsorted(
+                    size, (size[start - 1] if start else 0) + max_bytes, "right")))
+            end = max(end, start + 1)
+            parts.append(self if (start, end) == (0, n) else self.slice(start, end))
+            start = end
+        return parts
 
     def unindexed(self) -> np.ndarray:
         """Per record, True for a server-made id logged soon after its time: found by
@@ -99,8 +137,35 @@ class Columns(NamedTuple):
         return (age >= 0) & (age <= MADE_ID_SLACK)  # NaN (not a made id): False
 
 
-def encode_block(session: str, c: Columns, store_request: bool) -> tuple[Any, ...]:
+class Block(NamedTuple):
+    """A ``blocks`` row ready to insert, its size in bytes, and how many of its bodies
+    were stored truncated."""
+
+    row: tuple[Any, ...]
+    size: int
+    truncated: int
+
+
+def _bodies(r: LogRecord, max_body: int | None) -> tuple[Any, list[int], dict[int, list[Any]]]:
+    """The bodies as stored, their stored lengths, and per truncated body (over
+    ``max_body`` bytes) its full length and sha256; Python work per record only in a
+    flush that holds such a body."""
+    bodies, lens = r.request, list(map(len, r.request))
+    if max_body is None or not lens or max(lens) <= max_body:
+        return bodies, lens, {}
+    bodies, cut = list(bodies), {}
+    for k in np.flatnonzero(np.asarray(lens) > max_body).tolist():
+        cut[k] = [lens[k], hashlib.sha256(bodies[k]).hexdigest()]
+        bodies[k], lens[k] = bytes(bodies[k][:max_body]), max_body
+    return bodies, lens, cut
+
+
+def encode_block(session: str, c: Columns, store_request: bool,
+                 max_body: int | None = None) -> Block:
     """One ``blocks`` row for consecutive records, encoded a column at a time.
+
+    A body over ``max_body`` bytes is stored truncated to it, its meta entry holding its
+    full length and sha256 (``M_TRUNC``).
 
     ``meta`` is a JSON list with one list per record, ``[seq, request_id, ts, model,
     version, arm, endpoint, latency_ms, n_rows, content_type, n_features, request_len,
@@ -118,9 +183,12 @@ def encode_block(session: str, c: Columns, store_request: bool) -> tuple[Any, ..
     r, n = c.recs, len(c.seqs)
     keys = {t: None if t is None else t.key for t in set(r.table)}
     tables = list(map(keys.__getitem__, r.table))
+    bodies, lens, cut = _bodies(r, max_body) if store_request else ((), [0] * n, {})
     meta = list(zip(c.seqs, r.request_id, r.ts, r.model, r.version, r.arm, r.endpoint,
                     r.latency_ms, c.n_rows, r.content_type, map(len, r.feature_names),
-                    map(len, r.request) if store_request else [0] * n, tables, strict=True))
+                    lens, tables, strict=True))
+    for k, whole in cut.items():
+        meta[k] = (*meta[k], whole)
     inline = None in c.table_rows
     if not inline:
         inputs, features = [None] * n, b""
@@ -140,6 +208,8 @@ def encode_block(session: str, c: Columns, store_request: bool) -> tuple[Any, ..
     outputs = np.concatenate(r.outputs, axis=None, dtype="<f8", casting="unsafe")
     if len(outputs) != sum(c.n_rows):
         raise ValueError(f"outputs: {len(outputs)} values for {sum(c.n_rows)} rows")
-    return (session, c.seqs[0], n, min(r.ts), max(r.ts), sum(c.n_rows), dumps(meta),
-            dumps(inputs), b"".join(r.request) if store_request else None, features,
-            rows.tobytes(), outputs.tobytes())
+    row = (session, c.seqs[0], n, min(r.ts), max(r.ts), sum(c.n_rows), dumps(meta),
+           dumps(inputs), b"".join(bodies) if store_request else None, features,
+           rows.tobytes(), outputs.tobytes())
+    size = sum(len(x) for x in row[6:] if x is not None) + len(session) + 48
+    return Block(row, size, len(cut))

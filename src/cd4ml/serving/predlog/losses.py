@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cd4ml.serving.predlog.segments import STATE, connect, segments
+from cd4ml.serving.predlog.segments import STATE, connect, read_only, segments
 
 __all__ = ["recover_losses", "record_loss"]
 
@@ -39,13 +39,15 @@ def _flushed(directory: Path, session: str) -> int:
     in the sequence numbers, so the highest one would hide it)."""
     total = 0
     for _, path in segments(directory):
-        with closing(sqlite3.connect(path, timeout=30)) as con:
-            try:
+        try:
+            with closing(read_only(path)) as con:
                 (n,) = con.execute("SELECT coalesce(sum(n), 0) FROM blocks WHERE session = ?",
                                    (session,)).fetchone()
-            except sqlite3.OperationalError:  # a segment being created right now
-                continue
-            total += n
+        except sqlite3.OperationalError:  # a segment being created right now
+            continue
+        except sqlite3.DatabaseError:  # damaged: set aside by the writer (damage.py)
+            continue
+        total += n
     return total
 
 

@@ -4,6 +4,7 @@ joined, Parquet export, request lookup, status."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -15,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import RequestError
+from cd4ml.serving.predlog.damage import is_damage, set_aside_files
 from cd4ml.serving.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
-                                            M_NF, M_NROWS, M_REQLEN, M_RID, M_TABLE, M_TS,
-                                            M_VERSION, MADE_ID_SLACK, columns, loads,
-                                            made_id_time, read_only, read_segment,
-                                            segment_format, segments)
+                                            M_NF, M_NROWS, M_REQLEN, M_RID, M_TABLE, M_TRUNC,
+                                            M_TS, M_VERSION, columns, loads, read_only,
+                                            read_segment, segment_format, segments)
 from cd4ml.serving.predlog.tables import TableReader
 
-__all__ = ["parse_time", "query", "predictions", "export_parquet", "find_request", "status"]
+__all__ = ["parse_time", "query", "predictions", "export_parquet", "status"]
+
+log = logging.getLogger("cd4ml.predlog")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -77,16 +80,22 @@ def _keep(since: float | None, until: float | None, model: str | None,
 def _rows(directory: Path, sql: str, args: list[Any], since: float | None,
           until: float | None) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
     for path in _in_window(directory, since, until):
-        with closing(read_segment(path)) as con:
-            con.row_factory = sqlite3.Row
-            try:
-                cur = con.execute(sql, args)
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    continue
+        try:
+            with closing(read_segment(path)) as con:
+                con.row_factory = sqlite3.Row
+                try:
+                    cur = con.execute(sql, args)
+                except sqlite3.OperationalError as exc:
+                    if "no such table" in str(exc):
+                        continue
+                    raise
+                for row in cur:
+                    yield con, row
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
                 raise
-            for row in cur:
-                yield con, row
+            log.warning("prediction log: segment %s cannot be read (%s); skipped (the next "
+                        "writer to start sets it aside)", path.name, exc)
 
 
 def _blocks(directory: Path, cols: str, since: float | None,
@@ -137,9 +146,18 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
                             "version": m[M_VERSION], "arm": m[M_ARM],
                             "endpoint": m[M_ENDPOINT], "latency_ms": m[M_LATENCY],
                             "n_rows": n, "content_type": m[M_CTYPE], "inputs": ins,
-                            "outputs": outs[off:off + n].tolist()})
+                            "outputs": outs[off:off + n].tolist(),
+                            **_body_info(m)})
     out.sort(key=lambda d: d["ts"], reverse=newest_first)
     return out[:limit] if limit is not None else out
+
+
+def _body_info(m: list[Any]) -> dict[str, Any]:
+    """A record's body as received: its length, and the sha256 of a body stored
+    truncated (None when the stored body is whole)."""
+    cut = m[M_TRUNC] if len(m) > M_TRUNC else None
+    return {"request_length": cut[0] if cut else m[M_REQLEN],
+            "request_sha256": cut[1] if cut else None}
 
 
 def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_request: bool,
@@ -244,6 +262,10 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
         reqs = np.array([None if body is None else bytes(body[o:o + ln])
                          for o, ln in zip(offs, lens, strict=True)], dtype=object)
         cols["request"] = reqs[rec]
+        info = [_body_info(m) for m in meta]
+        cols["request_length"] = np.array([x["request_length"] for x in info])[rec]
+        cols["request_sha256"] = np.array([x["request_sha256"] for x in info],
+                                          dtype=object)[rec]
         cols["content_type"] = per_row(M_CTYPE)
     df = pd.DataFrame(cols)
     return df if kept.all() else df[kept[rec]]
@@ -337,85 +359,37 @@ def export_parquet(directory: str | Path, output: str | Path, **filters: Any) ->
     return len(df)
 
 
-def find_request(directory: str | Path, request_id: str) -> dict[str, Any] | None:
-    """The newest logged request with this id: its n_rows, model, version, inputs.
-
-    An id the server made carries its time and is looked for in the blocks of the
-    minute after it (the writer does not index it); any other id is looked up in the
-    request-id index.
-    """
-    d = Path(directory)
-    for path in reversed([p for _, p in segments(d)]):
-        found = _find_in(path, request_id,
-                         "SELECT b.meta, b.inputs, b.rows FROM request_ids r "
-                         "JOIN blocks b ON b.id = r.block WHERE r.request_id = ? "
-                         "ORDER BY r.block DESC, r.pos DESC LIMIT 1", (request_id,))
-        if found:
-            return found
-    made = made_id_time(request_id)
-    if made is not None:
-        window = (made - 1, made + MADE_ID_SLACK + 1)
-        quoted = b'"' + request_id.encode() + b'"'
-        for path in _in_window(d, *window):
-            found = _find_in(path, request_id,
-                             "SELECT meta, inputs, rows FROM blocks WHERE ts_max >= ? "
-                             "AND ts_min <= ? AND instr(meta, ?) > 0 "
-                             "ORDER BY ts_min DESC LIMIT 1", (*window, quoted))
-            if found:
-                return found
-    return None
-
-
-def _find_in(path: Path, request_id: str, sql: str,
-             args: tuple[Any, ...]) -> dict[str, Any] | None:
-    """The record of ``request_id`` in the block ``sql`` selects from one segment (None
-    if none, or if the segment is still being created)."""
-    with closing(read_segment(path)) as con:
-        try:
-            hit = con.execute(sql, args).fetchone()
-        except sqlite3.OperationalError:
-            return None
-        return _record(con, hit, request_id) if hit else None
-
-
-def _record(con: sqlite3.Connection, hit: tuple[bytes, bytes, bytes],
-            request_id: str) -> dict[str, Any]:
-    import numpy as np
-
-    meta = loads(hit[0])
-    k = max(i for i, m in enumerate(meta) if m[M_RID] == request_id)
-    m = meta[k]
-    if m[M_TABLE] is None:
-        inputs = columns(loads(hit[1])[k])
-    else:
-        off = _starts(meta)[3][k]
-        rows = np.frombuffer(hit[2], dtype="<i4")[off:off + m[M_NROWS]]
-        inputs = TableReader().input_lists(con, m[M_TABLE], rows)
-    return {"n_rows": m[M_NROWS], "model": m[M_MODEL], "version": m[M_VERSION],
-            "inputs": inputs, "ts": m[M_TS]}
-
-
 def status(directory: str | Path) -> dict[str, Any]:
-    """Segments (period, log format, records, predictions, feedback, bytes, time range)
-    and losses; a segment of another log format is listed (with its format), not read."""
+    """Segments (period, log format, records, predictions, feedback, bytes, time range,
+    and the problem of one SQLite cannot read), losses, and the files set aside; a
+    segment of another log format is listed (with its format), not read."""
     d = Path(directory)
     segs = []
     for start, path in segments(d):
-        with closing(read_only(path)) as con:
-            fmt = segment_format(con)
-            try:
-                n, rows, t0, t1 = con.execute(
-                    "SELECT coalesce(sum(n), 0), coalesce(sum(n_rows), 0), min(ts_min), "
-                    "max(ts_max) FROM blocks").fetchone()
-                (fb,) = con.execute("SELECT count(*) FROM feedback").fetchone()
-            except sqlite3.OperationalError:
-                n = rows = fb = 0
-                t0 = t1 = None
+        problem = None
+        fmt = None
+        n = rows = fb = 0
+        t0 = t1 = None
+        try:
+            with closing(read_only(path)) as con:
+                fmt = segment_format(con)
+                try:
+                    n, rows, t0, t1 = con.execute(
+                        "SELECT coalesce(sum(n), 0), coalesce(sum(n_rows), 0), min(ts_min), "
+                        "max(ts_max) FROM blocks").fetchone()
+                    (fb,) = con.execute("SELECT count(*) FROM feedback").fetchone()
+                except sqlite3.OperationalError:
+                    n = rows = fb = 0
+                    t0 = t1 = None
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            problem = str(exc)
         size = sum(Path(f"{path}{s}").stat().st_size for s in ("", "-wal")
                    if Path(f"{path}{s}").exists())
         segs.append({"segment": path.name, "period_start": start, "format": fmt,
                      "requests": n, "predictions": rows, "feedback": fb, "bytes": size,
-                     "first": t0, "last": t1})
+                     "first": t0, "last": t1, "problem": problem})
     losses: list[dict[str, Any]] = []
     if (d / "state.db").exists():
         with closing(sqlite3.connect(d / "state.db", timeout=30)) as con:
@@ -428,4 +402,5 @@ def status(directory: str | Path) -> dict[str, Any]:
     live = sorted(p.name for p in (d / "sessions").glob("*.cnt")) if (d / "sessions").is_dir() \
         else []
     return {"dir": str(d), "segments": segs, "losses": losses,
-            "lost_total": sum(x["lost"] for x in losses), "live_writers": live}
+            "lost_total": sum(x["lost"] for x in losses), "live_writers": live,
+            "set_aside": set_aside_files(d)}

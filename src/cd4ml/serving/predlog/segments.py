@@ -17,10 +17,11 @@ import numpy as np
 from cd4ml.errors import Cd4mlError
 
 __all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOINT", "M_LATENCY",
-           "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "segments", "segment_path",
-           "period_name", "connect", "read_only", "columns", "loads", "dumps", "new_request_id",
-           "connect_segment", "read_segment", "check_format", "segment_format", "made_id_time",
-           "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE", "LOG_FORMAT"]
+           "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "M_TRUNC", "segments",
+           "segment_path", "period_name", "connect", "read_only", "columns", "loads", "dumps",
+           "new_request_id", "connect_segment", "read_segment", "check_format",
+           "segment_format", "made_id_time", "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE",
+           "LOG_FORMAT", "sqlite_length_limit"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
@@ -52,12 +53,16 @@ STATE = """
 CREATE TABLE IF NOT EXISTS losses (
     detected_at REAL NOT NULL, session TEXT NOT NULL, pid INTEGER, accepted INTEGER NOT NULL,
     flushed INTEGER NOT NULL, lost INTEGER NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS set_aside (
+    at REAL NOT NULL, file TEXT NOT NULL, moved_to TEXT NOT NULL, problem TEXT NOT NULL);
 """
 
 
-#: fields of a record in a block's ``meta`` list, in order (``blocks.encode_block``)
+#: fields of a record in a block's ``meta`` list, in order (``blocks.encode_block``);
+#: ``M_TRUNC`` is there only for a record whose body was stored truncated: ``[full
+#: length, sha256 hex of the whole body]`` (``M_REQLEN`` is then the stored length)
 (M_SEQ, M_RID, M_TS, M_MODEL, M_VERSION, M_ARM, M_ENDPOINT, M_LATENCY, M_NROWS, M_CTYPE, M_NF,
- M_REQLEN, M_TABLE) = range(13)
+ M_REQLEN, M_TABLE, M_TRUNC) = range(14)
 
 #: a request id the server made starts with its time (ms since the epoch, 12 hex digits),
 #: like a UUIDv7; the log finds such an id by time instead of indexing it (see writer)
@@ -178,8 +183,8 @@ def connect_segment(path: Path) -> sqlite3.Connection:
     """A writing connection to a segment, created in this cd4ml's format if new."""
     con = _open(path)
     check_format(con, path)
-    con.executescript(SCHEMA)
-    con.execute(f"PRAGMA user_version = {LOG_FORMAT}")
+    # one transaction: a reader never sees the tables of a new segment without its format
+    con.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {LOG_FORMAT}; COMMIT;")
     return con
 
 
@@ -193,6 +198,18 @@ def read_segment(path: Path) -> sqlite3.Connection:
     con = read_only(path)
     check_format(con, path)
     return con
+
+
+def sqlite_length_limit(con: sqlite3.Connection | None = None) -> int:
+    """SQLite's limit on a string, BLOB or row (bytes) on ``con``, or on a new
+    connection (the build's default, 1e9 unless lowered)."""
+    if con is not None:
+        return con.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    probe = sqlite3.connect(":memory:")
+    try:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+    finally:
+        probe.close()
 
 
 def period_name(ts: float, hours: int) -> str:

@@ -11,61 +11,76 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cd4ml.serving.predlog.blocks import Columns, LogRecord, Queued, encode_block
+from cd4ml.errors import ConfigError, LogFullError, UnavailableError
+from cd4ml.serving.predlog.blocks import LogRecord, Queued
+from cd4ml.serving.predlog.damage import set_aside, set_aside_damaged
+from cd4ml.serving.predlog.flushes import SegmentWriter
 from cd4ml.serving.predlog.losses import record_loss, recover_losses
 from cd4ml.serving.predlog.segments import (connect_segment, period_name, segment_path,
-                                            segments)
-from cd4ml.serving.predlog.tables import FeatureTable
+                                            sqlite_length_limit)
 
 __all__ = ["PredictionLog"]
 
 log = logging.getLogger("cd4ml.predlog")
 
 
-_CHUNKS = (256, 64, 16, 4, 1)
-_INSERT_IDS = {k: "INSERT INTO request_ids VALUES " + ", ".join(["(?, ?, ?)"] * k)
-               for k in _CHUNKS}
-
-
-def _insert_ids(con: sqlite3.Connection, rows: list[tuple[str, int, int]]) -> None:
-    """Index request ids with a few multi-row statements instead of one per row.
-
-    ``executemany`` steps once per row, and the sqlite3 module gives the GIL back and
-    takes it again around every step; with the event loop busy on the other side, each
-    retake waits for the switch interval. Measured with a busy main thread: 90 µs of CPU
-    (and 1.6 ms of wall time) per row that way, 13 µs per row with 256-row statements.
-    """
-    i, n = 0, len(rows)
-    while i < n:
-        k = next(c for c in _CHUNKS if c <= n - i)
-        con.execute(_INSERT_IDS[k], [v for row in rows[i:i + k] for v in row])
-        i += k
+def _check(key: str, value: Any, ok: bool, problem: str) -> None:
+    if not ok:
+        raise ConfigError(problem, key=f"serving.log.{key}", value=value)
 
 
 class PredictionLog:
-    """The writing side: ``append`` on the request path, commits on a thread."""
+    """The writing side: ``append`` on the request path, commits on a thread.
+
+    ``connect`` opens a segment for writing (default :func:`connect_segment`): the seam
+    through which tests give the writer a slow or failing disk.
+    """
 
     def __init__(self, directory: str | Path, *, flush_interval_ms: int = 200,
-                 max_unflushed: int = 1_000, rotate_hours: int = 24,
+                 max_unflushed: int = 1_000, max_unflushed_bytes: int = 64 << 20,
+                 max_block_bytes: int = 64 << 20, max_stored_body_bytes: int = 64 << 10,
+                 when_full: str = "drop", rotate_hours: int = 24,
                  retention_days: float = 30, store_request: bool = True,
-                 clock: Any = time.time) -> None:
+                 clock: Any = time.time,
+                 connect: Callable[[Path], sqlite3.Connection] = connect_segment) -> None:
+        limit = sqlite_length_limit()
+        for key, value in (("max_unflushed", max_unflushed),
+                           ("max_unflushed_bytes", max_unflushed_bytes),
+                           ("max_block_bytes", max_block_bytes),
+                           ("max_stored_body_bytes", max_stored_body_bytes)):
+            _check(key, value, isinstance(value, int) and value >= 1, "must be at least 1")
+        _check("max_block_bytes", max_block_bytes, max_block_bytes < limit,
+               f"must be below SQLite's limit on a row of {limit:,} bytes "
+               f"(SQLITE_LIMIT_LENGTH of this build)")
+        _check("max_stored_body_bytes", max_stored_body_bytes,
+               2 * max_stored_body_bytes <= max_block_bytes,
+               f"must be at most half of serving.log.max_block_bytes ({max_block_bytes:,}), "
+               f"so that any record fits in a block")
+        _check("when_full", when_full, when_full in ("drop", "reject"),
+               "expected 'drop' or 'reject'")
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "sessions").mkdir(exist_ok=True)
+        self.session = uuid.uuid4().hex[:16]
+        self._writable()
         self.interval = flush_interval_ms / 1000
-        self.max_unflushed = max_unflushed
+        self.max_unflushed, self.max_unflushed_bytes = max_unflushed, max_unflushed_bytes
+        self.max_block_bytes, self.max_stored_body_bytes = max_block_bytes, max_stored_body_bytes
+        self.when_full = when_full
         self.rotate_hours, self.retention_days = rotate_hours, retention_days
         self.store_request, self.clock = store_request, clock
-        self.session = uuid.uuid4().hex[:16]
+        #: files of the folder SQLite could not read, renamed out of the way (damage.py)
+        self.set_aside: list[dict[str, Any]] = set_aside_damaged(self.dir)
         self.recovered = recover_losses(self.dir)
-        self._sweep()
+        self._store = SegmentWriter(
+            self.dir, self.session, rotate_hours=rotate_hours, retention_days=retention_days,
+            store_request=store_request, max_block_bytes=max_block_bytes,
+            max_stored_body_bytes=max_stored_body_bytes, clock=clock, connect=connect,
+            on_damage=self.set_aside_file)
+        self._store.sweep()
         self._cnt_path = self.dir / "sessions" / f"{os.getpid()}-{self.session}.cnt"
         with open(self._cnt_path, "wb") as f:
             f.write(b"\0" * 8)
@@ -74,45 +89,101 @@ class PredictionLog:
         #: the accepted count, which the next writer on this host reads after a crash
         #: (native ``Q``, see losses.py): a memoryview store, half of struct.pack_into
         self._count = memoryview(self._mm).cast("Q")
-        #: the writer is woken once this many records wait, before any request would block
+        #: the writer is woken once this many records (or bytes) wait
         self._soft = max(1, max_unflushed // 2)
+        self._soft_bytes = max(1, max_unflushed_bytes // 2)
         self._buf: list[Queued] = []
         self._writing: list[Queued] = []
+        #: bytes (record_bytes) queued, and being written
+        self._buf_bytes = self._writing_bytes = 0
+        #: the fast path of append takes a record while the queue is shorter than
+        #: _fast_limit and the record is smaller than _fast_bytes (the bytes it may still
+        #: queue, of the _given at the last _budget): until the writer must be woken or a
+        #: bound checked; _buf_bytes is brought up to date by _settle
+        self._fast_limit = self._fast_bytes = self._given = 0
         #: a plain lock (the request path takes it once per record) under the condition
-        #: the writer and waiting requests sleep on
+        #: the writer and flush() sleep on
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._seq = 0
         self.written = 0
+        #: accepted records not stored: queue full, cannot be encoded or stored
         self.dropped = 0
+        #: records refused with LogFullError (when_full: reject), never accepted
+        self.rejected = 0
         self.write_errors = 0
+        #: bodies stored truncated to max_stored_body_bytes
+        self.truncated = 0
+        self._last_full_log = 0.0
         self._closing = False
-        self._con: sqlite3.Connection | None = None
-        self._con_period = ""
-        self._names_written: set[tuple[str, int | None, str]] = set()
-        #: per feature table in the current segment: which rows it holds already
-        self._seen: dict[str, np.ndarray] = {}
+        self._budget()
         self._thread = threading.Thread(target=self._run, name="cd4ml-predlog", daemon=True)
         self._thread.start()
+
+    def _writable(self) -> None:
+        """Refuse, with the folder and the reason, a folder this process cannot write."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            (self.dir / "sessions").mkdir(exist_ok=True)
+            probe = self.dir / "sessions" / f".probe-{os.getpid()}-{self.session}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"the prediction log cannot write there ({exc.strerror}); give "
+                              f"a folder this server may write, or serving.log.enabled: "
+                              f"false", key="serving.log.dir", value=str(self.dir)) from None
 
     # -- request path ----------------------------------------------------------------
     @property
     def queue_depth(self) -> int:
-        return len(self._buf)
+        """Records accepted and not yet on disk (queued or being written)."""
+        return len(self._buf) + len(self._writing)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes (body, outputs, rows) of the records not yet on disk."""
+        return self._buf_bytes + self._given - self._fast_bytes + self._writing_bytes
+
+    def counts(self) -> dict[str, int]:
+        """What ``/health`` and ``/metrics`` show: records written, dropped, rejected,
+        write errors, bodies truncated, files set aside, records and bytes held."""
+        return {"written": self.written, "dropped": self.dropped, "rejected": self.rejected,
+                "write_errors": self.write_errors, "truncated_bodies": self.truncated,
+                "set_aside": len(self.set_aside), "queue": self.queue_depth,
+                "queued_bytes": self.queued_bytes}
+
+    def _settle(self) -> None:
+        """Under the lock: count in _buf_bytes what the fast path queued since _budget."""
+        self._buf_bytes += self._given - self._fast_bytes
+        self._given = self._fast_bytes
+
+    def _budget(self) -> None:
+        """Under the lock: how far the fast path of ``append`` may go from here."""
+        self._settle()
+        self._fast_limit = 0 if self._closing else min(
+            self._soft - 1, self.max_unflushed - len(self._writing) - 1)
+        self._fast_bytes = self._given = min(
+            self._soft_bytes - self._buf_bytes,
+            self.max_unflushed_bytes - self._buf_bytes - self._writing_bytes)
 
     def append(self, rec: LogRecord) -> bool:
-        """Queue one record; False if it had to be dropped (the writer is failing).
+        """Queue one record; never waits. False if it was dropped (counted): the log
+        holds ``max_unflushed`` records or ``max_unflushed_bytes`` already, or is
+        closing; with ``when_full="reject"`` a full log raises :class:`LogFullError`
+        instead (HTTP 503 with Retry-After), and the record is not counted as accepted.
 
         The record is queued as it is (the writer encodes a flush's records a column at a
         time, see :func:`encode_block`, and indexes the request ids), so it must not be
-        changed afterwards. Once half of ``max_unflushed`` records wait, the writer is
-        woken, so that a request blocks only when the writer cannot keep up, not at every
-        full queue.
+        changed afterwards. Once half of either bound waits, the writer is woken.
         """
+        # record_bytes(rec), inlined: a call costs the request path ~0.1 µs
+        f = rec.features
+        size = len(rec.request) + 16 * len(rec.outputs) + (
+            0 if f is None else getattr(f, "nbytes", 0))
         lock = self._lock
         lock.acquire()  # the fast path below cannot raise; the rest runs under ``with``
-        n = len(self._buf)
-        if n + 1 < self._soft and not self._closing:
+        if len(self._buf) < self._fast_limit and size < self._fast_bytes:
+            self._fast_bytes -= size
             self._seq = seq = self._seq + 1
             self._count[0] = seq
             self._buf.append((seq, rec))
@@ -120,172 +191,87 @@ class PredictionLog:
             return True
         lock.release()
         with self._lock:
-            if len(self._buf) >= self.max_unflushed:
+            self._settle()
+            held = len(self._buf) + len(self._writing)
+            held_bytes = self._buf_bytes + self._writing_bytes
+            if self._closing or held >= self.max_unflushed or (
+                    held and held_bytes + size > self.max_unflushed_bytes):
                 self._cond.notify_all()
-                deadline = time.monotonic() + max(5 * self.interval, 1.0)
-                while len(self._buf) >= self.max_unflushed and not self._closing:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
+                return self._full(rec, held, held_bytes)
             self._seq += 1
             self._count[0] = self._seq
-            if len(self._buf) >= self.max_unflushed or self._closing:
-                self.dropped += 1
-                log.error("prediction log: dropped record %s (queue full, writer failing)",
-                          rec.request_id, extra={"event": "prediction_log_drop"})
-                return False
             self._buf.append((self._seq, rec))
-            if len(self._buf) == self._soft:
+            self._buf_bytes += size
+            if len(self._buf) >= self._soft or self._buf_bytes >= self._soft_bytes:
                 self._cond.notify_all()
+            self._budget()
             return True
+
+    def _full(self, rec: LogRecord, held: int, held_bytes: int) -> bool:
+        """Under the lock: a record the log has no room for, dropped or rejected."""
+        why = ("closing" if self._closing else
+               f"{held} records and {held_bytes:,} bytes wait for the disk (limits: "
+               f"serving.log.max_unflushed {self.max_unflushed}, max_unflushed_bytes "
+               f"{self.max_unflushed_bytes:,})")
+        if self.when_full == "reject" and not self._closing:
+            self.rejected += 1
+            raise LogFullError(f"the prediction log cannot keep up: {why}; retry shortly "
+                               f"(serving.log.when_full: reject)")
+        self._seq += 1
+        self._count[0] = self._seq
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last_full_log >= 1.0:  # one line a second, not one per request
+            self._last_full_log = now
+            log.error("prediction log: dropped record %s: %s (%d dropped so far)",
+                      rec.request_id, why, self.dropped,
+                      extra={"event": "prediction_log_drop", "dropped": self.dropped})
+        return False
 
     # -- writer ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._closing and len(self._buf) < self._soft:
+                if not self._closing and len(self._buf) < self._soft and \
+                        self._buf_bytes < self._soft_bytes:
                     self._cond.wait(self.interval)
                 batch, self._buf = self._buf, []
                 self._writing = batch
+                self._settle()
+                self._writing_bytes, self._buf_bytes = self._buf_bytes, 0
+                self._budget()
                 closing_now = self._closing
             if batch:
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:  # noqa: BLE001 - never let the writer thread die
+                    log.exception("prediction log: writing a flush failed")
+                    self._drop(len(batch))
             with self._cond:
                 self._writing = []
+                self._writing_bytes = 0
+                self._budget()
                 self._cond.notify_all()
                 if closing_now and not self._buf:
                     return
 
     def _write(self, batch: list[Queued]) -> None:
-        try:
-            now = self.clock()
-            con = self._segment(now)
-            try:
-                cols, blocks, tables, fresh = self._encode(batch)
-            except Exception:  # noqa: BLE001 - a malformed record: find it, go on
-                batch = self._encodable(batch)
-                if not batch:
-                    return
-                cols, blocks, tables, fresh = self._encode(batch)
-            names = {}
-            if None in cols.recs.table:  # records stored inline: their feature names
-                r = cols.recs
-                for m, v, t, fn in zip(r.model, r.version, r.table, r.feature_names,
-                                       strict=True):
-                    k = (m, v, self._con_period)
-                    if t is None and k not in self._names_written and k not in names:
-                        names[k] = json.dumps(list(fn))
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                # only what there is: each call gives the GIL back and takes it again
-                if names:
-                    con.executemany("INSERT OR IGNORE INTO feature_names VALUES (?, ?, ?)",
-                                    [(m, v, n) for (m, v, _), n in names.items()])
-                if tables:
-                    con.executemany(
-                        "INSERT OR IGNORE INTO feature_tables VALUES (?, ?, ?, ?, ?, ?)",
-                        [(t.key, t.model, t.version, len(t.X), json.dumps(t.names), t.inputs)
-                         for t in tables])
-                if fresh:
-                    con.executemany("INSERT INTO feature_rows VALUES (?, ?, ?)",
-                                    [(t.key, rows.astype("<i4").tobytes(), t.X[rows].tobytes())
-                                     for t, rows, _ in fresh])
-                for part, row in blocks:
-                    ids = part.recs.request_id
-                    cur = con.execute("INSERT INTO blocks (session, seq_first, n, ts_min, "
-                                      "ts_max, n_rows, meta, inputs, requests, features, "
-                                      "rows, outputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                                      "?)", row)
-                    _insert_ids(con, [(ids[k], cur.lastrowid, k)
-                                      for k in np.flatnonzero(~part.unindexed()).tolist()])
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            self._names_written.update(names)
-            for t, rows, seen in fresh:
-                seen[rows] = True
-                self._seen[t.key] = seen
-            self.written += len(batch)
-        except Exception as exc:  # disk full, folder removed...: keep what fits, count
-            self.write_errors += 1
-            self._names_written.clear()
-            self._seen.clear()
-            self._con = None
-            log.error("prediction log: writing %d record(s) failed: %s", len(batch), exc,
-                      extra={"event": "prediction_log_error"})
-            with self._cond:
-                room = self.max_unflushed - len(self._buf)
-                keep = batch[:max(room, 0)]
-                self.dropped += len(batch) - len(keep)
-                self._buf[:0] = keep
-            time.sleep(self.interval)
+        got = self._store.write(batch)
+        with self._lock:  # append counts its drops under the lock too
+            self.written += got.written
+            self.dropped += got.dropped
+            self.truncated += got.truncated
+            self.write_errors += got.errors
 
-    def _encode(self, batch: list[Queued]) -> tuple[Columns, list[tuple[Columns, Any]],
-                                                     list[FeatureTable], list[Any]]:
-        """The flush's columns, its blocks (``(columns, row)``), and the feature tables
-        and rows the segment lacks (:meth:`_fresh_rows`)."""
-        cols = Columns.of(batch)
-        blocks = [(part, encode_block(self.session, part, self.store_request))
-                  for part in cols.blocks()]
-        return (cols, blocks, *self._fresh_rows(cols))
+    def _drop(self, n: int) -> None:
+        with self._lock:
+            self.dropped += n
 
-    def _encodable(self, batch: list[Queued]) -> list[Queued]:
-        """The batch without the records that cannot be encoded (logged and counted as
-        dropped), so that one bad record never blocks the writer; used only when the
-        whole batch failed to encode."""
-        good = []
-        for q in batch:
-            try:
-                self._encode([q])
-                good.append(q)
-            except Exception as exc:  # noqa: BLE001
-                self.dropped += 1
-                log.error("prediction log: dropped record %s: it cannot be encoded (%s)",
-                          q[1].request_id, exc, extra={"event": "prediction_log_drop"})
-        return good
-
-    def _fresh_rows(self, cols: Columns) -> tuple[list[FeatureTable], list[Any]]:
-        """The feature tables a flush references that the segment lacks, and per table
-        the rows whose vectors it lacks: ``(table, rows, seen)``, ``seen`` to update once
-        the flush is committed."""
-        new_tables, fresh = [], []
-        for t, r in cols.table_rows.items():
-            if t is None:
-                continue
-            key = t.key
-            seen = self._seen.get(key)
-            if seen is None:
-                new_tables.append(t)
-                seen = np.zeros(len(t.X), dtype=bool)
-            if len(r) and (r.min() < 0 or r.max() >= len(seen)):
-                raise IndexError(f"rows of feature table {key}: outside 0..{len(seen) - 1}")
-            new = np.unique(r[~seen[r]])
-            if len(new):
-                fresh.append((t, new, seen))
-        return new_tables, fresh
-
-    def _segment(self, now: float) -> sqlite3.Connection:
-        period = period_name(now, self.rotate_hours)
-        if self._con is None or period != self._con_period:
-            if self._con is not None:
-                self._con.close()
-            self._con = connect_segment(segment_path(self.dir, period, os.getpid()))
-            self._con_period = period
-            self._seen.clear()
-            self._sweep()
-        return self._con
-
-    def _sweep(self) -> None:
-        """Delete whole segments older than the retention."""
-        cutoff = self.clock() - self.retention_days * 86400
-        for start, path in segments(self.dir):
-            if start + self.rotate_hours * 3600 <= cutoff:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{path}{suffix}").unlink(missing_ok=True)
-                log.info("prediction log: deleted segment %s (older than %s days)",
-                         path.name, self.retention_days)
+    def set_aside_file(self, path: Path, problem: str) -> None:
+        """Rename a damaged segment out of the way (damage.py), and count it."""
+        row = set_aside(self.dir, Path(path), problem)
+        if row is not None:
+            self.set_aside.append(row)
 
     # -- control ---------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
@@ -313,13 +299,13 @@ class PredictionLog:
             return
         with self._cond:
             self._closing = True
+            self._budget()
             self._cond.notify_all()
         self._thread.join(timeout=60)
-        if self._con is not None:
-            self._con.close()
+        self._store.close()
         if self._seq > self.written:
             record_loss(self.dir, self.session, os.getpid(), self._seq, self.written,
-                         "dropped while serving")
+                        "dropped while serving")
         self._count.release()
         self._mm.close()
         self._cnt_file.close()
@@ -327,16 +313,26 @@ class PredictionLog:
 
     def add_feedback(self, items: Iterable[dict[str, Any]]) -> int:
         """Store validated feedback (``request_id``/``row`` or ``keys``; actual, reward),
-        committed before this returns, in the segment of the current period."""
+        committed before this returns, in the segment of the current period; a disk
+        that refuses it gives :class:`UnavailableError` (503), nothing half stored."""
         now = self.clock()
         rows = [(now, it.get("request_id"), it.get("row"),
                  json.dumps(it["keys"], default=str) if it.get("keys") is not None else None,
                  it.get("actual"), it.get("reward")) for it in items]
         path = segment_path(self.dir, period_name(now, self.rotate_hours), os.getpid())
-        with closing(connect_segment(path)) as con:
-            con.execute("BEGIN IMMEDIATE")
-            con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
-            con.execute("COMMIT")
+        try:
+            with closing(self._store.open(path)) as con:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    con.executemany("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    con.execute("COMMIT")
+                except BaseException:
+                    if con.in_transaction:
+                        con.execute("ROLLBACK")
+                    raise
+        except sqlite3.OperationalError as exc:
+            raise UnavailableError(f"feedback could not be stored in the prediction log "
+                                   f"({exc}); retry later") from None
         return len(rows)
 
     def __enter__(self) -> PredictionLog:
