@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,8 @@ from cd4ml.registry.predictors import Predictor
 __all__ = ["ServableModel"]
 
 _log = logging.getLogger("cd4ml.registry")
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 #: rows of the forecast table checked against the live model at load
 TABLE_CHECK_ROWS = 256
@@ -191,7 +194,9 @@ class ServableModel:
             errors.append({"loc": loc, "field": f, "value": None, "problem": "field required"})
             return None
         try:
-            if not isinstance(raw, str):
+            # exactly YYYY-MM-DD in ASCII digits: the parser alone takes "2012-11-2",
+            # full-width digits and a trailing NUL ("2012-11-02\x00")
+            if not isinstance(raw, str) or not _ISO_DATE.fullmatch(raw):
                 raise ValueError
             d = pd.Timestamp(pd.to_datetime(raw, format="%Y-%m-%d"))
         except (ValueError, TypeError):

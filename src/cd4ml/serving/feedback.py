@@ -17,7 +17,17 @@ __all__ = ["check_feedback"]
 
 
 def _is_finite_number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    """A number that is stored as a finite 64-bit float (an int too large for one is not).
+
+    >>> _is_finite_number(3), _is_finite_number(10 ** 400), _is_finite_number(True)
+    (True, False, False)
+    """
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond a float's range: math.isfinite converts it
+        return False
 
 
 def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:
@@ -26,7 +36,8 @@ def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any
         return None
     if not _is_finite_number(v):
         errors.append({"loc": f"{loc}.{key}", "field": key, "value": repr(v)[:80],
-                       "problem": "expected a finite number"})
+                       "problem": "expected a finite number (within a 64-bit float's "
+                                  "range)"})
         return None
     return float(v)
 
