@@ -150,6 +150,13 @@ class ServableModel:
                                       f"{list(self.fields)}"})
             return -1
         lower = {str(k).lower(): v for k, v in rec.items()}
+        if len(lower) != len(rec):  # "Store" and "store": which one was meant?
+            same = sorted(str(k) for k in rec if sum(str(j).lower() == str(k).lower()
+                                                      for j in rec) > 1)
+            errors.append({"loc": f"rows[{i}]", "field": same[0].lower(),
+                           "value": ", ".join(same), "problem": f"fields {same} name the "
+                           f"same field (names are not case-sensitive); give it once"})
+            return -1
         unknown = sorted(set(lower) - set(self.fields))
         for f in unknown:
             errors.append({"loc": f"rows[{i}].{f}", "field": f, "value": _short(lower[f]),

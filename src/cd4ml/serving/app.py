@@ -320,7 +320,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                    date: str | None = None) -> HTMLResponse:
         m = holder.model
         result, status = "", 200
-        if store or dept or date:
+        if store is not None or dept is not None or date is not None:
             fields = list(m.fields)
             # a field left out takes the value the form shows for it
             store, dept, date = form_defaults(m, store, dept, date)

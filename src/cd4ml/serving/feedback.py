@@ -107,7 +107,7 @@ def check_feedback(rt: Any, items: list[Any]) -> list[dict[str, Any]]:
         else:
             model = rt.holder.model
             keys = {k.lower(): v for k, v in it.items()
-                    if k not in ("actual", "reward", "actuals")}
+                    if k not in ("actual", "reward")}  # "actuals" is for a request id
             try:
                 model.rows_for([keys])
             except RequestError as exc:

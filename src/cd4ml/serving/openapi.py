@@ -69,7 +69,8 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
                "description": "columns of equally many values (declared here for one row)"}
     params = {"type": "object", "description": "inference parameters (ignored)"}
     key_fields = {f: sch for f, sch in fs.items()}
-    finite = {"type": "number", "minimum": -1e300, "maximum": 1e300}
+    finite = {"type": "number", "minimum": -1.7976931348623157e308,
+              "maximum": 1.7976931348623157e308}  # a 64-bit float's range
     by_id = {"type": "object", "required": ["request_id"], "additionalProperties": False,
              "properties": {"request_id": {"type": "string", "minLength": 1,
                                            "maxLength": 128,
@@ -94,7 +95,8 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
                                              "size is the number of values"},
                     "datatype": {"enum": dtypes},
                     "parameters": {"type": "object", "properties": {
-                        "binary_data_size": {"type": "integer", "minimum": 0}}},
+                        "binary_data_size": False},
+                        "description": "binary_data_size: with the binary extension only"},
                     "data": {"type": "array", "items": sch, "minItems": 1, "maxItems": 1}}}
 
     error = {"type": "object", "required": ["detail"], "properties": {
@@ -272,7 +274,8 @@ def api_spec(base: dict[str, Any], model: ServableModel, s: ServingConfig, *,
             ("/ready", _json({"type": "object"}), {503: "not ready"}),
             ("/health", _json({"type": "object"}), {503: "not ready"}),
             ("/metrics", text, {}), ("/version", text, {}),
-            ("/ping", {"application/json": {"schema": {}}}, {503: "not ready"}),
+            # MLflow's answer, which is "\n" (labelled application/json by MLflow)
+            ("/ping", {"text/plain": {"schema": {"type": "string"}}}, {503: "not ready"}),
             ("/v2", _json({"type": "object"}), {}),
             ("/v2/health/live", _json({"type": "object"}), {}),
             ("/v2/health/ready", _json({"type": "object"}), {503: "not ready"})):

@@ -93,6 +93,25 @@ def _object(v: Any, what: str) -> dict[str, Any]:
     return v
 
 
+#: the keys of a request, of an input tensor (the protocol's, nothing else)
+_REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
+_TENSOR_KEYS = ("name", "shape", "datatype", "parameters", "data")
+#: the one output tensor
+OUTPUT = "prediction"
+
+
+def _known_keys(obj: dict[str, Any], known: tuple[str, ...], what: str) -> None:
+    extra = sorted(set(obj) - set(known))
+    if extra:
+        raise V2Error(f"{what}: unknown key {extra[0]!r}; the protocol's keys are "
+                      f"{list(known)}")
+
+
+def _flag(params: dict[str, Any], key: str, what: str) -> None:
+    if key in params and not isinstance(params[key], bool):
+        raise V2Error(f"{what}.{key} must be true or false; got {_short(params[key])}")
+
+
 def _short(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 80 else s[:77] + "..."
@@ -109,7 +128,8 @@ def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
     req = parse_json(head, V2Error, "request")
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise V2Error("request needs 'inputs': a non-empty list of tensors")
-    _object(req.get("parameters"), "parameters")
+    _known_keys(req, _REQUEST_KEYS, "the request")
+    _flag(_object(req.get("parameters"), "parameters"), "binary_data_output", "parameters")
     if "id" in req and not isinstance(req["id"], str):
         raise V2Error(f"id must be a string; got {_short(req['id'])}")
     outs = req.get("outputs")
@@ -117,7 +137,12 @@ def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs)):
         raise V2Error(f"outputs must be a list of objects with a 'name'; got {_short(outs)}")
     for i, o in enumerate(outs or []):
-        _object(o.get("parameters"), f"outputs[{i}].parameters")
+        _known_keys(o, ("name", "parameters"), f"outputs[{i}]")
+        if o["name"] != OUTPUT:
+            raise V2Error(f"outputs[{i}]: {o['name']!r} is not an output of the model; "
+                          f"its output is {OUTPUT!r}")
+        _flag(_object(o.get("parameters"), f"outputs[{i}].parameters"), "binary_data",
+              f"outputs[{i}].parameters")
     values: dict[str, list[Any]] = {}
     offset = 0
     for t in req["inputs"]:
@@ -126,6 +151,7 @@ def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
         name, dtype, shape = t["name"], t["datatype"], t["shape"]
         if not isinstance(name, str):
             raise V2Error(f"an input's name must be a string; got {_short(name)}")
+        _known_keys(t, _TENSOR_KEYS, f"input {name!r}")
         if not isinstance(dtype, str) or (dtype.upper() not in NUMERIC and
                                           dtype.upper() != "BYTES"):
             raise V2Error(f"input {name!r}: datatype {_short(dtype)} is not one of "
@@ -250,12 +276,18 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         body, ctype = await read_checked(request, rt.guard, max_bytes, V2_INFER)
         request.scope["state"]["raw_body"] = body
         req, values = decode_request(body, header_len)
+        dtypes = {t["name"]: t["datatype"].upper() for t in req["inputs"]}
         fields = list(m.fields)
         unknown = sorted(set(values) - set(fields))
         missing = [f for f in fields if f not in values]
         if unknown or missing:
             raise V2Error(f"inputs must be exactly {fields}; unknown: {unknown}, "
                           f"missing: {missing}")
+        for f, dtype in dtypes.items():
+            want = "BYTES" if not m.numeric.get(f, False) else None
+            if (want == "BYTES") != (dtype == "BYTES"):
+                raise V2Error(f"input {f!r}: datatype {dtype} does not fit the field; send "
+                              + ("BYTES (strings)" if want else "a numeric datatype (INT64)"))
         n = {len(v) for v in values.values()}
         if len(n) != 1:
             raise V2Error(f"inputs hold different numbers of rows: "
