@@ -7,7 +7,6 @@ and/or ``reward``, finite numbers. Unknown request ids give 404, other problems 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from cd4ml.errors import NotFoundError, RequestError
@@ -16,18 +15,23 @@ from cd4ml.serving.predlog import find_request
 __all__ = ["check_feedback"]
 
 
+#: the largest magnitude of an actual or a reward: below it a float holds every integer,
+#: so a value just past it is never rounded back inside (as 10**400 - 1 would round to
+#: the largest float)
+MAX_VALUE = 2 ** 53
+
+
 def _is_finite_number(v: Any) -> bool:
-    """A number that is stored as a finite 64-bit float (an int too large for one is not).
+    """A number within ±2**53 (an int too large for a float is not; no OverflowError).
 
     >>> _is_finite_number(3), _is_finite_number(10 ** 400), _is_finite_number(True)
     (True, False, False)
+    >>> _is_finite_number(float("nan")), _is_finite_number(2 ** 53 + 1)
+    (False, False)
     """
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int beyond a float's range: math.isfinite converts it
-        return False
+    return -MAX_VALUE <= v <= MAX_VALUE  # False for NaN; exact for ints of any size
 
 
 def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:
@@ -36,8 +40,8 @@ def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any
         return None
     if not _is_finite_number(v):
         errors.append({"loc": f"{loc}.{key}", "field": key, "value": repr(v)[:80],
-                       "problem": "expected a finite number (within a 64-bit float's "
-                                  "range)"})
+                       "problem": f"expected a finite number within ±2**53 "
+                                  f"({MAX_VALUE})"})
         return None
     return float(v)
 

@@ -22,7 +22,7 @@ with ``Content-Type: text/plain`` needs no CORS preflight). Three checks, made b
 True
 >>> g.origin_problem("http://127.0.0.1:5005", "http", "127.0.0.1:5005") is None
 True
->>> g.origin_problem("http://evil.example", "http", "127.0.0.1:5005")[:40]
+>>> g.origin_problem("http://evil.example", "http", "127.0.0.1:5005")[:41]
 "Origin 'http://evil.example' may not POST"
 >>> media_type("application/json; charset=utf-8", JSON)
 'application/json'

@@ -106,7 +106,7 @@ def _number(v: str) -> Any:
 
 
 def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
-    """Rows of a CSV with a header line; a row of another length is refused.
+    r"""Rows of a CSV with a header line; a row of another length is refused.
 
     >>> records_from_csv("store,date\n1,2012-11-02\n", {"store"})
     [{'store': 1, 'date': '2012-11-02'}]

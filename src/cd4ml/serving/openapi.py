@@ -69,8 +69,7 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
                "description": "columns of equally many values (declared here for one row)"}
     params = {"type": "object", "description": "inference parameters (ignored)"}
     key_fields = {f: sch for f, sch in fs.items()}
-    finite = {"type": "number", "minimum": -1.7976931348623157e308,
-              "maximum": 1.7976931348623157e308}  # a 64-bit float's range
+    finite = {"type": "number", "minimum": -2 ** 53, "maximum": 2 ** 53}  # see feedback
     by_id = {"type": "object", "required": ["request_id"], "additionalProperties": False,
              "properties": {"request_id": {"type": "string", "minLength": 1,
                                            "maxLength": 128,
