@@ -149,4 +149,4 @@ def test_every_operation_holds_its_contract(api_schema: Any, mode: str) -> None:
             n, ok = sum(statuses.values()), sum(c for st, c in statuses.items() if st < 300)
             assert n >= EXAMPLES, (op, n)
             # feedback: an id drawn at random is unknown (a declared 404)
-            assert ok >= (0.1 if op == "POST /feedback" else 0.9) * n, (op, statuses)
+            assert ok >= (0.05 if op == "POST /feedback" else 0.9) * n, (op, statuses)

@@ -36,6 +36,7 @@ import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cd4ml.errors import ConfigError, RequestError
 
@@ -52,6 +53,8 @@ V2_INFER = frozenset({"application/json", "application/octet-stream", ""})
 MLFLOW = frozenset({"application/json", "text/csv"})
 
 _DEFAULT_PORT = {"http": "80", "https": "443"}
+#: the headers the checks read (ASGI gives names in lower case)
+_WANTED = frozenset({b"origin", b"host", b"content-type", b"authorization"})
 
 
 class OriginRefused(RequestError):
@@ -147,9 +150,21 @@ class Guard:
                 f"({own or 'no Host header'}) nor listed in serving.allowed_origins; add "
                 f"it there to allow that web page")
 
+    def check_scope(self, scope: Mapping[str, Any], accept: frozenset[str], *,
+                    token: bool = False) -> str:
+        """:meth:`check` for an ASGI request: its headers read in one pass (about a
+        quarter of the cost of three look-ups in a ``Headers`` mapping)."""
+        found: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            if k in _WANTED:
+                found[k.decode("latin-1")] = v.decode("latin-1")
+        return self.check(scope["method"], scope["path"], scope.get("scheme", "http"), found,
+                          accept, token=token)
+
     def check(self, method: str, path: str, scheme: str, headers: Mapping[str, str],
               accept: frozenset[str], *, token: bool = False) -> str:
-        """The request's media type (one of ``accept``), or the error to answer."""
+        """The request's media type (one of ``accept``), or the error to answer;
+        ``headers`` by lower-case name."""
         origin = headers.get("origin")
         if origin is not None:
             why = self.origin_problem(origin, scheme, headers.get("host"))
@@ -157,7 +172,8 @@ class Guard:
                 raise OriginRefused(why, errors=[{"loc": "header.origin", "field": "origin",
                                                   "value": origin[:200], "problem": why}])
         ctype = headers.get("content-type")
-        got = media_type(ctype, accept)
+        # every route takes JSON: the common header skips the parsing
+        got = "application/json" if ctype == "application/json" else media_type(ctype, accept)
         if got is None:
             takes = " or ".join(sorted(t or "no content type" for t in accept))
             msg = (f"content type {ctype!r} is not accepted by {method} {path}; send "

@@ -27,7 +27,5 @@ async def read_checked(request: Request, guard: Guard, limit: int, accept: froze
                        *, token: bool = False) -> tuple[bytes, str]:
     """The body of a POST that passed ``guard`` (origin, content type, token) and its
     media type; every POST route reads its body here."""
-    scope = request.scope
-    ctype = guard.check(scope["method"], scope["path"], scope.get("scheme", "http"),
-                        request.headers, accept, token=token)
+    ctype = guard.check_scope(request.scope, accept, token=token)
     return await read_body(request, limit), ctype
