@@ -150,3 +150,34 @@ def test_every_operation_holds_its_contract(api_schema: Any, mode: str) -> None:
             assert n >= EXAMPLES, (op, n)
             # feedback: an id drawn at random is unknown (a declared 404)
             assert ok >= (0.05 if op == "POST /feedback" else 0.9) * n, (op, statuses)
+
+
+def test_the_document_is_the_served_models_and_built_once_per_version(
+        trained_project: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    model = cd4ml.load_model(f"{NAME}@production", project_dir=trained_project)
+    holder = ModelHolder(model)
+    app = create_app(holder, max_batch_rows=50)
+    client = TestClient(app)
+    spec = client.get("/openapi.json").json()
+    fields, series, dates = model.row_keys()
+    row = spec["components"]["schemas"]["ForecastRow"]
+    assert row["required"] == fields and row["additionalProperties"] is False
+    assert row["properties"]["store"]["enum"] == sorted({s[0] for s in series})
+    assert row["properties"]["dept"]["enum"] == sorted({s[1] for s in series})
+    assert row["properties"]["date"]["enum"] == dates
+    assert dates[0] == str(model.start.date()) and dates[-1] == str(model.last.date())
+    infer = spec["paths"]["/v2/models/{name}/versions/{version}/infer"]["post"]
+    params = {p["name"]: p["schema"]["enum"] for p in infer["parameters"]}
+    assert params == {"name": [NAME], "version": [str(model.version)]}
+    assert {"200", "400", "403", "404", "413", "415", "422"} <= set(infer["responses"])
+    assert "404" in spec["paths"]["/feedback"]["post"]["responses"]
+    assert set(spec["paths"]["/invocations"]["post"]["requestBody"]["content"]) == {
+        "application/json", "text/csv"}
+    # built once per version: the same document until the model swaps
+    assert app.app.openapi() is app.app.openapi()
+    first = app.app.openapi()
+    again = cd4ml.load_model(f"{NAME}@production", project_dir=trained_project)
+    holder.swap(again)
+    assert app.app.openapi() is not first

@@ -47,7 +47,7 @@ try:
     from starlette.concurrency import run_in_threadpool
 
     from cd4ml.serving.ops import METRICS, OpsMiddleware, error_body, metrics_text
-    from cd4ml.serving.openapi import api_spec
+    from cd4ml.serving.openapi import install_spec
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
@@ -344,7 +344,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     for router in routers:
         app.include_router(router)
     app.openapi_schema = None
-    _add_schema(app, holder, s, feedback_token is not None, plog is not None)
+    install_spec(app, holder, s, feedback_token=feedback_token is not None,
+                 log=plog is not None)
     outer = OpsMiddleware(app, max_body_bytes=s.max_body_bytes,
                           max_concurrency=s.max_concurrency, timeout_s=s.request_timeout_s,
                           access_log_on=s.access_log,
@@ -394,23 +395,3 @@ def _fast_dispatch(routes: list[Any], on_error: Any) -> Any:
         return True
 
     return fast
-
-
-def _add_schema(app: FastAPI, holder: ModelHolder, s: ServingConfig, token: bool,
-                log: bool) -> None:
-    """``/openapi.json``: FastAPI's routes completed for the served model
-    (:func:`~cd4ml.serving.openapi.api_spec`), built once per model version."""
-    base = app.openapi
-    built: dict[str, tuple[ServableModel, dict[str, Any]]] = {}
-    holder.listeners.append(lambda old, new: built.clear())
-
-    def openapi() -> dict[str, Any]:
-        m = holder.current
-        if m is None:  # still loading: the routes without the model's contract
-            return base()
-        got = built.get("spec")
-        if got is None or got[0] is not m:
-            got = built["spec"] = (m, api_spec(base(), m, s, feedback_token=token, log=log))
-        return got[1]
-
-    app.openapi = openapi  # type: ignore[method-assign]

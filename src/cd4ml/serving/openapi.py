@@ -24,7 +24,7 @@ from typing import Any
 from cd4ml.config import ServingConfig
 from cd4ml.registry.servable import ServableModel
 
-__all__ = ["api_spec"]
+__all__ = ["api_spec", "install_spec", "field_schemas"]
 
 _REF = "#/components/schemas/"
 _V2_NUMERIC = ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -284,3 +284,25 @@ def api_spec(base: dict[str, Any], model: ServableModel, s: ServingConfig, *,
                 **{str(c): {"description": d, "content": _json({"type": "object"})}
                    for c, d in more.items()}}
     return spec
+
+
+def install_spec(app: Any, holder: Any, s: ServingConfig, *, feedback_token: bool,
+                 log: bool) -> None:
+    """Serve ``/openapi.json`` of FastAPI ``app`` as :func:`api_spec` of the model
+    ``holder`` (a :class:`~cd4ml.serving.hotswap.ModelHolder`) serves: built once per
+    model version, again after a swap."""
+    base = app.openapi
+    built: dict[str, tuple[ServableModel, dict[str, Any]]] = {}
+    holder.listeners.append(lambda old, new: built.clear())
+
+    def openapi() -> dict[str, Any]:
+        m = holder.current
+        if m is None:  # still loading: the routes without the model's contract
+            return base()
+        got = built.get("spec")
+        if got is None or got[0] is not m:
+            got = built["spec"] = (m, api_spec(base(), m, s, feedback_token=feedback_token,
+                                               log=log))
+        return got[1]
+
+    app.openapi = openapi
