@@ -16,8 +16,12 @@ def test_json_over_http(server: str) -> None:
     assert res.status_code == 200, res.text
     assert len(res.json()["predictions"]) == 2
     bad = httpx.post(f"{server}/predict", content=b"store=1", headers={"content-type":
-                                                                      "text/plain"})
+                                                                      "application/json"})
     assert bad.status_code == 422 and "not valid JSON" in bad.json()["detail"]
+    # a text/plain body is what a web page can send cross-site without a preflight
+    plain = httpx.post(f"{server}/predict", content=b"{}", headers={"content-type":
+                                                                    "text/plain"})
+    assert plain.status_code == 415 and "application/json" in plain.json()["detail"]
 
 
 def test_form_in_a_headless_browser(server: str, tmp_path: Path) -> None:

@@ -74,7 +74,8 @@ def test_predict_one_and_many(client: TestClient, model) -> None:
     ({"store": 1, "dept": 1}, "date", "field required"),
     ({"store": "one", "dept": 1, "date": "2012-11-02"}, "store", "expected a number"),
     ({"store": 1, "dept": 1, "date": "2012-11-02", "price": 3}, "price", "unknown field"),
-    ({"store": float("nan"), "dept": 1, "date": "2012-11-02"}, "store", "finite"),
+    # json.dumps writes NaN, which is not JSON: refused as the body's problem
+    ({"store": float("nan"), "dept": 1, "date": "2012-11-02"}, None, "NaN and Infinity"),
 ])
 def test_bad_rows_get_422_naming_the_field(client: TestClient, payload, field, text) -> None:
     import json

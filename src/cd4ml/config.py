@@ -236,6 +236,22 @@ class ServingConfig(_Strict):
         "answer from the forecast table the model computed at registration (used once a "
         "sample of it matches the live model at load); false: run the model per request"))
     log: PredictionLogConfig = Field(default_factory=PredictionLogConfig)
+    allowed_origins: list[str] = Field(default_factory=list, description=(
+        "web origins (scheme://host[:port]) besides the server's own whose pages may POST "
+        "to it; a POST with any other Origin header gets 403"))
+
+    @model_validator(mode="after")
+    def _origins_are_origins(self) -> ServingConfig:
+        for i, o in enumerate(self.allowed_origins):
+            if not _ORIGIN.fullmatch(o.strip()):
+                raise ValueError(
+                    f"allowed_origins.{i} = {o!r} is not an origin; give scheme://host"
+                    f"[:port] with no path, e.g. 'https://dashboard.example.com'")
+        return self
+
+
+#: scheme://host[:port], what a browser sends in an Origin header
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:[0-9]{1,5})?/?")
 
 
 class ProjectConfig(_Strict):

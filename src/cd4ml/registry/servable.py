@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +31,8 @@ from cd4ml.registry.predictors import Predictor
 __all__ = ["ServableModel"]
 
 _log = logging.getLogger("cd4ml.registry")
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 #: rows of the forecast table checked against the live model at load
 TABLE_CHECK_ROWS = 256
@@ -147,6 +150,13 @@ class ServableModel:
                                       f"{list(self.fields)}"})
             return -1
         lower = {str(k).lower(): v for k, v in rec.items()}
+        if len(lower) != len(rec):  # "Store" and "store": which one was meant?
+            same = sorted(str(k) for k in rec if sum(str(j).lower() == str(k).lower()
+                                                      for j in rec) > 1)
+            errors.append({"loc": f"rows[{i}]", "field": same[0].lower(),
+                           "value": ", ".join(same), "problem": f"fields {same} name the "
+                           f"same field (names are not case-sensitive); give it once"})
+            return -1
         unknown = sorted(set(lower) - set(self.fields))
         for f in unknown:
             errors.append({"loc": f"rows[{i}].{f}", "field": f, "value": _short(lower[f]),
@@ -191,7 +201,9 @@ class ServableModel:
             errors.append({"loc": loc, "field": f, "value": None, "problem": "field required"})
             return None
         try:
-            if not isinstance(raw, str):
+            # exactly YYYY-MM-DD in ASCII digits: the parser alone takes "2012-11-2",
+            # full-width digits and a trailing NUL ("2012-11-02\x00")
+            if not isinstance(raw, str) or not _ISO_DATE.fullmatch(raw):
                 raise ValueError
             d = pd.Timestamp(pd.to_datetime(raw, format="%Y-%m-%d"))
         except (ValueError, TypeError):

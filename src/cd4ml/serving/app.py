@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import logging
 import os
 import threading
@@ -33,9 +32,11 @@ from cd4ml.errors import (Cd4mlError, MissingExtraError, RequestError, Unavailab
                           http_status)
 from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.feedback import check_feedback
-from cd4ml.serving.form import form_value, page
+from cd4ml.serving.form import form_defaults, form_value, page
+from cd4ml.serving.guard import JSON, Guard
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
-from cd4ml.serving.limits import read_body
+from cd4ml.serving.jsonbody import parse_json
+from cd4ml.serving.limits import read_checked
 from cd4ml.serving.predlog import FeatureTable, LogRecord, PredictionLog
 
 try:
@@ -45,6 +46,7 @@ try:
     from starlette.concurrency import run_in_threadpool
 
     from cd4ml.serving.ops import METRICS, OpsMiddleware, metrics_text
+    from cd4ml.serving.openapi import install_spec
     from cd4ml.serving.routes import RouteTable, context_of, error_body
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
@@ -58,8 +60,10 @@ class Runtime:
 
     def __init__(self, holder: ModelHolder, settings: ServingConfig,
                  plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
-                 draining: threading.Event | None = None) -> None:
+                 draining: threading.Event | None = None, guard: Guard | None = None) -> None:
         self.holder, self.settings, self.plog, self.watcher = holder, settings, plog, watcher
+        #: what every POST must show before its body is read (:mod:`cd4ml.serving.guard`)
+        self.guard = guard or Guard.of(settings.allowed_origins, None)
         #: set on SIGTERM/SIGINT (and at shutdown): readiness turns false before it stops
         self.draining = draining or threading.Event()
         self._counters: dict[tuple[str, int | None, str], Any] = {}
@@ -139,6 +143,11 @@ def _rows_of(body: Any, limit: int) -> tuple[list[Any], bool]:
     """Request rows and whether the body was a single object."""
     if isinstance(body, dict) and "rows" in body:
         rows = body["rows"]
+        if len(body) > 1:
+            extra = sorted(k for k in body if k != "rows")
+            raise RequestError(f"body: {extra[0]!r} next to 'rows'; give rows only",
+                               errors=[{"loc": extra[0], "field": extra[0],
+                                        "problem": "unknown key next to 'rows'"}])
         if not isinstance(rows, list):
             raise RequestError("rows: expected a list of objects",
                                errors=[{"loc": "rows", "problem": "expected a list"}])
@@ -161,30 +170,34 @@ def _rows_of(body: Any, limit: int) -> tuple[list[Any], bool]:
 
 def _parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(f"body is not valid JSON: {exc}",
-                           errors=[{"loc": "body", "problem": str(exc)}]) from None
+        return parse_json(raw)
+    except RequestError as exc:
+        exc.errors = [{"loc": "body", "field": None, "value": None, "problem": str(exc)}]
+        raise
 
 
 def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
                max_batch_rows: int | None = None, max_body_bytes: int | None = None,
                startup_wait_s: float = 0,
-               draining: threading.Event | None = None) -> Any:
+               draining: threading.Event | None = None,
+               feedback_token: str | None = None) -> Any:
     """The ASGI app (FastAPI inside :class:`OpsMiddleware`).
 
     With ``startup_wait_s`` the app's startup waits (that long at most) for the first
     model before the server accepts connections; ``cd4ml serve --workers N`` uses it, so
     that the shared socket never hands a request to a worker that is still loading.
     With one worker the port opens at once and ``/ready`` says 503 until the model is in.
+    With ``feedback_token`` (``cd4ml serve`` reads it from ``CD4ML_FEEDBACK_TOKEN``),
+    ``POST /feedback`` needs it as ``Authorization: Bearer <token>``.
     """
     s = settings or ServingConfig()
     upd = {k: v for k, v in (("max_batch_rows", max_batch_rows),
                              ("max_body_bytes", max_body_bytes)) if v is not None}
     if upd:
         s = s.model_copy(update=upd)
-    rt = Runtime(holder, s, plog, watcher, draining)
+    rt = Runtime(holder, s, plog, watcher, draining,
+                 Guard.of(s.allowed_origins, feedback_token))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -217,7 +230,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         ctx = context_of(request)
         ctx.error_type = type(exc).__name__
         status = http_status(exc)
-        headers = {"retry-after": "1"} if status == 503 else None
+        headers = {"retry-after": "1"} if status == 503 else getattr(exc, "headers", None)
         body = error_body(ctx.protocol, str(exc), "BAD_REQUEST" if status < 500 else
                           "TEMPORARILY_UNAVAILABLE")
         if "detail" in body:
@@ -270,12 +283,9 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         body, ctype = metrics_text()
         return Response(body, media_type=ctype)
 
-    @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"oneOf": [
-            {"$ref": "#/components/schemas/ForecastRow"},
-            {"type": "array", "items": {"$ref": "#/components/schemas/ForecastRow"}}]}}}}})
+    @app.post("/predict")
     async def predict(request: Request) -> JSONResponse:
-        raw = await read_body(request, s.max_body_bytes)
+        raw, _ = await read_checked(request, rt.guard, s.max_body_bytes, JSON)
         rows, single = _rows_of(_parse_json(raw), s.max_batch_rows)
         model = holder.model  # one version answers the whole request
         preds = (await rt.score(request, model, rows, "/predict", raw,
@@ -294,10 +304,13 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         if plog is None:
             raise UnavailableError("feedback is stored in the prediction log, which is off "
                                    "(serving.log.enabled: false)")
-        raw = await read_body(request, s.max_body_bytes)
+        raw, _ = await read_checked(request, rt.guard, s.max_body_bytes, JSON, token=True)
         body = _parse_json(raw)
         items = body.get("feedback") if isinstance(body, dict) and "feedback" in body \
             else body
+        if items is not body and len(body) > 1:
+            raise RequestError("body: give 'feedback' alone (a list of items), or one item, "
+                               "or a list of items")
         items = items if isinstance(items, list) else [items]
         if not items or len(items) > s.max_batch_rows:
             raise RequestError(f"feedback: expected 1 to {s.max_batch_rows} items, got "
@@ -311,8 +324,10 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                    date: str | None = None) -> HTMLResponse:
         m = holder.model
         result, status = "", 200
-        if store or dept or date:
+        if store is not None or dept is not None or date is not None:
             fields = list(m.fields)
+            # a field left out takes the value the form shows for it
+            store, dept, date = form_defaults(m, store, dept, date)
             rec = dict(zip(fields, [form_value(store), form_value(dept), date], strict=False))
             try:  # the form's forecasts are predictions too: the same path, logged
                 value = float((await rt.score(request, m, [rec], "/"))[0])
@@ -333,7 +348,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     for router in routers:
         app.include_router(router)
     app.openapi_schema = None
-    _add_schema(app)
+    install_spec(app, holder, s, feedback_token=feedback_token is not None,
+                 log=plog is not None)
     # the app's own routes and those of the routers it includes (FastAPI keeps an
     # included router as one entry of app.router.routes; its routes are the router's)
     table = RouteTable.of([*app.router.routes, *(r for x in routers for r in x.routes)])
@@ -341,22 +357,3 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                          max_body_bytes=s.max_body_bytes, max_concurrency=s.max_concurrency,
                          timeout_s=s.request_timeout_s, access_log_on=s.access_log,
                          on_error=_cd4ml_error)
-
-
-def _add_schema(app: FastAPI) -> None:
-    base = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = base()
-        schema.setdefault("components", {}).setdefault("schemas", {})["ForecastRow"] = {
-            "type": "object", "required": ["store", "dept", "date"],
-            "properties": {"store": {"type": "integer"}, "dept": {"type": "integer"},
-                           "date": {"type": "string", "format": "date"}}}
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-

@@ -7,7 +7,6 @@ and/or ``reward``, finite numbers. Unknown request ids give 404, other problems 
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Any
@@ -18,8 +17,23 @@ from cd4ml.serving.predlog import find_requests
 __all__ = ["check_feedback"]
 
 
+#: the largest magnitude of an actual or a reward: below it a float holds every integer,
+#: so a value just past it is never rounded back inside (as 10**400 - 1 would round to
+#: the largest float)
+MAX_VALUE = 2 ** 53
+
+
 def _is_finite_number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    """A number within ±2**53 (an int too large for a float is not; no OverflowError).
+
+    >>> _is_finite_number(3), _is_finite_number(10 ** 400), _is_finite_number(True)
+    (True, False, False)
+    >>> _is_finite_number(float("nan")), _is_finite_number(2 ** 53 + 1)
+    (False, False)
+    """
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return -MAX_VALUE <= v <= MAX_VALUE  # False for NaN; exact for ints of any size
 
 
 def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any]]) -> Any:
@@ -28,7 +42,8 @@ def _finite(item: dict[str, Any], key: str, loc: str, errors: list[dict[str, Any
         return None
     if not _is_finite_number(v):
         errors.append({"loc": f"{loc}.{key}", "field": key, "value": repr(v)[:80],
-                       "problem": "expected a finite number"})
+                       "problem": f"expected a finite number within ±2**53 "
+                                  f"({MAX_VALUE})"})
         return None
     return float(v)
 
@@ -125,7 +140,7 @@ def check_feedback(rt: Any, items: list[Any], deadline: float | None = None,
         else:
             model = rt.holder.model
             keys = {k.lower(): v for k, v in it.items()
-                    if k not in ("actual", "reward", "actuals")}
+                    if k not in ("actual", "reward")}  # "actuals" is for a request id
             try:
                 model.rows_for([keys])
             except RequestError as exc:

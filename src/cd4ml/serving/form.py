@@ -7,7 +7,7 @@ from typing import Any
 
 from cd4ml.registry.servable import ServableModel
 
-__all__ = ["page", "form_value"]
+__all__ = ["page", "form_value", "form_defaults"]
 
 
 def form_value(v: str | None) -> Any:
@@ -18,6 +18,18 @@ def form_value(v: str | None) -> Any:
         return int(f) if f.is_integer() else f
     except ValueError:
         return v
+
+
+def form_defaults(m: ServableModel, store: str | None, dept: str | None,
+                  date: str | None) -> tuple[str, str | None, str]:
+    """The fields as the form would send them: one left out takes the form's default
+    (the first store and department listed, the last servable date)."""
+    keys = sorted(m.series_index)
+    if store is None:
+        store = _txt(keys[0][0])
+    if dept is None and len(keys[0]) > 1:
+        dept = _txt(keys[0][1])
+    return store, dept, date if date is not None else str(m.last.date())
 
 
 def page(m: ServableModel, store: Any, dept: Any, date: Any, result: str) -> str:

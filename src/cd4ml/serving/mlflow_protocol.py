@@ -2,14 +2,16 @@
 
 Accepts what MLflow clients send: JSON with ``dataframe_split``, ``dataframe_records``,
 ``instances`` or ``inputs`` (optional ``params``), and ``text/csv``; answers
-``{"predictions": [...]}``. Other content types get 415.
+``{"predictions": [...]}``. Other content types get 415 (:mod:`cd4ml.serving.guard`).
+Every malformed body is a 4xx naming the part that is wrong: a CSV row with more or
+fewer values than the header, columns that are not a list of names, a column of an
+object, a body that is not UTF-8.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -17,14 +19,21 @@ from fastapi.responses import JSONResponse
 
 from cd4ml import __version__
 from cd4ml.errors import RequestError
-from cd4ml.serving.limits import read_body
+from cd4ml.serving.guard import MLFLOW
+from cd4ml.serving.jsonbody import parse_json
+from cd4ml.serving.limits import read_checked
 
 __all__ = ["mlflow_router", "records_from_json", "records_from_csv"]
 
 _KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
-def _columns_to_records(cols: dict[str, Any]) -> list[dict[str, Any]]:
+def _columns_to_records(key: str, cols: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of an object of columns: each a list of values, or one value (one row)."""
+    for k, v in cols.items():
+        if isinstance(v, dict):
+            raise RequestError(f"{key}.{k}: a column is a list of values (or one value), "
+                               f"not an object")
     lens = {k: len(v) if isinstance(v, list) else 1 for k, v in cols.items()}
     n = max(lens.values()) if lens else 0
     if len(set(lens.values())) > 1:
@@ -42,6 +51,9 @@ def records_from_json(doc: Any) -> list[Any]:
     if len(found) != 1 or extra:
         raise RequestError(f"the body needs exactly one of {list(_KEYS)} (plus optional "
                            f"'params'); got keys {sorted(doc)}")
+    if "params" in doc and not isinstance(doc["params"], dict):
+        raise RequestError(f"params must be an object of inference parameters; got "
+                           f"{_short(doc['params'])}")
     key, body = found[0], doc[found[0]]
     if key == "dataframe_split":
         if not isinstance(body, dict) or "columns" not in body or "data" not in body:
@@ -49,6 +61,11 @@ def records_from_json(doc: Any) -> list[Any]:
                                "(pandas.DataFrame.to_dict(orient='split'))")
         cols = body["columns"]
         rows = body["data"]
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise RequestError(f"dataframe_split.columns must be a list of column names "
+                               f"(strings); got {_short(cols)}")
+        if len(set(cols)) != len(cols):
+            raise RequestError(f"dataframe_split.columns names a column twice: {_short(cols)}")
         if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) != len(cols)
                                               for r in rows):
             raise RequestError(f"dataframe_split.data must be rows of {len(cols)} values")
@@ -58,25 +75,78 @@ def records_from_json(doc: Any) -> list[Any]:
             raise RequestError("dataframe_records must be a list of objects")
         return body
     if isinstance(body, dict):  # instances / inputs as columns
-        return _columns_to_records(body)
+        return _columns_to_records(key, body)
     if isinstance(body, list):
         return body
     raise RequestError(f"{key} must be a list of rows or an object of columns")
 
 
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
 def _number(v: str) -> Any:
-    for cast in (int, float):
+    """An int (when it fits 64 bits), else a float, else the text itself.
+
+    >>> _number("3"), _number("1.5"), _number("1" + "0" * 400), _number("x")
+    (3, 1.5, inf, 'x')
+    """
+    if len(v) <= 20:
         try:
-            return cast(v)
+            i = int(v)
+            if -2**63 <= i < 2**63:
+                return i
         except ValueError:
             pass
-    return v
+    try:
+        return float(v)
+    except ValueError:
+        return v
 
 
 def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [{k: (_number(v) if k.lower() in numeric and v is not None else v)
-             for k, v in r.items()} for r in rows]
+    r"""Rows of a CSV with a header line; a row of another length is refused.
+
+    >>> records_from_csv("store,date\n1,2012-11-02\n", {"store"})
+    [{'store': 1, 'date': '2012-11-02'}]
+    >>> records_from_csv("store,date\n1,2012-11-02,7\n", {"store"})
+    Traceback (most recent call last):
+    ...
+    cd4ml.errors.RequestError: csv line 2: 3 values but the header has 2 columns (store, date)
+    """
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise RequestError("csv: the body is empty; send a header line and rows")
+        if len(set(header)) != len(header):
+            raise RequestError(f"csv line 1: the header names a column twice: "
+                               f"{_short(header)}")
+        casts = [k.lower() in numeric for k in header]
+        out = []
+        for r in reader:
+            if len(r) != len(header):
+                if not r:
+                    continue  # a blank line
+                raise RequestError(f"csv line {reader.line_num}: {len(r)} values but the "
+                                   f"header has {len(header)} columns ({', '.join(header)})")
+            out.append({k: (_number(v) if c else v)
+                        for k, v, c in zip(header, r, casts, strict=True)})
+    except csv.Error as exc:
+        raise RequestError(f"csv line {reader.line_num}: {exc}") from None
+    return out
+
+
+def _text(raw: bytes) -> str:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise RequestError("csv: the body starts with a UTF-8 byte order mark; send UTF-8 "
+                           "without it")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"csv: the body is not valid UTF-8: {exc.reason} at byte "
+                           f"{exc.start}") from None
 
 
 def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
@@ -98,22 +168,12 @@ def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
     @r.post("/invocations")
     async def invocations(request: Request) -> Response:
         m = rt.holder.model
-        ctype = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        raw = await read_body(request, max_bytes)
+        raw, ctype = await read_checked(request, rt.guard, max_bytes, MLFLOW)
         if ctype == "application/json":
-            try:
-                doc = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise RequestError(f"body is not valid JSON: {exc}") from None
-            records = records_from_json(doc)
-        elif ctype == "text/csv":
+            records = records_from_json(parse_json(raw))
+        else:  # text/csv
             numeric = {f for f, num in m.numeric.items() if num}
-            records = records_from_csv(raw.decode("utf-8", errors="replace"), numeric)
-        else:
-            return JSONResponse(
-                {"error_code": "BAD_REQUEST",
-                 "message": f"content type {ctype or '(none)'!r} is not supported; use "
-                            f"application/json or text/csv"}, status_code=415)
+            records = records_from_csv(_text(raw), numeric)
         if not records:
             raise RequestError("no rows to score")
         if len(records) > max_rows:

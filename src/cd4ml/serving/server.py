@@ -19,6 +19,7 @@ from typing import Any
 
 from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.app import create_app
+from cd4ml.serving.guard import feedback_token_from_env
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.ops import METRICS, log_config
 from cd4ml.serving.predlog import PredictionLog
@@ -104,7 +105,8 @@ def app_from_env() -> Any:
     METRICS.ready.set(0)
     workers = int(opts.get("workers") or s.workers)
     return create_app(holder, settings=s, plog=plog, watcher=watcher,
-                      startup_wait_s=600 if workers > 1 else 0, draining=draining)
+                      startup_wait_s=600 if workers > 1 else 0, draining=draining,
+                      feedback_token=feedback_token_from_env())
 
 
 def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
@@ -120,6 +122,7 @@ def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
 
     root = Path(project_dir).resolve()
     cfg, _ = load_config(root, overrides)
+    feedback_token_from_env()  # an empty CD4ML_FEEDBACK_TOKEN: refused now, in one line
     with open_stores(cfg.store, root) as stores:  # fail now, in one line, if nothing serves
         stores.metadata.resolve(cfg.models.name, cfg.serving.alias)
     n = workers or cfg.serving.workers

@@ -4,11 +4,16 @@ One named tensor per request field of the forecasting contract (``store``, ``dep
 numbers, ``date`` as BYTES); the answer is one FP64 tensor ``prediction``. With the
 binary tensor data extension (what ``tritonclient`` sends by default) the body is the
 JSON header, ``Inference-Header-Content-Length`` bytes long, followed by raw tensors.
+A request that breaks the protocol's shape (``parameters`` or ``outputs`` of the wrong
+type, a ``binary_data_size`` that is not a whole number of bytes in the body, a shape
+whose size differs from its data, a version that is not a number) gets 400 naming the
+part; rows the model cannot answer get 422, an unknown model or version 404.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -19,7 +24,9 @@ from fastapi.responses import JSONResponse
 from cd4ml import __version__
 from cd4ml.errors import RequestError
 from cd4ml.registry.servable import ServableModel
-from cd4ml.serving.limits import read_body
+from cd4ml.serving.guard import V2_INFER
+from cd4ml.serving.jsonbody import parse_json
+from cd4ml.serving.limits import read_checked
 
 __all__ = ["v2_router", "decode_request", "NUMERIC"]
 
@@ -45,15 +52,69 @@ def _bytes_elements(raw: bytes, name: str) -> list[str]:
         i += 4
         if i + n > len(raw):
             raise V2Error(f"input {name!r}: BYTES element of {n} bytes runs past the data")
-        out.append(raw[i:i + n].decode("utf-8", errors="replace"))
+        try:
+            out.append(raw[i:i + n].decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise V2Error(f"input {name!r}: BYTES element {len(out)} is not valid UTF-8 "
+                          f"({exc.reason})") from None
         i += n
     return out
 
 
 def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        return [x for item in data for x in _flatten(item)]
-    return [data]
+    """Nested lists in row-major order, flat (without recursion: nesting is the client's).
+
+    >>> _flatten([[1, 2], [3, [4]]]), _flatten(5)
+    ([1, 2, 3, 4], [5])
+    """
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(x, list) for x in data):
+        return data
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for x in stack[-1]:
+            if isinstance(x, list):
+                stack.append(iter(x))
+                break
+            out.append(x)
+        else:
+            stack.pop()
+    return out
+
+
+def _object(v: Any, what: str) -> dict[str, Any]:
+    """``v`` when it is an object (None as an empty one), else a 400 naming ``what``."""
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise V2Error(f"{what} must be an object; got {_short(v)}")
+    return v
+
+
+#: the keys of a request, of an input tensor (the protocol's, nothing else)
+_REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
+_TENSOR_KEYS = ("name", "shape", "datatype", "parameters", "data")
+#: the one output tensor
+OUTPUT = "prediction"
+
+
+def _known_keys(obj: dict[str, Any], known: tuple[str, ...], what: str) -> None:
+    extra = sorted(set(obj) - set(known))
+    if extra:
+        raise V2Error(f"{what}: unknown key {extra[0]!r}; the protocol's keys are "
+                      f"{list(known)}")
+
+
+def _flag(params: dict[str, Any], key: str, what: str) -> None:
+    if key in params and not isinstance(params[key], bool):
+        raise V2Error(f"{what}.{key} must be true or false; got {_short(params[key])}")
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
 
 
 def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
@@ -64,37 +125,62 @@ def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
     if header_len is not None and not 0 <= header_len <= len(body):
         raise V2Error(f"Inference-Header-Content-Length = {header_len} but the body has "
                       f"{len(body)} bytes")
-    try:
-        req = json.loads(head)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise V2Error(f"request is not valid JSON: {exc}") from None
+    req = parse_json(head, V2Error, "request")
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise V2Error("request needs 'inputs': a non-empty list of tensors")
+    _known_keys(req, _REQUEST_KEYS, "the request")
+    _flag(_object(req.get("parameters"), "parameters"), "binary_data_output", "parameters")
+    if "id" in req and not isinstance(req["id"], str):
+        raise V2Error(f"id must be a string; got {_short(req['id'])}")
+    outs = req.get("outputs")
+    if outs is not None and (not isinstance(outs, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs)):
+        raise V2Error(f"outputs must be a list of objects with a 'name'; got {_short(outs)}")
+    for i, o in enumerate(outs or []):
+        _known_keys(o, ("name", "parameters"), f"outputs[{i}]")
+        if o["name"] != OUTPUT:
+            raise V2Error(f"outputs[{i}]: {o['name']!r} is not an output of the model; "
+                          f"its output is {OUTPUT!r}")
+        _flag(_object(o.get("parameters"), f"outputs[{i}].parameters"), "binary_data",
+              f"outputs[{i}].parameters")
     values: dict[str, list[Any]] = {}
     offset = 0
     for t in req["inputs"]:
         if not isinstance(t, dict) or not all(k in t for k in ("name", "shape", "datatype")):
             raise V2Error("each input needs 'name', 'shape' and 'datatype'")
-        name, dtype, shape = t["name"], str(t["datatype"]).upper(), t["shape"]
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise V2Error(f"input {name!r}: shape {shape!r} must be a list of non-negative ints")
-        size = int(np.prod(shape)) if shape else 1
-        nbytes = (t.get("parameters") or {}).get("binary_data_size")
+        name, dtype, shape = t["name"], t["datatype"], t["shape"]
+        if not isinstance(name, str):
+            raise V2Error(f"an input's name must be a string; got {_short(name)}")
+        _known_keys(t, _TENSOR_KEYS, f"input {name!r}")
+        if not isinstance(dtype, str) or (dtype.upper() not in NUMERIC and
+                                          dtype.upper() != "BYTES"):
+            raise V2Error(f"input {name!r}: datatype {_short(dtype)} is not one of "
+                          f"{[*NUMERIC, 'BYTES']}")
+        dtype = dtype.upper()
+        if not isinstance(shape, list) or not all(
+                type(d) is int and d >= 0 for d in shape):
+            raise V2Error(f"input {name!r}: shape {_short(shape)} must be a list of "
+                          f"non-negative ints")
+        size = math.prod(shape)
+        nbytes = _object(t.get("parameters"), f"input {name!r}: parameters").get(
+            "binary_data_size")
         if nbytes is not None:
-            chunk = binary[offset:offset + int(nbytes)]
-            if len(chunk) != int(nbytes):
-                raise V2Error(f"input {name!r}: binary_data_size {nbytes} runs past the body")
-            offset += int(nbytes)
+            if type(nbytes) is not int or nbytes < 0:
+                raise V2Error(f"input {name!r}: binary_data_size {_short(nbytes)} must be a "
+                              f"non-negative whole number of bytes")
+            chunk = binary[offset:offset + nbytes]
+            if len(chunk) != nbytes:
+                raise V2Error(f"input {name!r}: binary_data_size {nbytes} runs past the body "
+                              f"({len(binary) - offset} bytes of binary data left)")
+            offset += nbytes
             if dtype == "BYTES":
                 flat: list[Any] = _bytes_elements(chunk, name)
-            elif dtype in NUMERIC:
+            else:
                 item = np.dtype(NUMERIC[dtype]).itemsize
                 if len(chunk) % item:
                     raise V2Error(f"input {name!r}: {len(chunk)} bytes is not a whole "
                                   f"number of {dtype} values")
                 flat = np.frombuffer(chunk, dtype=NUMERIC[dtype]).tolist()
-            else:
-                raise V2Error(f"input {name!r}: datatype {dtype!r} is not supported")
         else:
             if "data" not in t:
                 raise V2Error(f"input {name!r}: no 'data' and no binary_data_size")
@@ -111,11 +197,11 @@ def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
 
 
 def _wants_binary(req: dict[str, Any]) -> bool:
+    """Whether the answer goes as binary (``decode_request`` checked the types)."""
     outs = req.get("outputs") or []
     if outs:
-        return any((o.get("parameters") or {}).get("binary_data") for o in outs
-                   if isinstance(o, dict))
-    return bool((req.get("parameters") or {}).get("binary_data_output"))
+        return any((o.get("parameters") or {}).get("binary_data") is True for o in outs)
+    return (req.get("parameters") or {}).get("binary_data_output") is True
 
 
 def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
@@ -126,6 +212,9 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         m = rt.holder.model
         if name != m.name:
             raise V2Error(f"model {name!r} is not served here; served: {m.name!r}", 404)
+        if version is not None and not (version.isascii() and version.isdigit()):
+            raise V2Error(f"model {name!r} version {version!r} is not a version number "
+                          f"(versions are whole numbers; loaded: version {m.version})")
         if version is not None and version != str(m.version):
             raise V2Error(f"model {name!r} version {version!r} is not loaded; loaded: "
                           f"version {m.version}", 404)
@@ -184,14 +273,20 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
             header_len = int(hl) if hl is not None else None
         except ValueError:
             raise V2Error(f"Inference-Header-Content-Length = {hl!r} is not a number") from None
-        body = await read_body(request, max_bytes)
+        body, ctype = await read_checked(request, rt.guard, max_bytes, V2_INFER)
         req, values = decode_request(body, header_len)
+        dtypes = {t["name"]: t["datatype"].upper() for t in req["inputs"]}
         fields = list(m.fields)
         unknown = sorted(set(values) - set(fields))
         missing = [f for f in fields if f not in values]
         if unknown or missing:
             raise V2Error(f"inputs must be exactly {fields}; unknown: {unknown}, "
                           f"missing: {missing}")
+        for f, dtype in dtypes.items():
+            want = "BYTES" if not m.numeric.get(f, False) else None
+            if (want == "BYTES") != (dtype == "BYTES"):
+                raise V2Error(f"input {f!r}: datatype {dtype} does not fit the field; send "
+                              + ("BYTES (strings)" if want else "a numeric datatype (INT64)"))
         n = {len(v) for v in values.values()}
         if len(n) != 1:
             raise V2Error(f"inputs hold different numbers of rows: "
@@ -201,7 +296,7 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
             raise V2Error(f"{rows} rows is more than the limit of {max_rows} per request", 413)
         records = [{f: values[f][i] for f in fields} for i in range(rows)]
         preds = await rt.score(request, m, records, "/v2/infer", body,
-                               request.headers.get("content-type", "application/json"))
+                               ctype or "application/json")
         out: dict[str, Any] = {"model_name": m.name, "model_version": str(m.version),
                                "outputs": [{"name": "prediction", "datatype": "FP64",
                                             "shape": [rows]}]}
