@@ -502,6 +502,7 @@ def test_across_a_swap_each_request_is_logged_with_its_own_versions_features(
 
     from cd4ml.config import ServingConfig
     from cd4ml.serving.app import Runtime
+    from cd4ml.serving.routes import CONTEXT_KEY, RequestContext
 
     v2 = copy.copy(model)
     v2.version, v2.X = 2, np.ascontiguousarray(model.X * 2)  # features that differ
@@ -510,8 +511,8 @@ def test_across_a_swap_each_request_is_logged_with_its_own_versions_features(
     rt = Runtime(holder, ServingConfig(), plog)
 
     def score(m, rid: str) -> None:
-        asyncio.run(rt.score(Request({"type": "http", "state": {"request_id": rid}}), m,
-                             ROWS[:2], "/predict"))
+        scope = {"type": "http", CONTEXT_KEY: RequestContext(rid, time.perf_counter())}
+        asyncio.run(rt.score(Request(scope), m, ROWS[:2], "/predict"))
 
     score(model, "a")
     holder.swap(v2)

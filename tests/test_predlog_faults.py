@@ -166,6 +166,14 @@ def test_when_full_reject_answers_503_with_retry_after_and_metrics_show_it(
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=10, max_unflushed=4,
                          when_full="reject", connect=disk.connect)
     client = TestClient(create_app(ModelHolder(model), plog=plog))
+
+    def predicted() -> float:  # rows counted as predicted on /predict (process-wide)
+        return sum(float(line.rsplit(" ", 1)[1])
+                   for line in client.get("/metrics").text.splitlines()
+                   if line.startswith("cd4ml_predictions_total{")
+                   and 'endpoint="/predict"' in line)
+
+    before = predicted()
     assert client.post("/predict", json=ROW).status_code == 200
     _wait(lambda: disk.commits == 1)
     codes = [client.post("/predict", json=ROW).status_code for _ in range(10)]
@@ -178,6 +186,7 @@ def test_when_full_reject_answers_503_with_retry_after_and_metrics_show_it(
     metrics = client.get("/metrics").text
     assert 'cd4ml_prediction_log_records{outcome="rejected"} 8.0' in metrics
     assert client.get("/health").json()["prediction_log"]["rejected"] == 8
+    assert predicted() - before == 4  # a refused request is not counted as predicted
     with pytest.raises(LogFullError):
         plog.append(_rec(99))
     disk.release.set()
@@ -335,3 +344,16 @@ def test_a_segment_found_damaged_by_feedback_is_set_aside_and_feedback_answers(
     assert client.get("/health").json()["prediction_log"]["set_aside"] == 1
     plog.close()
     assert [x["original"] for x in predlog.status(d)["set_aside"]] == ["seg-20991231T00-p1.db"]
+
+
+def test_a_record_after_close_is_dropped_and_counted_not_an_error(model,
+                                                                  tmp_path: Path) -> None:
+    """A request still finishing while the app shuts down (its log closed) is answered;
+    its record is dropped and counted, not a 500 from a released count file."""
+    plog = PredictionLog(tmp_path / "log", flush_interval_ms=10)
+    client = TestClient(create_app(ModelHolder(model), plog=plog))
+    assert client.post("/predict", json=ROW).status_code == 200
+    plog.close()
+    assert plog.append(_rec(1)) is False and plog.dropped == 1
+    assert client.post("/predict", json=ROW).status_code == 200
+    assert plog.dropped == 2 and plog.written == 1

@@ -120,13 +120,7 @@ class Runtime:
             preds = model.predict_rows(rows)
         ctx = context_of(request)
         ctx.model_version = model.version
-        key = (model.name, model.version, endpoint)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = METRICS.predictions.labels(
-                model.name, str(model.version), endpoint)
-        counter.inc(len(preds))
-        if self.plog is not None:
+        if self.plog is not None:  # may refuse the request (serving.log.when_full: reject)
             last, table = self._last
             if last is not model:
                 table = self._table(model)
@@ -136,6 +130,12 @@ class Runtime:
                 latency_ms=(time.perf_counter() - ctx.t0) * 1000, records=(), features=None,
                 feature_names=model.predictor.feature_names, outputs=preds,
                 content_type=content_type, request=raw, arm="main", table=table, rows=rows))
+        key = (model.name, model.version, endpoint)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = METRICS.predictions.labels(
+                model.name, str(model.version), endpoint)
+        counter.inc(len(preds))
         return preds
 
 

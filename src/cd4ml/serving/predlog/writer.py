@@ -101,6 +101,7 @@ class PredictionLog:
         #: queue, of the _given at the last _budget): until the writer must be woken or a
         #: bound checked; _buf_bytes is brought up to date by _settle
         self._fast_limit = self._fast_bytes = self._given = 0
+        self._closed = False  # set by close(), once the count file is released
         #: a plain lock (the request path takes it once per record) under the condition
         #: the writer and flush() sleep on
         self._lock = threading.Lock()
@@ -218,7 +219,8 @@ class PredictionLog:
             raise LogFullError(f"the prediction log cannot keep up: {why}; retry shortly "
                                f"(serving.log.when_full: reject)")
         self._seq += 1
-        self._count[0] = self._seq
+        if not self._closed:  # after close the count file is gone: the drop is counted here
+            self._count[0] = self._seq
         self.dropped += 1
         now = time.monotonic()
         if now - self._last_full_log >= 1.0:  # one line a second, not one per request
@@ -306,7 +308,9 @@ class PredictionLog:
         if self._seq > self.written:
             record_loss(self.dir, self.session, os.getpid(), self._seq, self.written,
                         "dropped while serving")
-        self._count.release()
+        with self._lock:
+            self._closed = True
+            self._count.release()
         self._mm.close()
         self._cnt_file.close()
         self._cnt_path.unlink(missing_ok=True)
