@@ -2,12 +2,12 @@
 
 Usage (one command, unattended; trains the example and creates the MLflow venv if needed):
 
-    .venv/bin/python benchmarks/serving_vs_mlflow.py                 # full run, ~20 min
+    .venv/bin/python benchmarks/serving_vs_mlflow.py                 # full run, ~25 min
     .venv/bin/python benchmarks/serving_vs_mlflow.py --quick         # smoke test, ~4 min
     options: --project DIR  --duration 15  --workers 1,2  --concurrency 1,8,32
              --batch-sizes 100,1000  --batch-concurrency 4  --skip-mlflow  --pin
              --repeat 1  --rebalance 2  --mlflow-venv ../venvs/mlflow317  --no-train
-             --forecast-table on|off  --out FILE  --paired 5  --paired-only
+             --forecast-table on|off  --out FILE  --paired 15 --paired-only
 
 What is compared, on the same registered model version, on this machine, in this run:
 
@@ -61,12 +61,13 @@ default) and, if it stays lopsided, marked ⚠ in the tables. On a host whose sp
 varies (a shared VM: identical back-to-back runs here differed by 2x in throughput and
 in CPU per answer), ``--repeat 3`` runs each load three times and keeps the median.
 
-The log's cost (``--paired N``, 5 by default): after the phases above, a log-on and a
-log-off cd4ml server run at once (the idle one costs nothing) and single-row runs at
+The log's cost (``--paired N``, 15 by default: on a shared 2-core VM seven pairs of the
+same code ranged from 7.5 to 18.3 %): after the phases above, a log-on and a log-off cd4ml
+server run at once (the idle one costs nothing) and single-row runs at
 ``--paired-concurrency`` (8) alternate between them, N pairs; the goal takes the median
 of the pairs' throughput ratios. Phases minutes apart met different speeds of this
 shared VM (identical runs differed by 15 %), which a cost of a few % drowned in.
-``--paired-only`` runs just that (about 5 min).
+``--paired-only`` runs just that (about 8 min).
 
 Output: tables (floor; every load with req/s, rows/s, p50/p99, errors and the ratio to
 MLflow at the same workers, load and concurrency; the issue's goals with PASS/FAIL) and
@@ -134,7 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="both servers answer from the version's forecast table (on, cd4ml's "
                          "default) or run the model on every request (off)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON path")
-    ap.add_argument("--paired", type=int, default=5,
+    ap.add_argument("--paired", type=int, default=15,
                     help="log on/off pairs: both servers up at once, runs alternated "
                          "(0: none)")
     ap.add_argument("--paired-concurrency", type=int, default=8)
