@@ -38,7 +38,12 @@ def long_log(model, tmp_path_factory: pytest.TempPathFactory):
     """60 hourly segments, each with 40 records of client ids and 40 of server-made
     ids, written by the real writer as its fake clock moves through 60 hours."""
     d = tmp_path_factory.mktemp("long") / "log"
-    t0 = time.time() - (HOURS + 1) * 3600
+    # at the start of an hour (UTC), as segments are: each hour's records (60 to 850 s
+    # into it) then fall in the period of the clock that flushes them, as on a real
+    # server, whose flush comes after its records; from an arbitrary t0 a record could
+    # lie in the next period while its segment is this one's, where no lookup by time
+    # looks (the test failed about one run in eight that way)
+    t0 = (time.time() // 3600 - HOURS - 1) * 3600
     now = [t0]
     table = predlog.FeatureTable.of(model)
     rows = model.rows_for([ROW])
