@@ -54,6 +54,7 @@ __all__ = [
     "DeadlineError",
     "HTTP_STATUS",
     "http_status",
+    "short_repr",
 ]
 
 
@@ -188,3 +189,13 @@ def http_status(exc: Cd4mlError) -> int:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
     return 500
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for naming a bad value in a message.
+
+    >>> short_repr("x" * 100)[-5:], short_repr([1, 2])
+    ('xx...', '[1, 2]')
+    """
+    s = repr(value)
+    return s if len(s) <= limit else s[:limit - 3] + "..."

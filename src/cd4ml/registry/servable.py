@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cd4ml.errors import HorizonError, RequestError
+from cd4ml.errors import HorizonError, RequestError, short_repr
 from cd4ml.features.compute import FeatureSpec, compute_features, to_grid
 from cd4ml.registry.bundle import request_fields
 from cd4ml.registry.predictors import Predictor
@@ -282,5 +282,6 @@ def _norm(v: Any) -> Any:
 
 
 def _short(v: Any) -> Any:
-    s = repr(v)
-    return v if len(s) <= 80 else s[:77] + "..."
+    """The value itself when its repr is short (it goes into a JSON error), else that
+    repr cut short."""
+    return v if len(repr(v)) <= 80 else short_repr(v)

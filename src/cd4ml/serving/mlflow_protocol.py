@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from cd4ml import __version__
-from cd4ml.errors import RequestError
+from cd4ml.errors import RequestError, short_repr
 from cd4ml.serving.guard import MLFLOW
 from cd4ml.serving.jsonbody import parse_json
 from cd4ml.serving.limits import read_checked
@@ -53,7 +53,7 @@ def records_from_json(doc: Any) -> list[Any]:
                            f"'params'); got keys {sorted(doc)}")
     if "params" in doc and not isinstance(doc["params"], dict):
         raise RequestError(f"params must be an object of inference parameters; got "
-                           f"{_short(doc['params'])}")
+                           f"{short_repr(doc['params'])}")
     key, body = found[0], doc[found[0]]
     if key == "dataframe_split":
         if not isinstance(body, dict) or "columns" not in body or "data" not in body:
@@ -63,9 +63,9 @@ def records_from_json(doc: Any) -> list[Any]:
         rows = body["data"]
         if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
             raise RequestError(f"dataframe_split.columns must be a list of column names "
-                               f"(strings); got {_short(cols)}")
+                               f"(strings); got {short_repr(cols)}")
         if len(set(cols)) != len(cols):
-            raise RequestError(f"dataframe_split.columns names a column twice: {_short(cols)}")
+            raise RequestError(f"dataframe_split.columns names a column twice: {short_repr(cols)}")
         if not isinstance(rows, list) or any(not isinstance(r, list) or len(r) != len(cols)
                                               for r in rows):
             raise RequestError(f"dataframe_split.data must be rows of {len(cols)} values")
@@ -79,11 +79,6 @@ def records_from_json(doc: Any) -> list[Any]:
     if isinstance(body, list):
         return body
     raise RequestError(f"{key} must be a list of rows or an object of columns")
-
-
-def _short(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 80 else s[:77] + "..."
 
 
 def _number(v: str) -> Any:
@@ -122,7 +117,7 @@ def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
             raise RequestError("csv: the body is empty; send a header line and rows")
         if len(set(header)) != len(header):
             raise RequestError(f"csv line 1: the header names a column twice: "
-                               f"{_short(header)}")
+                               f"{short_repr(header)}")
         casts = [k.lower() in numeric for k in header]
         out = []
         for r in reader:

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from cd4ml import __version__
-from cd4ml.errors import RequestError
+from cd4ml.errors import RequestError, short_repr
 from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.guard import V2_INFER
 from cd4ml.serving.jsonbody import parse_json
@@ -89,7 +89,7 @@ def _object(v: Any, what: str) -> dict[str, Any]:
     if v is None:
         return {}
     if not isinstance(v, dict):
-        raise V2Error(f"{what} must be an object; got {_short(v)}")
+        raise V2Error(f"{what} must be an object; got {short_repr(v)}")
     return v
 
 
@@ -109,12 +109,7 @@ def _known_keys(obj: dict[str, Any], known: tuple[str, ...], what: str) -> None:
 
 def _flag(params: dict[str, Any], key: str, what: str) -> None:
     if key in params and not isinstance(params[key], bool):
-        raise V2Error(f"{what}.{key} must be true or false; got {_short(params[key])}")
-
-
-def _short(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 80 else s[:77] + "..."
+        raise V2Error(f"{what}.{key} must be true or false; got {short_repr(params[key])}")
 
 
 def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
@@ -131,11 +126,11 @@ def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
     _known_keys(req, _REQUEST_KEYS, "the request")
     _flag(_object(req.get("parameters"), "parameters"), "binary_data_output", "parameters")
     if "id" in req and not isinstance(req["id"], str):
-        raise V2Error(f"id must be a string; got {_short(req['id'])}")
+        raise V2Error(f"id must be a string; got {short_repr(req['id'])}")
     outs = req.get("outputs")
     if outs is not None and (not isinstance(outs, list) or not all(
             isinstance(o, dict) and isinstance(o.get("name"), str) for o in outs)):
-        raise V2Error(f"outputs must be a list of objects with a 'name'; got {_short(outs)}")
+        raise V2Error(f"outputs must be a list of objects with a 'name'; got {short_repr(outs)}")
     for i, o in enumerate(outs or []):
         _known_keys(o, ("name", "parameters"), f"outputs[{i}]")
         if o["name"] != OUTPUT:
@@ -150,23 +145,23 @@ def decode_request(body: bytes, header_len: int | None) -> tuple[dict[str, Any],
             raise V2Error("each input needs 'name', 'shape' and 'datatype'")
         name, dtype, shape = t["name"], t["datatype"], t["shape"]
         if not isinstance(name, str):
-            raise V2Error(f"an input's name must be a string; got {_short(name)}")
+            raise V2Error(f"an input's name must be a string; got {short_repr(name)}")
         _known_keys(t, _TENSOR_KEYS, f"input {name!r}")
         if not isinstance(dtype, str) or (dtype.upper() not in NUMERIC and
                                           dtype.upper() != "BYTES"):
-            raise V2Error(f"input {name!r}: datatype {_short(dtype)} is not one of "
+            raise V2Error(f"input {name!r}: datatype {short_repr(dtype)} is not one of "
                           f"{[*NUMERIC, 'BYTES']}")
         dtype = dtype.upper()
         if not isinstance(shape, list) or not all(
                 type(d) is int and d >= 0 for d in shape):
-            raise V2Error(f"input {name!r}: shape {_short(shape)} must be a list of "
+            raise V2Error(f"input {name!r}: shape {short_repr(shape)} must be a list of "
                           f"non-negative ints")
         size = math.prod(shape)
         nbytes = _object(t.get("parameters"), f"input {name!r}: parameters").get(
             "binary_data_size")
         if nbytes is not None:
             if type(nbytes) is not int or nbytes < 0:
-                raise V2Error(f"input {name!r}: binary_data_size {_short(nbytes)} must be a "
+                raise V2Error(f"input {name!r}: binary_data_size {short_repr(nbytes)} must be a "
                               f"non-negative whole number of bytes")
             chunk = binary[offset:offset + nbytes]
             if len(chunk) != nbytes:
