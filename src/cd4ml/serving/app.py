@@ -273,8 +273,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     async def metrics() -> Response:
         METRICS.ready.set(1 if rt.readiness()[0] else 0)
         if plog is not None:
-            METRICS.log_queue.set(plog.queue_depth)
             c = plog.counts()
+            METRICS.log_queue.set(c["queue"])
             for outcome in ("written", "dropped", "rejected", "truncated_bodies"):
                 METRICS.log_records.labels(outcome).set(c[outcome])
             METRICS.log_write_errors.set(c["write_errors"])

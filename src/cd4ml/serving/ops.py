@@ -75,8 +75,6 @@ class _Metrics:
         self.log_set_aside = Gauge("cd4ml_prediction_log_set_aside_files",
                                    "Damaged files the log set aside (renamed) at start or "
                                    "when met", multiprocess_mode="livesum")
-        self.log_written = Counter("cd4ml_prediction_log_records_written",
-                                   "Prediction-log records committed")
         self.log_lost = Counter("cd4ml_prediction_log_records_lost",
                                 "Prediction-log records accepted but never written "
                                 "(found after a crash, or dropped by a failing writer)")

@@ -13,8 +13,8 @@ import numpy as np
 from cd4ml.serving.predlog.segments import MADE_ID_SLACK, dumps, made_id_times
 from cd4ml.serving.predlog.tables import FeatureTable
 
-__all__ = ["LogRecord", "Queued", "Columns", "Block", "encode_block", "record_bytes",
-           "BLOCK_ROWS", "RECORD_OVERHEAD"]
+__all__ = ["LogRecord", "Queued", "Columns", "Block", "encode_block", "BLOCK_ROWS",
+           "RECORD_OVERHEAD"]
 
 
 class LogRecord(NamedTuple):
@@ -48,13 +48,6 @@ BLOCK_ROWS = 65_536
 #: entry, its request id excepted), for the estimate that splits a flush by bytes
 RECORD_OVERHEAD = 256
 
-
-def record_bytes(rec: LogRecord) -> int:
-    """What a queued record holds, for the bound on the queue: its body and its outputs
-    and row numbers (8 + 8 bytes a row), plus inline features if any. O(1)."""
-    f = rec.features
-    return len(rec.request) + 16 * len(rec.outputs) + (0 if f is None else
-                                                       getattr(f, "nbytes", 0))
 
 #: a queued record: its sequence number and the record as the server made it
 Queued = tuple[int, LogRecord]

@@ -83,16 +83,11 @@ def set_aside_damaged(directory: Path) -> list[dict[str, Any]]:
     """Set aside ``state.db`` and every segment of the folder that SQLite cannot read."""
     out = []
     state = directory / "state.db"
-    for path in [state] if state.exists() else []:
+    for path in [*([state] if state.exists() else []), *(p for _, p in segments(directory))]:
         problem = segment_problem(path)
-        if problem:
-            row = set_aside(directory, path, problem)
-            out += [row] if row else []
-    for _, path in segments(directory):
-        problem = segment_problem(path)
-        if problem:
-            row = set_aside(directory, path, problem)
-            out += [row] if row else []
+        row = set_aside(directory, path, problem) if problem else None
+        if row is not None:
+            out.append(row)
     return out
 
 
@@ -104,7 +99,7 @@ def set_aside_files(directory: Path) -> list[dict[str, Any]]:
     reasons: dict[str, dict[str, Any]] = {}
     if (d / "state.db").exists():
         try:
-            with closing(sqlite3.connect(f"file:{d / 'state.db'}?mode=ro", uri=True)) as con:
+            with closing(read_only(d / "state.db")) as con:
                 con.row_factory = sqlite3.Row
                 reasons = {r["moved_to"]: dict(r) for r in con.execute(
                     "SELECT * FROM set_aside")}

@@ -25,7 +25,8 @@ from cd4ml.errors import DeadlineError
 from cd4ml.serving.predlog.damage import is_damage
 from cd4ml.serving.predlog.segments import (M_NROWS, M_RID, M_TABLE, M_TS, MADE_ID_SLACK,
                                             M_MODEL, M_VERSION, columns, dumps, loads,
-                                            made_id_time, read_segment, segments)
+                                            made_id_time, read_segment, record_starts,
+                                            segments)
 from cd4ml.serving.predlog.tables import TableReader
 
 __all__ = ["Lookup", "find_requests", "find_request"]
@@ -173,9 +174,7 @@ def _record(con: sqlite3.Connection, tables: TableReader, meta: list[list[Any]],
     if m[M_TABLE] is None:
         inputs = columns(loads(inputs_raw)[k])
     else:
-        n = np.fromiter((x[M_NROWS] for x in meta[:k]), dtype=np.int64, count=k)
-        ref = np.fromiter((x[M_TABLE] is not None for x in meta[:k]), dtype=bool, count=k)
-        off = int((n * ref).sum())
+        off = int(record_starts(meta[:k + 1])[3][k])
         rows = np.frombuffer(rows_raw, dtype="<i4")[off:off + m[M_NROWS]]
         inputs = tables.input_lists(con, m[M_TABLE], rows)
     return {"n_rows": m[M_NROWS], "model": m[M_MODEL], "version": m[M_VERSION],

@@ -20,7 +20,8 @@ from cd4ml.serving.predlog.damage import is_damage, set_aside_files
 from cd4ml.serving.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
                                             M_NF, M_NROWS, M_REQLEN, M_RID, M_TABLE, M_TRUNC,
                                             M_TS, M_VERSION, columns, loads, read_only,
-                                            read_segment, segment_format, segments)
+                                            read_segment, record_starts, segment_format,
+                                            segments)
 from cd4ml.serving.predlog.tables import TableReader
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "status"]
@@ -107,16 +108,6 @@ def _blocks(directory: Path, cols: str, since: float | None,
     yield from _rows(directory, sql, args, since, until)
 
 
-def _starts(meta: list[list[Any]]) -> tuple[Any, Any, Any, Any]:
-    """Per record of a block: its rows, whether it holds table rows, and where its rows
-    start among the block's predictions and among its table rows (``rows``)."""
-    import numpy as np
-
-    n = np.fromiter((m[M_NROWS] for m in meta), dtype=np.int64, count=len(meta))
-    ref = np.fromiter((m[M_TABLE] is not None for m in meta), dtype=bool, count=len(meta))
-    return n, ref, np.cumsum(n) - n, np.cumsum(n * ref) - n * ref
-
-
 def query(directory: str | Path, *, since: float | None = None, until: float | None = None,
           model: str | None = None, version: int | None = None,
           request_id: str | None = None, limit: int | None = None,
@@ -132,7 +123,7 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
         outs = np.frombuffer(r["outputs"], dtype="<f8")
         rows = np.frombuffer(r["rows"], dtype="<i4")
         inputs = None
-        _, _, starts, rstarts = _starts(meta)
+        _, _, starts, rstarts = record_starts(meta)
         for k, m in enumerate(meta):
             n, off, roff = m[M_NROWS], starts[k], rstarts[k]
             if keep(m):
@@ -170,7 +161,7 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
     kept = np.fromiter((keep(m) for m in meta), dtype=bool, count=len(meta))
     if not kept.any():
         return None
-    n, is_ref, starts, rstart = _starts(meta)
+    n, is_ref, starts, rstart = record_starts(meta)
     total = int(n.sum())
     rec = np.repeat(np.arange(len(meta)), n)
 

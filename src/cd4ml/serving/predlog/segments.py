@@ -21,7 +21,7 @@ __all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOIN
            "segment_path", "period_name", "connect", "read_only", "columns", "loads", "dumps",
            "new_request_id", "connect_segment", "read_segment", "check_format",
            "segment_format", "made_id_time", "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE",
-           "LOG_FORMAT", "sqlite_length_limit"]
+           "LOG_FORMAT", "sqlite_length_limit", "record_starts"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
@@ -115,6 +115,14 @@ def made_id_times(request_ids: Sequence[str]) -> np.ndarray:
             return (digits @ _HEX_WEIGHTS) / 1000
     return np.array([np.nan if t is None else t for t in map(made_id_time, request_ids)],
                     dtype=float)
+
+
+def record_starts(meta: list[list[Any]]) -> tuple[Any, Any, Any, Any]:
+    """Per record of a block's ``meta``: its rows, whether it holds table rows, and
+    where its rows start among the block's predictions and among its table rows."""
+    n = np.fromiter((m[M_NROWS] for m in meta), dtype=np.int64, count=len(meta))
+    ref = np.fromiter((m[M_TABLE] is not None for m in meta), dtype=bool, count=len(meta))
+    return n, ref, np.cumsum(n) - n, np.cumsum(n * ref) - n * ref
 
 
 try:
