@@ -194,9 +194,7 @@ class RegistryOps:
     def alias_version(self, model_name: str, alias: str) -> int | None:
         """The version ``model_name@alias`` holds now; None if unset (or no such model)."""
         with self._read() as conn:
-            v = conn.execute(sa.select(aliases.c.version).where(
-                aliases.c.model_name == model_name, aliases.c.alias == alias)).scalar()
-        return None if v is None else int(v)
+            return self._alias_version(conn, model_name, alias)
 
     def _move_alias(self, conn: sa.Connection, model_name: str, alias: str, version: int,
                     *, expected: Expected, now: dt.datetime, actor: str,
@@ -204,8 +202,7 @@ class RegistryOps:
         """Move the alias if it holds ``expected``; the caller holds the model's row lock,
         so the read below sees every committed move and none can land before ours."""
         key = (aliases.c.model_name == model_name, aliases.c.alias == alias)
-        previous = conn.execute(sa.select(aliases.c.version).where(*key)).scalar()
-        previous = None if previous is None else int(previous)
+        previous = self._alias_version(conn, model_name, alias)
         if expected != ANY_VERSION and previous != expected:
             conflict = AliasConflict(model_name, alias, version, expected, previous)
             self._audit(conn, at=now, actor=actor, action="set_alias_refused",
@@ -240,8 +237,7 @@ class RegistryOps:
             if ref.isdigit():
                 version: int | None = int(ref)
             else:
-                version = conn.execute(sa.select(aliases.c.version).where(
-                    aliases.c.model_name == model_name, aliases.c.alias == ref)).scalar()
+                version = self._alias_version(conn, model_name, ref)
                 if version is None and ref == "latest":
                     version = conn.execute(sa.select(sa.func.max(model_versions.c.version))
                                            .where(model_versions.c.model_name == model_name)
@@ -295,6 +291,12 @@ class RegistryOps:
         return [v for (v,) in conn.execute(
             sa.select(model_versions.c.version).where(
                 model_versions.c.model_name == model_name).order_by(model_versions.c.version))]
+
+    @staticmethod
+    def _alias_version(conn: sa.Connection, model_name: str, alias: str) -> int | None:
+        v = conn.execute(sa.select(aliases.c.version).where(
+            aliases.c.model_name == model_name, aliases.c.alias == alias)).scalar()
+        return None if v is None else int(v)
 
     @staticmethod
     def _aliases(conn: sa.Connection, model_name: str) -> dict[str, int]:
