@@ -23,12 +23,15 @@ from typing import Any
 
 from cd4ml.config import ServingConfig
 from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.feedback import MAX_VALUE
+from cd4ml.serving.v2 import NUMERIC
 
 __all__ = ["api_spec", "install_spec", "field_schemas"]
 
 _REF = "#/components/schemas/"
-_V2_NUMERIC = ["UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-               "FP16", "FP32", "FP64"]
+#: the numeric v2 datatypes a numeric field takes (BOOL decodes to true/false, which a
+#: numeric field refuses)
+_V2_NUMERIC = [t for t in NUMERIC if t != "BOOL"]
 
 
 def _ref(name: str) -> dict[str, Any]:
@@ -68,8 +71,7 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
                "properties": column,
                "description": "columns of equally many values (declared here for one row)"}
     params = {"type": "object", "description": "inference parameters (ignored)"}
-    key_fields = {f: sch for f, sch in fs.items()}
-    finite = {"type": "number", "minimum": -2 ** 53, "maximum": 2 ** 53}  # see feedback
+    finite = {"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}
     by_id = {"type": "object", "required": ["request_id"], "additionalProperties": False,
              "properties": {"request_id": {"type": "string", "minLength": 1,
                                            "maxLength": 128,
@@ -80,7 +82,7 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
              "anyOf": [{"required": ["actual"]}, {"required": ["actuals"]},
                        {"required": ["reward"]}]}
     by_keys = {"type": "object", "required": names, "additionalProperties": False,
-               "properties": {**key_fields, "actual": finite, "reward": finite},
+               "properties": {**fs, "actual": finite, "reward": finite},
                "anyOf": [{"required": ["actual"]}, {"required": ["reward"]}]}
     items = {"type": "array", "items": _ref("FeedbackItem"), "minItems": 1, "maxItems": n}
 
