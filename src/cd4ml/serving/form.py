@@ -24,18 +24,23 @@ def form_defaults(m: ServableModel, store: str | None, dept: str | None,
                   date: str | None) -> tuple[str, str | None, str]:
     """The fields as the form would send them: one left out takes the form's default
     (the first store and department listed, the last servable date)."""
-    keys = sorted(m.series_index)
+    stores, depts = _choices(m)
     if store is None:
-        store = _txt(keys[0][0])
-    if dept is None and len(keys[0]) > 1:
-        dept = _txt(keys[0][1])
+        store = _txt(stores[0])
+    if dept is None and depts:
+        dept = _txt(depts[0])
     return store, dept, date if date is not None else str(m.last.date())
 
 
-def page(m: ServableModel, store: Any, dept: Any, date: Any, result: str) -> str:
+def _choices(m: ServableModel) -> tuple[list[Any], list[Any]]:
+    """The stores and departments the form lists, in its order."""
     keys = sorted(m.series_index)
-    stores = sorted({k[0] for k in keys})
-    depts = sorted({k[1] for k in keys}) if len(keys[0]) > 1 else []
+    return sorted({k[0] for k in keys}), (sorted({k[1] for k in keys})
+                                          if len(keys[0]) > 1 else [])
+
+
+def page(m: ServableModel, store: Any, dept: Any, date: Any, result: str) -> str:
+    stores, depts = _choices(m)
 
     def options(vals: list[Any], cur: Any) -> str:
         return "".join(f'<option value="{_txt(v)}"{" selected" if _txt(v) == cur else ""}>'
