@@ -62,10 +62,12 @@ def run(project: Project = Path("."), set_: Sets = None,
     else:
         out.print(f"run [bold]{outcome.run_id}[/]")
     if outcome.metrics:
+        from cd4ml.tasks import TASKS
+
+        shown = {m for t in TASKS.values() for m in t.metrics} | {"r2", "ece"}
         t = Table("metric", "value", box=None)
         for k, v in sorted(outcome.metrics.items()):
-            if k.startswith(("holdout.", "validation.")) and k.split(".")[-1] in (
-                    "wmae", "mae", "rmse", "r2", "nwrmsle"):
+            if k.startswith(("holdout.", "validation.")) and k.split(".")[-1] in shown:
                 t.add_row(k, _fmt(v))
         out.print(t)
     if outcome.gate:
