@@ -17,7 +17,7 @@ from cd4ml.errors import PipelineError
 from cd4ml.evaluation import apply_gate, compare, evaluate, evaluation_weights
 from cd4ml.features import FeatureSpec
 from cd4ml.registry.bundle import save_bundle
-from cd4ml.registry.predictors import SeasonalNaivePredictor
+from cd4ml.registry.predictors import SeriesBaselinePredictor
 from cd4ml.training.fit import fit_model
 
 __all__ = ["validate_candidate", "select", "holdout", "gate", "bundle"]
@@ -56,7 +56,7 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
                       horizon_col="_ahead")
     report["fit"] = {"end": fit_end, "rows": int(fit_rows.sum())}
     report["scored"] = {"start": score[0], "end": score[1], "rows": int(rows.sum())}
-    if isinstance(model, SeasonalNaivePredictor):
+    if isinstance(model, SeriesBaselinePredictor):
         report["fallbacks"] = model.fallback_counts(X.to_numpy(np.float32)[rows])
     return report
 
