@@ -22,10 +22,6 @@ from cd4ml.errors import DataError, PipelineError
 
 __all__ = ["table", "split", "validate_candidate", "holdout", "bundle"]
 
-#: a classification target with more distinct values than this is refused
-MAX_CLASSES = 50
-
-
 def _frames(ctx: Any, inputs: dict[str, Any], data: DataConfig) -> dict[str, pd.DataFrame]:
     out = {}
     for name in data.sources:
@@ -33,39 +29,6 @@ def _frames(ctx: Any, inputs: dict[str, Any], data: DataConfig) -> dict[str, pd.
         df = ctx.memo.get(digest)
         out[name] = df if df is not None else read_snapshot_bytes(ctx.artifacts.get_bytes(digest))
     return out
-
-
-def _classes(y: pd.Series, data: DataConfig) -> list[Any]:
-    """The declared classes, or the target's values; refuse what cannot be a class."""
-    seen = pd.unique(y.dropna())
-    if data.classes is not None:
-        declared = list(data.classes)
-        extra = [v for v in seen if not any(_same(v, c) for c in declared)]
-        if extra:
-            raise DataError(f"data.target {data.target!r} holds value(s) "
-                            f"{sorted(map(_py, extra))[:10]} that are not among the declared "
-                            f"classes {declared} (data.classes)")
-        return declared
-    if len(seen) > MAX_CLASSES or (pd.api.types.is_float_dtype(y) and
-                                   not np.all(np.mod(seen.astype(float), 1) == 0)):
-        raise DataError(f"data.target {data.target!r} has {len(seen):,} distinct values; "
-                        f"did you mean task: regression? (a classifier's target holds "
-                        f"classes, at most {MAX_CLASSES})")
-    if len(seen) < 2:
-        raise DataError(f"data.target {data.target!r} holds one value only ({seen.tolist()}); "
-                        f"a classifier needs at least two classes")
-    return sorted(_py(v) for v in seen)
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b) or str(a) == str(b)
-    except (TypeError, ValueError):
-        return False
-
-
-def _py(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def table(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -76,24 +39,15 @@ def table(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str,
     data, cfg_inputs = DataConfig(**params["data"]), InputsConfig(**params["inputs"])
     frames = _frames(ctx, inputs, data)
     df = join_sources(frames[data.main], frames, data, None)
-    need = [c for c in [data.target, *([data.id] if data.id else []), *params["columns"]]
-            if c not in df.columns]
+    need = [c for c in params["columns"] if c not in df.columns]
     if need:
-        raise DataError(f"column {need[0]!r} (named in data or evaluation) is not in the "
-                        f"data; columns: {', '.join(map(str, df.columns))}")
-    y = df[data.target]
-    if y.isna().any():
-        raise DataError(f"data.target {data.target!r}: {int(y.isna().sum()):,} rows have no "
-                        f"target; drop them or fill them before training")
-    if params["task"] == "regression" and not pd.api.types.is_numeric_dtype(y):
-        raise DataError(f"data.target {data.target!r} is {y.dtype}, not numbers; a "
-                        f"regression target must be numeric (or use task: classification)")
-    classes = _classes(y, data) if params["task"] == "classification" else None
+        raise DataError(f"column {need[0]!r} (evaluation.protected or evaluation.slices) is "
+                        f"not in the data; columns: {', '.join(map(str, df.columns))}")
     schemas = [load_schema(ctx.path(p)) for p in params["schema_paths"]]
     spec = tabular_spec(schemas, df, cfg_inputs, target=data.target, id=data.id,
-                        classes=classes, task=params["task"])
+                        classes=data.classes, task=params["task"])
     return {"table": ctx.put_frame(df), "spec": spec.to_dict(), "rows": len(df),
-            "classes": classes, "inputs": [c.name for c in spec.columns]}
+            "classes": spec.classes, "inputs": spec.names}
 
 
 def split(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -110,21 +64,9 @@ def split(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str,
 # -- what differs between classification and regression ------------------------------
 @dataclass(frozen=True)
 class _Kind:
-    encode: Callable[[pd.Series, list[Any] | None], np.ndarray]
+    """The report of a task (its target is encoded by ``TabularSpec.encode_target``)."""
+
     report: Callable[..., dict[str, Any]]
-
-
-def _class_index(y: pd.Series, classes: list[Any] | None) -> np.ndarray:
-    assert classes is not None
-    codes = pd.Categorical(y.map(_py), categories=classes).codes
-    if (codes < 0).any():
-        raise DataError(f"target values {sorted(set(y[codes < 0].map(_py)))[:5]} are not "
-                        f"among the classes {classes}")
-    return codes.astype(np.int64)
-
-
-def _numbers(y: pd.Series, classes: list[Any] | None) -> np.ndarray:
-    return pd.to_numeric(y).to_numpy(dtype=np.float64)
 
 
 def _classification(y: np.ndarray, out: np.ndarray, *, classes: list[Any],
@@ -150,8 +92,7 @@ def _regression(y: np.ndarray, out: np.ndarray, *, classes: list[Any] | None,
         bootstrap=ev.bootstrap if full else 0, seed=seed, metric=ev.metric)
 
 
-_KINDS = {"classification": _Kind(_class_index, _classification),
-          "regression": _Kind(_numbers, _regression)}
+_KINDS = {"classification": _Kind(_classification), "regression": _Kind(_regression)}
 
 
 # -- fitting and scoring -------------------------------------------------------------
@@ -178,7 +119,7 @@ class _Data:
         return mask
 
     def y(self, rows: np.ndarray) -> np.ndarray:
-        return self.kind.encode(self.df.loc[rows, self.spec.target], self.spec.classes)
+        return self.spec.encode_target(self.df.loc[rows, self.spec.target])
 
 
 def _fit(d: _Data, spec: ModelSpec, rows: np.ndarray, seed: int) -> tuple[Any, Any]:
@@ -187,7 +128,7 @@ def _fit(d: _Data, spec: ModelSpec, rows: np.ndarray, seed: int) -> tuple[Any, A
     from cd4ml.training.fit import fit_model
 
     frame = d.df.loc[rows]
-    transform = TabularTransform.fit(frame, d.spec)
+    transform = TabularTransform.fit(d.spec, frame)
     X = pd.DataFrame(transform.matrix(frame), columns=transform.feature_names)
     model = fit_model(spec, X, d.y(rows), None, seed=seed, task=d.task,
                       categorical=transform.categorical, classes=d.spec.classes)
@@ -234,13 +175,15 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
 
 
 def _save(ctx: Any, d: _Data, params: dict[str, Any], spec: dict[str, Any], transform: Any,
-          model: Any, threshold: float | None, trained_on: dict[str, Any]) -> str:
+          model: Any, threshold: float | None, fit_rows: np.ndarray,
+          trained_on: dict[str, Any]) -> str:
     from cd4ml.registry.bundle import save_tabular_bundle
 
     return save_tabular_bundle(
         ctx.artifacts, model_name=params["model_name"], recipe=spec["name"],
-        kind=params["kind"], task=d.task, predictor=model, spec=d.spec, transform=transform,
-        threshold=threshold, trained_on=trained_on, extra={"model_spec": spec})
+        kind=params["kind"], predictor=model, spec=d.spec, transform=transform,
+        rows=transform.matrix(d.df.loc[fit_rows]), trained_on=trained_on,
+        decision_threshold=threshold, extra={"model_spec": spec})
 
 
 def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -263,7 +206,8 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
     report["scored"] = {"rows": int(hold_rows.sum()), "roles": ["holdout"]}
     trained_on = {"rows": int(fit_rows.sum()), "roles": ["train", "validation"],
                   "note": "fitted on the training rows only: the holdout is out-of-sample"}
-    digest = _save(ctx, d, params, spec, transform, model, threshold, trained_on)
+    digest = _save(ctx, d, params, spec, transform, model, threshold, fit_rows,
+                   trained_on)
     return {"report": report, "name": spec["name"], "bundle": digest,
             "trained_on": trained_on}
 
@@ -284,6 +228,6 @@ def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
                       "note": "refitted on the training and holdout rows "
                               "(split.refit_on_all): the holdout is NOT out-of-sample for "
                               "this model"}
-        digest = _save(ctx, d, params, spec, transform, model, threshold, trained_on)
+        digest = _save(ctx, d, params, spec, transform, model, threshold, rows, trained_on)
     return {"digest": digest, "recipe": spec["name"], "kind": params["kind"],
             "trained_on": trained_on}
