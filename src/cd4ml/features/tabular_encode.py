@@ -31,7 +31,7 @@ MISSING_FIELD, UNKNOWN_FIELD, WRONG_TYPE, NOT_FINITE, BELOW_MIN, ABOVE_MAX, \
 
 #: the largest magnitude a float32 feature holds; also the bound of an unbounded column
 F32_MAX = float(np.finfo(np.float32).max)
-_UNKNOWN, _MISSING = -1, -2  # lookup results that are not codes
+_UNKNOWN, _MISSING, _INFINITE = -1, -2, -3  # lookup results that are not codes
 _ABSENT = object()  # a field the record does not have
 #: at most this many values are looked up one by one; more go through pd.factorize
 SMALL = 64
@@ -52,7 +52,9 @@ class CodeTable:
         c = self.index.get(v)
         if c is not None:
             return c
-        return _MISSING if v is None or v != v else _UNKNOWN
+        if v is None or v != v:
+            return _MISSING
+        return _INFINITE if isinstance(v, float) and math.isinf(v) else _UNKNOWN
 
     def encode(self, values: Sequence[Any] | np.ndarray, pre: np.ndarray | None = None,
                ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -69,6 +71,7 @@ class CodeTable:
         if (raw < 0).any():
             r = np.zeros(len(raw), np.int8)
             unk, miss = raw == _UNKNOWN, raw == _MISSING
+            r[raw == _INFINITE] = NOT_FINITE
             if self.unknown_code is None:
                 r[unk] = UNKNOWN_CATEGORY
             else:
@@ -95,15 +98,20 @@ class NumericBlock:
         self.fill = np.asarray([np.nan if f is None else f for f in fill], np.float64)
         self._any_whole = bool(self.whole.any())
 
-    def encode(self, V: np.ndarray, pre: np.ndarray | None = None,
-               ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``V`` (n, m) float64 -> (values with missing ones imputed, reasons or None)."""
+    def clean(self, V: np.ndarray) -> bool:
+        """Whether every value is present and in range: nothing to refuse or impute."""
         with np.errstate(invalid="ignore"):
             ok = (V >= self.lo) & (V <= self.hi)  # NaN and +-inf fail both
             if self._any_whole:
                 ok &= (V == np.floor(V)) | ~self.whole
-            if pre is None and ok.all():
-                return V, None
+        return bool(ok.all())
+
+    def encode(self, V: np.ndarray, pre: np.ndarray | None = None,
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``V`` (n, m) float64 -> (values with missing ones imputed, reasons or None)."""
+        if pre is None and self.clean(V):
+            return V, None
+        with np.errstate(invalid="ignore"):
             r = np.zeros(V.shape, np.int8)
             r[V < self.lo] = BELOW_MIN
             r[V > self.hi] = ABOVE_MAX
@@ -178,8 +186,7 @@ def _frame_column(kind: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray | Non
         num = text.map({"true": 1.0, "false": 0.0, "1": 1.0, "0": 0.0, "1.0": 1.0,
                         "0.0": 0.0}).to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        num = pd.to_numeric(obj.where(~is_bool), errors="coerce").to_numpy(
-            dtype=np.float64, na_value=np.nan)
+        num = np.array(pd.to_numeric(obj.where(~is_bool), errors="coerce"), np.float64)
         num[is_bool] = np.nan
     bad = ~isna & np.isnan(num)
     return num, (bad.astype(np.int8) * WRONG_TYPE if bad.any() else None)
@@ -231,7 +238,7 @@ class Encoder:
             return None
         if self.num_idx.size:
             block = V if self._all_numeric else V[:, self.num_idx]
-            if self.numeric.encode(block)[1] is not None:
+            if not self.numeric.clean(block):
                 return None
         return V
 
@@ -398,7 +405,7 @@ class Encoder:
             col, r = self.columns[j], reasons[j]
             for i in np.flatnonzero(r).tolist():
                 code = int(r[i])
-                v = None if code == MISSING_FIELD else value(i, j)
+                v = None if code in (MISSING_FIELD, MISSING_VALUE) else value(i, j)
                 cells.setdefault(i, []).append({
                     "loc": f"rows[{i}].{col.name}", "field": col.name, "value": _show(v),
                     "problem": self.problem(j, code), "reason": REASONS[code]})
@@ -451,7 +458,7 @@ def message(errors: list[dict[str, Any]]) -> str:
     """One line naming the first bad field, e.g. ``rows[0].AGEP = -5: below ...``."""
     first = errors[0]
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    if first["reason"] in ("missing_field", "missing_value") or first["field"] is None:
+    if first["value"] is None:
         return f"{first['loc']}: {first['problem']}{more}"
     return f"{first['loc']} = {first['value']!r}: {first['problem']}{more}"
 
