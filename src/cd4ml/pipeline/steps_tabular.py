@@ -52,7 +52,7 @@ def table(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str,
 
 def split(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Each row's role: train, validation, holdout or excluded."""
-    from cd4ml.data.split import assign_roles
+    from cd4ml.data.tabular_split import assign_roles
 
     df = ctx.frame(inputs["table.table"])
     rs = assign_roles(df, SplitConfig(**params["split"]), target=params["target"],
