@@ -151,8 +151,8 @@ def test_gate_errors():
     base = {"naive": report(100.0)}
     with pytest.raises(ValueError, match="'mean' is not among the baseline reports"):
         apply_gate(report(90.0), base, GateConfig(baseline="mean"), metric="wmae")
-    with pytest.raises(ValueError, match="metric == 'r2' cannot be gated"):
-        apply_gate(report(90.0), base, GateConfig(), metric="r2")
+    with pytest.raises(ValueError, match="metric == 'auc' cannot be gated"):
+        apply_gate(report(90.0), base, GateConfig(), metric="auc")
     with pytest.raises(ValueError, match="no baseline reports"):
         apply_gate(report(90.0), {}, GateConfig(), metric="wmae")
     with pytest.raises(ValueError, match="candidate report has no overall 'nwrmsle'"):
