@@ -53,13 +53,20 @@ class JoinConfig(_Strict):
     columns: list[str] | None = None
 
 
+Scalar = bool | int | float | str
+
+
 class DataConfig(_Strict):
     sources: dict[str, SourceConfig] = Field(min_length=1)
-    main: str = Field(description="the source holding target, time and series keys")
+    main: str = Field(description="the source holding the target (and time and series keys)")
     joins: list[JoinConfig] = Field(default_factory=list)
     target: str
-    time: str
-    series: list[str] = Field(min_length=1)
+    time: str | None = Field(None, description="forecast: the date column")
+    series: list[str] | None = Field(None, min_length=1,
+                                     description="forecast: the series key columns")
+    id: str | None = Field(None, description="tabular: a row id column, never an input")
+    classes: list[Scalar] | None = Field(None, min_length=2, description=(
+        "classification: the target's classes (default: its values in the training rows)"))
     frequency_days: int = Field(7, ge=1)
     schema_dir: str = "schema"
     target_min: float | None = Field(None, description="lowest valid target (None: no bound)")
@@ -107,52 +114,159 @@ class FeaturesConfig(_Strict):
         return self
 
 
-ModelType = Literal["lightgbm", "random_forest", "decision_tree", "seasonal_naive",
-                    "series_mean"]
+TaskKind = Literal["forecast", "classification", "regression"]
+#: the baseline a project gets when it names none, per task
+DEFAULT_BASELINE = {"forecast": "seasonal_naive", "classification": "prior",
+                    "regression": "mean"}
+#: the metric a project is judged by when it names none, per task
+DEFAULT_METRIC = {"forecast": "wmae", "classification": "roc_auc", "regression": "rmse"}
+
+
+class ColumnPolicy(_Strict):
+    unknown: Literal["refuse", "unknown"] | None = Field(None, description=(
+        "a category never seen in training: refuse (422) or map to 'unknown'"))
+    missing: Literal["refuse", "impute"] | None = Field(None, description=(
+        "a missing value: refuse (422) or impute (training median / most frequent)"))
+
+
+class InputsConfig(_Strict):
+    """Tabular tasks: which columns are the model's inputs, and how odd values are met.
+
+    The inputs are the joined table's columns but the target, ``data.id`` and ``drop``;
+    their types, ranges, categories and nullability come from the schema files.
+    """
+
+    drop: list[str] = Field(default_factory=list, description="columns that are not inputs")
+    categorical: list[str] = Field(default_factory=list, description=(
+        "columns treated as categories besides those the schema gives categories and "
+        "string or bool columns (their categories: the training values)"))
+    unknown: Literal["refuse", "unknown"] = "refuse"
+    missing: Literal["refuse", "impute"] = "refuse"
+    columns: dict[str, ColumnPolicy] = Field(default_factory=dict,
+                                             description="per-column overrides")
 
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    type: ModelType
+    type: str = Field(description="a model type of cd4ml.training.adapters (checked when "
+                                  "the project loads)")
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class ModelsConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="registered model name")
     candidates: list[ModelSpec] = Field(default_factory=list)
-    baselines: list[ModelSpec] = Field(
-        default_factory=lambda: [ModelSpec(name="seasonal_naive", type="seasonal_naive")])
+    baselines: list[ModelSpec] | None = Field(None, description=(
+        "default by task: seasonal_naive, prior (classification), mean (regression)"))
     seed: int = 0
 
     @model_validator(mode="after")
     def _unique_names(self) -> ModelsConfig:
-        names = [m.name for m in [*self.candidates, *self.baselines]]
+        names = [m.name for m in [*self.candidates, *(self.baselines or [])]]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"model names must be unique; repeated: {dup}")
-        if not self.baselines:
-            raise ValueError("at least one baseline is needed (e.g. seasonal_naive)")
+        if self.baselines is not None and not self.baselines:
+            raise ValueError("at least one baseline is needed (e.g. seasonal_naive or prior)")
         return self
 
 
+class ValidationConfig(_Strict):
+    """Tabular: the share of training rows candidates are compared on (never the holdout)."""
+
+    share: float = Field(0.2, gt=0, lt=1)
+    stratify: bool = Field(True, description="classification: keep class shares")
+    seed: int = 0
+
+
+SplitBy = Literal["periods", "values", "time", "group", "random"]
+_SPLIT_KEYS: dict[str, tuple[str, ...]] = {
+    "periods": ("holdout_periods", "validation_periods"),
+    "values": ("train", "holdout", "exclude"),
+    "time": ("column", "holdout_from", "exclude_from"),
+    "group": ("columns", "holdout_share", "seed"),
+    "random": ("holdout_share", "stratify", "seed"),
+}
+_SPLIT_REQUIRED: dict[str, tuple[str, ...]] = {
+    "values": ("holdout",), "time": ("column", "holdout_from"),
+    "group": ("columns", "holdout_share"), "random": ("holdout_share",)}
+
+
 class SplitConfig(_Strict):
+    """How rows are split. Forecasts count periods back from the end (``periods``);
+    tabular tasks split by declared column values, by time, by group or at random."""
+
+    by: SplitBy | None = Field(None, description="periods (forecast); values, time, group "
+                                                 "or random (tabular); default by task")
     holdout_periods: int = Field(39, ge=1)
     validation_periods: int = Field(39, ge=1)
+    train: dict[str, list[Scalar]] | None = Field(None, description=(
+        "by values: rows whose columns take these values train (default: all not held "
+        "out or excluded)"))
+    holdout: dict[str, list[Scalar]] | None = None
+    exclude: dict[str, list[Scalar]] | None = Field(None, description=(
+        "rows never used to train, select or gate (e.g. later years, kept for replay)"))
+    column: str | None = Field(None, description="by time: the time column")
+    holdout_from: str | None = Field(None, description="by time: rows from this time on")
+    exclude_from: str | None = Field(None, description="by time: rows from this time on "
+                                                       "are excluded")
+    columns: list[str] | None = Field(None, min_length=1,
+                                      description="by group: the group columns")
+    holdout_share: float | None = Field(None, gt=0, lt=1)
+    stratify: bool = True
+    seed: int = 0
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    refit_on_all: bool = Field(False, description=(
+        "tabular: register a model refitted on training and holdout rows (then the "
+        "holdout is no longer out-of-sample, and the report says so)"))
+
+    def method(self, task: str) -> str:
+        """The split method in use: ``by``, else periods (forecast) or values."""
+        return self.by or ("periods" if task == "forecast" else "values")
 
 
 class EvaluationConfig(_Strict):
-    metric: Literal["wmae", "mae", "rmse", "nwrmsle"] = "wmae"
+    metric: str | None = Field(None, description=(
+        "default by task: wmae (forecast), roc_auc (classification), rmse (regression)"))
     weight_column: str | None = Field(None, description="rows where it is true get weight")
     weight: float = Field(5.0, gt=0)
     slices: list[str] = Field(default_factory=list)
+    protected: list[str] = Field(default_factory=list, description=(
+        "columns whose groups are compared (fairness): any columns of the joined data"))
+    min_group_size: int = Field(100, ge=1, description=(
+        "holdout rows a protected group needs to be gated (smaller: reported only)"))
+    decision_threshold: float | Literal["accuracy"] = Field(0.5, description=(
+        "binary classification: the probability from which the positive class is "
+        "predicted, or 'accuracy': chosen on validation to maximise accuracy"))
+    calibration_bins: int = Field(10, ge=2, le=100)
+    bootstrap: int = Field(1000, ge=0, le=100_000, description=(
+        "resamples for the 95 % interval of each group gap (0: none)"))
+
+    @field_validator("decision_threshold")
+    @classmethod
+    def _in_unit(cls, v: float | str) -> float | str:
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError("must be in (0, 1) or 'accuracy'")
+        return v
+
+
+class GroupGapRule(_Strict):
+    column: str = Field(description="a column of evaluation.protected")
+    metric: str = Field("tpr", description=(
+        "tpr, fpr, selection_rate (binary classification) or the task's metric"))
+    points: float = Field(gt=0, description=(
+        "largest allowed gap between gated groups, in percentage points for rates and "
+        "in the metric's units times 100 otherwise"))
 
 
 class GateConfig(_Strict):
     max_metric: float | None = Field(None, gt=0, description="e.g. WMAE <= this")
+    min_metric: float | None = Field(None, description="e.g. ROC AUC >= this")
     baseline: str = Field("best", description="baseline name, or 'best'")
     min_improvement_pct: float = Field(0.0, ge=0, lt=100)
     max_slice_regression_pct: float | None = Field(None, ge=0)
     slice_min_weight_share: float = Field(0.01, ge=0, le=1)
+    max_group_gap: list[GroupGapRule] = Field(default_factory=list)
 
 
 class RegistryConfig(_Strict):
@@ -256,8 +370,12 @@ _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(:[0-9]{1,5}
 
 class ProjectConfig(_Strict):
     project: str
+    task: TaskKind = Field("forecast", description=(
+        "forecast (series x date), classification or regression (the request carries "
+        "its features)"))
     data: DataConfig
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    inputs: InputsConfig = Field(default_factory=InputsConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     models: ModelsConfig = Field(
         default_factory=lambda: ModelsConfig(name="model"))
@@ -267,10 +385,82 @@ class ProjectConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: Any) -> Any:
+        """The baseline a task gets when none is named (config imports nothing of ours:
+        the model types themselves are checked when the project loads)."""
+        if isinstance(raw, dict):
+            task = raw.get("task", "forecast")
+            ev = raw.get("evaluation")
+            if task in DEFAULT_METRIC and (ev is None or (isinstance(ev, dict) and
+                                                          ev.get("metric") is None)):
+                raw = {**raw, "evaluation": {**(ev or {}), "metric": DEFAULT_METRIC[task]}}
+            models = raw.get("models")
+            if isinstance(models, dict) and models.get("baselines") is None \
+                    and task in DEFAULT_BASELINE:
+                b = DEFAULT_BASELINE[task]
+                raw = {**raw, "models": {**models, "baselines": [{"name": b, "type": b}]}}
+            elif models is None and task in DEFAULT_BASELINE:
+                b = DEFAULT_BASELINE[task]
+                raw = {**raw, "models": {"name": "model",
+                                         "baselines": [{"name": b, "type": b}]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _task_keys(self) -> ProjectConfig:
+        """Keys that belong to one kind of task, given to another, are refused."""
+        forecast = self.task == "forecast"
+        if forecast:
+            for key in ("time", "series"):
+                if getattr(self.data, key) is None:
+                    raise ValueError(f"data.{key} is required for task forecast")
+            for key in ("id", "classes"):
+                if getattr(self.data, key) is not None:
+                    raise ValueError(f"data.{key} is for tabular tasks; task is forecast")
+            if "inputs" in self.model_fields_set:
+                raise ValueError("inputs: is for tabular tasks (classification, "
+                                 "regression); a forecast's features are under features:")
+        else:
+            if "features" in self.model_fields_set:
+                raise ValueError(f"features: is for forecasts; task {self.task} takes its "
+                                 f"inputs from the schema (see inputs:)")
+            if self.data.classes is not None and self.task != "classification":
+                raise ValueError("data.classes is for task classification")
+        method = self.split.method(self.task)
+        if forecast != (method == "periods"):
+            raise ValueError(f"split.by = {method!r} does not fit task {self.task}: "
+                             + ("forecasts split by periods" if forecast else
+                                "use values, time, group or random"))
+        given = self.split.model_fields_set - {"by", "validation", "refit_on_all"}
+        if forecast and given - set(_SPLIT_KEYS["periods"]):
+            raise ValueError(f"split: {sorted(given - set(_SPLIT_KEYS['periods']))} are "
+                             f"for tabular tasks; a forecast takes holdout_periods and "
+                             f"validation_periods")
+        if not forecast:
+            stray = sorted(given - set(_SPLIT_KEYS[method]))
+            if stray:
+                raise ValueError(f"split: {stray} do not go with split.by = {method!r}, "
+                                 f"which takes {list(_SPLIT_KEYS[method])}")
+            missing = [k for k in _SPLIT_REQUIRED[method] if getattr(self.split, k) is None]
+            if missing:
+                raise ValueError(f"split.by = {method!r} needs split.{missing[0]}")
+            if self.split.refit_on_all and forecast:
+                raise ValueError("split.refit_on_all is for tabular tasks")
+        tabular_only = [r.column for r in self.gate.max_group_gap]
+        if forecast and (self.evaluation.protected or tabular_only):
+            raise ValueError("evaluation.protected and gate.max_group_gap are for tabular "
+                             "tasks")
+        for i, rule in enumerate(self.gate.max_group_gap):
+            if rule.column not in self.evaluation.protected:
+                raise ValueError(f"gate.max_group_gap.{i}.column = {rule.column!r} is not "
+                                 f"in evaluation.protected {self.evaluation.protected}")
+        return self
+
     @model_validator(mode="after")
     def _columns_declared(self) -> ProjectConfig:
         if self.gate.baseline != "best":
-            names = [b.name for b in self.models.baselines]
+            names = [b.name for b in self.models.baselines or []]
             if self.gate.baseline not in names:
                 raise ValueError(f"gate.baseline = {self.gate.baseline!r} is not a baseline; "
                                  f"baselines: {names} or 'best'")

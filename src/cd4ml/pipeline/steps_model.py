@@ -80,7 +80,9 @@ def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     cands = [r for r in board if not r["is_baseline"]]
     best = cands[0]["model"] if cands else None
     spec = next((s for s in params["specs"] if s["name"] == best), None)
-    return {"selected": best, "spec": spec, "leaderboard": board}
+    # a classifier's decision threshold, fixed or chosen on validation (None otherwise)
+    threshold = reports[best]["overall"].get("threshold") if best else None
+    return {"selected": best, "spec": spec, "leaderboard": board, "threshold": threshold}
 
 
 def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -101,12 +103,15 @@ def gate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, 
     baselines = {n: inputs[f"holdout:{n}.report"] for n in params["baselines"]}
     cand = inputs["holdout:selected.report"]
     if cfg.baseline == "best":
-        best = min(baselines, key=lambda n: baselines[n]["overall"][metric])
+        sign = -1.0 if params.get("higher") else 1.0
+        best = min(baselines, key=lambda n: (sign * baselines[n]["overall"][metric], n))
     else:
         best = cfg.baseline
     best_spec = next(s for s in params["specs"] if s["name"] == best)
     out = {"passed": False, "report": None, "best_baseline": best,
-           "best_baseline_spec": best_spec, "candidate": None}
+           "best_baseline_spec": best_spec, "candidate": None,
+           "best_baseline_bundle": inputs.get(f"holdout:{best}.bundle"),
+           "best_baseline_threshold": baselines[best]["overall"].get("threshold")}
     if cand is not None:
         report = apply_gate(cand, baselines, cfg, metric=metric)
         report["candidate"] = inputs["holdout:selected.name"]
