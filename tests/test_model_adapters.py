@@ -55,9 +55,8 @@ def data(request: pytest.FixtureRequest) -> Callable[[str, str], Dataset]:
 
 
 def spec(model_type: str, **params: Any) -> ModelSpec:
-    # model_construct: ModelSpec.type becomes a plain string checked by the adapters
-    return ModelSpec.model_construct(name=model_type, type=model_type,
-                                     params={**SMALL.get(model_type, {}), **params})
+    return ModelSpec(name=model_type, type=model_type,
+                     params={**SMALL.get(model_type, {}), **params})
 
 
 def fit(d: Dataset, model_type: str, seed: int = 0, **params: Any) -> Predictor:

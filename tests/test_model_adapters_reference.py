@@ -23,7 +23,7 @@ from cd4ml.training.fit import fit_model
 
 
 def spec(model_type: str, **params: Any) -> ModelSpec:
-    return ModelSpec.model_construct(name=model_type, type=model_type, params=params)
+    return ModelSpec(name=model_type, type=model_type, params=params)
 
 
 def fit(d: Dataset, model_type: str, w: np.ndarray | None = None, **params: Any) -> Any:
@@ -161,7 +161,8 @@ def test_lightgbm_defaults_depend_on_the_task(acs_clf: Dataset, task: str, ds: s
                                               objective: str) -> None:
     d = acs_clf if ds == "acs" else wine("classification" if task == "classification"
                                          else "regression")
-    p = fit_model(spec("lightgbm", n_estimators=3, n_jobs=1), d.X, d.y, **{**d.fit_kw(), "task": task})
+    p = fit_model(spec("lightgbm", n_estimators=3, n_jobs=1), d.X, d.y,
+                  **{**d.fit_kw(), "task": task})
     assert p.booster.dump_model()["objective"] == objective
     # tabular categorical codes are LightGBM categoricals
     cats = "[categorical_feature: " + ",".join(str(i) for i in range(15)) + "]"

@@ -25,8 +25,8 @@ from cd4ml.registry.predictor_base import Predictor, file_of, import_extra, meta
 __all__ = ["Predictor", "LightGBMPredictor", "LightGBMClassifierPredictor",
            "SklearnPredictor", "SklearnClassifierPredictor", "ConstantPredictor",
            "SeriesBaselinePredictor", "SeasonalNaivePredictor", "SeriesMeanPredictor",
-           "SKOPS_TYPES", "skops_allowed_types", "estimator_class", "estimator_path", "load_predictor",
-           "PREDICTORS"]
+           "SKOPS_TYPES", "skops_allowed_types", "estimator_class", "estimator_path",
+           "load_predictor", "PREDICTORS"]
 
 
 class LightGBMPredictor(Predictor):

@@ -88,7 +88,7 @@ def _sk_fit(d: FitData, est: Any, dtype: type = np.float32, **fit_kw: Any) -> An
 def _fit_plain(d: FitData) -> Any:
     cls, kw = _estimator(d)
     est = _sk_fit(d, cls(**kw), sample_weight=d.w)
-    if "n_jobs" in est.get_params():  # predict in one thread: same sums in the same order, every time
+    if "n_jobs" in est.get_params():  # predict in one thread: same sums, same order, always
         est.set_params(n_jobs=None)
     return est
 
