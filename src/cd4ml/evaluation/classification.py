@@ -74,8 +74,9 @@ def probabilities(proba: Any, n: int, k: int) -> np.ndarray:
     off = np.abs(p.sum(axis=1) - 1) > 1e-6
     if off.any():
         i = int(np.flatnonzero(off)[0])
-        raise ValueError(f"proba row {i} sums to {float(p[i].sum())!r} ({int(off.sum()):,} rows do "
-                         "not sum to 1); pass probabilities of every class")
+        raise ValueError(f"proba row {i} sums to {float(p[i].sum())!r} "
+                         f"({int(off.sum()):,} rows do not sum to 1); pass probabilities of "
+                         "every class")
     return p
 
 
