@@ -47,10 +47,10 @@ def class_indices(y: Any, k: int, name: str = "y") -> np.ndarray:
         arr = arr.astype(np.int64)
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"{name} must hold class indices 0..{k - 1}, got {arr.dtype} values "
-                         f"such as {arr[0]!r}; map the labels to their index in classes")
+                         f"such as {arr[0].item()!r}; map the labels to their index in classes")
     whole = np.isfinite(arr) & (arr == np.round(arr)) if arr.dtype.kind == "f" else None
     if whole is not None and not whole.all():
-        bad = arr[~whole][0]
+        bad = arr[~whole][0].item()
         raise ValueError(f"{name} holds {bad!r}; class indices are whole numbers 0..{k - 1}")
     out = arr.astype(np.int64)
     bad = (out < 0) | (out >= k)
@@ -69,13 +69,14 @@ def probabilities(proba: Any, n: int, k: int) -> np.ndarray:
     if not np.isfinite(p).all():
         raise ValueError(f"proba has {int((~np.isfinite(p)).sum()):,} NaN or infinite values")
     if p.min() < 0 or p.max() > 1:
-        raise ValueError(f"proba holds {p.min() if p.min() < 0 else p.max()!r}; "
+        raise ValueError(f"proba holds {float(p.min() if p.min() < 0 else p.max())!r}; "
                          "probabilities are in [0, 1]")
     off = np.abs(p.sum(axis=1) - 1) > 1e-6
     if off.any():
         i = int(np.flatnonzero(off)[0])
-        raise ValueError(f"proba row {i} sums to {p[i].sum()!r} ({int(off.sum()):,} rows do "
-                         "not sum to 1); pass probabilities of every class")
+        raise ValueError(f"proba row {i} sums to {float(p[i].sum())!r} "
+                         f"({int(off.sum()):,} rows do not sum to 1); pass probabilities of "
+                         "every class")
     return p
 
 
@@ -138,7 +139,8 @@ def classification_report(y: Any, proba: Any, *, classes: Sequence[Any],
             raise ValueError(f"threshold == {threshold!r}: a decision threshold applies to "
                              f"binary classification only; these rows have {k} classes")
         labels = p.argmax(axis=1)
-    frame_for(frame, [*slices, *protected], y.size, what="slices and protected")
+    for what, columns in (("slices", slices), ("protected", protected)):
+        frame_for(frame, columns, y.size, what=what)
 
     def make(codes: np.ndarray, G: int) -> ClassificationMetrics:
         return ClassificationMetrics(y, p, labels, codes, G, bins=bins)

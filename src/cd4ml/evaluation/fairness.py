@@ -154,8 +154,8 @@ def _equalized_odds(gaps: dict[str, Any], boot: dict[str, np.ndarray]) -> dict[s
 def _gap(metric: str, values: np.ndarray, gated: np.ndarray, names: Sequence[Any],
          ) -> dict[str, Any]:
     ok = gated & np.isfinite(values)
-    entry: dict[str, Any] = {"metric": metric, "value": None, "max_group": None, "max_value": None,
-                             "min_group": None, "min_value": None,
+    entry: dict[str, Any] = {"metric": metric, "value": None, "max_group": None,
+                             "max_value": None, "min_group": None, "min_value": None,
                              "groups_compared": int(ok.sum())}
     if ok.sum() < 2:
         entry["note"] = (f"{int(ok.sum())} gated group(s) with a defined value; a gap needs 2"

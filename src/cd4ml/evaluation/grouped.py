@@ -5,7 +5,7 @@ shape ``(B, m)`` (one row per resample; the plain metric draws every row once), 
 weights ``W`` of shape ``(B, units)`` over its units (rows, or cells of identical rows),
 then returns ``(B, G)`` floats per metric, NaN where a metric is undefined for a group
 and resample. Point estimates and bootstrap resamples so come from the same code. Sums go
-through one ``bincount`` per call, never a Python loop over rows.
+through one ``bincount`` per resample, never a Python loop over rows.
 
 >>> W = np.ones((1, 4)); codes = np.array([0, 0, 1, 1])
 >>> sums(W, codes, 2, np.array([1.0, 2.0, 3.0, 5.0])).tolist()

@@ -43,7 +43,8 @@ def regression_report(y: Any, pred: Any, *, frame: pd.DataFrame | None = None,
     p = as_array(pred, "pred")
     if p.size != yv.size:
         raise ValueError(f"pred has {p.size:,} rows but y has {yv.size:,}")
-    frame_for(frame, [*slices, *protected], yv.size, what="slices and protected")
+    for what, columns in (("slices", slices), ("protected", protected)):
+        frame_for(frame, columns, yv.size, what=what)
 
     def make(codes: np.ndarray, G: int) -> RegressionMetrics:
         return RegressionMetrics(yv, p, None, codes, G)
