@@ -60,6 +60,16 @@ def test_declared_int_codes_survive_the_schema_file_and_validation_checks_them(
     assert fails[("AGEP", "min")].count == 1
 
 
+def test_int_categories_in_a_schema_file_are_whole_numbers(tmp_path) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("name: s\ncolumns:\n- {name: SEX, type: int, categories: [1, '2', 3.0]}\n")
+    assert load_schema(p).column("SEX").categories == [1, 2, 3]
+    p.write_text("name: s\ncolumns:\n- {name: SEX, type: int, categories: [1, 1.5, x]}\n")
+    with pytest.raises(ConfigError, match=r"columns\[SEX\]: categories = \[1, 1.5, 'x'\]: int "
+                                          r"column needs whole numbers"):
+        load_schema(p)
+
+
 # -- the signature ------------------------------------------------------------------------
 def test_signature_comes_from_the_schema(t: TabularTransform) -> None:
     spec = t.spec

@@ -21,7 +21,8 @@ from pandas.api import types as pdt
 
 from cd4ml.errors import RequestError, short_repr
 
-__all__ = ["REASONS", "CodeTable", "NumericBlock", "Encoder", "F32_MAX"]
+__all__ = ["REASONS", "CodeTable", "NumericBlock", "Encoder", "F32_MAX", "frame_column",
+           "parse_kind", "message"]
 
 #: why a cell was refused; the int8 code is the position
 REASONS = ("", "missing_field", "unknown_field", "wrong_type", "not_finite", "below_min",
@@ -126,7 +127,8 @@ class NumericBlock:
         return out, (r if r.any() else None)
 
 
-def _parse_kind(col: Any) -> str:
+def parse_kind(col: Any) -> str:
+    """How a column's values are parsed: as numbers, true/false or text."""
     return {"string": _STR, "bool": _BOOL}.get(col.type, _NUM)
 
 
@@ -166,7 +168,7 @@ _REQUEST_PARSERS: dict[str, Callable[[Any], tuple[Any, int]]] = {
     _NUM: _number, _BOOL: _flag, _STR: _text}
 
 
-def _frame_column(kind: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+def frame_column(kind: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
     """A frame column -> (typed values, reasons or None). Frames are read leniently:
     text that parses as a number is one (a CSV cell), a string column's values are text."""
     isna = s.isna().to_numpy()
@@ -205,7 +207,7 @@ class Encoder:
         self.columns = list(columns)
         self.names = [c.name for c in self.columns]
         self.k = len(self.columns)
-        self.kinds = [_parse_kind(c) for c in self.columns]
+        self.kinds = [parse_kind(c) for c in self.columns]
         self.tables: dict[int, CodeTable] = {}
         num: list[int] = []
         for j, c in enumerate(self.columns):
@@ -308,11 +310,13 @@ class Encoder:
         known = set(names)
         raw: list[list[Any]] = [[_ABSENT] * n for _ in range(self.k)]
         row_errors: dict[int, list[dict[str, Any]]] = {}
+        not_objects: list[int] = []
         for i, rec in enumerate(records):
             if not isinstance(rec, Mapping):
                 row_errors[i] = [{"loc": f"rows[{i}]", "field": None, "value": _show(rec),
                                   "problem": f"expected an object with fields {names}",
                                   "reason": "wrong_type"}]
+                not_objects.append(i)
                 continue
             for j, name in enumerate(names):
                 raw[j][i] = rec.get(name, _ABSENT)
@@ -329,9 +333,8 @@ class Encoder:
             r = np.array([g[1] for g in got], np.int8)
             pre.append(r if r.any() else None)
         X, reasons = self.run(cols, pre, n)
-        for i in row_errors:  # a record that is not an object: one error, not one per field
-            for r in reasons.values():
-                r[i] = 0 if not isinstance(records[i], Mapping) else r[i]
+        for r in reasons.values():  # a record that is not an object: one error, not k
+            r[not_objects] = 0
 
         def value(i: int, j: int) -> Any:
             return records[i].get(names[j])
@@ -355,7 +358,7 @@ class Encoder:
             return np.empty((len(df), self.k)), errors
         cols, pre = [], []
         for kind, name in zip(self.kinds, self.names, strict=True):
-            v, r = _frame_column(kind, df[present[name]])
+            v, r = frame_column(kind, df[present[name]])
             cols.append(v)
             pre.append(r)
         X, reasons = self.run(cols, pre, len(df))
