@@ -175,9 +175,13 @@ def test_bad_requests_are_refused_with_every_field(acs_parts, acs: pd.DataFrame)
 def test_compiled_hook_plain_fallback_and_shape(acs_parts, tmp_path: Path,
                                                 test_predictors) -> None:  # noqa: F811
     spec, t, X, pred = acs_parts
+    with pytest.raises(ModelError, match="compiled predictor: its files hash to"):
+        _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X,
+                  compiled=({"compiled.o": b"\x7fELF"}, {"kind": "lleaves", "files": {}}))
     art, meta, digest = _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X,
-                                  extra={"compiled": {"files": {}}})
+                                  compiled=({}, {"kind": "lleaves", "files": {}}))
     manifest = read_manifest(art, digest)
+    assert manifest["compiled"] == {"kind": "lleaves", "files": {}}
     m = TabularServable.from_bundle(art, manifest)
     try:
         import cd4ml.registry.compiled  # noqa: F401

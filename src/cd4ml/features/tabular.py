@@ -37,7 +37,8 @@ from cd4ml.config import InputsConfig
 from cd4ml.data._types import column_type, json_value
 from cd4ml.data.schema import Schema
 from cd4ml.errors import ConfigError, DataError, RequestError
-from cd4ml.features.tabular_encode import Encoder, frame_column, message, parse_kind
+from cd4ml.features.tabular_encode import Encoder, message
+from cd4ml.features.tabular_kernels import frame_column, parse_kind
 
 __all__ = ["InputColumn", "TabularSpec", "TabularTransform", "tabular_spec", "MAX_CLASSES"]
 
