@@ -205,6 +205,9 @@ def test_age_minus_five_names_field_value_and_bound(t: TabularTransform,
     assert err.value.errors[0]["reason"] == "below_min" and err.value.status == 422
     with pytest.raises(RequestError, match=r"rows\[0\].AGEP = 120: above the schema's maximum 99"):
         t.encode_records([{**rec, "AGEP": 120}])
+    with pytest.raises(RequestError) as err:  # beyond float64: still a range error
+        t.encode_records([{**rec, "AGEP": -10 ** 400, "SEX": 10 ** 400}])
+    assert [e["reason"] for e in err.value.errors] == ["below_min", "unknown_category"]
 
 
 def test_every_bad_field_of_every_row_is_listed(t: TabularTransform,

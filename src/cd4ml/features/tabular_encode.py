@@ -62,7 +62,7 @@ class Encoder:
                         STR: frozenset({str})}
         self._plain_records = list(zip(self.names, [record_types[k] for k in self.kinds],
                                        gets, strict=True))
-        self._plain_matrix = list(zip([frozenset({float})] * self.k, gets, strict=True))
+        self._gets = gets  # a matrix holds floats only: no type to check
 
     # -- the shortcut for plain inputs ----------------------------------------------------
     def _finish_plain(self, rows: list[list[Any]]) -> np.ndarray | None:
@@ -102,7 +102,7 @@ class Encoder:
         rows = []
         for raw in M.tolist():
             row = []
-            for v, (_types, get) in zip(raw, self._plain_matrix, strict=True):
+            for v, get in zip(raw, self._gets, strict=True):
                 if get is not None:
                     v = get(v)
                     if v is None:

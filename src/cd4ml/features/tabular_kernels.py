@@ -140,7 +140,7 @@ def _number(v: Any) -> tuple[float, int]:
     try:
         f = float(v)
     except OverflowError:  # an int beyond float64: out of every range
-        return math.copysign(np.finfo(np.float64).max, v), 0
+        return (1.0 if v > 0 else -1.0) * float(np.finfo(np.float64).max), 0
     return (math.nan, NOT_FINITE) if f != f else (f, 0)  # NaN is not a JSON number
 
 
