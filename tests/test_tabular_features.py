@@ -320,3 +320,27 @@ def test_wine_float_inputs_and_three_classes() -> None:
                                            r"minimum 0"):
         tr.encode_records([{**recs[0], "alcohol": -1.0}])
     assert spec.encode_target(df["target"]).tolist() == df["target"].tolist()
+
+
+def test_string_and_bool_inputs_from_requests_and_frames() -> None:
+    from cd4ml.data.schema import Column, Schema
+
+    schema = Schema(name="s", columns=[Column(name="plan", type="string", categories=["1", "2b"]),
+                                       Column(name="member", type="bool"),
+                                       Column(name="y", type="int")])
+    train = pd.DataFrame({"plan": ["1", "2b", "1"], "member": [True, False, True], "y": [0, 1, 0]})
+    tr = TabularTransform.fit(tabular_spec([schema], train, InputsConfig(), "y"), train)
+    assert tr.codes == {"plan": ["1", "2b"], "member": [False, True]}
+    X = tr.encode_records([{"plan": "2b", "member": True}])
+    assert X.tolist() == [[1.0, 1.0]]
+    # a reader that took the codes for numbers (NaN made them float): same codes
+    read = pd.DataFrame({"plan": [1.0, np.nan], "member": [True, False]})
+    with pytest.raises(RequestError, match=r"rows\[1\].plan: missing value"):
+        tr.matrix(read)
+    assert tr.matrix(read.head(1)).tolist() == [[0.0, 1.0]]
+    with pytest.raises(RequestError) as err:
+        tr.encode_records([{"plan": 1, "member": 1}])
+    assert [(e["field"], e["problem"]) for e in err.value.errors] == [
+        ("plan", "expected a string"), ("member", "expected true or false")]
+    with pytest.raises(RequestError, match="cannot carry the string input"):
+        tr.encode_matrix(np.zeros((1, 2)))

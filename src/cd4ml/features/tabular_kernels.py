@@ -169,6 +169,9 @@ def frame_column(kind: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray | None
     text that parses as a number is one (a CSV cell), a string column's values are text."""
     isna = s.isna().to_numpy()
     if kind == STR:
+        if pdt.is_float_dtype(s.dtype):  # codes a reader took for numbers (NaN made them float)
+            s = s.map(lambda v: str(int(v)) if float(v).is_integer() else str(v),
+                      na_action="ignore")
         vals = np.where(isna, None, s.astype(str).to_numpy(dtype=object))
         return vals, None
     if pdt.is_bool_dtype(s.dtype):
