@@ -186,3 +186,21 @@ def test_unknown_task_in_a_manifest_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="task = 'ranking': unknown task"):
         servable_class({"model_name": "m", "task": "ranking"})
     assert servable_class({}).__name__ == "ServableModel"  # no task: a forecast bundle
+
+
+def test_a_predictor_that_answers_otherwise_than_at_registration_is_reported(
+        acs_parts, acs: pd.DataFrame, tmp_path: Path, caplog) -> None:  # noqa: F811
+    spec, t, X, pred = acs_parts
+    art, _meta, digest = _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X)
+    other = fit(t, acs[acs.year == 2015].head(5000), "random_forest", n_estimators=20)
+    art_b, _, digest_b = _register(tmp_path / "b", predictor=other, spec=spec, transform=t,
+                                   rows=X)
+    forest = TabularServable.from_bundle(art_b, read_manifest(art_b, digest_b))
+    assert forest.predictor_status.startswith("plain predictor: 256 sampled rows")
+    manifest = read_manifest(art, digest)
+    wrong = {**manifest, "predictor": {"meta": other.meta(), "files": {
+        n: art.put_bytes(b) for n, b in other.to_files().items()}}}  # the sample: another model's
+    with caplog.at_level("WARNING", logger="cd4ml.registry"):
+        m = TabularServable.from_bundle(art, wrong, name="m", version=1)
+    assert "differ from registration" in m.predictor_status
+    assert "differ from registration" in caplog.text
