@@ -1,25 +1,22 @@
-"""Real rows and real estimators for the tabular tests.
+"""Real rows for the tabular tests, and models fitted on them by the adapters.
 
 ACS employment (Massachusetts, /work/shared/data) with a schema declaring each column's
 PUMS codes and AGEP 0-99; scikit-learn's bundled wine (multiclass, float inputs) and
-diabetes (regression) data. The predictors here are TEST-ONLY wrappers of real fitted
-estimators (a LightGBM booster, scikit-learn linear models saved as JSON of their
-fitted coefficients), standing in for the model adapters until those land.
+diabetes (regression) data.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from cd4ml.config import ModelSpec
 from cd4ml.data.schema import Column, Schema, infer_schema
-from cd4ml.registry.predictors import PREDICTORS, Predictor
+from cd4ml.features.tabular import TabularTransform
+from cd4ml.registry.predictors import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ["AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC", "NATIVITY",
@@ -70,69 +67,13 @@ def diabetes() -> tuple[pd.DataFrame, Schema]:
     return df, infer_schema(df, name="diabetes")
 
 
-class BoosterClassifier(Predictor):
-    """TEST ONLY: a binary LightGBM booster answering (n, 2) probabilities [1 - p, p]."""
+def fit(transform: TabularTransform, frame: pd.DataFrame, type_: str, **params: object,
+        ) -> Predictor:
+    """A model of ``type_`` fitted by the adapters on the encoded ``frame``."""
+    from cd4ml.training.fit import fit_model
 
-    model_type = "test_booster_classifier"
-
-    def __init__(self, booster: Any, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.booster = booster
-
-    def _raw(self, X: np.ndarray) -> np.ndarray:
-        p = self.booster.predict(X, num_threads=1)
-        return np.column_stack([1.0 - p, p])
-
-    def to_files(self) -> dict[str, bytes]:
-        return {"model.txt": self.booster.model_to_string().encode()}
-
-    @classmethod
-    def from_files(cls, files: dict[str, bytes], meta: dict[str, Any]) -> BoosterClassifier:
-        import lightgbm as lgb
-
-        return cls(lgb.Booster(model_str=files["model.txt"].decode()),
-                   feature_names=meta["feature_names"])
-
-
-class LinearJSON(Predictor):
-    """TEST ONLY: a fitted scikit-learn linear model saved as JSON of its coefficients;
-    probabilities (n, k) for LogisticRegression, values (n,) for LinearRegression."""
-
-    model_type = "test_linear_json"
-
-    def __init__(self, estimator: Any, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.estimator = estimator
-
-    def _raw(self, X: np.ndarray) -> np.ndarray:
-        est = self.estimator
-        return est.predict_proba(X) if hasattr(est, "predict_proba") else est.predict(X)
-
-    def to_files(self) -> dict[str, bytes]:
-        est = self.estimator
-        body = {"kind": type(est).__name__, "coef": np.asarray(est.coef_).tolist(),
-                "dtype": str(np.asarray(est.coef_).dtype),
-                "intercept": np.asarray(est.intercept_).tolist(),
-                "classes": getattr(est, "classes_", np.array([])).tolist()}
-        return {"linear.json": json.dumps(body).encode()}
-
-    @classmethod
-    def from_files(cls, files: dict[str, bytes], meta: dict[str, Any]) -> LinearJSON:
-        from sklearn.linear_model import LinearRegression, LogisticRegression
-
-        body = json.loads(files["linear.json"])
-        est = LogisticRegression() if body["kind"] == "LogisticRegression" else LinearRegression()
-        dtype = np.dtype(body["dtype"])  # float32 coefficients stay float32 (exact in JSON)
-        est.coef_ = np.asarray(body["coef"], dtype)
-        est.intercept_ = np.asarray(body["intercept"], dtype)
-        est.n_features_in_ = est.coef_.shape[-1]
-        if body["classes"]:
-            est.classes_ = np.asarray(body["classes"])
-        return cls(est, feature_names=meta["feature_names"])
-
-
-@pytest.fixture
-def test_predictors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let load_predictor read the test-only predictors (for this test only)."""
-    monkeypatch.setitem(PREDICTORS, BoosterClassifier.model_type, BoosterClassifier)
-    monkeypatch.setitem(PREDICTORS, LinearJSON.model_type, LinearJSON)
+    spec = transform.spec
+    X = pd.DataFrame(transform.matrix(frame), columns=transform.feature_names)
+    return fit_model(ModelSpec(name=type_, type=type_, params=params), X,
+                     spec.encode_target(frame[spec.target]), task=spec.task,
+                     categorical=transform.categorical, classes=spec.classes)

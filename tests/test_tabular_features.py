@@ -60,6 +60,16 @@ def test_declared_int_codes_survive_the_schema_file_and_validation_checks_them(
     assert fails[("AGEP", "min")].count == 1
 
 
+def test_int_categories_in_a_schema_file_are_whole_numbers(tmp_path) -> None:
+    p = tmp_path / "s.yaml"
+    p.write_text("name: s\ncolumns:\n- {name: SEX, type: int, categories: [1, '2', 3.0]}\n")
+    assert load_schema(p).column("SEX").categories == [1, 2, 3]
+    p.write_text("name: s\ncolumns:\n- {name: SEX, type: int, categories: [1, 1.5, x]}\n")
+    with pytest.raises(ConfigError, match=r"columns\[SEX\]: categories = \[1, 1.5, 'x'\]: int "
+                                          r"column needs whole numbers"):
+        load_schema(p)
+
+
 # -- the signature ------------------------------------------------------------------------
 def test_signature_comes_from_the_schema(t: TabularTransform) -> None:
     spec = t.spec
@@ -195,6 +205,9 @@ def test_age_minus_five_names_field_value_and_bound(t: TabularTransform,
     assert err.value.errors[0]["reason"] == "below_min" and err.value.status == 422
     with pytest.raises(RequestError, match=r"rows\[0\].AGEP = 120: above the schema's maximum 99"):
         t.encode_records([{**rec, "AGEP": 120}])
+    with pytest.raises(RequestError) as err:  # beyond float64: still a range error
+        t.encode_records([{**rec, "AGEP": -10 ** 400, "SEX": 10 ** 400}])
+    assert [e["reason"] for e in err.value.errors] == ["below_min", "unknown_category"]
 
 
 def test_every_bad_field_of_every_row_is_listed(t: TabularTransform,
@@ -307,3 +320,27 @@ def test_wine_float_inputs_and_three_classes() -> None:
                                            r"minimum 0"):
         tr.encode_records([{**recs[0], "alcohol": -1.0}])
     assert spec.encode_target(df["target"]).tolist() == df["target"].tolist()
+
+
+def test_string_and_bool_inputs_from_requests_and_frames() -> None:
+    from cd4ml.data.schema import Column, Schema
+
+    schema = Schema(name="s", columns=[Column(name="plan", type="string", categories=["1", "2b"]),
+                                       Column(name="member", type="bool"),
+                                       Column(name="y", type="int")])
+    train = pd.DataFrame({"plan": ["1", "2b", "1"], "member": [True, False, True], "y": [0, 1, 0]})
+    tr = TabularTransform.fit(tabular_spec([schema], train, InputsConfig(), "y"), train)
+    assert tr.codes == {"plan": ["1", "2b"], "member": [False, True]}
+    X = tr.encode_records([{"plan": "2b", "member": True}])
+    assert X.tolist() == [[1.0, 1.0]]
+    # a reader that took the codes for numbers (NaN made them float): same codes
+    read = pd.DataFrame({"plan": [1.0, np.nan], "member": [True, False]})
+    with pytest.raises(RequestError, match=r"rows\[1\].plan: missing value"):
+        tr.matrix(read)
+    assert tr.matrix(read.head(1)).tolist() == [[0.0, 1.0]]
+    with pytest.raises(RequestError) as err:
+        tr.encode_records([{"plan": 1, "member": 1}])
+    assert [(e["field"], e["problem"]) for e in err.value.errors] == [
+        ("plan", "expected a string"), ("member", "expected true or false")]
+    with pytest.raises(RequestError, match="cannot carry the string input"):
+        tr.encode_matrix(np.zeros((1, 2)))

@@ -1,7 +1,7 @@
 """The tabular servable and bundle: saved without pickle, every file hash-verified at load,
 the same answers after the round trip; labels by the stored threshold (binary) or argmax
 (multiclass), checked against scikit-learn's own predict on real rows (ACS, wine,
-diabetes). Predictors are the test-only wrappers of tabular_fixtures."""
+diabetes). Models are fitted by the adapters (training.fit_model)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tabular_fixtures import (INPUTS, BoosterClassifier, LinearJSON, acs,  # noqa: F401
-                              acs_schema, diabetes, test_predictors, wine)
+from tabular_fixtures import INPUTS, acs, acs_schema, diabetes, fit, wine  # noqa: F401
 
 from cd4ml.config import InputsConfig
 from cd4ml.errors import IntegrityError, ModelError, RequestError
@@ -26,17 +25,11 @@ from cd4ml.store.metadata import MetadataStore
 
 @pytest.fixture(scope="module")
 def acs_parts(acs: pd.DataFrame):  # type: ignore[no-untyped-def]  # noqa: F811
-    import lightgbm as lgb
-
     train = acs[acs.year == 2015]
     spec = tabular_spec([acs_schema()], train, InputsConfig(drop=["year"]), "employed", "id")
     t = TabularTransform.fit(spec, train)
-    X, y = t.matrix(train), spec.encode_target(train["employed"])
-    booster = lgb.train({"objective": "binary", "num_leaves": 63, "seed": 0, "verbose": -1,
-                         "num_threads": 1, "deterministic": True},
-                        lgb.Dataset(X, y, feature_name=spec.names,
-                                    categorical_feature=list(t.categorical)), 60)
-    return spec, t, X, BoosterClassifier(booster, feature_names=spec.names)
+    pred = fit(t, train, "lightgbm", n_estimators=60, n_jobs=1)
+    return spec, t, t.matrix(train), pred
 
 
 def _register(tmp: Path, **bundle):  # type: ignore[no-untyped-def]
@@ -54,7 +47,7 @@ def _records(frame: pd.DataFrame, names: list[str]) -> list[dict]:
 
 
 def test_acs_bundle_round_trip_verified_equal_answers(acs_parts, acs: pd.DataFrame,  # noqa: F811
-                                                      tmp_path: Path, test_predictors) -> None:  # noqa: F811
+                                                      tmp_path: Path) -> None:
     spec, t, X, pred = acs_parts
     art, meta, digest = _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X,
                                   decision_threshold=0.4)
@@ -96,31 +89,28 @@ def test_binary_labels_use_the_stored_threshold(acs_parts, acs: pd.DataFrame) ->
 
 
 def test_binary_logistic_regression_labels_equal_sklearn_predict(acs: pd.DataFrame) -> None:  # noqa: F811
-    from sklearn.linear_model import LogisticRegression
-
     train, hold = acs[acs.year == 2015].head(20000), acs[acs.year == 2016].head(5000)
     spec = tabular_spec([acs_schema()], train, InputsConfig(drop=["year"]), "employed", "id")
     t = TabularTransform.fit(spec, train)
-    est = LogisticRegression(max_iter=2000).fit(t.matrix(train), train["employed"])
-    m = TabularServable(LinearJSON(est, feature_names=spec.names), spec, t, threshold=0.5)
+    pred = fit(t, train, "logistic_regression")
+    m = TabularServable(pred, spec, t, threshold=0.5)
     out = m.predict(hold)
     Xh = t.matrix(hold)
-    assert out["label"].tolist() == est.predict(Xh).tolist()
+    assert out["label"].tolist() == pred.estimator.predict(Xh).tolist()  # sklearn's own
     assert np.array_equal(out[["probability_0", "probability_1"]].to_numpy(),
-                          est.predict_proba(Xh))
+                          pred.estimator.predict_proba(Xh))
     assert list(out.columns) == [*hold.columns, "label", "probability_0", "probability_1"]
 
 
-def test_wine_multiclass_round_trip_argmax_labels(tmp_path: Path, test_predictors) -> None:  # noqa: F811
-    from sklearn.linear_model import LogisticRegression
-
+def test_wine_multiclass_round_trip_argmax_labels(tmp_path: Path) -> None:
     df, schema = wine()
     spec = tabular_spec([schema], df, InputsConfig(), "target")
     t = TabularTransform.fit(spec, df)
     X = t.matrix(df)
-    est = LogisticRegression(max_iter=5000).fit(X, spec.encode_target(df["target"]))
-    art, meta, _ = _register(tmp_path, predictor=LinearJSON(est, feature_names=spec.names),
-                             spec=spec, transform=t, rows=X, decision_threshold=0.5)
+    pred = fit(t, df, "logistic_regression")
+    est = pred.estimator
+    art, meta, _ = _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X,
+                             decision_threshold=0.5)
     m = load_version(meta, art, "m", 1)
     assert m.classes == [0, 1, 2] and m.threshold is None  # multiclass: argmax
     recs = _records(df, spec.names)
@@ -137,18 +127,15 @@ def test_wine_multiclass_round_trip_argmax_labels(tmp_path: Path, test_predictor
     assert np.array_equal(m.predict_encoded(m.encode_matrix(M).X), P)
 
 
-def test_regression_answers_floats_and_adds_prediction(tmp_path: Path,
-                                                       test_predictors) -> None:  # noqa: F811
-    from sklearn.linear_model import LinearRegression
-
+def test_regression_answers_floats_and_adds_prediction(tmp_path: Path) -> None:
     df, schema = diabetes()
     spec = tabular_spec([schema], df, InputsConfig(categorical=["sex"]), "target",
                         task="regression")
     t = TabularTransform.fit(spec, df)
     X = t.matrix(df)
-    est = LinearRegression().fit(X, spec.encode_target(df["target"]))
-    art, meta, _ = _register(tmp_path, predictor=LinearJSON(est, feature_names=spec.names),
-                             spec=spec, transform=t, rows=X)
+    pred = fit(t, df, "linear_regression")
+    est = pred.estimator
+    art, meta, _ = _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X)
     m = load_version(meta, art, "m", 1)
     assert m.task == "regression" and m.classes is None
     out = m.predict(df.head(50))
@@ -172,12 +159,15 @@ def test_bad_requests_are_refused_with_every_field(acs_parts, acs: pd.DataFrame)
         m.encode_matrix(np.zeros((1, 3)))
 
 
-def test_compiled_hook_plain_fallback_and_shape(acs_parts, tmp_path: Path,
-                                                test_predictors) -> None:  # noqa: F811
+def test_compiled_hook_plain_fallback_and_shape(acs_parts, tmp_path: Path) -> None:
     spec, t, X, pred = acs_parts
+    with pytest.raises(ModelError, match="compiled predictor: its files hash to"):
+        _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X,
+                  compiled=({"compiled.o": b"\x7fELF"}, {"kind": "lleaves", "files": {}}))
     art, meta, digest = _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X,
-                                  extra={"compiled": {"files": {}}})
+                                  compiled=({}, {"kind": "lleaves", "files": {}}))
     manifest = read_manifest(art, digest)
+    assert manifest["compiled"] == {"kind": "lleaves", "files": {}}
     m = TabularServable.from_bundle(art, manifest)
     try:
         import cd4ml.registry.compiled  # noqa: F401
@@ -196,3 +186,21 @@ def test_unknown_task_in_a_manifest_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="task = 'ranking': unknown task"):
         servable_class({"model_name": "m", "task": "ranking"})
     assert servable_class({}).__name__ == "ServableModel"  # no task: a forecast bundle
+
+
+def test_a_predictor_that_answers_otherwise_than_at_registration_is_reported(
+        acs_parts, acs: pd.DataFrame, tmp_path: Path, caplog) -> None:  # noqa: F811
+    spec, t, X, pred = acs_parts
+    art, _meta, digest = _register(tmp_path, predictor=pred, spec=spec, transform=t, rows=X)
+    other = fit(t, acs[acs.year == 2015].head(5000), "random_forest", n_estimators=20)
+    art_b, _, digest_b = _register(tmp_path / "b", predictor=other, spec=spec, transform=t,
+                                   rows=X)
+    forest = TabularServable.from_bundle(art_b, read_manifest(art_b, digest_b))
+    assert forest.predictor_status.startswith("plain predictor: 256 sampled rows")
+    manifest = read_manifest(art, digest)
+    wrong = {**manifest, "predictor": {"meta": other.meta(), "files": {
+        n: art.put_bytes(b) for n, b in other.to_files().items()}}}  # the sample: another model's
+    with caplog.at_level("WARNING", logger="cd4ml.registry"):
+        m = TabularServable.from_bundle(art, wrong, name="m", version=1)
+    assert "differ from registration" in m.predictor_status
+    assert "differ from registration" in caplog.text
