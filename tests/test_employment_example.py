@@ -45,9 +45,12 @@ def test_fairness_gate_passes_with_intervals(registered: dict) -> None:
     rules = [r for r in gate["rules"] if r["rule"] == "max_group_gap"]
     assert {r["column"] for r in rules} == {"SEX", "RAC1P"}
     for r in rules:
-        lo, hi = r["ci"]
-        assert lo <= r["gap_points"] <= hi and r["passed"]
+        lo, hi = r["ci_points"]
+        assert lo <= r["points"] <= hi and r["passed"]
         print(r["detail"])
+    race = next(r for r in rules if r["column"] == "RAC1P")
+    assert sorted(g["value"] for g in race["groups"]) == [1, 2, 6, 8, 9]  # n >= 1,000
+    assert race["points"] <= 5 and next(r for r in rules if r["column"] == "SEX")["points"] <= 3
 
 
 def test_registered_model_is_fitted_on_training_rows_only(registered: dict) -> None:
@@ -55,3 +58,5 @@ def test_registered_model_is_fitted_on_training_rows_only(registered: dict) -> N
     assert man["task"] == "classification"
     assert man["trained_on"]["roles"] == ["train", "validation"]
     assert man["trained_on"]["rows"] == 68_785  # all of 2015
+    assert man["compiled_build"]["status"] == "built" and man["compiled"]
+    assert 0.3 < man["decision_threshold"] < 0.7  # chosen on validation, stored
