@@ -17,12 +17,16 @@ import pandas as pd
 
 from cd4ml.errors import ModelError
 from cd4ml.features.compute import FeatureSpec
+from cd4ml.features.tabular import TabularSpec, TabularTransform
 from cd4ml.registry.predictors import Predictor, load_predictor
 
 __all__ = ["save_bundle", "read_manifest", "load_parts", "load_forecasts", "environment",
-           "BUNDLE_FORMAT", "request_fields", "forecast_table"]
+           "BUNDLE_FORMAT", "request_fields", "forecast_table", "save_tabular_bundle",
+           "load_tabular_parts", "SAMPLE_ROWS"]
 
 BUNDLE_FORMAT = "cd4ml.bundle/1"
+#: encoded training rows a tabular bundle keeps (with the model's answers) for checks at load
+SAMPLE_ROWS = 256
 _PACKAGES = ["cd4ml", "numpy", "pandas", "pyarrow", "lightgbm", "scikit-learn", "skops"]
 
 
@@ -149,3 +153,69 @@ def load_forecasts(artifacts: _Artifacts, manifest: dict[str, Any]) -> np.ndarra
         raise ModelError(f"forecast table {meta['digest'][:12]}: expected {meta['rows']} "
                          f"float64 values, got {values.dtype} {values.shape}")
     return values
+
+
+def _put_npy(artifacts: _Artifacts, values: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(values), allow_pickle=False)
+    return artifacts.put_bytes(buf.getvalue())
+
+
+def _get_npy(artifacts: _Artifacts, digest: str, dtype: str, shape: list[int]) -> np.ndarray:
+    values = np.load(io.BytesIO(artifacts.get_bytes(digest)), allow_pickle=False)
+    if values.dtype != np.dtype(dtype) or list(values.shape) != list(shape):
+        raise ModelError(f"array {digest[:12]}: expected {dtype} {shape}, got {values.dtype} "
+                         f"{list(values.shape)}")
+    return values
+
+
+def save_tabular_bundle(artifacts: _Artifacts, *, model_name: str, recipe: str, kind: str,
+                        predictor: Predictor, spec: TabularSpec, transform: TabularTransform,
+                        rows: np.ndarray, trained_on: dict[str, Any],
+                        decision_threshold: float | None = None,
+                        extra: dict[str, Any] | None = None) -> str:
+    """Write a classification or regression bundle; returns the manifest digest.
+
+    ``rows``: encoded training rows; :data:`SAMPLE_ROWS` of them, spread evenly, are
+    stored with the model's answers on them, so a load can check the predictor (and a
+    compiled one) answers as it did here. ``extra`` may add keys such as ``compiled``.
+    """
+    from cd4ml.registry.tabular import signature
+
+    files = {name: artifacts.put_bytes(data) for name, data in predictor.to_files().items()}
+    rows = np.asarray(rows, np.float32)
+    idx = np.unique(np.linspace(0, len(rows) - 1, min(SAMPLE_ROWS, len(rows))).astype(np.int64))
+    sample = np.ascontiguousarray(rows[idx])
+    outputs = np.asarray(predictor.predict(sample), np.float64)
+    manifest = {
+        "format": BUNDLE_FORMAT, "model_name": model_name, "recipe": recipe, "kind": kind,
+        "task": spec.task, "model_type": predictor.model_type,
+        "predictor": {"meta": predictor.meta(), "files": files},
+        "tabular": {"spec": spec.to_dict(), "transform": transform.to_dict()},
+        "signature": signature(spec, transform),
+        "decision_threshold": decision_threshold if spec.task == "classification" else None,
+        "classes": spec.classes,
+        "sample": {"X": _put_npy(artifacts, sample), "outputs": _put_npy(artifacts, outputs),
+                   "shape": list(sample.shape), "outputs_shape": list(outputs.shape)},
+        "trained_on": trained_on,
+        "environment": environment(),
+        **(extra or {}),
+    }
+    return artifacts.put_json(manifest)
+
+
+def load_tabular_parts(artifacts: _Artifacts, manifest: dict[str, Any],
+                       ) -> tuple[Predictor, TabularSpec, TabularTransform, np.ndarray | None,
+                                  np.ndarray | None]:
+    """Predictor, spec, transform, sample rows and the answers stored for them."""
+    pred = manifest["predictor"]
+    files = {name: artifacts.get_bytes(d) for name, d in pred["files"].items()}
+    predictor = load_predictor(files, pred["meta"])
+    spec = TabularSpec.from_dict(manifest["tabular"]["spec"])
+    transform = TabularTransform.from_dict(manifest["tabular"]["transform"], spec)
+    meta = manifest.get("sample")
+    if not meta:
+        return predictor, spec, transform, None, None
+    sample = _get_npy(artifacts, meta["X"], "float32", meta["shape"])
+    outputs = _get_npy(artifacts, meta["outputs"], "float64", meta["outputs_shape"])
+    return predictor, spec, transform, sample, outputs

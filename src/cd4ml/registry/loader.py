@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cd4ml.errors import NotFoundError
-from cd4ml.registry.bundle import load_forecasts, load_parts, read_manifest
+from cd4ml.errors import ConfigError, ModelError, NotFoundError
+from cd4ml.registry.bundle import read_manifest
 from cd4ml.registry.servable import ServableModel
+from cd4ml.registry.tabular import TabularServable
+from cd4ml.tasks import resolve, task_of
 
-__all__ = ["parse_uri", "load_version", "load_model"]
+__all__ = ["parse_uri", "load_version", "load_model", "servable_class"]
+
+Servable = ServableModel | TabularServable
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -26,27 +30,35 @@ def parse_uri(uri: str) -> tuple[str, str]:
     raise NotFoundError(f"model reference {uri!r}: expected NAME@alias or NAME/VERSION")
 
 
-def load_version(metadata: Any, artifacts: Any, name: str, ref: str | int, *,
-                 forecast_table: bool = True) -> ServableModel:
-    """Resolve ``ref`` (alias or version), verify every file's hash, build the servable.
+def servable_class(manifest: dict[str, Any]) -> type[Servable]:
+    """The class serving a bundle: the task table's entry for the manifest's task (a
+    bundle without one is a forecast)."""
+    try:
+        task = task_of(manifest.get("task", "forecast"))
+    except ConfigError as exc:
+        raise ModelError(f"bundle of {manifest.get('model_name')!r}: {exc}") from None
+    return resolve(task.servable)  # type: ignore[no-any-return]
 
-    With ``forecast_table`` (and a bundle that has one), answers come from the table the
-    model computed at registration, once a sample of it matches the live model;
-    otherwise the model runs on every request.
+
+def load_version(metadata: Any, artifacts: Any, name: str, ref: str | int, *,
+                 forecast_table: bool = True, compiled: bool = True) -> Servable:
+    """Resolve ``ref`` (alias or version), verify every file's hash, build the servable
+    its task names.
+
+    Forecast: with ``forecast_table`` (and a bundle that has one), answers come from the
+    table the model computed at registration, once a sample of it matches the live model;
+    otherwise the model runs on every request. Tabular: with ``compiled`` (and a bundle
+    that has one), a compiled predictor answers once it matched the plain one.
     """
     row = metadata.resolve(name, int(ref) if str(ref).isdigit() else ref)
     manifest = read_manifest(artifacts, row["digest"])
-    predictor, spec, history = load_parts(artifacts, manifest)
-    table = load_forecasts(artifacts, manifest) if forecast_table else None
-    model = ServableModel(predictor, spec, history, name=name, version=row["version"],
-                          digest=row["digest"], manifest=manifest, forecasts=table)
-    if not forecast_table:
-        model.table_status = "off: the model answers every request"
-    return model
+    return servable_class(manifest).from_bundle(
+        artifacts, manifest, name=name, version=row["version"], digest=row["digest"],
+        forecast_table=forecast_table, compiled=compiled)
 
 
 def load_model(uri: str, *, project_dir: str | Path = ".",
-               forecast_table: bool = True) -> ServableModel:
+               forecast_table: bool = True) -> Servable:
     from cd4ml.config import load_config
     from cd4ml.store import open_stores
 

@@ -75,6 +75,23 @@ class ServableModel:
         self.table_status = "none: the bundle has no forecast table" if forecasts is None \
             else self._check_table(forecasts)
 
+    @classmethod
+    def from_bundle(cls, artifacts: Any, manifest: dict[str, Any], *, name: str = "",
+                    version: int | None = None, digest: str = "", forecast_table: bool = True,
+                    **_options: Any) -> ServableModel:
+        """Build from a forecast bundle (every file hash-verified). With ``forecast_table``
+        (and a bundle that has one), answers come from the table once a sample of it
+        matches the live model; otherwise the model runs on every request."""
+        from cd4ml.registry.bundle import load_forecasts, load_parts
+
+        predictor, spec, history = load_parts(artifacts, manifest)
+        table = load_forecasts(artifacts, manifest) if forecast_table else None
+        model = cls(predictor, spec, history, name=name, version=version, digest=digest,
+                    manifest=manifest, forecasts=table)
+        if not forecast_table:
+            model.table_status = "off: the model answers every request"
+        return model
+
     def _check_table(self, forecasts: np.ndarray) -> str:
         """Use the table if a spread sample of it equals the live model's answers."""
         n = len(self.X)
