@@ -1,5 +1,9 @@
 """Batch scoring: a CSV or Parquet file of rows in, a Parquet file with ``prediction`` out.
 
+This module scores a forecast servable; a tabular one (label and probabilities, or a
+prediction) is scored by :mod:`cd4ml.serving.batch_tabular`, through the same reading,
+chunking and writing (the job is chosen by the servable's class).
+
 Rows take the server's path: :meth:`ServableModel.rows_for` validates them and finds
 their rows of precomputed features in ``model.X``, and ``model.predict_rows`` scores
 those rows (from the version's verified forecast table, else with the model). There is no second validation or feature path. Batch files repeat
@@ -83,9 +87,12 @@ def score_file(model: ServableModel, input_path: str | Path, output_path: str | 
     src, dst = Path(input_path), Path(output_path)
     t0 = time.perf_counter()
     done = skipped = 0
+    job_class = _job_class(model)
     with ExitStack() as stack:
-        schema, total, batches = _open(src, kind, model, stack)
-        job = _Job(model, schema, csv=kind == "csv", skip_invalid=skip_invalid, name=src.name)
+        schema, total, batches = _open(
+            src, kind, lambda s: job_class.text_columns(s, model, src.name), stack)
+        job = job_class(model, schema, csv=kind == "csv", skip_invalid=skip_invalid,
+                        name=src.name)
         if progress:
             progress(0, total)
         tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:12]}.tmp"  # same file system
@@ -106,13 +113,25 @@ def score_file(model: ServableModel, input_path: str | Path, output_path: str | 
             "skipped": skipped, "seconds": round(seconds, 3),
             "rows_per_s": round(done / seconds, 1) if seconds > 0 else None,
             "model": model.name, "version": model.version, "chunk_rows": chunk_rows,
-            "forecast_table": model.table_status}
+            **job.summary()}
+
+
+def _job_class(model: Any) -> Any:
+    """The job that scores a file for this kind of servable (by its class)."""
+    from cd4ml.serving.batch_tabular import JOBS
+
+    for cls in type(model).__mro__:
+        if cls in JOBS:
+            return JOBS[cls]
+    raise ConfigError(f"batch scoring cannot score a {type(model).__name__}", key="model",
+                      value=getattr(model, "name", None))
 
 
 # -- reading ---------------------------------------------------------------------------
-def _open(src: Path, kind: str, model: ServableModel,
+def _open(src: Path, kind: str, text_columns: Callable[[pa.Schema], set[str]],
           stack: ExitStack) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
-    """Schema, number of rows if known, and the record batches of the input."""
+    """Schema, number of rows if known, and the record batches of the input (a CSV's
+    ``text_columns(schema)`` read as text)."""
     try:
         if kind == "parquet":
             pf = stack.enter_context(pq.ParquetFile(src))
@@ -123,7 +142,7 @@ def _open(src: Path, kind: str, model: ServableModel,
         # them; the model's key columns, and columns empty at the start, are read as text
         with pacsv.open_csv(src, read_options=pacsv.ReadOptions(block_size=8 << 20)) as probe:
             inferred = probe.schema
-        keys = set(_column_map(inferred, model, src.name).values())
+        keys = text_columns(inferred)
         types = {f.name: pa.string() if f.name in keys or pa.types.is_null(f.type) else f.type
                  for f in inferred}
         reader = stack.enter_context(pacsv.open_csv(src, convert_options=pacsv.ConvertOptions(
@@ -253,6 +272,14 @@ class _Job:
     """One input's chunks -> output tables, through ``rows_for`` and ``predictor.predict``:
     each distinct combination of key values is validated once (valid ones remembered
     across chunks) and each row of ``model.X`` predicted once."""
+
+    @staticmethod
+    def text_columns(schema: pa.Schema, model: ServableModel, name: str) -> set[str]:
+        """A CSV's columns read as text: the model's key columns."""
+        return set(_column_map(schema, model, name).values())
+
+    def summary(self) -> dict[str, Any]:
+        return {"forecast_table": self.model.table_status}
 
     def __init__(self, model: ServableModel, schema: pa.Schema, *, csv: bool,
                  skip_invalid: bool, name: str) -> None:

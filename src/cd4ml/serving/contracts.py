@@ -158,9 +158,9 @@ class TabularContract:
         self.field_set = frozenset(self.fields)
         self.numeric = dict(model.numeric)
         self.feature_names = list(model.transform.feature_names)
-        sig = model.manifest.get("signature") or {}
-        #: the signature's inputs by name (types, categories, bounds)
-        self.inputs: dict[str, dict[str, Any]] = {i["name"]: i for i in sig.get("inputs", [])}
+        #: the signature's inputs by name (types, categories, bounds, policies)
+        self.inputs: dict[str, dict[str, Any]] = {
+            i["name"]: i for i in model.signature.get("inputs", [])}
         classes = model.classes
         self.classes: list[Any] | None = None if classes is None else [
             v.item() if isinstance(v, np.generic) else v for v in classes]
@@ -170,6 +170,11 @@ class TabularContract:
                                      "shape": [-1]}]
             return
         k = len(self.classes)
+        booster = getattr(model.predictor, "booster", None)
+        #: a binary LightGBM booster answers the positive class's probability alone
+        #: (a multiclass one, with two classes, both)
+        self._mlserver_column = k == 2 and (
+            booster is None or booster.num_model_per_iteration() == 1)
         self.numeric_classes = _v2_datatype(self.classes) != "BYTES"
         #: the log holds numbers: a label is its class where classes are numbers, else
         #: the class's index (``label_index``)
@@ -253,7 +258,7 @@ class TabularContract:
         """What MLServer's LightGBM runtime answers (``Booster.predict``): the positive
         class's probability for a binary classifier, every class's for a multiclass one,
         the value for a regressor."""
-        if self.classes is not None and len(self.classes) == 2:
+        if self.classes is not None and self._mlserver_column:
             return np.asarray(outputs[:, 1], np.float64)
         return np.asarray(outputs, np.float64)
 
@@ -290,9 +295,12 @@ class TabularContract:
 
     @staticmethod
     def warm_up(model: TabularServable, rows: int = 64) -> None:
-        """Predict once on encoded rows of code 0 (first calls allocate); refuse a model
-        whose answers are not finite or not of its shape."""
-        X = np.zeros((rows, len(model.transform.feature_names)), dtype=np.float32)
+        """Predict once on the bundle's sample of training rows (rows of code 0 without
+        one), as requests will (first calls allocate); refuse a model whose answers are
+        not finite or not of its shape."""
+        X = model.sample[:rows] if model.sample is not None and len(model.sample) else \
+            np.zeros((rows, len(model.transform.feature_names)), dtype=np.float32)
+        rows = len(X)
         out = np.asarray(model.predict_encoded(X), dtype=float)
         k = None if model.classes is None else len(model.classes)
         want = (rows,) if k is None else (rows, k)

@@ -286,14 +286,15 @@ def _inline_inputs(recs: list[Any], n: Any, starts: Any, total: int) -> dict[str
 
 
 def _outputs(meta: list[Any], outs: Any, n: Any, starts: Any, total: int) -> dict[str, Any]:
-    """A block's outputs as columns: ``prediction`` (one output per row), and a column
-    per output name for records with several (NaN in the other records' rows)."""
+    """A block's outputs as columns: ``prediction`` (records with one output per row),
+    and a column per output name for records with several (NaN in the other records'
+    rows)."""
     import numpy as np
 
     width = output_widths(meta)
     if (width == 1).all():
         return {"prediction": outs}
-    cols = {"prediction": np.full(total, np.nan)}
+    cols = {"prediction": np.full(total, np.nan)} if (width == 1).any() else {}
     ostart = np.cumsum(n * width) - n * width
     for k, m in enumerate(meta):
         a, rows = int(starts[k]), int(n[k])

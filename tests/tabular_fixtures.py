@@ -1,0 +1,178 @@
+"""Tabular servables for the serving tests, built as the pipeline will build them:
+real data, the schema's signature (features/tabular.py), a real estimator fitted on the
+transform's matrix, a bundle saved and registered, loaded back by the registry.
+
+- ACS employment (binary, ``../shared/data/acs-employment-ma``; skipped when absent):
+  the PUMS codes declared as categories, AGEP 0-99; trained on 2015 rows, requests
+  from 2016.
+- wine (multiclass, scikit-learn's bundled copy): 13 numeric inputs bounded by the
+  data's range.
+- diabetes (regression, scikit-learn's bundled copy): 10 numeric inputs.
+
+The estimator is LightGBM's own ``lgb.train`` (the adapters of issue 12 are not merged
+yet); a classifier is trained with the multiclass objective, whose ``predict`` gives the
+(n, k) probabilities the servable takes, so the registry's LightGBM predictor loads it.
+``binary_servable`` wraps a binary-objective booster instead (its (n,) positive-class
+probability widened to (n, 2)), to check the MLServer answer of a binary booster.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ACS_NAME = "acs-employment"
+ACS_CATEGORICAL = ["SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC",
+                   "NATIVITY", "DEAR", "DEYE", "DREM", "SEX", "RAC1P"]
+
+
+def acs_path() -> Path:
+    base = os.environ.get("CD4ML_SHARED_DATA")
+    base_path = Path(base) if base else ROOT.parent / "shared" / "data"
+    return base_path / "acs-employment-ma" / "employment.parquet"
+
+
+def acs_frame() -> pd.DataFrame:
+    p = acs_path()
+    if not p.is_file():
+        pytest.skip(f"ACS employment data not found at {p} (set CD4ML_SHARED_DATA)")
+    return pd.read_parquet(p)
+
+
+def acs_schema(df: pd.DataFrame) -> Any:
+    from cd4ml.data.schema import Column, Schema
+
+    cols = [Column(name="id", type="int"), Column(name="AGEP", type="float", min=0, max=99)]
+    cols += [Column(name=c, type="int", categories=sorted(int(v) for v in df[c].unique()))
+             for c in ACS_CATEGORICAL]
+    cols += [Column(name="year", type="int"), Column(name="employed", type="int")]
+    return Schema(name="acs", columns=cols)
+
+
+def fit_parts(frame: pd.DataFrame, schema: Any, target: str, *, task: str,
+              drop: list[str] | None = None, id: str | None = None, trees: int = 40,
+              objective: str | None = None, inputs: Any = None) -> tuple[Any, ...]:
+    """(spec, transform, predictor, X) of a LightGBM fitted on ``frame``."""
+    import lightgbm as lgb
+
+    from cd4ml.config import InputsConfig
+    from cd4ml.features.tabular import TabularTransform, tabular_spec
+    from cd4ml.registry.predictors import LightGBMPredictor
+
+    spec = tabular_spec([schema], frame, inputs or InputsConfig(drop=drop or []),
+                        target=target, id=id, task=task)
+    transform = TabularTransform.fit(spec, frame)
+    X = transform.matrix(frame)
+    y = spec.encode_target(frame[target])
+    cats = [j for j, c in enumerate(spec.inputs) if c.categorical]
+    params: dict[str, Any] = {"num_leaves": 15, "learning_rate": 0.1, "verbose": -1,
+                              "num_threads": 1, "seed": 0, "deterministic": True,
+                              "min_data_in_leaf": 20}
+    if task == "classification":
+        params.update(objective=objective or "multiclass", **(
+            {"num_class": len(spec.classes)} if (objective or "multiclass") == "multiclass"
+            else {}))
+    else:
+        params["objective"] = "regression"
+    ds = lgb.Dataset(X, y, feature_name=spec.names, categorical_feature=cats or "auto",
+                     free_raw_data=False)
+    booster = lgb.train(params, ds, num_boost_round=trees)
+    return spec, transform, LightGBMPredictor(booster, feature_names=spec.names), X
+
+
+def write_project(proj: Path, *, name: str, task: str, target: str,
+                  extra_yaml: str = "") -> Path:
+    proj.mkdir(parents=True, exist_ok=True)
+    (proj / "cd4ml.yaml").write_text(
+        f"project: {name}\ntask: {task}\n"
+        f"data:\n  sources: {{main: {{path: data/rows.parquet}}}}\n  main: main\n"
+        f"  target: {target}\n"
+        f"models:\n  name: {name}\n  candidates:\n    - {{name: lightgbm, type: lightgbm}}\n"
+        + extra_yaml)
+    return proj
+
+
+def register(proj: Path, name: str, parts: tuple[Any, ...], *, alias: str = "production",
+             decision_threshold: float | None = None) -> int:
+    """Save a tabular bundle of ``parts`` in the project's store, register it, move
+    ``alias`` to it; returns its version."""
+    from cd4ml.config import load_config
+    from cd4ml.registry.bundle import save_tabular_bundle
+    from cd4ml.store import open_stores
+
+    spec, transform, predictor, X = parts
+    cfg, _ = load_config(proj)
+    with open_stores(cfg.store, proj) as st:
+        digest = save_tabular_bundle(
+            st.artifacts, model_name=name, recipe="lightgbm", kind="candidate",
+            predictor=predictor, spec=spec, transform=transform, rows=X,
+            trained_on={"rows": len(X)}, decision_threshold=decision_threshold)
+        reg = st.metadata.register_version(
+            name, digest=digest, kind="candidate", model_type="lightgbm",
+            set_aliases={alias: "*"}, actor="test", reason="test bundle")
+    return reg.version
+
+
+def load(proj: Path, name: str, ref: str = "production") -> Any:
+    from cd4ml.registry.loader import load_model
+
+    return load_model(f"{name}@{ref}", project_dir=proj)
+
+
+def acs_parts(n_train: int = 12_000, trees: int = 40, objective: str | None = None,
+              ) -> tuple[tuple[Any, ...], pd.DataFrame]:
+    """ACS parts (trained on a seeded sample of 2015) and 2016 rows for requests."""
+    df = acs_frame()
+    train = df[df.year == 2015].sample(n_train, random_state=0).reset_index(drop=True)
+    later = df[df.year == 2016].sample(2_000, random_state=1).reset_index(drop=True)
+    parts = fit_parts(train, acs_schema(df), "employed", task="classification",
+                      drop=["year"], id="id", trees=trees, objective=objective)
+    return parts, later
+
+
+def wine_parts() -> tuple[tuple[Any, ...], pd.DataFrame]:
+    from sklearn.datasets import load_wine
+
+    from cd4ml.data.schema import Column, Schema
+
+    data = load_wine(as_frame=True)
+    df = data.frame.rename(columns=lambda c: c.replace("/", "_"))
+    cols = [Column(name=c, type="float", min=float(df[c].min()), max=float(df[c].max()))
+            for c in df.columns if c != "target"]
+    schema = Schema(name="wine", columns=[*cols, Column(name="target", type="int")])
+    return fit_parts(df, schema, "target", task="classification", trees=30), df
+
+
+def diabetes_parts() -> tuple[tuple[Any, ...], pd.DataFrame]:
+    from sklearn.datasets import load_diabetes
+
+    from cd4ml.data.schema import Column, Schema
+
+    df = load_diabetes(as_frame=True, scaled=False).frame
+    cols = [Column(name=c, type="float") for c in df.columns if c != "target"]
+    schema = Schema(name="diabetes", columns=[*cols, Column(name="target", type="float")])
+    return fit_parts(df, schema, "target", task="regression", trees=30), df
+
+
+def servable(parts: tuple[Any, ...], name: str, version: int = 1,
+             threshold: float | None = None) -> Any:
+    """A TabularServable built in process from ``parts`` (no store)."""
+    from cd4ml.registry.tabular import TabularServable, signature
+
+    spec, transform, predictor, _ = parts
+    return TabularServable(predictor, spec, transform, name=name, version=version,
+                           manifest={"signature": signature(spec, transform), "task": spec.task},
+                           threshold=threshold)
+
+
+def records(frame: pd.DataFrame, fields: list[str]) -> list[dict[str, Any]]:
+    """Rows as a JSON client sends them (ints for the int columns, floats for floats)."""
+    out = frame[fields].to_dict("records")
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
+            for r in out]
