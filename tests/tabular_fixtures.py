@@ -176,3 +176,30 @@ def records(frame: pd.DataFrame, fields: list[str]) -> list[dict[str, Any]]:
     out = frame[fields].to_dict("records")
     return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
             for r in out]
+
+
+def binary_servable(name: str = ACS_NAME) -> tuple[Any, pd.DataFrame, Any]:
+    """An ACS classifier on a binary-objective booster (as LightGBM's own binary
+    classifiers are), its 2016 rows, and the booster. In process only: its (n,)
+    positive-class probability is widened to the (n, 2) the servable takes."""
+    from cd4ml.registry.predictors import LightGBMPredictor
+
+    class BinaryLightGBM(LightGBMPredictor):
+        def _raw(self, X: np.ndarray) -> np.ndarray:
+            p = self.booster.predict(X)
+            return np.column_stack([1.0 - p, p])
+
+    (spec, transform, plain, X), later = acs_parts(objective="binary")
+    pred = BinaryLightGBM(plain.booster, feature_names=spec.names)
+    return servable((spec, transform, pred, X), name), later, plain.booster
+
+
+def acs_reference_matrix(frame: pd.DataFrame, df_all: pd.DataFrame | None = None) -> np.ndarray:
+    """The ACS inputs encoded independently of cd4ml: AGEP as it is, each PUMS code as
+    its position among the codes the schema declares (the sorted codes in the data)."""
+    df_all = acs_frame() if df_all is None else df_all
+    cols = [frame["AGEP"].to_numpy(np.float64)]
+    for c in ACS_CATEGORICAL:
+        cats = np.sort(df_all[c].unique())
+        cols.append(np.searchsorted(cats, frame[c].to_numpy()).astype(np.float64))
+    return np.column_stack(cols).astype(np.float32)

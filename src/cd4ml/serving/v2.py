@@ -34,6 +34,7 @@ from cd4ml.errors import RequestError, short_repr
 from cd4ml.serving.guard import V2_INFER
 from cd4ml.serving.jsonbody import parse_json
 from cd4ml.serving.limits import read_checked
+from cd4ml.serving.routes import context_of
 
 __all__ = ["v2_router", "decode_request", "NUMERIC"]
 
@@ -242,13 +243,16 @@ def _json_data(datatype: str, values: Any) -> list[Any]:
 
 
 def encode_response(head: dict[str, Any], outputs: list[tuple[Tensor, bool]]) -> Response:
-    """The answer: JSON, or the JSON header then the binary outputs' bytes."""
+    """The answer: JSON, or the JSON header then the binary outputs' bytes. A tensor with
+    parameters (a fifth item) is written as MLServer writes its outputs (name, shape,
+    datatype, parameters, data)."""
     raws: list[bytes] = []
     head["outputs"] = []
     for (name, datatype, shape, values, *extra), binary in outputs:
         t: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if extra and extra[0]:
-            t["parameters"] = dict(extra[0])
+            t = {"name": name, "shape": shape, "datatype": datatype,
+                 "parameters": dict(extra[0])}
         if binary:
             raw = _raw_bytes(datatype, values)
             t["parameters"] = {**t.get("parameters", {}), "binary_data_size": len(raw)}
@@ -426,7 +430,12 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
             raise V2Error(f"input {tname!r}: its data holds values that are not numbers"
                           ) from None
         preds = await rt.score(request, m, [], "/v2/infer", body, ctype, matrix=M)
-        return encode_response(_head(m, req), _selected(req, mlserver_outputs(
+        # MLServer's answer: its id is the request's, else a fresh one (here the
+        # server's request id, which the prediction log holds), and empty parameters
+        head = {"model_name": m.name, "model_version": str(m.version),
+                "id": req.get("id", context_of(request).request_id), "parameters": {},
+                "outputs": None}
+        return encode_response(head, _selected(req, mlserver_outputs(
             c.mlserver_output(preds))))
 
     @r.post("/v2/models/{name}/infer")
