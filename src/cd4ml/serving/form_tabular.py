@@ -133,8 +133,7 @@ async def tabular_form(c: Any, query: Mapping[str, str], score: Score) -> tuple[
             result, status = _errors(exc), 422
     m = c.model
     what = "Classifier" if c.classifier else "Regression"
-    target = html.escape(str((m.manifest.get("tabular") or {}).get("spec", {}).get(
-        "target") or "the target"))
+    target = html.escape(str(m.spec.target))
     fields = "\n".join(_field(col, shown[col["name"]]) for col in inputs)
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <title>{html.escape(m.name)}</title>
@@ -142,7 +141,7 @@ async def tabular_form(c: Any, query: Mapping[str, str], score: Score) -> tuple[
 margin:.4em 0}}.result{{font-size:1.3em}}.error{{color:#b00}}td,th{{padding:0 1em 0 0}}
 </style></head><body>
 <h1>{what}: {html.escape(m.name)}</h1>
-<p>Model <b>{html.escape(m.name)}</b> version <b>{m.version}</b> predicts {target}
+<p>Model <b>{html.escape(m.name)}</b> version <b>{m.version}</b> predicts <b>{target}</b>
 from {len(inputs)} inputs.</p>
 <form method="get" action="/">
 {fields}

@@ -76,7 +76,11 @@ def _csv_values(col: dict[str, Any]) -> list[str]:
 
 
 def _csv_pattern(inputs: list[dict[str, Any]]) -> str:
-    alts = ["(" + "|".join(re.escape(v) for v in _csv_values(c)) + ")" for c in inputs]
+    """CSV bodies of 1 to 20 rows of the values :func:`_csv_values` lists (a number
+    column's whole numbers also as ``30.0``)."""
+    alts = ["(" + "|".join(re.escape(v) for v in _csv_values(c)) + ")" +
+            (r"(\.0)?" if c["type"] == "number" and not c.get("categories") else "")
+            for c in inputs]
     header = ",".join(re.escape(c["name"]) for c in inputs)
     return "^" + header + r"\n(" + ",".join(alts) + r"\n){1,20}$"
 
