@@ -68,8 +68,9 @@ def _csv_values(col: dict[str, Any]) -> list[str]:
         lo = col.get("minimum") if col.get("minimum") is not None else -1000
         hi = col.get("maximum") if col.get("maximum") is not None else 1000
         a, b = int(-(-lo // 1)), int(hi // 1)  # the whole numbers within the range
-        vals = [str(v) for v in range(a, b + 1)] if b - a <= 100 else \
-            [str(a), str((a + b) // 2), str(b)]
+        vals = [str(v) for v in range(a, b + 1)] if 0 <= b - a <= 100 else \
+            [str(a), str((a + b) // 2), str(b)] if b > a else \
+            [repr(float(lo)), repr(float(hi)), repr((lo + hi) / 2)]
     else:
         vals = ["a", "b"]
     return vals + ([""] if col.get("missing") == "impute" else [])
@@ -78,9 +79,11 @@ def _csv_values(col: dict[str, Any]) -> list[str]:
 def _csv_pattern(inputs: list[dict[str, Any]]) -> str:
     """CSV bodies of 1 to 20 rows of the values :func:`_csv_values` lists (a number
     column's whole numbers also as ``30.0``)."""
-    alts = ["(" + "|".join(re.escape(v) for v in _csv_values(c)) + ")" +
-            (r"(\.0)?" if c["type"] == "number" and not c.get("categories") else "")
-            for c in inputs]
+    def alt(c: dict[str, Any], v: str) -> str:
+        whole = c["type"] == "number" and not c.get("categories") and v.lstrip("-").isdigit()
+        return re.escape(v) + (r"(\.0)?" if whole else "")
+
+    alts = ["(" + "|".join(alt(c, v) for v in _csv_values(c)) + ")" for c in inputs]
     header = ",".join(re.escape(c["name"]) for c in inputs)
     return "^" + header + r"\n(" + ",".join(alts) + r"\n){1,20}$"
 
