@@ -93,6 +93,7 @@ def write_project(proj: Path, *, name: str, task: str, target: str,
         f"project: {name}\ntask: {task}\n"
         f"data:\n  sources: {{main: {{path: data/rows.parquet}}}}\n  main: main\n"
         f"  target: {target}\n"
+        f"split:\n  by: random\n  holdout_share: 0.2\n"
         f"models:\n  name: {name}\n  candidates:\n    - {{name: lightgbm, type: lightgbm}}\n"
         + extra_yaml)
     return proj
@@ -115,7 +116,7 @@ def register(proj: Path, name: str, parts: tuple[Any, ...], *, alias: str = "pro
             trained_on={"rows": len(X)}, decision_threshold=decision_threshold)
         reg = st.metadata.register_version(
             name, digest=digest, kind="candidate", model_type="lightgbm",
-            set_aliases={alias: "*"}, actor="test", reason="test bundle")
+            set_aliases={alias: "any"}, actor="test", reason="test bundle")
     return reg.version
 
 
