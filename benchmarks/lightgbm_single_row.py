@@ -26,13 +26,13 @@ def main() -> None:
     import lightgbm as lgb
 
     from cd4ml.registry.predictors import LightGBMPredictor
-    from cd4ml.training.fit import DEFAULTS
+    from cd4ml.training.adapters import ADAPTERS
 
     rng = np.random.default_rng(0)
     n_features = 20
     X = rng.normal(size=(50_000, n_features)).astype(np.float32)
     y = X[:, 0] * 3 + np.sin(X[:, 1]) * 2 + rng.normal(size=len(X))
-    params = {**DEFAULTS["lightgbm"], "random_state": 0, "deterministic": True,
+    params = {**ADAPTERS["lightgbm"].defaults("forecast"), "random_state": 0, "deterministic": True,
               "force_row_wise": True, "verbose": -1}
     booster = lgb.LGBMRegressor(**params).fit(X, y).booster_
     names = [f"f{i}" for i in range(n_features)]

@@ -148,3 +148,43 @@ def server(trained_project: Path):
     proc, url = start_server(trained_project)
     yield url
     stop_server(proc)
+
+
+# -- the employment example (tabular classification on US Census ACS data) ------------
+EMPLOYMENT = ROOT / "examples" / "employment"
+
+
+def shared_employment() -> Path:
+    base = os.environ.get("CD4ML_SHARED_DATA")
+    return (Path(base) if base else ROOT.parent / "shared" / "data") / "acs-employment-ma"
+
+
+@pytest.fixture(scope="session")
+def acs_file() -> Path:
+    f = shared_employment() / "employment.parquet"
+    if not f.is_file():
+        pytest.skip(f"ACS employment data not found at {f} (set CD4ML_SHARED_DATA)")
+    return f
+
+
+def make_employment_project(tmp: Path, acs: Path, extra_yaml: str = "") -> Path:
+    """A copy of examples/employment with the ACS file in its data folder."""
+    proj = tmp / "employment"
+    shutil.copytree(EMPLOYMENT, proj, ignore=shutil.ignore_patterns(".cd4ml", "data"))
+    (proj / "data").mkdir()
+    shutil.copyfile(acs, proj / "data" / "employment.parquet")
+    if extra_yaml:
+        with open(proj / "cd4ml.yaml", "a") as f:
+            f.write(extra_yaml)
+    return proj
+
+
+@pytest.fixture(scope="session")
+def employment_project(acs_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/employment, run once per session: its registered classifier serves."""
+    from cd4ml.pipeline.run import run_pipeline
+
+    proj = make_employment_project(tmp_path_factory.mktemp("employment"), acs_file)
+    out = run_pipeline(proj)
+    assert out.registered, out.message
+    return proj

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
-from tabular_fixtures import (ACS_NAME, acs_parts, acs_reference_matrix, diabetes_parts,
-                              register, servable, write_project)
+from tabular_servables import (ACS_NAME, acs_parts, acs_reference_matrix, diabetes_parts,
+                               proba, register, servable, write_project)
 
 from cd4ml.errors import RequestError, SourceError
 from cd4ml.serving.app import ModelHolder, create_app
@@ -46,7 +46,7 @@ def test_every_row_gets_its_label_and_probabilities(acs, tmp_path: Path, kind: s
     assert summary["task"] == "classification" and "forecast_table" not in summary
     got = pd.read_parquet(out)
     assert list(got.columns) == [*rows.columns, "label", "probability_0", "probability_1"]
-    P = parts[2].booster.predict(acs_reference_matrix(rows))
+    P = proba(parts[2].booster, acs_reference_matrix(rows))
     np.testing.assert_allclose(got[["probability_0", "probability_1"]], P, rtol=0, atol=1e-12)
     assert got["label"].tolist() == (P[:, 1] >= 0.5).astype(int).tolist()
     assert got["label"].dtype == np.int64
@@ -123,7 +123,7 @@ def test_cd4ml_predict_scores_a_registered_tabular_model(acs, tmp_path: Path) ->
                          timeout=120)
     assert res.returncode == 0, res.stderr
     got = pd.read_parquet(out)
-    P = parts[2].booster.predict(acs_reference_matrix(rows))
+    P = proba(parts[2].booster, acs_reference_matrix(rows))
     np.testing.assert_allclose(got["probability_1"], P[:, 1], rtol=0, atol=1e-12)
     rows.loc[3, "MAR"] = 9
     rows.to_csv(src, index=False)

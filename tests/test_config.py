@@ -29,7 +29,6 @@ def test_example_config_is_valid(proj: Path) -> None:
     (["features.lags=[4]"], "features", "lag 4 < horizon 39"),
     (["gate.baseline=nope"], "(top level)", "gate.baseline = 'nope' is not a baseline"),
     (["serving.prot=80"], "serving.prot", "did you mean 'port'"),
-    (["models.candidates.0.type=xgboost"], "models.candidates.0.type", "lightgbm"),
     (["models.candidates.9.name=x"], "models.candidates.9", "out of range"),
 ])
 def test_bad_values_name_file_key_and_allowed(proj: Path, override, key, text) -> None:

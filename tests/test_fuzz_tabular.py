@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     positive_data_acceptance,
     response_schema_conformance,
 )
-from tabular_fixtures import ACS_NAME, acs_parts, servable, wine_parts  # noqa: E402
+from tabular_servables import ACS_NAME, acs_parts, servable, wine_parts  # noqa: E402
 
 from cd4ml.serving.app import ModelHolder, create_app  # noqa: E402
 from cd4ml.serving.predlog import PredictionLog  # noqa: E402

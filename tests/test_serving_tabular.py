@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from tabular_fixtures import (ACS_NAME, acs_parts, acs_reference_matrix, binary_servable,
-                              diabetes_parts, records, servable, wine_parts)
+from tabular_servables import (ACS_NAME, acs_parts, acs_reference_matrix, diabetes_parts,
+                               proba, records, servable, wine_parts)
 
 from cd4ml.serving.app import ModelHolder, create_app
 
@@ -50,7 +50,7 @@ def diabetes():
 
 
 def _expected_acs(acs, frame: pd.DataFrame) -> np.ndarray:
-    return acs[2].predict(acs_reference_matrix(frame))
+    return proba(acs[2], acs_reference_matrix(frame))
 
 
 def test_predict_one_record_and_many(acs, acs_client: TestClient) -> None:
@@ -82,7 +82,7 @@ def test_predict_multiclass_and_regression(wine, diabetes) -> None:
     c = TestClient(create_app(ModelHolder(m)))
     rows = df.sample(20, random_state=0)  # of every class
     res = c.post("/predict", json=records(rows, m.fields)).json()["predictions"]
-    P = booster.predict(rows[m.fields].to_numpy(np.float32))
+    P = proba(booster, rows[m.fields].to_numpy(np.float32))
     assert len(set(P.argmax(axis=1))) == 3
     assert [r["label"] for r in res] == P.argmax(axis=1).tolist()
     np.testing.assert_allclose([[r["probabilities"][k] for k in ("0", "1", "2")] for r in res],
@@ -128,9 +128,9 @@ def test_v2_one_tensor_per_column(acs, acs_client: TestClient) -> None:
                                {"name": "probabilities", "datatype": "FP64", "shape": [-1, 2]}]
 
 
-def test_v2_two_d_tensor_is_answered_as_mlserver_answers() -> None:
-    m, later, booster = binary_servable()
-    c = TestClient(create_app(ModelHolder(m)))
+def test_v2_two_d_tensor_is_answered_as_mlserver_answers(acs, acs_client) -> None:
+    m, later, booster = acs
+    c = acs_client
     rec = json.loads(RECORDED.read_text())
     assert rec["inputs_in_order"] == m.fields
     for case in rec["cases"]:

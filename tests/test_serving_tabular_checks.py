@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from tabular_fixtures import ACS_NAME, acs_parts, acs_reference_matrix, records, servable
+from tabular_servables import (ACS_NAME, acs_parts, acs_reference_matrix, proba, records,
+                               servable)
 
 from cd4ml.serving.app import ModelHolder, create_app
 from cd4ml.serving.predlog import PredictionLog, export_parquet, predictions, query
@@ -201,7 +202,7 @@ def test_the_log_keeps_inputs_the_encoded_vector_and_the_answer(acs, served) -> 
     assert res.status_code == mat.status_code == 200
     plog.flush()
     df = predictions(d)
-    P = booster.predict(acs_reference_matrix(frame))
+    P = proba(booster, acs_reference_matrix(frame))
     for rid, endpoint in (("tab-log-1", "/predict"), ("tab-log-2", "/v2/infer")):
         got = df[df.request_id == rid].sort_values("row")
         assert got["endpoint"].unique().tolist() == [endpoint]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from tabular_fixtures import (ACS_NAME, acs_frame, acs_parts, diabetes_parts, records,
+from tabular_servables import (ACS_NAME, acs_frame, acs_parts, diabetes_parts, records,
                               servable, wine_parts)
 
 from cd4ml.serving.app import ModelHolder, create_app

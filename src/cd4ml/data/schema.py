@@ -84,17 +84,26 @@ class Column(BaseModel):
             if self.type == "string":
                 self.categories = [str(c) for c in self.categories]
             elif self.type == "int":
-                if any(isinstance(c, bool) or not float(c).is_integer()  # type: ignore[arg-type]
-                       for c in self.categories):
+                if not all(_whole(c) for c in self.categories):
                     raise ValueError(f"categories = {self.categories!r}: int column needs "
                                      f"whole numbers")
-                self.categories = [int(c) for c in self.categories]  # type: ignore[arg-type]
+                self.categories = [int(float(c)) for c in self.categories]
             else:
                 raise ValueError(f"categories: only string and int columns take categories, "
                                  f"this column is {self.type}")
             if len(set(self.categories)) != len(self.categories):
                 raise ValueError("categories repeat a value")
         return self
+
+
+def _whole(v: Any) -> bool:
+    """A whole number, or text of one (YAML may quote a code): 3, 3.0, "3"; not True."""
+    if isinstance(v, bool):
+        return False
+    try:
+        return float(v).is_integer()
+    except (TypeError, ValueError):
+        return False
 
 
 class Schema(BaseModel):

@@ -25,7 +25,7 @@ import pandas as pd
 
 from cd4ml.errors import DataError
 
-__all__ = ["Windows", "time_windows", "group_split"]
+__all__ = ["Windows", "time_windows", "group_split", "group_draws"]
 
 
 def _empty() -> np.ndarray:
@@ -133,6 +133,15 @@ def group_split(keys: pd.DataFrame, *, test_fraction: float, seed: int) -> np.nd
     """
     if isinstance(test_fraction, bool) or not 0 < float(test_fraction) < 1:
         raise DataError(f"test_fraction == {test_fraction!r}, must be in (0, 1)")
+    return group_draws(keys, seed=seed) < float(test_fraction)
+
+
+def group_draws(keys: pd.DataFrame | pd.Series, *, seed: int, purpose: str = "") -> np.ndarray:
+    """Per row, its group's number in [0, 1) (what :func:`group_split` compares).
+
+    ``purpose`` salts the hash besides ``seed``, so that two draws with the same seed
+    (e.g. the holdout and the validation share) are independent.
+    """
     if isinstance(keys, pd.Series):
         keys = keys.to_frame()
     if keys.shape[1] == 0:
@@ -141,8 +150,8 @@ def group_split(keys: pd.DataFrame, *, test_fraction: float, seed: int) -> np.nd
     for c in keys.columns[1:]:
         text = text + "\x1f" + keys[c].astype("str")
     codes, uniques = pd.factorize(text, use_na_sentinel=False)
-    salt = str(int(seed)).encode()
+    salt = (f"{purpose}:" if purpose else "").encode() + str(int(seed)).encode()
     draw = np.array([
         int.from_bytes(hashlib.blake2b(str(u).encode(), digest_size=8, key=salt).digest(),
                        "big") / 2.0**64 for u in uniques])
-    return (draw < float(test_fraction))[codes]
+    return draw[codes]

@@ -13,7 +13,7 @@ import pandas as pd
 from cd4ml.config import DataConfig, FeaturesConfig
 from cd4ml.errors import DataError
 
-__all__ = ["build_panel", "panel_columns"]
+__all__ = ["build_panel", "panel_columns", "join_sources"]
 
 
 def panel_columns(data: DataConfig, feats: FeaturesConfig) -> list[str]:
@@ -25,8 +25,10 @@ def panel_columns(data: DataConfig, feats: FeaturesConfig) -> list[str]:
     return cols
 
 
-def _join(main: pd.DataFrame, frames: dict[str, pd.DataFrame], data: DataConfig,
-          wanted: list[str]) -> pd.DataFrame:
+def join_sources(main: pd.DataFrame, frames: dict[str, pd.DataFrame], data: DataConfig,
+                 wanted: list[str] | None) -> pd.DataFrame:
+    """``main`` left-joined with each of ``data.joins`` (keys checked unique); only the
+    ``wanted`` columns of a joined source are kept (None: all of them)."""
     out = main
     for j in data.joins:
         right = frames[j.source]
@@ -39,7 +41,7 @@ def _join(main: pd.DataFrame, frames: dict[str, pd.DataFrame], data: DataConfig,
         if absent:
             raise DataError(f"join with source {j.source!r}: column(s) {absent} not in it; "
                             f"it has {list(right.columns)}")
-        cols = [c for c in cols if c in wanted]
+        cols = [c for c in cols if wanted is None or c in wanted]
         if not cols:
             continue
         dup = right.duplicated(j.on)
@@ -91,7 +93,7 @@ def build_panel(frames: dict[str, pd.DataFrame], data: DataConfig, feats: Featur
     wanted = panel_columns(data, feats)
     main_cols = [c for c in main.columns if c in wanted]
     panel = grid.merge(main[main_cols], on=[*keys, time], how="left")
-    panel = _join(panel, frames, data, wanted)
+    panel = join_sources(panel, frames, data, wanted)
     missing = [c for c in wanted if c not in panel.columns]
     if missing:
         raise DataError(f"feature column(s) {missing} are in no source or join; "

@@ -37,7 +37,8 @@ from cd4ml.config import InputsConfig
 from cd4ml.data._types import column_type, json_value
 from cd4ml.data.schema import Schema
 from cd4ml.errors import ConfigError, DataError, RequestError
-from cd4ml.features.tabular_encode import Encoder, _frame_column, _parse_kind, message
+from cd4ml.features.tabular_encode import Encoder, message
+from cd4ml.features.tabular_kernels import frame_column, parse_kind
 
 __all__ = ["InputColumn", "TabularSpec", "TabularTransform", "tabular_spec", "MAX_CLASSES"]
 
@@ -304,7 +305,7 @@ def _categories(c: InputColumn, s: pd.Series) -> list[Any]:
         return list(c.categories)
     if c.type == "bool":
         return [False, True]
-    vals, pre = _frame_column(_parse_kind(c), s)
+    vals, pre = frame_column(parse_kind(c), s)
     ok = pd.notna(vals) & (pre == 0 if pre is not None else True)
     uniq = pd.unique(vals[ok])
     if c.type == "int":

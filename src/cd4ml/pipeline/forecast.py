@@ -12,52 +12,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from cd4ml.config import ProjectConfig
 from cd4ml.pipeline.runner import Stage
+from cd4ml.pipeline.sources import DATA_LIBS as _DATA_LIBS
+from cd4ml.pipeline.sources import ML_LIBS as _ML_LIBS
+from cd4ml.pipeline.sources import STEPS, source_stages
 
-__all__ = ["build_stages", "STEPS"]
+__all__ = ["build_stages"]
 
-STEPS = "cd4ml.pipeline.steps_data"
 MSTEPS = "cd4ml.pipeline.steps_model"
-_DATA_LIBS = ("pandas", "numpy", "pyarrow")
-_ML_LIBS = (*_DATA_LIBS, "lightgbm", "scikit-learn", "skops")
-
-
-def _file_input(ctx: Any, rel: str) -> Any:
-    def extra() -> dict[str, Any]:
-        from cd4ml.store.fingerprint import file_fingerprint
-
-        return {"file": file_fingerprint(ctx.path(rel), ctx.project_dir / ".cd4ml" /
-                                         "hashes.json")}
-    return extra
-
-
-def _schema_input(ctx: Any, rel: str) -> Any:
-    def extra() -> dict[str, Any]:
-        p = ctx.path(rel)
-        return {"schema": p.read_text(encoding="utf-8") if p.exists() else None}
-    return extra
 
 
 def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
     """Every stage of a run, in order, with the exact params each one depends on."""
     data, feats, ev = cfg.data, cfg.features, cfg.evaluation
-    stages: list[Stage] = []
-    for name, src in data.sources.items():
-        schema_path = str(Path(data.schema_dir) / f"{name}.yaml")
-        keys = [*data.series, data.time] if name == data.main else None
-        stages.append(Stage(
-            f"snapshot:{name}", f"{STEPS}:snapshot",
-            params={"source": name, "config": src.model_dump(mode="json"),
-                    "schema_path": schema_path, "keys": keys},
-            libraries=_DATA_LIBS, extra_inputs=_file_input(ctx, src.path)))
-        stages.append(Stage(
-            f"validate:{name}", f"{STEPS}:check", inputs=(f"snapshot:{name}.data",),
-            params={"source": name, "schema_path": schema_path}, libraries=_DATA_LIBS,
-            extra_inputs=_schema_input(ctx, schema_path)))
+    stages = source_stages(cfg, ctx, keys=[*(data.series or []), data.time])
     dump_data, dump_feats = data.model_dump(mode="json"), feats.model_dump(mode="json")
     panel_feats = {k: dump_feats[k] for k in ("horizon", "covariates", "static")}
     stages.append(Stage("panel", f"{STEPS}:panel",

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cd4ml.config import ProjectConfig, load_config
+from cd4ml.config import CONFIG_FILE, ProjectConfig, load_config
 from cd4ml.errors import AliasConflictError
+from cd4ml.pipeline.checks import check_project
 from cd4ml.pipeline.context import RunContext
-from cd4ml.pipeline.forecast import build_stages
 from cd4ml.pipeline.runner import Stage, StageResult, run_stages
 from cd4ml.store import Stores, open_stores, project_lock
+from cd4ml.tasks import resolve, task_of
 
 __all__ = ["run_pipeline", "pipeline_status", "RunOutcome", "open_project"]
 
@@ -45,7 +46,13 @@ def open_project(project_dir: str | Path, overrides: list[str] | None = None,
                  ) -> tuple[ProjectConfig, dict[str, Any], Stores, Path]:
     root = Path(project_dir).resolve()
     cfg, raw = load_config(root, overrides)
+    check_project(cfg, file=str(root / CONFIG_FILE))
     return cfg, raw, open_stores(cfg.store, root), root
+
+
+def build_stages(cfg: ProjectConfig, ctx: RunContext) -> list[Stage]:
+    """The stages of the project's task (``cd4ml.tasks``)."""
+    return resolve(task_of(cfg.task).stages)(cfg, ctx)  # type: ignore[no-any-return]
 
 
 def _metrics(results: dict[str, StageResult], metric: str) -> dict[str, float]:

@@ -17,7 +17,7 @@ from cd4ml.errors import PipelineError
 from cd4ml.evaluation import apply_gate, compare, evaluate, evaluation_weights
 from cd4ml.features import FeatureSpec
 from cd4ml.registry.bundle import save_bundle
-from cd4ml.registry.predictors import SeasonalNaivePredictor
+from cd4ml.registry.predictors import SeriesBaselinePredictor
 from cd4ml.training.fit import fit_model
 
 __all__ = ["validate_candidate", "select", "holdout", "gate", "bundle"]
@@ -56,7 +56,7 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
                       horizon_col="_ahead")
     report["fit"] = {"end": fit_end, "rows": int(fit_rows.sum())}
     report["scored"] = {"start": score[0], "end": score[1], "rows": int(rows.sum())}
-    if isinstance(model, SeasonalNaivePredictor):
+    if isinstance(model, SeriesBaselinePredictor):
         report["fallbacks"] = model.fallback_counts(X.to_numpy(np.float32)[rows])
     return report
 
@@ -80,7 +80,9 @@ def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     cands = [r for r in board if not r["is_baseline"]]
     best = cands[0]["model"] if cands else None
     spec = next((s for s in params["specs"] if s["name"] == best), None)
-    return {"selected": best, "spec": spec, "leaderboard": board}
+    # a classifier's decision threshold, fixed or chosen on validation (None otherwise)
+    threshold = reports[best]["overall"].get("threshold") if best else None
+    return {"selected": best, "spec": spec, "leaderboard": board, "threshold": threshold}
 
 
 def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -101,12 +103,15 @@ def gate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, 
     baselines = {n: inputs[f"holdout:{n}.report"] for n in params["baselines"]}
     cand = inputs["holdout:selected.report"]
     if cfg.baseline == "best":
-        best = min(baselines, key=lambda n: baselines[n]["overall"][metric])
+        sign = -1.0 if params.get("higher") else 1.0
+        best = min(baselines, key=lambda n: (sign * baselines[n]["overall"][metric], n))
     else:
         best = cfg.baseline
     best_spec = next(s for s in params["specs"] if s["name"] == best)
     out = {"passed": False, "report": None, "best_baseline": best,
-           "best_baseline_spec": best_spec, "candidate": None}
+           "best_baseline_spec": best_spec, "candidate": None,
+           "best_baseline_bundle": inputs.get(f"holdout:{best}.bundle"),
+           "best_baseline_threshold": baselines[best]["overall"].get("threshold")}
     if cand is not None:
         report = apply_gate(cand, baselines, cfg, metric=metric)
         report["candidate"] = inputs["holdout:selected.name"]

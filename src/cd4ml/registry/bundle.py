@@ -173,16 +173,26 @@ def save_tabular_bundle(artifacts: _Artifacts, *, model_name: str, recipe: str, 
                         predictor: Predictor, spec: TabularSpec, transform: TabularTransform,
                         rows: np.ndarray, trained_on: dict[str, Any],
                         decision_threshold: float | None = None,
+                        compiled: tuple[dict[str, bytes], dict[str, Any]] | None = None,
                         extra: dict[str, Any] | None = None) -> str:
     """Write a classification or regression bundle; returns the manifest digest.
 
     ``rows``: encoded training rows; :data:`SAMPLE_ROWS` of them, spread evenly, are
     stored with the model's answers on them, so a load can check the predictor (and a
-    compiled one) answers as it did here. ``extra`` may add keys such as ``compiled``.
+    compiled one) answers as it did here. ``compiled``: the (files, meta) of
+    ``registry.compiled.build_compiled``; its files are stored like every other and
+    ``meta["files"]`` (name -> sha256) names them, so a load fetches them hash-verified.
     """
     from cd4ml.registry.tabular import signature
 
     files = {name: artifacts.put_bytes(data) for name, data in predictor.to_files().items()}
+    if compiled is not None:
+        c_files, c_meta = compiled
+        stored = {name: artifacts.put_bytes(data) for name, data in c_files.items()}
+        if stored != c_meta.get("files"):
+            raise ModelError(f"compiled predictor: its files hash to {stored}, its meta "
+                             f"records {c_meta.get('files')}")
+        extra = {**(extra or {}), "compiled": c_meta}
     rows = np.asarray(rows, np.float32)
     idx = np.unique(np.linspace(0, len(rows) - 1, min(SAMPLE_ROWS, len(rows))).astype(np.int64))
     sample = np.ascontiguousarray(rows[idx])

@@ -1,69 +1,48 @@
 """Fitted models as predictors: predict on a feature matrix, save to bytes without pickle.
 
-Training fits them (``cd4ml.training``); serving and evaluation only load and predict,
-so every prediction, at evaluation time and in production, goes through this code.
-LightGBM models are saved in LightGBM's text format, scikit-learn models with skops
-(loading only the types their adapter in :data:`SKLEARN_ADAPTERS` declares), baselines
-as JSON.
+Training fits them (``cd4ml.training.adapters``); serving and evaluation only load and
+predict, so every prediction, at evaluation time and in production, goes through this
+code. LightGBM models are saved in LightGBM's text format, scikit-learn models with skops
+(loading only the types :data:`SKOPS_TYPES` declares for their estimator), baselines as
+JSON. :func:`load_predictor` picks the class by the ``type`` in the saved meta.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
+import zipfile
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from cd4ml.errors import MissingExtraError, ModelError
+from cd4ml.errors import ModelError
+from cd4ml.registry.baselines import (CONSTANT_KINDS, ConstantPredictor,
+                                      SeasonalNaivePredictor, SeriesBaselinePredictor,
+                                      SeriesMeanPredictor)
+from cd4ml.registry.predictor_base import Predictor, file_of, import_extra, meta_args
 
-__all__ = ["Predictor", "LightGBMPredictor", "SklearnPredictor", "SeasonalNaivePredictor",
-           "SklearnAdapter", "SKLEARN_ADAPTERS", "skops_allowed_types", "load_predictor",
+__all__ = ["Predictor", "LightGBMPredictor", "LightGBMClassifierPredictor",
+           "SklearnPredictor", "SklearnClassifierPredictor", "ConstantPredictor",
+           "SeriesBaselinePredictor", "SeasonalNaivePredictor", "SeriesMeanPredictor",
+           "SKOPS_TYPES", "skops_allowed_types", "estimator_class", "estimator_path", "load_predictor",
            "PREDICTORS"]
 
 
-class Predictor:
-    """Base: ``predict(X)`` on a float matrix whose columns are ``feature_names``."""
-
-    model_type: str = ""
-
-    def __init__(self, *, feature_names: list[str], target_offset: str | None = None) -> None:
-        self.feature_names = list(feature_names)
-        self.target_offset = target_offset
-        self._offset_idx = (self.feature_names.index(target_offset)
-                            if target_offset is not None else None)
-
-    def offset(self, X: np.ndarray) -> np.ndarray | float:
-        """The part of the prediction the model does not learn (0 where unknown)."""
-        if self._offset_idx is None:
-            return 0.0
-        v = X[:, self._offset_idx].astype(np.float64)
-        v[np.isnan(v)] = 0.0
-        return v
-
-    def _raw(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
-            raise ModelError(f"{self.model_type}: expected a matrix of "
-                             f"{len(self.feature_names)} features, got shape {X.shape}")
-        return np.asarray(self._raw(X), dtype=np.float64) + self.offset(X)
-
-    def meta(self) -> dict[str, Any]:
-        return {"type": self.model_type, "feature_names": self.feature_names,
-                "target_offset": self.target_offset}
-
-    def to_files(self) -> dict[str, bytes]:
-        raise NotImplementedError
-
-
 class LightGBMPredictor(Predictor):
+    """A LightGBM regressor (forecast, regression); ``booster`` is a ``lightgbm.Booster``."""
+
     model_type = "lightgbm"
 
     def __init__(self, booster: Any, **kw: Any) -> None:
         super().__init__(**kw)
+        lgb = import_extra("lightgbm", "LightGBM models")
+        if not isinstance(booster, lgb.Booster):
+            raise ModelError(f"{self.model_type}: needs a fitted lightgbm.Booster, got "
+                             f"{type(booster).__name__} (not fitted?)")
+        if booster.num_feature() != len(self.feature_names):
+            raise ModelError(f"{self.model_type}: the booster takes {booster.num_feature()} "
+                             f"features, the meta names {len(self.feature_names)}")
         self.booster = booster
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
@@ -79,72 +58,159 @@ class LightGBMPredictor(Predictor):
 
     @classmethod
     def from_files(cls, files: dict[str, bytes], meta: dict[str, Any]) -> LightGBMPredictor:
-        lgb = _import("lightgbm", "LightGBM models", "ml")
-        booster = lgb.Booster(model_str=files["model.txt"].decode())
-        return cls(booster, feature_names=meta["feature_names"],
-                   target_offset=meta.get("target_offset"))
+        lgb = import_extra("lightgbm", "LightGBM models")
+        text = file_of(files, "model.txt", meta["type"]).decode()
+        try:
+            booster = lgb.Booster(model_str=text)
+        except Exception as exc:  # LightGBM's error class is not exported by the package
+            raise ModelError(f"model.txt cannot be loaded: {exc}") from None
+        return cls(booster, **meta_args(meta))
 
 
-@dataclass(frozen=True, slots=True)
-class SklearnAdapter:
-    """A scikit-learn model type cd4ml trains, and the skops types its saved files hold.
+class LightGBMClassifierPredictor(LightGBMPredictor):
+    """A LightGBM classifier: probabilities (n, k); a binary booster gives P(class 1)."""
 
-    ``skops_types`` is what ``skops.io.get_untrusted_types`` reports for a fitted model
-    of this type (the types beyond skops' own defaults), written down here, never read
-    from the file being loaded. A test fits each adapter and checks the list is exact.
-    """
+    model_type = "lightgbm_classifier"
 
-    model_type: str  #: the config's ``models.*.type``
-    estimator: str  #: import path of the estimator class
-    skops_types: tuple[str, ...]
+    def __init__(self, booster: Any, **kw: Any) -> None:
+        super().__init__(booster, **kw)
+        k, per_iter = self.n_classes, booster.num_model_per_iteration()
+        if k is None or k < 2 or per_iter not in (1 if k == 2 else k, k):
+            raise ModelError(f"{self.model_type}: {k} classes, but the booster has "
+                             f"{per_iter} model(s) per iteration")
 
-    def estimator_class(self) -> type:
-        module, _, name = self.estimator.rpartition(".")
-        return getattr(_import(module, "scikit-learn models", "ml"), name)  # type: ignore[no-any-return]
-
-
-#: every scikit-learn model type cd4ml trains; a new one is added here, with its list
-SKLEARN_ADAPTERS: dict[str, SklearnAdapter] = {a.model_type: a for a in [
-    SklearnAdapter("random_forest", "sklearn.ensemble.RandomForestRegressor",
-                   ("sklearn.tree._tree.Tree",)),
-    SklearnAdapter("decision_tree", "sklearn.tree.DecisionTreeRegressor",
-                   ("sklearn.tree._tree.Tree",)),
-]}
-
-
-def skops_allowed_types() -> list[str]:
-    """The types a skops file may hold beyond skops' defaults: the adapters' union.
-
-    >>> skops_allowed_types()
-    ['sklearn.tree._tree.Tree']
-    """
-    return sorted({t for a in SKLEARN_ADAPTERS.values() for t in a.skops_types})
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        p = super()._raw(X)
+        return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
 
 
 class SklearnPredictor(Predictor):
+    """A scikit-learn regressor (an estimator, or a Pipeline ending in one), saved with skops."""
+
     model_type = "sklearn"
 
     def __init__(self, estimator: Any, **kw: Any) -> None:
         super().__init__(**kw)
+        validation = import_extra("sklearn.utils.validation", "scikit-learn models")
+        try:
+            validation.check_is_fitted(estimator)
+        except (TypeError, validation.NotFittedError) as exc:
+            raise ModelError(f"{self.model_type}: the estimator is not fitted: {exc}") from None
         self.estimator = estimator
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         return self.estimator.predict(X)
 
     def to_files(self) -> dict[str, bytes]:
-        sio = _import("skops.io", "scikit-learn models", "ml")
-        return {"model.skops": sio.dumps(self.estimator)}
+        sio = import_extra("skops.io", "scikit-learn models")
+        return {"model.skops": _canonical_skops(sio.dumps(self.estimator))}
 
     @classmethod
     def from_files(cls, files: dict[str, bytes], meta: dict[str, Any]) -> SklearnPredictor:
-        sio = _import("skops.io", "scikit-learn models", "ml")
-        est = _load_skops(sio, files["model.skops"])
-        return cls(est, feature_names=meta["feature_names"],
-                   target_offset=meta.get("target_offset"))
+        est = _load_skops(file_of(files, "model.skops", meta["type"]))
+        return cls(est, **meta_args(meta))
 
 
-def _load_skops(sio: Any, data: bytes) -> Any:
+class SklearnClassifierPredictor(SklearnPredictor):
+    """A scikit-learn classifier fitted on class indices: ``predict_proba`` widened to
+    all k classes (a class absent from the training rows gets probability 0)."""
+
+    model_type = "sklearn_classifier"
+
+    def __init__(self, estimator: Any, **kw: Any) -> None:
+        super().__init__(estimator, **kw)
+        seen = np.asarray(estimator.classes_)
+        k = self.n_classes
+        if k is None or not np.isin(seen, np.arange(k)).all():
+            raise ModelError(f"{self.model_type}: fitted on classes {seen.tolist()}, "
+                             f"expected indices 0..{k - 1 if k else '?'}")
+        self._cols = seen.astype(np.intp)
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        proba = self.estimator.predict_proba(X)
+        out = np.zeros((len(X), self.n_classes or 0), dtype=np.float64)
+        out[:, self._cols] = proba
+        return out
+
+
+#: What a skops file may hold beyond skops' defaults, per estimator class: written down
+#: here, never read from the file being loaded. A model is saved as the estimator, or as
+#: a scikit-learn Pipeline (preprocessing) ending in it; the adapter in
+#: ``cd4ml.training.adapters`` names its estimator per task, and the contract suite
+#: checks each list equals ``skops.io.get_untrusted_types`` of a fitted model.
+SKOPS_TYPES: dict[str, tuple[str, ...]] = {
+    "sklearn.ensemble.RandomForestRegressor": ("sklearn.tree._tree.Tree",),
+    "sklearn.ensemble.RandomForestClassifier": ("sklearn.tree._tree.Tree",),
+    "sklearn.tree.DecisionTreeRegressor": ("sklearn.tree._tree.Tree",),
+    "sklearn.tree.DecisionTreeClassifier": ("sklearn.tree._tree.Tree",),
+    "sklearn.linear_model.LogisticRegression": (),
+    "sklearn.linear_model.LinearRegression": (),
+}
+
+
+def skops_allowed_types() -> list[str]:
+    """The types any skops file may hold beyond skops' defaults: the lists' union.
+
+    >>> skops_allowed_types()
+    ['sklearn.tree._tree.Tree']
+    """
+    return sorted({t for types in SKOPS_TYPES.values() for t in types})
+
+
+def estimator_class(path: str) -> type:
+    """The class at an import path of :data:`SKOPS_TYPES`."""
+    module, _, name = path.rpartition(".")
+    return getattr(import_extra(module, "scikit-learn models"), name)  # type: ignore[no-any-return]
+
+
+def estimator_path(est: Any) -> str | None:
+    """The :data:`SKOPS_TYPES` key of a model (a Pipeline's: its final step's), or None."""
+    Pipeline = import_extra("sklearn.pipeline", "scikit-learn models").Pipeline
+    final = est[-1] if isinstance(est, Pipeline) else est
+    return next((p for p in SKOPS_TYPES if type(final) is estimator_class(p)), None)
+
+
+def _canonical_skops(data: bytes) -> bytes:
+    """The same skops file, made reproducible: object ids (memory addresses, in member
+    names and ``__id__`` fields) renumbered in order of appearance, fixed timestamps.
+
+    Same model, same bytes, so a content-addressed bundle of a refitted model keeps its
+    digest. Only identities are renamed (each id maps to one number), so the loaded model
+    is the same; the contract suite loads every adapter's file back and compares.
+    """
+    src = zipfile.ZipFile(io.BytesIO(data))
+    schema = json.loads(src.read("schema.json"))
+    ids: dict[int, int] = {}
+    names: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("__id__"), int):
+                # from 1: skops memoises only true ids, so 0 would not be shared
+                node["__id__"] = ids.setdefault(node["__id__"], len(ids) + 1)
+            if isinstance(node.get("file"), str):
+                old = node["file"]
+                node["file"] = names.setdefault(old, f"{len(names)}.{old.rpartition('.')[2]}")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as dst:
+        for old, new in [*names.items(), ("schema.json", "schema.json")]:
+            info = zipfile.ZipInfo(new, date_time=(1980, 1, 1, 0, 0, 0))
+            info.create_system = 3  # the same bytes whatever system wrote them
+            body = json.dumps(schema).encode() if new == "schema.json" else src.read(old)
+            dst.writestr(info, body)
+    return out.getvalue()
+
+
+def _load_skops(data: bytes) -> Any:
     """Load a skops file holding only declared types; nothing in it runs before the check."""
+    sio = import_extra("skops.io", "scikit-learn models")
     allowed = skops_allowed_types()
     try:
         found = sio.get_untrusted_types(data=data)  # reads the schema, constructs nothing
@@ -153,95 +219,33 @@ def _load_skops(sio: Any, data: bytes) -> Any:
     refused = sorted(set(found) - set(allowed))
     if refused:
         raise ModelError(f"refusing to load model.skops: it holds type(s) {refused} that no "
-                         f"scikit-learn adapter declares; allowed beyond skops' defaults: "
-                         f"{allowed} (SKLEARN_ADAPTERS in cd4ml.registry.predictors)")
+                         f"estimator declares; allowed beyond skops' defaults: {allowed} "
+                         f"(SKOPS_TYPES in cd4ml.registry.predictors)")
     try:
         est = sio.loads(data, trusted=allowed)
     except Exception as exc:
         raise ModelError(f"model.skops cannot be loaded: {type(exc).__name__}: {exc}") from None
-    known = tuple(a.estimator_class() for a in SKLEARN_ADAPTERS.values())
-    if not isinstance(est, known):
-        raise ModelError(f"model.skops holds a {type(est).__module__}.{type(est).__qualname__}"
-                         f", not one of the adapters' estimators "
-                         f"{[a.estimator for a in SKLEARN_ADAPTERS.values()]}")
+    path = estimator_path(est)
+    if path is None:
+        kind = f"{type(est).__module__}.{type(est).__qualname__}"
+        raise ModelError(f"model.skops holds a {kind}, not one of the known estimators "
+                         f"{sorted(SKOPS_TYPES)} (SKOPS_TYPES in cd4ml.registry.predictors)")
+    extra = sorted(set(found) - set(SKOPS_TYPES[path]))
+    if extra:
+        raise ModelError(f"model.skops: a {path} holds type(s) {extra} its list "
+                         f"{list(SKOPS_TYPES[path])} does not declare")
     return est
 
 
-class SeasonalNaivePredictor(Predictor):
-    """Same week last year; where unknown, the series median, then the group median.
-
-    ``series_medians`` holds rows ``[*key values, median]`` of the training target per
-    series; ``group_medians`` rows ``[group value, median]`` (e.g. per department).
-    """
-
-    model_type = "seasonal_naive"
-
-    def __init__(self, *, feature_names: list[str], keys: list[str], group_key: str,
-                 series_medians: list[list[float]], group_medians: list[list[float]],
-                 global_median: float, source: str = "seasonal_naive") -> None:
-        super().__init__(feature_names=feature_names)
-        self.keys, self.group_key, self.source = list(keys), group_key, source
-        self.series_medians, self.group_medians = series_medians, group_medians
-        self.global_median = float(global_median)
-        idx = {n: i for i, n in enumerate(self.feature_names)}
-        missing = [c for c in [*keys, group_key, source] if c not in idx]
-        if missing:
-            raise ModelError(f"seasonal_naive needs feature(s) {missing} "
-                             f"(set features.series_keys_as_features: true)")
-        self._key_idx = [idx[k] for k in keys]
-        self._group_idx = idx[group_key]
-        self._src_idx = idx[source]
-        sm = np.asarray(series_medians, dtype=np.float64).reshape(-1, len(keys) + 1)
-        self._series = pd.Series(sm[:, -1], index=pd.MultiIndex.from_arrays(
-            [sm[:, i] for i in range(len(keys))]))
-        gm = np.asarray(group_medians, dtype=np.float64).reshape(-1, 2)
-        self._group = pd.Series(gm[:, 1], index=gm[:, 0])
-
-    def _lookup(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        X64 = X.astype(np.float64)
-        src = X64[:, self._src_idx]
-        ser = self._series.reindex(pd.MultiIndex.from_arrays(
-            [X64[:, i] for i in self._key_idx])).to_numpy()
-        grp = self._group.reindex(X64[:, self._group_idx]).to_numpy()
-        return src, ser, grp
-
-    def fallback_counts(self, X: np.ndarray) -> dict[str, int]:
-        """How many rows each rule answered (stated in the gate report)."""
-        src, ser, grp = self._lookup(X)
-        known, s_ok, g_ok = ~np.isnan(src), ~np.isnan(ser), ~np.isnan(grp)
-        return {"same_week_last_year": int(known.sum()),
-                "series_median": int((~known & s_ok).sum()),
-                "group_median": int((~known & ~s_ok & g_ok).sum()),
-                "global_median": int((~known & ~s_ok & ~g_ok).sum())}
-
-    def _raw(self, X: np.ndarray) -> np.ndarray:
-        src, ser, grp = self._lookup(X)
-        fallback = np.where(np.isnan(ser), np.where(np.isnan(grp), self.global_median, grp), ser)
-        return np.where(np.isnan(src), fallback, src)
-
-    def meta(self) -> dict[str, Any]:
-        return {**super().meta(), "keys": self.keys, "group_key": self.group_key,
-                "source": self.source}
-
-    def to_files(self) -> dict[str, bytes]:
-        body = {"series_medians": self.series_medians, "group_medians": self.group_medians,
-                "global_median": self.global_median}
-        return {"medians.json": json.dumps(body, sort_keys=True).encode()}
-
-    @classmethod
-    def from_files(cls, files: dict[str, bytes], meta: dict[str, Any],
-                   ) -> SeasonalNaivePredictor:
-        body = json.loads(files["medians.json"])
-        return cls(feature_names=meta["feature_names"], keys=meta["keys"],
-                   group_key=meta["group_key"], source=meta.get("source", "seasonal_naive"),
-                   series_medians=body["series_medians"], group_medians=body["group_medians"],
-                   global_median=body["global_median"])
-
-
+#: meta ``type`` -> the class that loads it
 PREDICTORS: dict[str, type[Predictor]] = {
     "lightgbm": LightGBMPredictor,
+    "lightgbm_classifier": LightGBMClassifierPredictor,
     "sklearn": SklearnPredictor,
+    "sklearn_classifier": SklearnClassifierPredictor,
     "seasonal_naive": SeasonalNaivePredictor,
+    "series_mean": SeriesMeanPredictor,
+    **{kind: ConstantPredictor for kind in CONSTANT_KINDS},
 }
 
 
@@ -250,13 +254,4 @@ def load_predictor(files: dict[str, bytes], meta: dict[str, Any]) -> Predictor:
     if cls is None:
         raise ModelError(f"unknown predictor type {meta.get('type')!r}; "
                          f"known: {sorted(PREDICTORS)}")
-    return cls.from_files(files, meta)  # type: ignore[attr-defined]
-
-
-def _import(module: str, what: str, extra: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingExtraError(what, extra, module.split(".")[0]) from None
+    return cls.from_files(files, meta)  # type: ignore[attr-defined, no-any-return]

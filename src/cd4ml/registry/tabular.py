@@ -23,7 +23,7 @@ from cd4ml.errors import ModelError
 from cd4ml.features.tabular import TabularSpec, TabularTransform
 from cd4ml.registry.predictors import Predictor
 
-__all__ = ["TabularServable", "Encoded", "HEADS"]
+__all__ = ["TabularServable", "Encoded", "HEADS", "SAMPLE_TOLERANCE", "signature"]
 
 _log = logging.getLogger("cd4ml.registry")
 
@@ -169,16 +169,16 @@ class TabularServable:
         from cd4ml.registry.bundle import load_tabular_parts
 
         predictor, spec, transform, sample, outputs = load_tabular_parts(artifacts, manifest)
-        status = _check_plain(predictor, sample, outputs)
+        same, status = _check_plain(predictor, sample, outputs)
         fast = None
         if manifest.get("compiled") and compiled:
             fast, status = _load_compiled(artifacts, manifest, predictor, sample, status)
         elif manifest.get("compiled"):
-            status = f"plain predictor: compiled predictor switched off; {status}"
+            status = f"{status}; the bundle's compiled predictor is switched off (compiled=False)"
         model = cls(predictor, spec, transform, name=name, version=version, digest=digest,
                     manifest=manifest, threshold=manifest.get("decision_threshold"),
                     sample=sample, fast=fast, predictor_status=status)
-        if fast is None and "differ" in status:
+        if not same:
             _log.warning("%s version %s: %s", name, version, status)
         return model
 
@@ -221,17 +221,30 @@ class TabularServable:
         return df
 
 
+#: largest |answer at load - answer at registration| on the stored sample that still
+#: counts as the same model (a forest summing its trees on 2 threads may differ in the
+#: last bits)
+SAMPLE_TOLERANCE = 1e-9
+
+
 def _check_plain(predictor: Predictor, sample: np.ndarray | None,
-                 outputs: np.ndarray | None) -> str:
+                 outputs: np.ndarray | None) -> tuple[bool, str]:
     """Whether the loaded predictor answers the stored sample as it did at registration."""
     if sample is None or outputs is None or not len(sample):
-        return "plain predictor: the bundle has no sample to check it on"
+        return True, "plain predictor: the bundle has no sample to check it on"
     live = np.asarray(predictor.predict(sample), np.float64)
-    if live.shape == outputs.shape and np.array_equal(live, outputs):
-        return f"plain predictor: {len(sample)} sampled rows equal the registered answers"
-    diff = float(np.max(np.abs(live - outputs))) if live.shape == outputs.shape else np.inf
-    return (f"plain predictor: its answers on the {len(sample)} sampled rows differ from "
-            f"registration (max |diff| {diff:.3g}; another library build?)")
+    n = len(sample)
+    if live.shape != outputs.shape:
+        return False, (f"plain predictor: it answers shape {live.shape} on the {n} sampled "
+                       f"rows, {outputs.shape} at registration")
+    if np.array_equal(live, outputs):
+        return True, f"plain predictor: {n} sampled rows equal the registered answers"
+    diff = float(np.max(np.abs(live - outputs)))
+    if diff <= SAMPLE_TOLERANCE:
+        return True, (f"plain predictor: {n} sampled rows within {SAMPLE_TOLERANCE:g} of the "
+                      f"registered answers (max |diff| {diff:.2g})")
+    return False, (f"plain predictor: its answers on the {n} sampled rows differ from "
+                   f"registration (max |diff| {diff:.3g}; another library build?)")
 
 
 def _load_compiled(artifacts: Any, manifest: dict[str, Any], predictor: Predictor,

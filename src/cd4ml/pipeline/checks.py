@@ -1,0 +1,53 @@
+"""Checks of a project that need more than its config: the model types against the
+adapter registry, the metric and the gate rules against the task.
+
+``cd4ml.config`` imports nothing of ours, so it takes a model type or a metric as a
+string; these checks run when a project loads (``open_project``), before any stage, with
+the config's one-line errors.
+"""
+
+from __future__ import annotations
+
+from cd4ml.config import ProjectConfig
+from cd4ml.errors import ConfigError
+from cd4ml.tasks import task_of
+
+__all__ = ["check_project", "RATE_METRICS"]
+
+#: group-gap metrics that are rates of a binary classifier's decisions
+RATE_METRICS = ("tpr", "fpr", "selection_rate")
+
+
+def check_project(cfg: ProjectConfig, *, file: str | None = None) -> None:
+    """Raise :class:`ConfigError` (naming ``file``) for the first thing the task or the
+    adapter registry refuses."""
+    try:
+        _check(cfg)
+    except ConfigError as exc:
+        if file is None or exc.file is not None:
+            raise
+        raise ConfigError(exc.problem, key=exc.key, value=exc.value, file=file) from None
+
+
+def _check(cfg: ProjectConfig) -> None:
+    from cd4ml.training.adapters import adapter_for
+
+    task = task_of(cfg.task)
+    metric = cfg.evaluation.metric or task.default_metric
+    task.check_metric(metric)
+    for group in ("candidates", "baselines"):
+        for i, spec in enumerate(getattr(cfg.models, group) or []):
+            adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
+    higher = task.higher_is_better(metric)
+    if higher and cfg.gate.max_metric is not None:
+        raise ConfigError(f"{metric} is higher-is-better: use gate.min_metric",
+                          key="gate.max_metric", value=cfg.gate.max_metric)
+    if not higher and cfg.gate.min_metric is not None:
+        raise ConfigError(f"{metric} is lower-is-better: use gate.max_metric",
+                          key="gate.min_metric", value=cfg.gate.min_metric)
+    allowed = [*(RATE_METRICS if cfg.task == "classification" else ()), *task.metrics]
+    for i, rule in enumerate(cfg.gate.max_group_gap):
+        if rule.metric not in allowed:
+            raise ConfigError(f"not a group metric of task {cfg.task}; known: "
+                              f"{', '.join(allowed)}", key=f"gate.max_group_gap.{i}.metric",
+                              value=rule.metric)

@@ -1,0 +1,54 @@
+"""The stages every task starts with: snapshot each source, validate it against its schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cd4ml.config import ProjectConfig
+from cd4ml.pipeline.runner import Stage
+
+__all__ = ["source_stages", "schema_path", "STEPS", "DATA_LIBS", "ML_LIBS"]
+
+STEPS = "cd4ml.pipeline.steps_data"
+DATA_LIBS = ("pandas", "numpy", "pyarrow")
+ML_LIBS = (*DATA_LIBS, "lightgbm", "scikit-learn", "skops")
+
+
+def _file_input(ctx: Any, rel: str) -> Any:
+    def extra() -> dict[str, Any]:
+        from cd4ml.store.fingerprint import file_fingerprint
+
+        return {"file": file_fingerprint(ctx.path(rel), ctx.project_dir / ".cd4ml" /
+                                         "hashes.json")}
+    return extra
+
+
+def schema_input(ctx: Any, rel: str) -> Any:
+    """The schema file's text as an input fingerprint (an edit makes the stage stale)."""
+    def extra() -> dict[str, Any]:
+        p = ctx.path(rel)
+        return {"schema": p.read_text(encoding="utf-8") if p.exists() else None}
+    return extra
+
+
+def schema_path(cfg: ProjectConfig, source: str) -> str:
+    return str(Path(cfg.data.schema_dir) / f"{source}.yaml")
+
+
+def source_stages(cfg: ProjectConfig, ctx: Any, *, keys: list[str] | None) -> list[Stage]:
+    """``snapshot:<source>`` and ``validate:<source>`` for every source; ``keys`` are the
+    main source's columns that identify a row (its inferred schema's unique keys)."""
+    stages: list[Stage] = []
+    for name, src in cfg.data.sources.items():
+        path = schema_path(cfg, name)
+        stages.append(Stage(
+            f"snapshot:{name}", f"{STEPS}:snapshot",
+            params={"source": name, "config": src.model_dump(mode="json"),
+                    "schema_path": path, "keys": keys if name == cfg.data.main else None},
+            libraries=DATA_LIBS, extra_inputs=_file_input(ctx, src.path)))
+        stages.append(Stage(
+            f"validate:{name}", f"{STEPS}:check", inputs=(f"snapshot:{name}.data",),
+            params={"source": name, "schema_path": path}, libraries=DATA_LIBS,
+            extra_inputs=schema_input(ctx, path)))
+    return stages

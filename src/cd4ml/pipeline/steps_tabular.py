@@ -1,0 +1,233 @@
+"""Stages of a tabular task: join the sources into one table, split its rows, compare
+candidates on validation, judge on the holdout, bundle what the gate lets through.
+
+Each fit is one function (:func:`_fit`): the transform (encoders, imputation) is fitted
+on the fit rows, the model on the rows it produces; the bundle holds both, and serving
+applies that transform with the same code. What differs between classification and
+regression (the target's encoding, the report) is a :class:`_Kind`, looked up once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cd4ml.config import DataConfig, EvaluationConfig, InputsConfig, ModelSpec, SplitConfig
+from cd4ml.data import load_schema, read_snapshot_bytes
+from cd4ml.errors import DataError, PipelineError
+
+__all__ = ["table", "split", "validate_candidate", "holdout", "bundle"]
+
+def _frames(ctx: Any, inputs: dict[str, Any], data: DataConfig) -> dict[str, pd.DataFrame]:
+    out = {}
+    for name in data.sources:
+        digest = inputs[f"validate:{name}.data"]
+        df = ctx.memo.get(digest)
+        out[name] = df if df is not None else read_snapshot_bytes(ctx.artifacts.get_bytes(digest))
+    return out
+
+
+def table(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Join the validated sources into one table and fix the model's signature."""
+    from cd4ml.features.panel import join_sources
+    from cd4ml.features.tabular import tabular_spec
+
+    data, cfg_inputs = DataConfig(**params["data"]), InputsConfig(**params["inputs"])
+    frames = _frames(ctx, inputs, data)
+    df = join_sources(frames[data.main], frames, data, None)
+    need = [c for c in params["columns"] if c not in df.columns]
+    if need:
+        raise DataError(f"column {need[0]!r} (evaluation.protected or evaluation.slices) is "
+                        f"not in the data; columns: {', '.join(map(str, df.columns))}")
+    schemas = [load_schema(ctx.path(p)) for p in params["schema_paths"]]
+    spec = tabular_spec(schemas, df, cfg_inputs, target=data.target, id=data.id,
+                        classes=data.classes, task=params["task"])
+    return {"table": ctx.put_frame(df), "spec": spec.to_dict(), "rows": len(df),
+            "classes": spec.classes, "inputs": spec.names}
+
+
+def split(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Each row's role: train, validation, holdout or excluded."""
+    from cd4ml.data.tabular_split import assign_roles
+
+    df = ctx.frame(inputs["table.table"])
+    rs = assign_roles(df, SplitConfig(**params["split"]), target=params["target"],
+                      classification=params["task"] == "classification")
+    roles = pd.DataFrame({"role": pd.Categorical(rs.roles)})
+    return {"roles": ctx.put_frame(roles), "summary": rs.summary()}
+
+
+# -- what differs between classification and regression ------------------------------
+@dataclass(frozen=True)
+class _Kind:
+    """The report of a task (its target is encoded by ``TabularSpec.encode_target``)."""
+
+    report: Callable[..., dict[str, Any]]
+
+
+def _classification(y: np.ndarray, out: np.ndarray, *, classes: list[Any],
+                    threshold: float | None, frame: pd.DataFrame | None,
+                    ev: EvaluationConfig, full: bool, seed: int) -> dict[str, Any]:
+    from cd4ml.evaluation.classification import classification_report
+
+    return classification_report(
+        y, out, classes=classes, threshold=threshold, frame=frame,
+        slices=ev.slices if full else (), protected=ev.protected if full else (),
+        min_group_size=ev.min_group_size, bootstrap=ev.bootstrap if full else 0, seed=seed,
+        bins=ev.calibration_bins, metric=ev.metric)
+
+
+def _regression(y: np.ndarray, out: np.ndarray, *, classes: list[Any] | None,
+                threshold: float | None, frame: pd.DataFrame | None,
+                ev: EvaluationConfig, full: bool, seed: int) -> dict[str, Any]:
+    from cd4ml.evaluation.regression import regression_report
+
+    return regression_report(
+        y, out, frame=frame, slices=ev.slices if full else (),
+        protected=ev.protected if full else (), min_group_size=ev.min_group_size,
+        bootstrap=ev.bootstrap if full else 0, seed=seed, metric=ev.metric)
+
+
+_KINDS = {"classification": _Kind(_classification), "regression": _Kind(_regression)}
+
+
+# -- fitting and scoring -------------------------------------------------------------
+@dataclass
+class _Data:
+    df: pd.DataFrame
+    spec: Any
+    roles: np.ndarray
+    kind: _Kind
+    task: str
+
+    @classmethod
+    def of(cls, ctx: Any, inputs: dict[str, Any], task: str) -> _Data:
+        from cd4ml.features.tabular import TabularSpec
+
+        roles = ctx.frame(inputs["split.roles"])["role"].astype(str).to_numpy()
+        return cls(ctx.frame(inputs["table.table"]), TabularSpec.from_dict(inputs["table.spec"]),
+                   roles, _KINDS[task], task)
+
+    def rows(self, *roles: str) -> np.ndarray:
+        mask = np.isin(self.roles, roles)
+        if not mask.any():
+            raise PipelineError(f"no {' or '.join(roles)} rows (split.*)")
+        return mask
+
+    def y(self, rows: np.ndarray) -> np.ndarray:
+        return self.spec.encode_target(self.df.loc[rows, self.spec.target])
+
+
+def _fit(d: _Data, spec: ModelSpec, rows: np.ndarray, seed: int) -> tuple[Any, Any]:
+    """The transform fitted on ``rows``, and the model fitted on what it makes of them."""
+    from cd4ml.features.tabular import TabularTransform
+    from cd4ml.training.fit import fit_model
+
+    frame = d.df.loc[rows]
+    transform = TabularTransform.fit(d.spec, frame)
+    X = pd.DataFrame(transform.matrix(frame), columns=transform.feature_names)
+    model = fit_model(spec, X, d.y(rows), None, seed=seed, task=d.task,
+                      categorical=transform.categorical, classes=d.spec.classes)
+    return transform, model
+
+
+def _predict(d: _Data, transform: Any, model: Any, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(transform.matrix(d.df.loc[rows])))
+
+
+def _threshold(ev: EvaluationConfig, d: _Data, y: np.ndarray, out: np.ndarray) -> float | None:
+    """Binary classification: the configured threshold, or the one that maximises
+    accuracy on these (validation) rows; None for other tasks."""
+    if d.task != "classification" or out.ndim != 2 or out.shape[1] != 2:
+        return None
+    if ev.decision_threshold == "accuracy":
+        from cd4ml.evaluation.classification import choose_threshold
+
+        return float(choose_threshold(y, out[:, 1]))
+    return float(ev.decision_threshold)
+
+
+def _frame(d: _Data, rows: np.ndarray, ev: EvaluationConfig) -> pd.DataFrame:
+    cols = list(dict.fromkeys([*ev.slices, *ev.protected]))
+    return d.df.loc[rows, cols].reset_index(drop=True)
+
+
+def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
+                       ) -> dict[str, Any]:
+    """Fit on the training rows (validation share held back), score the validation rows."""
+    ev, spec = EvaluationConfig(**params["evaluation"]), ModelSpec(**params["spec"])
+    d = _Data.of(ctx, inputs, params["task"])
+    fit_rows, val_rows = d.rows("train"), d.rows("validation")
+    transform, model = _fit(d, spec, fit_rows, params["seed"])
+    out = _predict(d, transform, model, val_rows)
+    y = d.y(val_rows)
+    threshold = _threshold(ev, d, y, out)
+    report = d.kind.report(y, out, classes=d.spec.classes, threshold=threshold,
+                           frame=None, ev=ev, full=False, seed=params["seed"])
+    report["fit"] = {"rows": int(fit_rows.sum()), "roles": ["train"]}
+    report["scored"] = {"rows": int(val_rows.sum()), "roles": ["validation"]}
+    return {"report": report, "metric": report["overall"][ev.metric],
+            "threshold": threshold}
+
+
+def _save(ctx: Any, d: _Data, params: dict[str, Any], spec: dict[str, Any], transform: Any,
+          model: Any, threshold: float | None, fit_rows: np.ndarray,
+          trained_on: dict[str, Any]) -> str:
+    from cd4ml.registry.bundle import save_tabular_bundle
+
+    return save_tabular_bundle(
+        ctx.artifacts, model_name=params["model_name"], recipe=spec["name"],
+        kind=params["kind"], predictor=model, spec=d.spec, transform=transform,
+        rows=transform.matrix(d.df.loc[fit_rows]), trained_on=trained_on,
+        decision_threshold=threshold, extra={"model_spec": spec})
+
+
+def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Fit on all training rows (validation included), score the holdout, keep the bundle:
+    this fitted model is the one a registration serves."""
+    spec = params.get("spec") or inputs.get("select.spec")
+    if spec is None:
+        return {"report": None, "name": None, "bundle": None}
+    threshold = inputs.get("select.threshold", inputs.get(
+        f"candidate:{spec['name']}.threshold"))
+    ev = EvaluationConfig(**params["evaluation"])
+    d = _Data.of(ctx, inputs, params["task"])
+    fit_rows, hold_rows = d.rows("train", "validation"), d.rows("holdout")
+    transform, model = _fit(d, ModelSpec(**spec), fit_rows, params["seed"])
+    out = _predict(d, transform, model, hold_rows)
+    report = d.kind.report(d.y(hold_rows), out, classes=d.spec.classes, threshold=threshold,
+                           frame=_frame(d, hold_rows, ev), ev=ev, full=True,
+                           seed=params["seed"])
+    report["fit"] = {"rows": int(fit_rows.sum()), "roles": ["train", "validation"]}
+    report["scored"] = {"rows": int(hold_rows.sum()), "roles": ["holdout"]}
+    trained_on = {"rows": int(fit_rows.sum()), "roles": ["train", "validation"],
+                  "note": "fitted on the training rows only: the holdout is out-of-sample"}
+    digest = _save(ctx, d, params, spec, transform, model, threshold, fit_rows,
+                   trained_on)
+    return {"report": report, "name": spec["name"], "bundle": digest,
+            "trained_on": trained_on}
+
+
+def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The bundle the gate chose: the holdout's fitted model as it is, or with
+    ``split.refit_on_all`` refitted on the training and holdout rows."""
+    spec = inputs.get("select.spec") or inputs.get("gate.best_baseline_spec")
+    digest = inputs.get("holdout:selected.bundle") or inputs.get("gate.best_baseline_bundle")
+    threshold = inputs.get("select.threshold", inputs.get("gate.best_baseline_threshold"))
+    manifest = ctx.artifacts.get_json(digest)
+    trained_on = manifest["trained_on"]
+    if params["refit_on_all"]:
+        d = _Data.of(ctx, inputs, params["task"])
+        rows = d.rows("train", "validation", "holdout")
+        transform, model = _fit(d, ModelSpec(**spec), rows, params["seed"])
+        trained_on = {"rows": int(rows.sum()), "roles": ["train", "validation", "holdout"],
+                      "note": "refitted on the training and holdout rows "
+                              "(split.refit_on_all): the holdout is NOT out-of-sample for "
+                              "this model"}
+        digest = _save(ctx, d, params, spec, transform, model, threshold, rows, trained_on)
+    return {"digest": digest, "recipe": spec["name"], "kind": params["kind"],
+            "trained_on": trained_on}

@@ -1,0 +1,100 @@
+"""The pipeline of a tabular task (classification, regression) as a list of stages.
+
+::
+
+    snapshot:<src> ─▶ validate:<src> ─▶ table ─▶ split ─┬─▶ candidate:<name> ─▶ select
+                                                        │   (fit on train, score validation)
+                                                        ├─▶ holdout:<baseline>     │
+                                                        └─▶ holdout:selected ◀─────┘
+                                                            (fit on train + validation,
+                                                             score the holdout, bundle)
+                                                                  │
+                                       gate ─▶ bundle:selected (if passed) / bundle:baseline
+
+Candidates are compared on the validation share of the training rows; the holdout judges
+the selected recipe and the baselines, each fitted on all training rows, and that fitted
+model is what gets registered (``split.refit_on_all: true`` refits it on the holdout too,
+and the bundle says so), so the holdout stays out-of-sample for monitoring's reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cd4ml.config import ProjectConfig
+from cd4ml.pipeline.runner import Stage
+from cd4ml.pipeline.sources import DATA_LIBS, ML_LIBS, schema_input, schema_path, source_stages
+from cd4ml.tasks import task_of
+
+__all__ = ["build_stages"]
+
+TSTEPS = "cd4ml.pipeline.steps_tabular"
+MSTEPS = "cd4ml.pipeline.steps_model"
+
+
+def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
+    """Every stage of a tabular run, with the exact params each one depends on."""
+    data, ev = cfg.data, cfg.evaluation
+    task = task_of(cfg.task)
+    stages = source_stages(cfg, ctx, keys=[data.id] if data.id else None)
+    schemas = [schema_path(cfg, n) for n in data.sources]
+
+    def schema_texts() -> dict[str, Any]:
+        return {p: schema_input(ctx, p)()["schema"] for p in schemas}
+
+    stages.append(Stage(
+        "table", f"{TSTEPS}:table", inputs=tuple(f"validate:{n}.data" for n in data.sources),
+        params={"task": cfg.task, "data": data.model_dump(mode="json"),
+                "inputs": cfg.inputs.model_dump(mode="json"), "schema_paths": schemas,
+                "columns": [*ev.protected, *ev.slices]},
+        libraries=DATA_LIBS, extra_inputs=schema_texts))
+    stages.append(Stage(
+        "split", f"{TSTEPS}:split", inputs=("table.table",),
+        params={"task": cfg.task, "split": cfg.split.model_dump(mode="json"),
+                "target": data.target}, libraries=DATA_LIBS))
+    model_inputs = ("table.table", "table.spec", "split.roles")
+    ev_dump = ev.model_dump(mode="json")
+    common = {"task": cfg.task, "seed": cfg.models.seed, "evaluation": ev_dump,
+              "model_name": cfg.models.name}
+    baselines = cfg.models.baselines or []
+    all_specs = [*cfg.models.candidates, *baselines]
+    for spec in all_specs:
+        stages.append(Stage(f"candidate:{spec.name}", f"{TSTEPS}:validate_candidate",
+                            inputs=model_inputs,
+                            params={**common, "spec": spec.model_dump(mode="json")},
+                            libraries=ML_LIBS))
+    stages.append(Stage("select", f"{MSTEPS}:select",
+                        inputs=tuple(f"candidate:{s.name}.report" for s in all_specs),
+                        params={"metric": ev.metric, "names": [s.name for s in all_specs],
+                                "baselines": [b.name for b in baselines],
+                                "higher": task.higher_is_better(ev.metric or ""),
+                                "specs": [s.model_dump(mode="json")
+                                          for s in cfg.models.candidates]}))
+    for b in baselines:
+        stages.append(Stage(f"holdout:{b.name}", f"{TSTEPS}:holdout",
+                            inputs=(*model_inputs, f"candidate:{b.name}.threshold"),
+                            params={**common, "spec": b.model_dump(mode="json"),
+                                    "kind": "baseline"}, libraries=ML_LIBS))
+    stages.append(Stage("holdout:selected", f"{TSTEPS}:holdout",
+                        inputs=(*model_inputs, "select.spec", "select.threshold"),
+                        params={**common, "kind": "candidate"}, libraries=ML_LIBS))
+    stages.append(Stage("gate", f"{MSTEPS}:gate",
+                        inputs=("holdout:selected.report", "holdout:selected.name",
+                                *(f"holdout:{b.name}.report" for b in baselines),
+                                *(f"holdout:{b.name}.bundle" for b in baselines)),
+                        params={"gate": cfg.gate.model_dump(mode="json"), "metric": ev.metric,
+                                "higher": task.higher_is_better(ev.metric or ""),
+                                "baselines": [b.name for b in baselines],
+                                "specs": [b.model_dump(mode="json") for b in baselines]}))
+    bundle_params = {**common, "refit_on_all": cfg.split.refit_on_all}
+    stages.append(Stage("bundle:selected", f"{TSTEPS}:bundle",
+                        inputs=(*model_inputs, "holdout:selected.bundle", "select.spec",
+                                "select.threshold"),
+                        when="gate.passed", params={**bundle_params, "kind": "candidate"},
+                        libraries=ML_LIBS))
+    stages.append(Stage("bundle:baseline", f"{TSTEPS}:bundle",
+                        inputs=(*model_inputs, "gate.best_baseline_bundle",
+                                "gate.best_baseline_spec", "gate.best_baseline_threshold"),
+                        when="gate.failed", params={**bundle_params, "kind": "baseline"},
+                        libraries=ML_LIBS))
+    return stages
