@@ -71,7 +71,7 @@ def test_a_bad_row_stops_the_run_naming_row_and_field(acs, tmp_path: Path) -> No
     out = tmp_path / "out.parquet"
     with pytest.raises(RequestError) as exc:
         score_file(m, src, out, chunk_rows=1000)
-    assert str(exc.value).startswith("bad.csv row 201: AGEP = -5")
+    assert str(exc.value).startswith("bad.csv row 201: AGEP = -5.0: below the schema's minimum 0")
     assert "1 more bad row" in str(exc.value) and not out.exists()
     assert [(e["row"], e["field"], e["reason"]) for e in exc.value.errors] == [
         (201, "AGEP", "below_min"), (251, "SCHL", "unknown_category")]
@@ -130,4 +130,4 @@ def test_cd4ml_predict_scores_a_registered_tabular_model(acs, tmp_path: Path) ->
     bad = subprocess.run([sys.executable, "-m", "cd4ml.cli", "predict", "-p", str(proj),
                           "-i", str(src), "-o", str(out)], capture_output=True, text=True,
                          timeout=120)
-    assert bad.returncode != 0 and "row 4: MAR = 9" in bad.stderr, bad.stderr
+    assert bad.returncode != 0 and "row 4: MAR = 9:" in bad.stderr, bad.stderr

@@ -87,6 +87,9 @@ class TabularJob:
         many of its rows are invalid (only with ``skip_invalid``; else an error)."""
         m, n = self.model, chunk.num_rows
         frame = chunk.select(m.fields).to_pandas()
+        for f, t in self.retype.items():  # a CSV's numbers as numbers (in messages too)
+            if t != pa.bool_():
+                frame[f] = _numbers(frame[f], whole=t == pa.int64())
         bad: dict[int, list[dict[str, Any]]] = {}
         try:
             enc = m.encode_frame(frame)
@@ -130,6 +133,27 @@ class TabularJob:
             labels[keep] = m.labels(outputs)
         return [pa.array(labels.tolist(), self.added["label"]),
                 *(pa.array(P[:, j], mask=mask) for j in range(k))]
+
+
+def _numbers(col: pd.Series, *, whole: bool) -> pd.Series:
+    """A CSV column's text as numbers (whole ones as integers for an int input); a cell
+    that is not a number stays text, which the encoder refuses naming it.
+
+    >>> _numbers(pd.Series(["-5", None, "3"]), whole=True).tolist()
+    [-5, <NA>, 3]
+    >>> _numbers(pd.Series(["1.5", "forty"]), whole=False).tolist()
+    [1.5, 'forty']
+    """
+    num = pd.to_numeric(col, errors="coerce")
+    text = col.notna() & num.isna()
+    if not text.any():
+        if whole and (num.isna() | ((num == num.round()) & (num.abs() < 2**53))).all():
+            return num.astype("Int64")
+        return num.astype(np.float64)
+    out = col.astype(object).where(text, None)
+    ok = num.notna()
+    out[ok] = [int(v) if whole and float(v).is_integer() else float(v) for v in num[ok]]
+    return out
 
 
 def _typed(col: pd.Series, t: pa.DataType) -> pa.Array:
