@@ -116,7 +116,7 @@ class Runtime:
         protocol. ``matrix``: every input in signature order (a v2 2-D tensor), instead
         of ``records``."""
         c = self.contract(model)
-        prep = c.check(records) if matrix is None else c.check_matrix(matrix)  # type: ignore[union-attr]
+        prep = c.check(records) if matrix is None else c.check_matrix(matrix)
         if c.threaded(prep):
             outputs = await run_in_threadpool(c.predict, prep)
         else:

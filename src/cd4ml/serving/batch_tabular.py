@@ -18,11 +18,10 @@ import pandas as pd
 import pyarrow as pa
 
 from cd4ml.errors import RequestError, SourceError
-from cd4ml.registry.servable import ServableModel
 from cd4ml.registry.tabular import TabularServable
-from cd4ml.serving.batch import _LOC, _MAX_ERRORS, _describe, _Job
+from cd4ml.serving.batch import _LOC, _MAX_ERRORS, _describe
 
-__all__ = ["TabularJob", "JOBS"]
+__all__ = ["TabularJob"]
 
 _ARROW = {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
 
@@ -185,6 +184,3 @@ def _bad_rows(bad: dict[int, list[dict[str, Any]]], start: int, n: int,
     return RequestError(f"{name} row {lead['row']}: {_describe(lead)}{more}",
                         errors=errors[:_MAX_ERRORS])
 
-
-#: servable class -> the job that scores a file for it
-JOBS: dict[type, Any] = {ServableModel: _Job, TabularServable: TabularJob}

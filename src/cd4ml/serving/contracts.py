@@ -78,6 +78,12 @@ class ForecastContract:
         """Rows of the precomputed features; RequestError lists every bad field."""
         return self.model.rows_for(records)
 
+    @staticmethod
+    def check_matrix(M: np.ndarray) -> np.ndarray:
+        """A forecast takes no matrix of inputs (``matrix`` is False: never called)."""
+        raise RequestError("a forecast takes its fields by name (series keys and a date), "
+                           "not a matrix of inputs")
+
     def threaded(self, rows: np.ndarray) -> bool:
         return self.model.table is None and len(rows) >= THREAD_ROWS
 
@@ -215,12 +221,13 @@ class TabularContract:
         if self.classes is None:
             return outputs
         labels = self.labels(outputs)
+        out = np.empty((len(outputs), len(self.output_names)), np.float64)
+        out[:, 1:] = outputs
         if self.numeric_classes:
-            lab = np.asarray(labels, dtype=np.float64)
+            out[:, 0] = labels
         else:
-            lab = np.fromiter((self._index[v] for v in labels.tolist()), np.float64,
-                              len(labels))
-        return np.column_stack([lab, outputs])
+            out[:, 0] = [self._index[v] for v in labels.tolist()]
+        return out
 
     def log_record(self, request_id: str, ts: float, endpoint: str, latency_ms: float,
                    enc: Any, outputs: np.ndarray, content_type: str,
