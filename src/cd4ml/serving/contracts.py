@@ -22,8 +22,10 @@ import numpy as np
 
 from cd4ml.config import ServingConfig
 from cd4ml.errors import ModelError, RequestError
+from cd4ml.features.tabular_kernels import REASONS as KERNEL_REASONS
 from cd4ml.registry.servable import ServableModel
 from cd4ml.registry.tabular import TabularServable
+from cd4ml.serving.answers import ANSWERS
 from cd4ml.serving.form import Score, forecast_form
 from cd4ml.serving.form_tabular import tabular_form
 from cd4ml.serving.openapi import api_spec
@@ -37,20 +39,9 @@ __all__ = ["ForecastContract", "TabularContract", "CONTRACTS", "contract_for",
 #: one worker uses both cores and keeps answering small requests meanwhile
 THREAD_ROWS = 64
 
-#: why a field was refused (``RequestError.errors[*].reason``): the metric's labels
-REASONS = ("missing_field", "unknown_field", "wrong_type", "not_finite", "below_min",
-           "above_max", "unknown_category", "missing_value")
-
-
-def _v2_datatype(values: list[Any]) -> str:
-    """The v2 datatype of a list of class values (all of one kind)."""
-    if all(isinstance(v, (bool, np.bool_)) for v in values):
-        return "BOOL"
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        return "INT64"
-    if all(isinstance(v, (int, float, np.number)) for v in values):
-        return "FP64"
-    return "BYTES"
+#: why a field was refused (``RequestError.errors[*].reason``): the refusal metric's
+#: labels, as the tabular kernels name them
+REASONS = tuple(r for r in KERNEL_REASONS if r)
 
 
 class ForecastContract:
@@ -152,8 +143,9 @@ class ForecastContract:
 
 
 class TabularContract:
-    """A tabular servable (:class:`~cd4ml.registry.tabular.TabularServable`):
-    classification (label and probabilities) or regression (a number)."""
+    """A tabular servable (:class:`~cd4ml.registry.tabular.TabularServable`): what its
+    answers are comes from its task's entry of :data:`~cd4ml.serving.answers.ANSWERS`
+    (a classifier's label and probabilities, a regressor's number)."""
 
     matrix: ClassVar[bool] = True
     case_sensitive: ClassVar[bool] = True
@@ -167,34 +159,12 @@ class TabularContract:
         #: the signature's inputs by name (types, categories, bounds, policies)
         self.inputs: dict[str, dict[str, Any]] = {
             i["name"]: i for i in model.signature.get("inputs", [])}
-        classes = model.classes
-        self.classes: list[Any] | None = None if classes is None else [
-            v.item() if isinstance(v, np.generic) else v for v in classes]
-        if self.classes is None:  # regression: one number per row
-            self.output_names: tuple[str, ...] = ()
-            self.v2_outputs_meta = [{"name": "prediction", "datatype": "FP64",
-                                     "shape": [-1]}]
-            return
-        k = len(self.classes)
-        booster = getattr(model.predictor, "booster", None)
-        #: a binary LightGBM booster answers the positive class's probability alone
-        #: (a multiclass one, with two classes, both)
-        self._mlserver_column = k == 2 and (
-            booster is None or booster.num_model_per_iteration() == 1)
-        self.numeric_classes = _v2_datatype(self.classes) != "BYTES"
-        #: the log holds numbers: a label is its class where classes are numbers, else
-        #: the class's index (``label_index``)
-        self.output_names = ("label" if self.numeric_classes else "label_index",
-                             *(f"probability_{c}" for c in self.classes))
-        self._index = {c: i for i, c in enumerate(self.classes)}
-        self.label_datatype = _v2_datatype(self.classes)
-        self.v2_outputs_meta = [
-            {"name": "label", "datatype": self.label_datatype, "shape": [-1]},
-            {"name": "probabilities", "datatype": "FP64", "shape": [-1, k]}]
-
-    @property
-    def classifier(self) -> bool:
-        return self.classes is not None
+        self.answers = a = ANSWERS[model.task](model)
+        self.classes, self.output_names = a.classes, a.output_names
+        self.v2_outputs_meta = a.v2_outputs_meta
+        #: the answer in each protocol's shape (the task's, bound once)
+        self.log_outputs, self.mlflow_predictions = a.log_outputs, a.mlflow
+        self.v2_outputs, self.mlserver_output = a.v2, a.mlserver
 
     # -- the request path ----------------------------------------------------------
     def check(self, records: list[Any]) -> Any:
@@ -212,23 +182,6 @@ class TabularContract:
     def predict(self, enc: Any) -> np.ndarray:
         return self.model.predict_encoded(enc.X)
 
-    def labels(self, outputs: np.ndarray) -> np.ndarray:
-        return self.model.labels(outputs)
-
-    def log_outputs(self, outputs: np.ndarray) -> np.ndarray:
-        """What the log stores: regression values, or per row the label (a number, see
-        ``output_names``) and the probabilities."""
-        if self.classes is None:
-            return outputs
-        labels = self.labels(outputs)
-        out = np.empty((len(outputs), len(self.output_names)), np.float64)
-        out[:, 1:] = outputs
-        if self.numeric_classes:
-            out[:, 0] = labels
-        else:
-            out[:, 0] = [self._index[v] for v in labels.tolist()]
-        return out
-
     def log_record(self, request_id: str, ts: float, endpoint: str, latency_ms: float,
                    enc: Any, outputs: np.ndarray, content_type: str,
                    raw: bytes) -> LogRecord:
@@ -245,30 +198,6 @@ class TabularContract:
         """``predictions`` of ``/predict``: label and probabilities, or the value."""
         return self.model.answer_rows(outputs)  # type: ignore[no-any-return]
 
-    def mlflow_predictions(self, outputs: np.ndarray) -> list[Any]:
-        """What MLflow's sklearn flavour answers: a classifier's labels, else values."""
-        if self.classes is None:
-            return outputs.tolist()  # type: ignore[no-any-return]
-        return self.labels(outputs).tolist()  # type: ignore[no-any-return]
-
-    def v2_outputs(self, outputs: np.ndarray) -> list[tuple[str, str, list[int], Any]]:
-        """(name, datatype, shape, values) of each v2 output tensor."""
-        n = len(outputs)
-        if self.classes is None:
-            return [("prediction", "FP64", [n], np.asarray(outputs, np.float64))]
-        labels = np.asarray(self.labels(outputs))
-        return [("label", self.label_datatype, [n], labels),
-                ("probabilities", "FP64", [n, len(self.classes)],
-                 np.asarray(outputs, np.float64))]
-
-    def mlserver_output(self, outputs: np.ndarray) -> np.ndarray:
-        """What MLServer's LightGBM runtime answers (``Booster.predict``): the positive
-        class's probability for a binary classifier, every class's for a multiclass one,
-        the value for a regressor."""
-        if self.classes is not None and self._mlserver_column:
-            return np.asarray(outputs[:, 1], np.float64)
-        return np.asarray(outputs, np.float64)
-
     def health(self) -> dict[str, Any]:
         return {"task": self.model.task, "predictor": self.model.predictor_status}
 
@@ -282,23 +211,15 @@ class TabularContract:
         return tabular_api_spec(base, self, s, feedback_token=feedback_token, log=log)
 
     # -- feedback ------------------------------------------------------------------
-    def feedback_keys(self, keys: dict[str, Any], loc: str) -> list[dict[str, Any]]:
+    @staticmethod
+    def feedback_keys(keys: dict[str, Any], loc: str) -> list[dict[str, Any]]:
         return [{"loc": loc, "field": "request_id", "value": None,
                  "problem": "feedback for a tabular model names its request: give "
                             "request_id (keys and a date are for forecasts)"}]
 
     def feedback_actual(self, value: float, loc: str) -> list[dict[str, Any]]:
-        """A classifier's actual must be one of its classes (a number: the class, or its
-        index where classes are not numbers)."""
-        if self.classes is None:
-            return []
-        known = self.classes if self.numeric_classes else list(range(len(self.classes)))
-        if any(value == c for c in known):
-            return []
-        what = f"one of the classes {self.classes}" if self.numeric_classes else \
-            f"a class index 0..{len(self.classes) - 1} (classes {self.classes})"
-        return [{"loc": f"{loc}.actual", "field": "actual", "value": value,
-                 "problem": f"expected {what}"}]
+        """A classifier's actual must be one of its classes; a regressor's any number."""
+        return self.answers.actual_errors(value, loc)
 
     @staticmethod
     def warm_up(model: TabularServable, rows: int = 64) -> None:
@@ -309,8 +230,7 @@ class TabularContract:
             np.zeros((rows, len(model.transform.feature_names)), dtype=np.float32)
         rows = len(X)
         out = np.asarray(model.predict_encoded(X), dtype=float)
-        k = None if model.classes is None else len(model.classes)
-        want = (rows,) if k is None else (rows, k)
+        want = ANSWERS[model.task](model).shape(rows)
         if out.shape != want or not np.isfinite(out).all():
             raise ModelError(f"model {model.name!r} version {model.version} failed its "
                              f"warm-up: answers of shape {out.shape} (expected {want}), "

@@ -100,19 +100,6 @@ def _field(col: dict[str, Any], value: str) -> str:
             f'value="{html.escape(value)}"></label>')
 
 
-def _answer(c: Any, outputs: np.ndarray) -> str:
-    row = c.answer_rows(outputs)[0]
-    if not isinstance(row, dict):
-        return (f'<p class="result">Prediction: <b id="prediction">'
-                f'{html.escape(f"{float(row):,.6g}")}</b></p>')
-    probs = "".join(f'<tr><td>{html.escape(str(k))}</td><td id="probability-'
-                    f'{html.escape(str(k))}">{float(p):.4f}</td></tr>'
-                    for k, p in (row.get("probabilities") or {}).items())
-    return (f'<p class="result">Predicted class: <b id="label">'
-            f'{html.escape(str(row["label"]))}</b></p><table id="probabilities">'
-            f'<tr><th>class</th><th>probability</th></tr>{probs}</table>')
-
-
 def _errors(exc: RequestError) -> str:
     items = "".join(f'<li>{html.escape(str(e.get("field") or e.get("loc")))}: '
                     f'{html.escape(str(e.get("problem")))}</li>' for e in exc.errors)
@@ -128,11 +115,11 @@ async def tabular_form(c: Any, query: Mapping[str, str], score: Score) -> tuple[
     result, status = "", 200
     if record is not None:
         try:
-            result = _answer(c, await score([record]))
+            result = c.answers.html(c.answer_rows(await score([record]))[0])
         except RequestError as exc:
             result, status = _errors(exc), 422
     m = c.model
-    what = "Classifier" if c.classifier else "Regression"
+    what = c.answers.title
     target = html.escape(str(m.spec.target))
     fields = "\n".join(_field(col, shown[col["name"]]) for col in inputs)
     page = f"""<!doctype html><html><head><meta charset="utf-8">

@@ -16,13 +16,11 @@ import re
 from typing import Any
 
 from cd4ml.config import ServingConfig
+from cd4ml.features.tabular_kernels import F32_MAX
 from cd4ml.serving.feedback import MAX_VALUE
 from cd4ml.serving.openapi import _V2_NUMERIC, _json, _ref, complete_spec
 
 __all__ = ["tabular_api_spec", "column_schema"]
-
-#: the largest magnitude a float32 feature holds (the bound of an unbounded column)
-_F32_MAX = 3.4028234663852886e38
 
 _TEXTS = {
     "predict_422": "a row the model cannot answer: a field missing, unknown or of the "
@@ -44,8 +42,8 @@ def column_schema(col: dict[str, Any], *, null: bool = True) -> dict[str, Any]:
         sch = {"type": kind, "enum": list(cats)}
     elif kind in ("integer", "number"):
         sch = {"type": kind,
-               "minimum": col["minimum"] if col.get("minimum") is not None else -_F32_MAX,
-               "maximum": col["maximum"] if col.get("maximum") is not None else _F32_MAX}
+               "minimum": col["minimum"] if col.get("minimum") is not None else -F32_MAX,
+               "maximum": col["maximum"] if col.get("maximum") is not None else F32_MAX}
     else:
         sch = {"type": "string"}
     if null and col.get("missing") == "impute":
@@ -156,20 +154,9 @@ def _components(c: Any, s: ServingConfig) -> dict[str, Any]:
                "properties": column,
                "description": "columns of equally many values (declared here for one row)"}
     params = {"type": "object", "description": "inference parameters (ignored)"}
-    if c.classifier:
-        keys = [str(k) for k in c.classes]
-        answer: dict[str, Any] = {
-            "type": "object", "required": ["label", "probabilities"], "properties": {
-                "label": {"enum": list(c.classes)},
-                "probabilities": {"type": "object", "required": keys, "properties": {
-                    k: {"type": "number", "minimum": 0, "maximum": 1} for k in keys}}}}
-        label: dict[str, Any] = {"enum": list(c.classes)}
-        actual: dict[str, Any] = {"enum": list(c.classes) if c.numeric_classes
-                                  else list(range(len(c.classes)))}
-    else:
-        answer = label = {"type": "number"}
-        actual = {"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}
     finite = {"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}
+    shapes = c.answers.schemas(finite)
+    answer, label, actual = shapes["answer"], shapes["prediction"], shapes["actual"]
     by_id = {"type": "object", "required": ["request_id"], "additionalProperties": False,
              "properties": {"request_id": {"type": "string", "minLength": 1,
                                            "maxLength": 128,
