@@ -1,7 +1,8 @@
 """What a tabular model's answer is, per task: a classifier's label and probabilities, a
 regressor's number. One class each, looked up once per loaded version by its task
-(:data:`ANSWERS`): the log's columns, the v2 tensors, MLflow's predictions, MLServer's
-``predict``, the OpenAPI schemas of an answer and of an actual, the form's result.
+(:data:`ANSWERS`): the log's columns, batch scoring's columns, the v2 tensors, MLflow's
+predictions, MLServer's ``predict``, the OpenAPI schemas of an answer and of an actual,
+the form's result.
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ class ClassAnswers:
         else:
             out[:, 0] = [self._index[v] for v in labels.tolist()]
         return out
+
+    def columns(self, proba: np.ndarray) -> dict[str, Any]:
+        """Batch scoring's added columns: ``label`` and ``probability_<class>``."""
+        P = np.asarray(proba, np.float64)
+        return {"label": self.model.labels(P),
+                **{f"probability_{c}": P[:, j] for j, c in enumerate(self.classes)}}
+
+    def column_types(self) -> dict[str, str]:
+        """The v2 datatype of each of :meth:`columns`."""
+        return {"label": self.label_datatype,
+                **{f"probability_{c}": "FP64" for c in self.classes}}
 
     def mlflow(self, proba: np.ndarray) -> list[Any]:
         """The labels, as MLflow's sklearn flavour answers ``predict``."""
@@ -142,6 +154,14 @@ class ValueAnswers:
     @staticmethod
     def log_outputs(values: np.ndarray) -> np.ndarray:
         return values
+
+    @staticmethod
+    def columns(values: np.ndarray) -> dict[str, Any]:
+        return {"prediction": np.asarray(values, np.float64)}
+
+    @staticmethod
+    def column_types() -> dict[str, str]:
+        return {"prediction": "FP64"}
 
     @staticmethod
     def mlflow(values: np.ndarray) -> list[Any]:

@@ -19,21 +19,15 @@ import pyarrow as pa
 
 from cd4ml.errors import RequestError, SourceError
 from cd4ml.registry.tabular import TabularServable
+from cd4ml.serving.answers import ANSWERS
 from cd4ml.serving.batch import _LOC, _MAX_ERRORS, _describe
 
 __all__ = ["TabularJob"]
 
 _ARROW = {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
-
-
-def _label_type(classes: list[Any]) -> pa.DataType:
-    if all(isinstance(c, bool) for c in classes):
-        return pa.bool_()
-    if all(isinstance(c, int) for c in classes):
-        return pa.int64()
-    if all(isinstance(c, (int, float)) for c in classes):
-        return pa.float64()
-    return pa.string()
+#: arrow types of the v2 datatypes an answer's columns have
+_COLUMN_TYPES = {"INT64": pa.int64(), "BOOL": pa.bool_(), "FP64": pa.float64(),
+                 "BYTES": pa.string()}
 
 
 class TabularJob:
@@ -60,11 +54,8 @@ class TabularJob:
         #: a CSV's input columns are read as text; written typed as the signature says
         self.retype = {f: _ARROW[kinds[f]] for f in model.fields
                        if csv and kinds.get(f) in _ARROW}
-        if model.classes is not None:
-            self.added = {"label": _label_type(list(model.classes)),
-                          **{f"probability_{c}": pa.float64() for c in model.classes}}
-        else:
-            self.added = {"prediction": pa.float64()}
+        self.answers = ANSWERS[model.task](model)
+        self.added = {k: _COLUMN_TYPES[t] for k, t in self.answers.column_types().items()}
         if skip_invalid:
             self.added["error"] = pa.string()
         for c in schema.names:
@@ -116,22 +107,24 @@ class TabularJob:
         return pa.Table.from_arrays(out, schema=self.schema), int((~keep).sum())
 
     def _answers(self, enc: Any, keep: np.ndarray) -> list[pa.Array]:
-        """The added columns (null in the rows not kept)."""
-        m, n, mask = self.model, len(keep), ~keep
-        outputs = m.predict_encoded(enc.X) if enc is not None else None
-        if m.classes is None:
-            pred = np.full(n, np.nan)
-            if outputs is not None:
-                pred[keep] = outputs
-            return [pa.array(pred, mask=mask)]
-        k = len(m.classes)
-        P = np.full((n, k), np.nan)
-        labels = np.full(n, None, dtype=object)
-        if outputs is not None:
-            P[keep] = outputs
-            labels[keep] = m.labels(outputs)
-        return [pa.array(labels.tolist(), self.added["label"]),
-                *(pa.array(P[:, j], mask=mask) for j in range(k))]
+        """The answer's columns (null in the rows not kept)."""
+        n, out = len(keep), []
+        cols = self.answers.columns(self.model.predict_encoded(enc.X)) \
+            if enc is not None else None
+        for name, t in self.added.items():
+            if name == "error":
+                continue
+            if t == pa.float64():
+                full = np.full(n, np.nan)
+                if cols is not None:
+                    full[keep] = cols[name]
+                out.append(pa.array(full, mask=~keep))
+            else:
+                obj = np.full(n, None, dtype=object)
+                if cols is not None:
+                    obj[keep] = np.asarray(cols[name], dtype=object)
+                out.append(pa.array(obj.tolist(), t))
+        return out
 
 
 def _numbers(col: pd.Series, *, whole: bool) -> pd.Series:
