@@ -31,6 +31,7 @@ from cd4ml.serving.form_tabular import tabular_form
 from cd4ml.serving.openapi import api_spec
 from cd4ml.serving.openapi_tabular import tabular_api_spec
 from cd4ml.serving.predlog import FeatureTable, LogRecord
+from cd4ml.serving.v2_tensors import MATRIX_OUTPUT
 
 __all__ = ["ForecastContract", "TabularContract", "CONTRACTS", "contract_for",
            "contract_class", "THREAD_ROWS", "REASONS"]
@@ -54,6 +55,8 @@ class ForecastContract:
     #: the v2 metadata of the output tensors
     v2_outputs_meta: ClassVar[list[dict[str, Any]]] = [
         {"name": "prediction", "datatype": "FP64", "shape": [-1]}]
+    #: the outputs a v2 request may name
+    v2_output_names: ClassVar[tuple[str, ...]] = ("prediction",)
 
     def __init__(self, model: ServableModel, *, log: bool = False) -> None:
         self.model = model
@@ -162,6 +165,8 @@ class TabularContract:
         self.answers = a = ANSWERS[model.task](model)
         self.classes, self.output_names = a.classes, a.output_names
         self.v2_outputs_meta = a.v2_outputs_meta
+        #: the outputs a v2 request may name: the answer's, or MLServer's for a matrix
+        self.v2_output_names = (*(o["name"] for o in a.v2_outputs_meta), MATRIX_OUTPUT)
         #: the answer in each protocol's shape (the task's, bound once)
         self.log_outputs, self.mlflow_predictions = a.log_outputs, a.mlflow
         self.v2_outputs, self.mlserver_output = a.v2, a.mlserver

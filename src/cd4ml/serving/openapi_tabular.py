@@ -96,9 +96,10 @@ def _tensor(name: Any, datatypes: list[str], item: dict[str, Any], size: int,
                           "description": "one row in this document; any shape whose size "
                                          "is the number of values"},
                 "datatype": {"enum": datatypes},
-                "parameters": {"type": "object", "properties": {"binary_data_size": False},
+                "parameters": {"type": ["object", "null"],
+                               "properties": {"binary_data_size": False},
                                "description": "binary_data_size: with the binary extension "
-                                              "only"},
+                                              "only (null: none)"},
                 "data": {"type": "array", **item, "minItems": size, "maxItems": size}}}
 
 
@@ -109,7 +110,8 @@ def _v2_request(c: Any, fs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"type": "array", "items": {
             "type": "object", "required": ["name"], "additionalProperties": False,
             "properties": {"name": {"enum": names}, "parameters": {
-                "type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}}
+                "type": ["object", "null"],
+                "properties": {"binary_data": {"type": "boolean"}}}}}}
 
     def datatypes(col: dict[str, Any]) -> list[str]:
         return ["BYTES"] if col["type"] == "string" else ["BOOL"] \
@@ -117,7 +119,9 @@ def _v2_request(c: Any, fs: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     per_column = [_tensor({"const": f}, datatypes(c.inputs[f]), {"items": sch}, 1,
                           [{"const": 1}]) for f, sch in fs.items()]
-    params = {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}}
+    # parameters may be null (the protocol's decoder takes null as none)
+    params = {"type": ["object", "null"],
+              "properties": {"binary_data_output": {"type": "boolean"}}}
     branches = [{"type": "object", "required": ["inputs"], "additionalProperties": False,
                  "properties": {"id": {"type": "string"}, "parameters": params,
                                 "inputs": {"type": "array", "prefixItems": per_column,

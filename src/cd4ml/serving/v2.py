@@ -119,9 +119,7 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         except ValueError:
             raise V2Error(f"Inference-Header-Content-Length = {hl!r} is not a number") from None
         body, ctype = await read_checked(request, rt.guard, max_bytes, V2_INFER)
-        names = tuple(o["name"] for o in c.v2_outputs_meta)
-        req, values = decode_request(body, header_len,
-                                     (*names, MATRIX_OUTPUT) if c.matrix else names)
+        req, values = decode_request(body, header_len, c.v2_output_names)
         ctype = ctype or "application/json"
         fields = list(m.fields)
         if c.matrix and len(values) == 1 and next(iter(values)) not in c.field_set:
