@@ -119,10 +119,18 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         except ValueError:
             raise V2Error(f"Inference-Header-Content-Length = {hl!r} is not a number") from None
         body, ctype = await read_checked(request, rt.guard, max_bytes, V2_INFER)
-        req, values = decode_request(body, header_len, c.v2_output_names)
+
+        def matrix(req: dict[str, Any]) -> bool:
+            """One input tensor that is not a field: every input in one 2-D tensor."""
+            ins = req["inputs"]
+            return len(ins) == 1 and isinstance(ins[0], dict) and \
+                ins[0].get("name") not in c.field_set
+
+        req, values = decode_request(body, header_len, c.v2_output_names,
+                                     matrix if c.matrix else None)
         ctype = ctype or "application/json"
         fields = list(m.fields)
-        if c.matrix and len(values) == 1 and next(iter(values)) not in c.field_set:
+        if c.matrix and matrix(req):
             return await _infer_matrix(request, m, c, req, values, body, ctype)
         no_output(req, MATRIX_OUTPUT, "it answers one tensor per input")
         dtypes = {t["name"]: t["datatype"].upper() for t in req["inputs"]}
@@ -177,11 +185,7 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         if rows == 0:
             raise V2Error(f"input {tname!r}: no rows (shape {t['shape']})")
         no_output(req, None, "it answers one 2-D tensor " + repr(MATRIX_OUTPUT))
-        try:
-            M = np.asarray(flat, dtype=np.float64).reshape(rows, k)
-        except (TypeError, ValueError):
-            raise V2Error(f"input {tname!r}: its data holds values that are not numbers"
-                          ) from None
+        M = np.asarray(flat, dtype=np.float64).reshape(rows, k)  # numbers (decoded so)
         preds = await rt.score(request, m, [], "/v2/infer", body, ctype, matrix=M)
         # MLServer's answer: its id is the request's, else a fresh one (here the
         # server's request id, which the prediction log holds), and empty parameters

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,26 @@ def _flatten(data: Any) -> list[Any]:
     return out
 
 
+def _numbers(data: Any, name: str) -> np.ndarray:
+    """A numeric tensor's JSON data (nested lists) as a flat float64 array.
+
+    >>> _numbers([[1, 2.5], [3, True]], "x").tolist()
+    [1.0, 2.5, 3.0, 1.0]
+    >>> _numbers([[1, "2"]], "x")
+    Traceback (most recent call last):
+    ...
+    cd4ml.serving.v2_tensors.V2Error: input 'x': its data holds values that are not numbers (nested lists of numbers, one level per dimension)
+    """
+    try:
+        arr = np.asarray(data)
+    except ValueError:  # ragged nesting
+        arr = np.asarray(_flatten(data), dtype=object)
+    if arr.dtype.kind not in "biuf":
+        raise V2Error(f"input {name!r}: its data holds values that are not numbers (nested "
+                      f"lists of numbers, one level per dimension)")
+    return arr.reshape(-1).astype(np.float64, copy=False)
+
+
 def _object(v: Any, what: str) -> dict[str, Any]:
     """``v`` when it is an object (None as an empty one), else a 400 naming ``what``."""
     if v is None:
@@ -108,10 +129,13 @@ def _flag(params: dict[str, Any], key: str, what: str) -> None:
 
 
 def decode_request(body: bytes, header_len: int | None,
-                   outputs: tuple[str, ...] = (OUTPUT,)) -> tuple[dict[str, Any],
-                                                                  dict[str, list[Any]]]:
+                   outputs: tuple[str, ...] = (OUTPUT,),
+                   arrays: Callable[[dict[str, Any]], bool] | None = None,
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The JSON header and each input's flat values; shapes and sizes are checked, and
-    the outputs asked for must be among ``outputs`` (the model's)."""
+    the outputs asked for must be among ``outputs`` (the model's). When ``arrays(header)``
+    is true, numeric inputs come as flat numpy arrays (no Python value per element: a
+    matrix of many rows), else as lists."""
     head, binary = (body[:header_len], body[header_len:]) if header_len is not None \
         else (body, b"")
     if header_len is not None and not 0 <= header_len <= len(body):
@@ -137,8 +161,9 @@ def decode_request(body: bytes, header_len: int | None,
                           f"{known}")
         _flag(_object(o.get("parameters"), f"outputs[{i}].parameters"), "binary_data",
               f"outputs[{i}].parameters")
-    values: dict[str, list[Any]] = {}
+    values: dict[str, Any] = {}
     offset = 0
+    as_array = arrays is not None and arrays(req)
     for t in req["inputs"]:
         if not isinstance(t, dict) or not all(k in t for k in ("name", "shape", "datatype")):
             raise V2Error("each input needs 'name', 'shape' and 'datatype'")
@@ -174,11 +199,14 @@ def decode_request(body: bytes, header_len: int | None,
                 if len(chunk) % item:
                     raise V2Error(f"input {name!r}: {len(chunk)} bytes is not a whole "
                                   f"number of {dtype} values")
-                flat = np.frombuffer(chunk, dtype=NUMERIC[dtype]).tolist()
+                flat = np.frombuffer(chunk, dtype=NUMERIC[dtype])
+                if not as_array:
+                    flat = flat.tolist()
         else:
             if "data" not in t:
                 raise V2Error(f"input {name!r}: no 'data' and no binary_data_size")
-            flat = _flatten(t["data"])
+            flat = _numbers(t["data"], name) if as_array and dtype != "BYTES" else \
+                _flatten(t["data"])
         if len(flat) != size:
             raise V2Error(f"input {name!r}: shape {shape} holds {size} values but "
                           f"{len(flat)} were sent")
