@@ -144,6 +144,10 @@ def test_feedback_then_cd4ml_log_export_joins_it(acs, tmp_path: Path) -> None:
         assert fb.status_code == 200 and fb.json() == {"accepted": 3}, fb.text
     finally:
         stop_server(proc)
+    shown = _cli(proj, "log", "query", "--request-id", "srv-fb-1")
+    assert shown.returncode == 0 and "srv-fb-1" in shown.stdout, shown.stderr
+    listed = json.loads(_cli(proj, "log", "query", "--request-id", "srv-fb-1", "--json").stdout)
+    assert listed[0]["output_names"] == ["label", "probability_0", "probability_1"]
     out = tmp_path / "log.parquet"
     res = _cli(proj, "log", "export", "-o", str(out))
     assert res.returncode == 0, res.stderr
