@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -151,8 +152,8 @@ def test_gate_errors():
     base = {"naive": report(100.0)}
     with pytest.raises(ValueError, match="'mean' is not among the baseline reports"):
         apply_gate(report(90.0), base, GateConfig(baseline="mean"), metric="wmae")
-    with pytest.raises(ValueError, match="metric == 'r2' cannot be gated"):
-        apply_gate(report(90.0), base, GateConfig(), metric="r2")
+    with pytest.raises(ValueError, match="metric == 'auc' cannot be gated"):
+        apply_gate(report(90.0), base, GateConfig(), metric="auc")
     with pytest.raises(ValueError, match="no baseline reports"):
         apply_gate(report(90.0), {}, GateConfig(), metric="wmae")
     with pytest.raises(ValueError, match="candidate report has no overall 'nwrmsle'"):
@@ -189,3 +190,136 @@ def test_gate_on_evaluated_reports_after_json_round_trip():
     assert r["offenders"][0]["value"] == 3
     assert r["offenders"][0]["regression_pct"] == pytest.approx(400.0)
     assert rule(gate, "beats_baseline")["passed"]
+
+
+# --- tabular reports: metrics where higher is better, protected-group gaps ---------------
+
+@pytest.fixture(scope="module")
+def acs_reports():
+    """The ACS LightGBM's report and a prior baseline's (the 2015 base rate), 2016 rows."""
+    import numpy as np
+
+    from acs_data import acs_scored
+    from cd4ml.evaluation import classification_report
+
+    acs = acs_scored()
+    kw = dict(classes=[0, 1], frame=acs.frame, slices=["SEX"], protected=["SEX", "RAC1P"],
+              min_group_size=1000, bootstrap=200, seed=0)
+    prior = np.full(len(acs.y), 0.49)
+    return (classification_report(acs.y, acs.proba, **kw),
+            classification_report(acs.y, np.c_[1 - prior, prior], **kw))
+
+
+def test_higher_is_better_gate_passes_with_group_rules(acs_reports):
+    from cd4ml.config import GroupGapRule
+
+    cand, prior = acs_reports
+    cfg = GateConfig(min_metric=0.85, max_slice_regression_pct=0.0, max_group_gap=[
+        GroupGapRule(column="SEX", metric="tpr", points=3),
+        GroupGapRule(column="RAC1P", metric="roc_auc", points=10)])
+    gate = apply_gate(cand, {"prior": prior}, cfg, metric="roc_auc")
+    assert gate["passed"] and gate["higher_is_better"] and gate["baseline_value"] == 0.5
+    assert [r["rule"] for r in gate["rules"]] == [
+        "min_metric", "beats_baseline", "slice_regression", "max_group_gap", "max_group_gap"]
+    auc = cand["overall"]["roc_auc"]
+    assert rule(gate, "min_metric")["detail"] == f"roc_auc {auc:.6g} >= 0.85"
+    beats = rule(gate, "beats_baseline")
+    assert beats["improvement_pct"] == pytest.approx((auc - 0.5) / 0.5 * 100)
+    assert beats["detail"].endswith("% better (needs strictly better)")
+    sl = rule(gate, "slice_regression")
+    assert sl["gated"] == 2 and sl["worst"]["regression_pct"] < 0  # better on both sexes
+    sex, rac = [r for r in gate["rules"] if r["rule"] == "max_group_gap"]
+    gap = cand["groups"]["SEX"]["gaps"]["tpr"]
+    assert sex["points"] == pytest.approx(gap["value"] * 100)
+    assert sex["ci_points"] == pytest.approx([gap["ci"]["low"] * 100, gap["ci"]["high"] * 100])
+    assert (sex["max_group"], sex["min_group"], sex["threshold"]) == (
+        gap["max_group"], gap["min_group"], 0.5)
+    assert re.fullmatch(r"SEX tpr gap \d\.\d points \(group [12] 0\.\d{3} vs group [12] "
+                        r"0\.\d{3}; 95 % CI \d\.\d-\d\.\d\) <= 3", sex["detail"]), sex["detail"]
+    assert [g["value"] for g in rac["groups"]] == [1, 2, 6, 8, 9]
+    assert [(g["column"], g["value"]) for g in gate["groups_not_gated"]] == [
+        ("RAC1P", 3), ("RAC1P", 4), ("RAC1P", 5), ("RAC1P", 7)]
+    text = render_gate(gate)
+    assert "PASS max_group_gap: SEX tpr gap" in text
+    assert "not gated: 4 group(s) — RAC1P=3 (n 73 < min_group_size 1,000)" in text
+    assert json.loads(json.dumps(gate, allow_nan=False)) == gate
+
+
+def test_group_gap_rule_fails_and_says_which_groups(acs_reports):
+    from cd4ml.config import GroupGapRule
+
+    cand, prior = acs_reports
+    cfg = GateConfig(max_group_gap=[GroupGapRule(column="RAC1P", metric="tpr", points=1)])
+    gate = apply_gate(cand, {"prior": prior}, cfg, metric="roc_auc")
+    r = rule(gate, "max_group_gap")
+    assert not gate["passed"] and not r["passed"] and r["points"] > 1
+    gap = cand["groups"]["RAC1P"]["gaps"]["tpr"]
+    assert r["detail"] == (
+        f"RAC1P tpr gap {gap['value'] * 100:.1f} points (group {gap['max_group']} "
+        f"{gap['max_value']:.3f} vs group {gap['min_group']} {gap['min_value']:.3f}; "
+        f"95 % CI {gap['ci']['low'] * 100:.1f}-{gap['ci']['high'] * 100:.1f}) > 1")
+    text = render_gate(gate)
+    assert "FAIL max_group_gap: RAC1P tpr gap" in text
+    assert "  RAC1P tpr by gated group: 1 0." in text and "(n 56," in text
+
+
+def test_group_rule_with_fewer_than_two_gated_groups_passes_with_a_note():
+    from acs_data import acs_scored
+    from cd4ml.config import GroupGapRule
+    from cd4ml.evaluation import classification_report
+
+    acs = acs_scored()
+    rep = classification_report(acs.y, acs.proba, classes=[0, 1], frame=acs.frame,
+                                protected=["SEX"], min_group_size=35_000, bootstrap=50)
+    cfg = GateConfig(max_group_gap=[GroupGapRule(column="SEX", metric="tpr", points=0.1)])
+    gate = apply_gate(rep, {"self": rep}, cfg, metric="log_loss")
+    r = rule(gate, "max_group_gap")
+    assert r["passed"] and r["points"] is None
+    assert r["detail"] == "SEX tpr gap not gated: 1 gated group(s); a gap needs 2"
+    assert gate["groups_not_gated"][0]["value"] == 1
+    assert not rule(gate, "beats_baseline")["passed"]  # log_loss: equal is not better
+
+
+def test_tabular_gate_errors(acs_reports):
+    from acs_data import wine_scored
+    from cd4ml.config import GroupGapRule
+    from cd4ml.evaluation import classification_report
+
+    cand, prior = acs_reports
+    base = {"prior": prior}
+    with pytest.raises(ValueError, match=r"gate.max_metric == 0.9, but for roc_auc higher is "
+                                         r"better; set gate.min_metric"):
+        apply_gate(cand, base, GateConfig(max_metric=0.9), metric="roc_auc")
+    with pytest.raises(ValueError, match=r"gate.min_metric == 1.0, but for wmae lower is "
+                                         r"better; set gate.max_metric"):
+        apply_gate(report(90.0), {"naive": report(100.0)}, GateConfig(min_metric=1.0),
+                   metric="wmae")
+    gap = GroupGapRule(column="AGEP", metric="tpr", points=3)
+    with pytest.raises(ValueError, match=r"gate.max_group_gap\[0\].column == 'AGEP': the "
+                                         r"candidate report has no groups for it"):
+        apply_gate(cand, base, GateConfig(max_group_gap=[gap]), metric="roc_auc")
+    wine = wine_scored()
+    frame = wine.frame.assign(s=wine.frame["alcohol"] > 13)
+    multi = classification_report(wine.y, wine.proba, classes=[0, 1, 2], frame=frame,
+                                  protected=["s"], min_group_size=10, bootstrap=0)
+    gap = GroupGapRule(column="s", metric="tpr", points=3)
+    with pytest.raises(ValueError, match=r"metric == 'tpr': no such gap for s \(multiclass: "
+                                         r"TPR, FPR .*use one of \['roc_auc'\]"):
+        apply_gate(multi, {"m": multi}, GateConfig(max_group_gap=[gap]), metric="roc_auc")
+
+
+def test_best_baseline_and_leaderboard_when_higher_is_better(acs_reports):
+    from cd4ml.evaluation import compare
+
+    cand, prior = acs_reports
+    weak = json.loads(json.dumps(cand))
+    weak["overall"]["roc_auc"] = 0.7
+    gate = apply_gate(cand, {"prior": prior, "weak": weak}, GateConfig(), metric="roc_auc")
+    assert gate["baseline"] == "weak" and gate["passed"]
+    board = compare({"gbm": cand, "prior": prior, "weak": weak}, "roc_auc",
+                    baselines=["prior", "weak"])
+    assert [r["model"] for r in board] == ["gbm", "weak", "prior"]
+    assert board[0]["reference"] == "weak" and board[0]["improvement_pct"] > 0
+    assert board[2]["improvement_pct"] == pytest.approx((0.5 - 0.7) / 0.7 * 100)
+    losses = compare({"gbm": cand, "prior": prior}, "log_loss")
+    assert [r["model"] for r in losses] == ["gbm", "prior"]  # lower is better

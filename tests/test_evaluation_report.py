@@ -178,5 +178,5 @@ def test_compare_leaderboard(holdout):
     assert r2_board[0]["model"] == "perfect" and r2_board[0]["r2"] == 1.0
     with pytest.raises(ValueError, match="baselines \\['x'\\] are not among"):
         compare(reports, "wmae", baselines=["x"])
-    with pytest.raises(ValueError, match="metric == 'mape'"):
-        compare(reports, "mape")
+    with pytest.raises(ValueError, match="metric == 'auc'"):
+        compare(reports, "auc")

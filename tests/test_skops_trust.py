@@ -43,7 +43,7 @@ def _fitted(model_type: str, task: str = "forecast") -> SklearnPredictor:
     params: dict[str, Any] = {"target_offset": "lag"}
     if task == "classification":
         y, kw, params = (y > 0).astype(int), {"classes": [0, 1]}, {}
-    spec = ModelSpec.model_construct(name=model_type, type=model_type, params=params)
+    spec = ModelSpec(name=model_type, type=model_type, params=params)
     p = fit_model(spec, X, y, seed=0, task=task, **kw)
     assert isinstance(p, SklearnPredictor)
     return p

@@ -31,7 +31,10 @@ def _emit_json(doc: Any) -> None:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:,.2f}" if isinstance(v, float) else str(v)
+    """Floats with two decimals, or four below 10 (an AUC of 0.9031, a WMAE of 1,551.20)."""
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:,.2f}" if abs(v) >= 10 else f"{v:.4f}"
 
 
 @app.command()

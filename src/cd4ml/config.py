@@ -220,6 +220,14 @@ class SplitConfig(_Strict):
         "tabular: register a model refitted on training and holdout rows (then the "
         "holdout is no longer out-of-sample, and the report says so)"))
 
+    @field_validator("holdout_from", "exclude_from", mode="before")
+    @classmethod
+    def _dates_as_text(cls, v: Any) -> Any:
+        """YAML reads ``2016-01-01`` as a date: keep it as the ISO text it was."""
+        import datetime as dt
+
+        return v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else v
+
     def method(self, task: str) -> str:
         """The split method in use: ``by``, else periods (forecast) or values."""
         return self.by or ("periods" if task == "forecast" else "values")

@@ -1,7 +1,9 @@
-"""Evaluation: forecast metrics, sliced holdout reports and the promotion gate.
+"""Evaluation: metrics, sliced holdout reports, protected groups and the promotion gate.
 
-numpy and pandas only (no scikit-learn or scipy at runtime); every metric is checked
-against scikit-learn in the tests.
+Forecasts: :func:`evaluate`; classifiers: :func:`classification_report` (and
+:func:`choose_threshold`); regressors: :func:`regression_report`; protected groups:
+:func:`group_report`. numpy and pandas only (no scikit-learn, scipy or fairlearn at
+runtime); every metric is checked against scikit-learn or fairlearn in the tests.
 
 >>> import pandas as pd
 >>> from cd4ml.config import GateConfig
@@ -29,7 +31,9 @@ _WHERE = {
     "holiday_weights": "metrics", "mae": "metrics", "nwrmsle": "metrics", "r2": "metrics",
     "rmse": "metrics", "wmae": "metrics",
     "compare": "report", "evaluate": "report", "evaluation_weights": "report",
-    "improvement_pct": "report",
+    "improvement_pct": "report", "higher_is_better": "report", "METRIC_NAMES": "metrics",
+    "classification_report": "classification", "choose_threshold": "classification",
+    "regression_report": "regression", "group_report": "fairness",
 }
 
 
@@ -48,6 +52,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "wmae", "mae", "rmse", "r2", "nwrmsle", "METRICS", "HIGHER_IS_BETTER",
     "compute_metrics", "holiday_weights",
-    "evaluate", "compare", "evaluation_weights", "improvement_pct",
-    "apply_gate", "render_gate", "GATE_METRICS",
+    "evaluate", "compare", "evaluation_weights", "improvement_pct", "higher_is_better",
+    "METRIC_NAMES", "apply_gate", "render_gate", "GATE_METRICS",
+    "classification_report", "choose_threshold", "regression_report", "group_report",
 ]

@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from cd4ml.tasks import TASKS
+
 __all__ = [
-    "wmae", "mae", "rmse", "r2", "nwrmsle", "METRICS", "HIGHER_IS_BETTER",
+    "wmae", "mae", "rmse", "r2", "nwrmsle", "METRICS", "METRIC_NAMES", "HIGHER_IS_BETTER",
     "compute_metrics", "holiday_weights", "as_array",
 ]
 
@@ -168,13 +170,18 @@ def nwrmsle(y_true: ArrayLike, y_pred: ArrayLike, weight: ArrayLike | None = Non
     return float(np.sqrt(_wmean(_log_err2(y, p), w)))
 
 
-#: Every metric by name. All but ``r2`` are errors: lower is better.
+#: Every forecast metric by name. All but ``r2`` are errors: lower is better.
 METRICS: dict[str, Metric] = {
     "wmae": wmae, "mae": mae, "rmse": rmse, "r2": r2, "nwrmsle": nwrmsle,
 }
 
-#: Metrics where a larger value is better.
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"r2"})
+#: Every metric a report can be ranked and gated by: these and each task's (cd4ml.tasks).
+METRIC_NAMES: tuple[str, ...] = tuple(dict.fromkeys(
+    [*METRICS, *(m for t in TASKS.values() for m in t.metrics)]))
+
+#: Metrics where a larger value is better: ``r2`` and the tasks' (ROC AUC, accuracy, ...).
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"r2"}).union(
+    *(t.higher for t in TASKS.values()))
 
 
 def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike,

@@ -16,12 +16,27 @@ def render_gate(report: Mapping[str, Any]) -> str:
         lines.append(f"{'PASS' if rule['passed'] else 'FAIL'} {rule['rule']}: {rule['detail']}")
         if not rule["passed"]:
             lines.extend(f"  {_slice_text(s)}" for s in rule.get("offenders", []))
+            if rule["rule"] == "max_group_gap":
+                lines.append(f"  {rule['column']} {rule['metric']} by gated group: "
+                             + ", ".join(_group_text(g, rule["metric"])
+                                         for g in rule["groups"]))
     skipped = report.get("slices_not_gated") or []
     if skipped:
         lines.append(f"not gated: {len(skipped)} slice(s) — "
                      + ", ".join(f"{s['column']}={s['value']}" for s in skipped[:10])
                      + (", ..." if len(skipped) > 10 else ""))
+    small = report.get("groups_not_gated") or []
+    if small:
+        lines.append(f"not gated: {len(small)} group(s) — "
+                     + ", ".join(f"{g['column']}={g['value']} ({g['reason']})"
+                                 for g in small[:10])
+                     + (", ..." if len(small) > 10 else ""))
     return "\n".join(lines)
+
+
+def _group_text(g: Mapping[str, Any], metric: str) -> str:
+    v = g.get(metric)
+    return f"{g['value']} {'n/a' if v is None else f'{v:.3f}'} (n {g['n']:,})"
 
 
 def _fmt(x: float | None) -> str:

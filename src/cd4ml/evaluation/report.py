@@ -30,10 +30,10 @@ import pandas as pd
 
 from cd4ml.config import EvaluationConfig
 from cd4ml.evaluation.metrics import (
-    HIGHER_IS_BETTER, METRICS, as_array, compute_metrics, holiday_weights,
+    HIGHER_IS_BETTER, METRIC_NAMES, METRICS, as_array, compute_metrics, holiday_weights,
 )
 
-__all__ = ["evaluate", "compare", "evaluation_weights", "improvement_pct"]
+__all__ = ["evaluate", "compare", "evaluation_weights", "improvement_pct", "higher_is_better"]
 
 Report = dict[str, Any]
 
@@ -160,30 +160,46 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def improvement_pct(value: float, reference: float, metric: str) -> float | None:
+def higher_is_better(metric: str, higher: bool | None = None) -> bool:
+    """Whether a larger ``metric`` is better: ``higher`` if given, else from
+    :data:`~cd4ml.evaluation.metrics.HIGHER_IS_BETTER`.
+
+    >>> higher_is_better("roc_auc"), higher_is_better("wmae"), higher_is_better("x", True)
+    (True, False, True)
+    """
+    return metric in HIGHER_IS_BETTER if higher is None else bool(higher)
+
+
+def improvement_pct(value: float, reference: float, metric: str, *,
+                    higher: bool | None = None) -> float | None:
     """How much better ``value`` is than ``reference``, in percent (negative: worse).
 
-    For error metrics ``(reference - value) / reference * 100``; for ``r2`` (higher is
-    better) ``(value - reference) / |reference| * 100``. ``None`` when ``reference`` is 0
-    and the two differ (no finite percentage).
+    For error metrics ``(reference - value) / reference * 100``; for metrics where higher
+    is better (``r2``, ``roc_auc``, ...; or ``higher=True``)
+    ``(value - reference) / |reference| * 100``. ``None`` when ``reference`` is 0 and the
+    two differ (no finite percentage).
 
     >>> improvement_pct(90.0, 100.0, "wmae"), improvement_pct(110.0, 100.0, "wmae")
     (10.0, -10.0)
+    >>> round(improvement_pct(0.9, 0.8, "roc_auc"), 6)
+    12.5
     """
     if reference == 0:
         return 0.0 if value == reference else None
-    if metric in HIGHER_IS_BETTER:
+    if higher_is_better(metric, higher):
         return float((value - reference) / abs(reference) * 100.0)
     return float((reference - value) / reference * 100.0)
 
 
 def compare(reports: Mapping[str, Report], metric: str, *,
-            baselines: Collection[str] | None = None) -> list[dict[str, Any]]:
+            baselines: Collection[str] | None = None,
+            higher: bool | None = None) -> list[dict[str, Any]]:
     """A leaderboard of ``reports`` by their overall ``metric``, best first.
 
     Each row: ``rank``, ``model``, ``is_baseline``, the metric value, ``n``, and
     ``improvement_pct`` over ``reference`` (the best of ``baselines``; without
-    ``baselines``, the best report). Ties keep name order.
+    ``baselines``, the best report). Best is the lowest value, or the highest for metrics
+    where higher is better (:func:`higher_is_better`). Ties keep name order.
 
     >>> reps = {"gbm": {"overall": {"wmae": 90.0, "n": 3}},
     ...         "naive": {"overall": {"wmae": 100.0, "n": 3}},
@@ -194,21 +210,23 @@ def compare(reports: Mapping[str, Report], metric: str, *,
     2 naive 100.0 0.0
     3 mean 120.0 -20.0
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric == {metric!r}, must be one of {sorted(METRICS)}")
+    if metric not in METRIC_NAMES and higher is None:
+        raise ValueError(f"metric == {metric!r}, must be one of {sorted(METRIC_NAMES)}")
     if not reports:
         raise ValueError("reports is empty; compare needs at least one report")
     unknown = sorted(set(baselines or ()) - set(reports))
     if unknown:
         raise ValueError(f"baselines {unknown} are not among the reports {sorted(reports)}")
     values = {name: _overall(rep, metric, f"report {name!r}") for name, rep in reports.items()}
-    sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
+    up = higher_is_better(metric, higher)
+    sign = -1.0 if up else 1.0
     order = sorted(values, key=lambda name: (sign * values[name], name))
     pool = [n for n in order if n in set(baselines)] if baselines else order
     reference = pool[0]
     return [{"rank": i, "model": name, "is_baseline": name in set(baselines or ()),
              metric: values[name], "n": reports[name]["overall"].get("n"),
-             "improvement_pct": improvement_pct(values[name], values[reference], metric),
+             "improvement_pct": improvement_pct(values[name], values[reference], metric,
+                                                higher=up),
              "reference": reference}
             for i, name in enumerate(order, start=1)]
 

@@ -76,7 +76,7 @@ def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     """The candidate with the best validation metric (ties: the first listed)."""
     metric = params["metric"]
     reports = {name: inputs[f"candidate:{name}.report"] for name in params["names"]}
-    board = compare(reports, metric, baselines=params["baselines"])
+    board = compare(reports, metric, baselines=params["baselines"], higher=params.get("higher"))
     cands = [r for r in board if not r["is_baseline"]]
     best = cands[0]["model"] if cands else None
     spec = next((s for s in params["specs"] if s["name"] == best), None)
@@ -113,7 +113,7 @@ def gate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, 
            "best_baseline_bundle": inputs.get(f"holdout:{best}.bundle"),
            "best_baseline_threshold": baselines[best]["overall"].get("threshold")}
     if cand is not None:
-        report = apply_gate(cand, baselines, cfg, metric=metric)
+        report = apply_gate(cand, baselines, cfg, metric=metric, higher=params.get("higher"))
         report["candidate"] = inputs["holdout:selected.name"]
         out.update(passed=bool(report["passed"]), report=report,
                    candidate=report["candidate"])

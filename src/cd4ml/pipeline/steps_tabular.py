@@ -9,6 +9,7 @@ regression (the target's encoding, the report) is a :class:`_Kind`, looked up on
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ import pandas as pd
 from cd4ml.config import DataConfig, EvaluationConfig, InputsConfig, ModelSpec, SplitConfig
 from cd4ml.data import load_schema, read_snapshot_bytes
 from cd4ml.errors import DataError, PipelineError
+
+_log = logging.getLogger("cd4ml.pipeline")
 
 __all__ = ["table", "split", "validate_candidate", "holdout", "bundle"]
 
@@ -212,22 +215,52 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
             "trained_on": trained_on}
 
 
+def _compiled(model: Any, sample: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """A compiled predictor of a LightGBM model (``registry.compiled``), or None and why."""
+    import time
+
+    from cd4ml.errors import Cd4mlError
+    from cd4ml.registry.compiled import build_compiled
+
+    booster = getattr(model, "booster", None)
+    if booster is None:
+        return None, {"status": f"none: {model.model_type} models are not compiled"}
+    t0 = time.perf_counter()
+    try:
+        built = build_compiled(booster, sample)
+    except Cd4mlError as exc:  # lleaves missing, or it cannot compile this booster
+        _log.warning("no compiled predictor: %s", exc)
+        return None, {"status": f"none: {exc}"}
+    return built, {"status": "built", "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The bundle the gate chose: the holdout's fitted model as it is, or with
-    ``split.refit_on_all`` refitted on the training and holdout rows."""
+    """The bundle the gate chose: the holdout's fitted model (``split.refit_on_all``:
+    refitted on the training and holdout rows), with a compiled predictor when the model
+    is LightGBM (built here, once; a server uses it only after it matched the model)."""
+    from cd4ml.registry.bundle import load_tabular_parts, save_tabular_bundle
+
     spec = inputs.get("select.spec") or inputs.get("gate.best_baseline_spec")
     digest = inputs.get("holdout:selected.bundle") or inputs.get("gate.best_baseline_bundle")
     threshold = inputs.get("select.threshold", inputs.get("gate.best_baseline_threshold"))
     manifest = ctx.artifacts.get_json(digest)
     trained_on = manifest["trained_on"]
+    model, tspec, transform, sample, _ = load_tabular_parts(ctx.artifacts, manifest)
+    rows = sample
     if params["refit_on_all"]:
         d = _Data.of(ctx, inputs, params["task"])
-        rows = d.rows("train", "validation", "holdout")
-        transform, model = _fit(d, ModelSpec(**spec), rows, params["seed"])
-        trained_on = {"rows": int(rows.sum()), "roles": ["train", "validation", "holdout"],
+        fit = d.rows("train", "validation", "holdout")
+        transform, model = _fit(d, ModelSpec(**spec), fit, params["seed"])
+        rows = transform.matrix(d.df.loc[fit])
+        trained_on = {"rows": int(fit.sum()), "roles": ["train", "validation", "holdout"],
                       "note": "refitted on the training and holdout rows "
                               "(split.refit_on_all): the holdout is NOT out-of-sample for "
                               "this model"}
-        digest = _save(ctx, d, params, spec, transform, model, threshold, rows, trained_on)
+    compiled, build = _compiled(model, rows if sample is None else sample)
+    digest = save_tabular_bundle(
+        ctx.artifacts, model_name=params["model_name"], recipe=spec["name"],
+        kind=params["kind"], predictor=model, spec=tspec, transform=transform, rows=rows,
+        trained_on=trained_on, decision_threshold=threshold, compiled=compiled,
+        extra={"model_spec": spec, "compiled_build": build})
     return {"digest": digest, "recipe": spec["name"], "kind": params["kind"],
-            "trained_on": trained_on}
+            "trained_on": trained_on, "compiled": build["status"]}

@@ -25,8 +25,8 @@ from cd4ml.registry.predictor_base import Predictor, file_of, import_extra, meta
 __all__ = ["Predictor", "LightGBMPredictor", "LightGBMClassifierPredictor",
            "SklearnPredictor", "SklearnClassifierPredictor", "ConstantPredictor",
            "SeriesBaselinePredictor", "SeasonalNaivePredictor", "SeriesMeanPredictor",
-           "SKOPS_TYPES", "skops_allowed_types", "estimator_class", "estimator_path", "load_predictor",
-           "PREDICTORS"]
+           "SKOPS_TYPES", "skops_allowed_types", "estimator_class", "estimator_path",
+           "load_predictor", "PREDICTORS"]
 
 
 class LightGBMPredictor(Predictor):
@@ -172,11 +172,14 @@ def estimator_path(est: Any) -> str | None:
 
 def _canonical_skops(data: bytes) -> bytes:
     """The same skops file, made reproducible: object ids (memory addresses, in member
-    names and ``__id__`` fields) renumbered in order of appearance, fixed timestamps.
+    names and ``__id__`` fields) renumbered in order of appearance, the padding bytes of
+    structured arrays zeroed (scikit-learn's tree nodes leave them uninitialised), fixed
+    timestamps.
 
     Same model, same bytes, so a content-addressed bundle of a refitted model keeps its
-    digest. Only identities are renamed (each id maps to one number), so the loaded model
-    is the same; the contract suite loads every adapter's file back and compares.
+    digest, and a loaded model saves as it was. Only identities and padding change (each
+    id maps to one number), so the loaded model is the same; the contract suite loads
+    every adapter's file back and compares.
     """
     src = zipfile.ZipFile(io.BytesIO(data))
     schema = json.loads(src.read("schema.json"))
@@ -204,8 +207,23 @@ def _canonical_skops(data: bytes) -> bytes:
             info = zipfile.ZipInfo(new, date_time=(1980, 1, 1, 0, 0, 0))
             info.create_system = 3  # the same bytes whatever system wrote them
             body = json.dumps(schema).encode() if new == "schema.json" else src.read(old)
-            dst.writestr(info, body)
+            dst.writestr(info, _zero_padding(body) if new.endswith(".npy") else body)
     return out.getvalue()
+
+
+def _zero_padding(npy: bytes) -> bytes:
+    """A .npy of a structured array with padding between fields, the padding zeroed."""
+    arr = np.load(io.BytesIO(npy), allow_pickle=False)
+    fields = arr.dtype.fields
+    if not fields or sum(f[0].itemsize for f in fields.values()) == arr.dtype.itemsize:
+        return npy
+    order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+    clean = np.zeros(arr.shape, dtype=arr.dtype, order=order)  # calloc: padding is 0
+    for name in fields:
+        clean[name] = arr[name]
+    buf = io.BytesIO()
+    np.save(buf, clean, allow_pickle=False)
+    return buf.getvalue()
 
 
 def _load_skops(data: bytes) -> Any:

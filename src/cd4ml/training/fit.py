@@ -56,7 +56,7 @@ def _check_codes(name: str, X: pd.DataFrame, categorical: dict[str, int] | None)
         v = v[~np.isnan(v)]
         bad = v[(v != np.round(v)) | (v < 0) | (v >= n)]
         if len(bad):
-            raise ModelError(f"model {name!r}: categorical {col} = {bad[0]!r}: expected a "
+            raise ModelError(f"model {name!r}: categorical {col} = {float(bad[0])!r}: expected a "
                              f"code 0..{n - 1} ({n} codes)")
 
 
@@ -96,14 +96,14 @@ def _class_rows(name: str, params: dict[str, Any], X: pd.DataFrame, y: np.ndarra
         raise ModelError(f"models.{name}.params.target_offset: not for classification")
     if len(y) == 0:
         raise ModelError(f"model {name!r}: no training rows")
-    try:
-        yf = y.astype(np.float64)
-    except (TypeError, ValueError):
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
         raise ModelError(f"model {name!r}: the target holds {y.dtype} values; expected "
-                         f"class indices 0..{k - 1}") from None
+                         f"class indices 0..{k - 1} (of classes {classes!r})")
+    yf = y.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(yf) | (yf != np.round(yf)) | (yf < 0) | (yf >= k))
     if len(bad):
-        raise ModelError(f"model {name!r}: target row {int(bad[0])} = {y[bad[0]]!r}: "
+        value = y[bad[0]].item() if isinstance(y[bad[0]], np.generic) else y[bad[0]]
+        raise ModelError(f"model {name!r}: target row {int(bad[0])} = {value!r}: "
                          f"expected a class index 0..{k - 1} ({len(bad)} such rows)")
     return {"X": X, "y": yf.astype(np.int64), "w": w}
 

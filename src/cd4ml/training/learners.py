@@ -77,9 +77,9 @@ def _estimator(d: FitData) -> tuple[type, dict[str, Any]]:
     return cls, {**seeded, **kw}
 
 
-def _sk_fit(d: FitData, est: Any, **fit_kw: Any) -> Any:
+def _sk_fit(d: FitData, est: Any, dtype: type = np.float32, **fit_kw: Any) -> Any:
     try:
-        return est.fit(d.matrix(), d.target(), **fit_kw)
+        return est.fit(d.matrix().astype(dtype, copy=False), d.target(), **fit_kw)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"models.{d.name}: {type(est).__name__} could not fit: "
                          f"{exc}") from None
@@ -88,7 +88,7 @@ def _sk_fit(d: FitData, est: Any, **fit_kw: Any) -> Any:
 def _fit_plain(d: FitData) -> Any:
     cls, kw = _estimator(d)
     est = _sk_fit(d, cls(**kw), sample_weight=d.w)
-    if "n_jobs" in est.get_params():  # predict in one thread: same sums in the same order, every time
+    if "n_jobs" in est.get_params():  # predict in one thread: same sums, same order, always
         est.set_params(n_jobs=None)
     return est
 
@@ -128,12 +128,16 @@ def _linear_pipeline(d: FitData) -> Any:
 
 
 def fit_linear(d: FitData) -> Predictor:
-    """Linear regression after :func:`_linear_pipeline`'s preprocessing."""
-    est = _sk_fit(d, _linear_pipeline(d), model__sample_weight=d.w)
+    """Linear regression after :func:`_linear_pipeline`'s preprocessing.
+
+    Fitted in float64, so the coefficients are float64 (float32 rows would make them
+    float32, and a classifier's probabilities then sum to 1 only within 1e-7).
+    """
+    est = _sk_fit(d, _linear_pipeline(d), np.float64, model__sample_weight=d.w)
     return SklearnPredictor(est, **d.predictor_args())
 
 
 def fit_linear_classifier(d: FitData) -> Predictor:
-    """Logistic regression after :func:`_linear_pipeline`'s preprocessing."""
-    est = _sk_fit(d, _linear_pipeline(d), model__sample_weight=d.w)
+    """Logistic regression after :func:`_linear_pipeline`'s preprocessing (in float64)."""
+    est = _sk_fit(d, _linear_pipeline(d), np.float64, model__sample_weight=d.w)
     return SklearnClassifierPredictor(est, **d.predictor_args())
