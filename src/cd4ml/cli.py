@@ -360,7 +360,9 @@ def log_query(project: Project = Path("."), set_: Sets = None, since: Since = No
         t.add_column(c)
     for r in recs:
         ins = json.dumps(r["inputs"])
-        outs = ", ".join(f"{v:,.1f}" for v in r["outputs"][:3])
+        outs = ", ".join(f"{v:,.1f}" if not isinstance(v, list) else  # several per row
+                         "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
+                         for v in r["outputs"][:3])
         t.add_row(datetime.fromtimestamp(r["ts"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
                   r["request_id"], str(r["version"]), r["endpoint"], str(r["n_rows"]),
                   f"{r['latency_ms']:.2f}", ins[:60] + ("…" if len(ins) > 60 else ""),

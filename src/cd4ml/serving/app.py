@@ -1,9 +1,13 @@
-"""The HTTP app: a "Sales forecast" web form at ``/`` and JSON at ``POST /predict``.
+"""The HTTP app: the model's web form at ``/`` and JSON at ``POST /predict``.
 
 Every protocol (native JSON, Open Inference Protocol v2, MLflow's ``/invocations``)
 goes through :meth:`Runtime.score`: the request's rows are checked against the model's
-signature, their precomputed feature rows are looked up, the model is called once,
-and the prediction is handed to the prediction log. Around them: ``POST /feedback``
+signature and turned into what the model sees (a forecast's precomputed feature rows
+looked up, a tabular model's inputs encoded by its bundled transform), the model is
+called once, and the prediction is handed to the prediction log. What differs by kind
+of model is asked of the version's contract (:mod:`cd4ml.serving.contracts`), never of
+its task. Refused requests are counted per field and reason
+(``cd4ml_request_refusals``). Around them: ``POST /feedback``
 (actuals and rewards), ``/ready``, ``/live``, ``/health``, ``/metrics``, and the
 middleware of :mod:`cd4ml.serving.ops` (request ids, limits, metrics, access log).
 
@@ -15,7 +19,6 @@ serving alias to swap versions while serving (:mod:`cd4ml.serving.hotswap`).
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import os
 import threading
@@ -30,14 +33,13 @@ import numpy as np
 from cd4ml.config import ServingConfig
 from cd4ml.errors import (Cd4mlError, MissingExtraError, RequestError, UnavailableError,
                           http_status)
-from cd4ml.registry.servable import ServableModel
+from cd4ml.serving.contracts import REASONS, Contract, contract_for
 from cd4ml.serving.feedback import check_feedback
-from cd4ml.serving.form import form_defaults, form_value, page
 from cd4ml.serving.guard import JSON, Guard
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.jsonbody import parse_json
 from cd4ml.serving.limits import read_checked
-from cd4ml.serving.predlog import FeatureTable, LogRecord, PredictionLog
+from cd4ml.serving.predlog import PredictionLog
 
 try:
     import orjson
@@ -56,7 +58,8 @@ __all__ = ["ModelHolder", "Runtime", "create_app"]
 log = logging.getLogger("cd4ml.serve")
 
 class Runtime:
-    """What the routes share: the model holder, the prediction log, the settings."""
+    """What the routes share: the model holder, the prediction log, the settings, and
+    the contract of each loaded version (:mod:`cd4ml.serving.contracts`)."""
 
     def __init__(self, holder: ModelHolder, settings: ServingConfig,
                  plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
@@ -67,33 +70,35 @@ class Runtime:
         #: set on SIGTERM/SIGINT (and at shutdown): readiness turns false before it stops
         self.draining = draining or threading.Event()
         self._counters: dict[tuple[str, int | None, str], Any] = {}
-        self._tables: weakref.WeakKeyDictionary[ServableModel, FeatureTable] = \
+        self._contracts: weakref.WeakKeyDictionary[Any, Contract] = \
             weakref.WeakKeyDictionary()
-        #: the last model logged and its table: one identity test per request, where the
-        #: weak dictionary's lookup (a weak reference made per call) cost ~0.4 µs
-        self._last: tuple[Any, FeatureTable | None] = (None, None)
+        #: the last model scored and its contract: one identity test per request, where
+        #: the weak dictionary's lookup (a weak reference made per call) cost ~0.4 µs
+        self._last: tuple[Any, Contract | None] = (None, None)
         holder.listeners.append(self._on_swap)
-        if plog is not None:  # the log's view of a version is ready before its requests
-            holder.listeners.append(lambda old, new: self._table(new))
+        # a version's contract (and the log's view of it) is ready before its requests
+        holder.listeners.append(lambda old, new: self.contract(new))
         if holder.current is not None:
             self._on_swap(None, holder.current)
-            if plog is not None:
-                self._table(holder.current)
+            self.contract(holder.current)
 
     @staticmethod
-    def _on_swap(old: ServableModel | None, new: ServableModel) -> None:
+    def _on_swap(old: Any, new: Any) -> None:
         if old is not None:
             METRICS.model_info.labels(old.name, str(old.version)).set(0)
             METRICS.swaps.inc()
         METRICS.model_info.labels(new.name, str(new.version)).set(1)
 
-    def _table(self, model: ServableModel) -> FeatureTable:
-        """The model's features as the log stores them (by row; made once per model)."""
-        t = self._tables.get(model)
-        if t is None:
-            t = self._tables[model] = FeatureTable.of(model)
-        self._last = (model, t)
-        return t
+    def contract(self, model: Any) -> Contract:
+        """The contract of a loaded version (made once per version)."""
+        last, c = self._last
+        if last is model:
+            return c  # type: ignore[return-value]
+        c = self._contracts.get(model)
+        if c is None:
+            c = self._contracts[model] = contract_for(model, log=self.plog is not None)
+        self._last = (model, c)
+        return c
 
     def readiness(self) -> tuple[bool, str]:
         if self.draining.is_set():
@@ -104,39 +109,42 @@ class Runtime:
             return False, f"loading the model{why}"
         return True, "ready"
 
-    #: from this many rows on, the model runs in a thread (LightGBM releases the GIL),
-    #: so one worker uses both cores and keeps answering small requests meanwhile
-    THREAD_ROWS = 64
-
-    async def score(self, request: Request, model: ServableModel, records: list[Any],
-                    endpoint: str, raw: bytes = b"", content_type: str = "") -> np.ndarray:
-        """Validate, look up features, predict once, log; the one path of every protocol."""
-        rows = model.rows_for(records)
-        if model.table is not None:
-            preds = model.table[rows]
-        elif len(rows) >= self.THREAD_ROWS:
-            preds = await run_in_threadpool(model.predict_rows, rows)
+    async def score(self, request: Request, model: Any, records: list[Any], endpoint: str,
+                    raw: bytes = b"", content_type: str = "", *,
+                    matrix: np.ndarray | None = None) -> np.ndarray:
+        """Validate, encode or look up features, predict once, log; the one path of every
+        protocol. ``matrix``: every input in signature order (a v2 2-D tensor), instead
+        of ``records``."""
+        c = self.contract(model)
+        prep = c.check(records) if matrix is None else c.check_matrix(matrix)
+        if c.threaded(prep):
+            outputs = await run_in_threadpool(c.predict, prep)
         else:
-            preds = model.predict_rows(rows)
+            outputs = c.predict(prep)
         ctx = context_of(request)
         ctx.model_version = model.version
         if self.plog is not None:  # may refuse the request (serving.log.when_full: reject)
-            last, table = self._last
-            if last is not model:
-                table = self._table(model)
-            self.plog.append(LogRecord(
-                request_id=ctx.request_id, ts=time.time(), model=model.name,
-                version=model.version, endpoint=endpoint,
-                latency_ms=(time.perf_counter() - ctx.t0) * 1000, records=(), features=None,
-                feature_names=model.predictor.feature_names, outputs=preds,
-                content_type=content_type, request=raw, arm="main", table=table, rows=rows))
+            self.plog.append(c.log_record(ctx.request_id, time.time(), endpoint,
+                                          (time.perf_counter() - ctx.t0) * 1000, prep,
+                                          outputs, content_type, raw))
         key = (model.name, model.version, endpoint)
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = METRICS.predictions.labels(
                 model.name, str(model.version), endpoint)
-        counter.inc(len(preds))
-        return preds
+        counter.inc(len(outputs))
+        return outputs
+
+    def refused(self, endpoint: str, exc: RequestError) -> None:
+        """Count a refused request once per (field, reason) it broke; a field outside
+        the served signature, or an error about no one field, counts as ``(other)``."""
+        m = self.holder.current
+        known = self.contract(m).field_set if m is not None else frozenset()
+        pairs = {(e.get("field") if e.get("field") in known else "(other)",
+                  e.get("reason") if e.get("reason") in REASONS else "(other)")
+                 for e in exc.errors if isinstance(e, dict)} or {("(other)", "(other)")}
+        for field, reason in sorted(pairs):
+            METRICS.refusals.labels(endpoint, field, reason).inc()
 
 
 def _rows_of(body: Any, limit: int) -> tuple[list[Any], bool]:
@@ -230,6 +238,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         ctx = context_of(request)
         ctx.error_type = type(exc).__name__
         status = http_status(exc)
+        if isinstance(exc, RequestError):
+            rt.refused(ctx.endpoint, exc)
         headers = {"retry-after": "1"} if status == 503 else getattr(exc, "headers", None)
         body = error_body(ctx.protocol, str(exc), "BAD_REQUEST" if status < 500 else
                           "TEMPORARILY_UNAVAILABLE")
@@ -259,7 +269,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         m = holder.current
         info: dict[str, Any] = {"status": "ok", "model": m.name if m else None,
                                 "version": m.version if m else None,
-                                "forecast_table": m.table_status if m else None}
+                                **(rt.contract(m).health() if m else {"forecast_table": None})}
         if plog is not None:
             info["prediction_log"] = {"dir": str(plog.dir), **plog.counts(),
                                       "recovered_losses": sum(x["lost"]
@@ -288,8 +298,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         raw, _ = await read_checked(request, rt.guard, s.max_body_bytes, JSON)
         rows, single = _rows_of(_parse_json(raw), s.max_batch_rows)
         model = holder.model  # one version answers the whole request
-        preds = (await rt.score(request, model, rows, "/predict", raw,
-                                "application/json")).tolist()
+        preds = rt.contract(model).answer_rows(await rt.score(
+            request, model, rows, "/predict", raw, "application/json"))
         ctx = context_of(request)
         out: dict[str, Any] = {"model": model.name, "version": model.version,
                                "request_id": ctx.request_id, "predictions": preds}
@@ -320,25 +330,20 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         return JSONResponse({"accepted": n})
 
     @app.get("/", response_class=HTMLResponse)
-    async def form(request: Request, store: str | None = None, dept: str | None = None,
-                   date: str | None = None) -> HTMLResponse:
+    async def form(request: Request) -> HTMLResponse:
+        """The model's web form; with fields in the query, also its answer (the same
+        path as every protocol, logged)."""
         m = holder.model
-        result, status = "", 200
-        if store is not None or dept is not None or date is not None:
-            fields = list(m.fields)
-            # a field left out takes the value the form shows for it
-            store, dept, date = form_defaults(m, store, dept, date)
-            rec = dict(zip(fields, [form_value(store), form_value(dept), date], strict=False))
-            try:  # the form's forecasts are predictions too: the same path, logged
-                value = float((await rt.score(request, m, [rec], "/"))[0])
-                result = (f'<p class="result">Forecast of weekly sales for store '
-                          f'{html.escape(str(store))}, department {html.escape(str(dept))}, '
-                          f'week of {html.escape(str(date))}: <b id="forecast">'
-                          f'${value:,.2f}</b></p>')
-            except RequestError as exc:
-                result = f'<p class="error" id="error">{html.escape(str(exc))}</p>'
-                status = 422
-        return HTMLResponse(page(m, store, dept, date, result), status_code=status)
+
+        async def score(records: list[Any]) -> np.ndarray:
+            try:
+                return await rt.score(request, m, records, "/")
+            except RequestError as exc:  # the page shows it: counted here
+                rt.refused("/", exc)
+                raise
+
+        text, status = await rt.contract(m).form(request.query_params, score)
+        return HTMLResponse(text, status_code=status)
 
     from cd4ml.serving.mlflow_protocol import mlflow_router
     from cd4ml.serving.v2 import v2_router
@@ -348,7 +353,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     for router in routers:
         app.include_router(router)
     app.openapi_schema = None
-    install_spec(app, holder, s, feedback_token=feedback_token is not None,
+    install_spec(app, holder, rt.contract, s, feedback_token=feedback_token is not None,
                  log=plog is not None)
     # the app's own routes and those of the routers it includes (FastAPI keeps an
     # included router as one entry of app.router.routes; its routes are the router's)

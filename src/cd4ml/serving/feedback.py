@@ -2,7 +2,10 @@
 
 An item names a logged request (``request_id``, plus ``row`` or ``actuals`` for a
 multi-row request) or a forecast by its series keys and date; it carries ``actual``
-and/or ``reward``, finite numbers. Unknown request ids give 404, other problems 422.
+and/or ``reward``, finite numbers. A classifier's actual (the true label) must be one
+of its classes, when the version that answered is the one served; feedback for a
+tabular model names its request (keys and a date are a forecast's). Unknown request
+ids give 404, other problems 422.
 """
 
 from __future__ import annotations
@@ -68,6 +71,15 @@ def _lookup(plog: Any, ids: list[str], deadline: float) -> dict[str, dict[str, A
     return found
 
 
+def _answered_by(rt: Any, found: dict[str, Any]) -> Any:
+    """The contract of the version that answered a logged request, if it is the one
+    served (else None: any finite actual is taken)."""
+    m = rt.holder.current
+    if m is None or (found.get("model"), found.get("version")) != (m.name, m.version):
+        return None
+    return rt.contract(m)
+
+
 def check_feedback(rt: Any, items: list[Any], deadline: float | None = None,
                    ) -> list[dict[str, Any]]:
     """Validate feedback items; unknown request ids give 404, other problems 422.
@@ -119,6 +131,13 @@ def check_feedback(rt: Any, items: list[Any], deadline: float | None = None,
             if found is None:
                 unknown.append(str(rid))
                 continue
+            contract = _answered_by(rt, found)
+            if contract is not None:  # the model that answered says what an actual is
+                wrong = [e for a in ([actual] if actual is not None else actuals or [])
+                         for e in contract.feedback_actual(float(a), loc)]
+                if wrong:
+                    errors.append(wrong[0])
+                    continue
             n = found["n_rows"]
             if actuals is not None:
                 if len(actuals) != n:
@@ -138,14 +157,11 @@ def check_feedback(rt: Any, items: list[Any], deadline: float | None = None,
             out.append({"request_id": str(rid), "row": row, "actual": actual,
                         "reward": reward})
         else:
-            model = rt.holder.model
             keys = {k.lower(): v for k, v in it.items()
                     if k not in ("actual", "reward")}  # "actuals" is for a request id
-            try:
-                model.rows_for([keys])
-            except RequestError as exc:
-                for e in exc.errors:
-                    errors.append({**e, "loc": e["loc"].replace("rows[0]", loc)})
+            wrong = rt.contract(rt.holder.model).feedback_keys(keys, loc)
+            if wrong:
+                errors += wrong
                 continue
             out.append({"keys": keys, "actual": actual, "reward": reward})
     if errors:

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import numpy as np
+
+from cd4ml.errors import RequestError
 from cd4ml.registry.servable import ServableModel
 
-__all__ = ["page", "form_value", "form_defaults"]
+__all__ = ["page", "form_value", "form_defaults", "forecast_form"]
+
+Score = Callable[[list[Any]], Awaitable[np.ndarray]]
+
+
+async def forecast_form(m: ServableModel, query: Mapping[str, str],
+                        score: Score) -> tuple[str, int]:
+    """The page and its status; with any field in ``query``, the forecast it asks for
+    (``score``: the server's path, logged)."""
+    store, dept, date = query.get("store"), query.get("dept"), query.get("date")
+    result, status = "", 200
+    if store is not None or dept is not None or date is not None:
+        fields = list(m.fields)
+        # a field left out takes the value the form shows for it
+        store, dept, date = form_defaults(m, store, dept, date)
+        rec = dict(zip(fields, [form_value(store), form_value(dept), date], strict=False))
+        try:  # the form's forecasts are predictions too: the same path, logged
+            value = float((await score([rec]))[0])
+            result = (f'<p class="result">Forecast of weekly sales for store '
+                      f'{html.escape(str(store))}, department {html.escape(str(dept))}, '
+                      f'week of {html.escape(str(date))}: <b id="forecast">'
+                      f'${value:,.2f}</b></p>')
+        except RequestError as exc:
+            result = f'<p class="error" id="error">{html.escape(str(exc))}</p>'
+            status = 422
+    return page(m, store, dept, date, result), status
 
 
 def form_value(v: str | None) -> Any:

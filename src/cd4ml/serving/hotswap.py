@@ -5,7 +5,8 @@ server starts, readiness is false until this first load is done), then polls the
 registry every ``serving.poll_interval_s``. When the alias moves it loads the new
 version in the background (every file verified against the hash the registry
 recorded), warms it up (a prediction on real rows must be finite), and swaps it in
-with one reference assignment. A request reads the holder once, so requests in
+with one reference assignment; the new version may be of another kind (a forecast
+replaced by a classifier). A request reads the holder once, so requests in
 flight finish on the version they started with. A version that fails to load or warm
 up is skipped until the alias moves again; the old version keeps serving.
 """
@@ -18,10 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from cd4ml.errors import ModelError, UnavailableError
-from cd4ml.registry.servable import ServableModel
+from cd4ml.errors import UnavailableError
+from cd4ml.serving.contracts import contract_class
 
 __all__ = ["ModelHolder", "ModelWatcher", "warm_up"]
 
@@ -31,20 +30,20 @@ log = logging.getLogger("cd4ml.serve")
 class ModelHolder:
     """The version being served; replaced atomically (a reference swap)."""
 
-    def __init__(self, model: ServableModel | None = None) -> None:
+    def __init__(self, model: Any | None = None) -> None:
         self.current = model
         self._lock = threading.Lock()
-        self.listeners: list[Callable[[ServableModel | None, ServableModel], None]] = []
+        self.listeners: list[Callable[[Any | None, Any], None]] = []
 
     @property
-    def model(self) -> ServableModel:
+    def model(self) -> Any:
         m = self.current
         if m is None:
             raise UnavailableError("the model is still loading; retry shortly "
                                    "(GET /ready says when)")
         return m
 
-    def swap(self, model: ServableModel) -> ServableModel | None:
+    def swap(self, model: Any) -> Any | None:
         with self._lock:
             old, self.current = self.current, model
         for fn in self.listeners:
@@ -52,21 +51,17 @@ class ModelHolder:
         return old
 
 
-def warm_up(model: ServableModel, rows: int = 64) -> None:
-    """Predict real rows once (first calls allocate); refuse a model that answers NaN."""
-    n = min(rows, len(model.X))
-    idx = np.linspace(0, len(model.X) - 1, n).astype(np.int64)
-    out = np.asarray(model.predictor.predict(model.X[idx]), dtype=float)
-    if out.shape != (n,) or not np.isfinite(out).all():
-        raise ModelError(f"model {model.name!r} version {model.version} failed its warm-up: "
-                         f"{int((~np.isfinite(out)).sum())} of {n} predictions not finite")
+def warm_up(model: Any, rows: int = 64) -> None:
+    """Predict real rows once (first calls allocate); refuse a model that answers NaN
+    (how, the model's contract says: :mod:`cd4ml.serving.contracts`)."""
+    contract_class(model).warm_up(model, rows)
 
 
 class ModelWatcher:
     """Loads the alias's version, then follows the alias (hot swap)."""
 
     def __init__(self, holder: ModelHolder, *, resolve: Callable[[], dict[str, Any]],
-                 load: Callable[[dict[str, Any]], ServableModel], interval_s: float,
+                 load: Callable[[dict[str, Any]], Any], interval_s: float,
                  on_load_error: Callable[[Exception], None] | None = None) -> None:
         self.holder, self.resolve, self.load = holder, resolve, load
         self.interval = interval_s

@@ -2,7 +2,8 @@
 
 Accepts what MLflow clients send: JSON with ``dataframe_split``, ``dataframe_records``,
 ``instances`` or ``inputs`` (optional ``params``), and ``text/csv``; answers
-``{"predictions": [...]}``. Other content types get 415 (:mod:`cd4ml.serving.guard`).
+``{"predictions": [...]}`` (a classifier's labels, as MLflow's sklearn flavour answers;
+else numbers). Other content types get 415 (:mod:`cd4ml.serving.guard`).
 Every malformed body is a 4xx naming the part that is wrong: a CSV row with more or
 fewer values than the header, columns that are not a list of names, a column of an
 object, a body that is not UTF-8.
@@ -100,8 +101,27 @@ def _number(v: str) -> Any:
         return v
 
 
-def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
-    r"""Rows of a CSV with a header line; a row of another length is refused.
+def _cell(v: str) -> Any:
+    """A tabular CSV cell of a numeric column: empty is missing (null), else a number
+    (or the text, which the model's check names).
+
+    >>> _cell(""), _cell("3"), _cell("true")
+    (None, 3, True)
+    """
+    if v == "":
+        return None
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    return _number(v)
+
+
+def records_from_csv(text: str, numeric: set[str], *, exact: bool = False,
+                     ) -> list[dict[str, Any]]:
+    r"""Rows of a CSV with a header line; a row of another length is refused. Columns
+    in ``numeric`` are read as numbers: matched in any case (a forecast's fields), or
+    with ``exact`` by their exact names, an empty cell being null and true/false
+    booleans (a tabular model's inputs).
 
     >>> records_from_csv("store,date\n1,2012-11-02\n", {"store"})
     [{'store': 1, 'date': '2012-11-02'}]
@@ -118,7 +138,8 @@ def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
         if len(set(header)) != len(header):
             raise RequestError(f"csv line 1: the header names a column twice: "
                                f"{short_repr(header)}")
-        casts = [k.lower() in numeric for k in header]
+        casts = [(k if exact else k.lower()) in numeric for k in header]
+        cast = _cell if exact else _number
         out = []
         for r in reader:
             if len(r) != len(header):
@@ -126,7 +147,7 @@ def records_from_csv(text: str, numeric: set[str]) -> list[dict[str, Any]]:
                     continue  # a blank line
                 raise RequestError(f"csv line {reader.line_num}: {len(r)} values but the "
                                    f"header has {len(header)} columns ({', '.join(header)})")
-            out.append({k: (_number(v) if c else v)
+            out.append({k: (cast(v) if c else v)
                         for k, v, c in zip(header, r, casts, strict=True)})
     except csv.Error as exc:
         raise RequestError(f"csv line {reader.line_num}: {exc}") from None
@@ -163,18 +184,19 @@ def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
     @r.post("/invocations")
     async def invocations(request: Request) -> Response:
         m = rt.holder.model
+        c = rt.contract(m)
         raw, ctype = await read_checked(request, rt.guard, max_bytes, MLFLOW)
         if ctype == "application/json":
             records = records_from_json(parse_json(raw))
         else:  # text/csv
             numeric = {f for f, num in m.numeric.items() if num}
-            records = records_from_csv(_text(raw), numeric)
+            records = records_from_csv(_text(raw), numeric, exact=c.case_sensitive)
         if not records:
             raise RequestError("no rows to score")
         if len(records) > max_rows:
             raise RequestError(f"{len(records)} rows is more than the limit of {max_rows} "
                                f"per request (serving.max_batch_rows)", status=413)
         preds = await rt.score(request, m, records, "/invocations", raw, ctype)
-        return JSONResponse({"predictions": preds.tolist()})
+        return JSONResponse({"predictions": c.mlflow_predictions(preds)})
 
     return r

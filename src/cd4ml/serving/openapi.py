@@ -26,7 +26,7 @@ from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.feedback import MAX_VALUE
 from cd4ml.serving.v2 import NUMERIC
 
-__all__ = ["api_spec", "install_spec", "field_schemas"]
+__all__ = ["api_spec", "install_spec", "field_schemas", "complete_spec"]
 
 _REF = "#/components/schemas/"
 #: the numeric v2 datatypes a numeric field takes (BOOL decodes to true/false, which a
@@ -206,16 +206,39 @@ _GUARDED = {403: "a web page of another origin (serving.allowed_origins)",
             504: "the request took longer than serving.request_timeout_s"}
 
 
+#: what the forecast document says of refusals and of the form
+_FORECAST_TEXTS = {
+    "predict_422": "a row the model cannot answer: a field missing or of the wrong type, "
+                   "an unknown series, a date out of range",
+    "feedback_422": "an item the log cannot take: an unknown series, a date out of range, "
+                    "a value that is not a finite number",
+    "form_200": "the form, with a forecast when asked (a field left out takes the form's "
+                "default)",
+    "form_422": "the form and why it cannot forecast"}
+
+
 def api_spec(base: dict[str, Any], model: ServableModel, s: ServingConfig, *,
              feedback_token: bool = False, log: bool = True) -> dict[str, Any]:
     """``base`` (FastAPI's document of the routes) completed for ``model``."""
+    return complete_spec(base, model.name, model.version, _components(model, s),
+                         _csv_pattern(model), field_schemas(model), _FORECAST_TEXTS,
+                         feedback_token=feedback_token, log=log)
+
+
+def complete_spec(base: dict[str, Any], name_: str, version_: int | None,
+                  components: dict[str, Any], csv_pattern: str,
+                  form_fields: dict[str, dict[str, Any]], texts: dict[str, str], *,
+                  feedback_token: bool, log: bool) -> dict[str, Any]:
+    """``base`` with a model's components (the schemas each route's body and answers
+    refer to), the pattern of its CSV bodies, the query parameters of its form, and
+    what ``texts`` says of refusals."""
     spec = copy.deepcopy(base)
-    spec.setdefault("components", {})["schemas"] = _components(model, s)
+    spec.setdefault("components", {})["schemas"] = components
     paths = spec["paths"]
     name = {"name": "name", "in": "path", "required": True,
-            "schema": {"type": "string", "enum": [model.name]}}
+            "schema": {"type": "string", "enum": [name_]}}
     version = {"name": "version", "in": "path", "required": True,
-               "schema": {"type": "string", "enum": [str(model.version)]}}
+               "schema": {"type": "string", "enum": [str(version_)]}}
 
     def body(content: dict[str, Any]) -> dict[str, Any]:
         return {"required": True, "content": content}
@@ -223,11 +246,8 @@ def api_spec(base: dict[str, Any], model: ServableModel, s: ServingConfig, *,
     paths["/predict"]["post"].update(
         requestBody=body(_json(_ref("PredictRequest"))),
         responses=_answers(_json(_ref("PredictResponse")), "Error", {
-            **_GUARDED, 422: "a row the model cannot answer: a field missing or of the "
-                             "wrong type, an unknown series, a date out of range"}))
-    fb = {**_GUARDED, 404: "an unknown request id",
-          422: "an item the log cannot take: an unknown series, a date out of range, "
-               "a value that is not a finite number"}
+            **_GUARDED, 422: texts["predict_422"]}))
+    fb = {**_GUARDED, 404: "an unknown request id", 422: texts["feedback_422"]}
     if feedback_token:
         fb[401] = "no or another bearer token (CD4ML_FEEDBACK_TOKEN)"
     if not log:
@@ -237,7 +257,7 @@ def api_spec(base: dict[str, Any], model: ServableModel, s: ServingConfig, *,
         responses=_answers(_json(_ref("FeedbackResponse")), "Error", fb))
     paths["/invocations"]["post"].update(
         requestBody=body({**_json(_ref("MlflowRequest")), "text/csv": {"schema": {
-            "type": "string", "pattern": _csv_pattern(model)}}}),
+            "type": "string", "pattern": csv_pattern}}}),
         responses=_answers(_json(_ref("MlflowResponse")), "MlflowError", {
             **_GUARDED, 422: "rows the model cannot answer, or a body in none of the "
                              "shapes"}))
@@ -259,16 +279,12 @@ def api_spec(base: dict[str, Any], model: ServableModel, s: ServingConfig, *,
                          ("/v2/models/{name}/versions/{version}/ready", [name, version])):
         paths[path]["get"].update(parameters=params, responses=_answers(
             _json({"type": "object"}), "V2Error", {**meta_err, 503: "not ready"}))
-    fs = field_schemas(model)
     html = {"text/html": {"schema": {"type": "string"}}}
     paths["/"]["get"].update(
         parameters=[{"name": f, "in": "query", "required": False, "schema": sch}
-                    for f, sch in fs.items()],
-        responses={"200": {"description": "the form, with a forecast when asked (a "
-                                          "field left out takes the form's default)",
-                           "content": html},
-                   "422": {"description": "the form and why it cannot forecast",
-                           "content": html}})
+                    for f, sch in form_fields.items()],
+        responses={"200": {"description": texts["form_200"], "content": html},
+                   "422": {"description": texts["form_422"], "content": html}})
     text = {"text/plain": {"schema": {"type": "string"}}}
     for path, content, more in (
             ("/live", _json({"type": "object"}), {}),
@@ -288,13 +304,14 @@ def api_spec(base: dict[str, Any], model: ServableModel, s: ServingConfig, *,
     return spec
 
 
-def install_spec(app: Any, holder: Any, s: ServingConfig, *, feedback_token: bool,
-                 log: bool) -> None:
-    """Serve ``/openapi.json`` of FastAPI ``app`` as :func:`api_spec` of the model
-    ``holder`` (a :class:`~cd4ml.serving.hotswap.ModelHolder`) serves: built once per
+def install_spec(app: Any, holder: Any, contract_of: Any, s: ServingConfig, *,
+                 feedback_token: bool, log: bool) -> None:
+    """Serve ``/openapi.json`` of FastAPI ``app`` as the document of the model ``holder``
+    (a :class:`~cd4ml.serving.hotswap.ModelHolder`) serves, which its contract
+    (``contract_of(model)``) writes (:func:`api_spec` for a forecast): built once per
     model version, again after a swap."""
     base = app.openapi
-    built: dict[str, tuple[ServableModel, dict[str, Any]]] = {}
+    built: dict[str, tuple[Any, dict[str, Any]]] = {}
     holder.listeners.append(lambda old, new: built.clear())
 
     def openapi() -> dict[str, Any]:
@@ -303,8 +320,8 @@ def install_spec(app: Any, holder: Any, s: ServingConfig, *, feedback_token: boo
             return base()
         got = built.get("spec")
         if got is None or got[0] is not m:
-            got = built["spec"] = (m, api_spec(base(), m, s, feedback_token=feedback_token,
-                                               log=log))
+            got = built["spec"] = (m, contract_of(m).api_spec(
+                base(), s, feedback_token=feedback_token, log=log))
         return got[1]
 
     app.openapi = openapi

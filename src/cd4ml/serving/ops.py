@@ -59,6 +59,11 @@ class _Metrics:
                                multiprocess_mode="livesum")
         self.predictions = Counter("cd4ml_predictions", "Rows predicted",
                                    ["model", "version", "endpoint"])
+        self.refusals = Counter("cd4ml_request_refusals",
+                                "Requests refused as invalid (4xx), once per field and "
+                                "reason they broke; field (other): not a field of the "
+                                "model's signature, or not about one field",
+                                ["endpoint", "field", "reason"])
         self.log_queue = Gauge("cd4ml_prediction_log_queue_depth",
                                "Prediction-log records waiting for the writer",
                                multiprocess_mode="livesum")
@@ -170,7 +175,7 @@ class OpsMiddleware:
             # it by time and needs no index entry for it
             rid_s = new_request_id()
         rid = rid_s.encode()
-        ctx = scope[CONTEXT_KEY] = RequestContext(rid_s, t0, protocol)
+        ctx = scope[CONTEXT_KEY] = RequestContext(rid_s, t0, protocol, endpoint=route.label)
         status = 0
 
         async def send_with_id(msg: Any) -> None:

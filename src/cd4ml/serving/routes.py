@@ -45,6 +45,7 @@ class RequestContext:
     protocol: Protocol = "native"  # the error shape of its route (:class:`RouteTable`)
     model_version: int | None = None  # set by the route that scored it
     error_type: str | None = None  # set by the error handler
+    endpoint: str = "other"  # its route's label (:class:`RouteTable`)
 
 
 def context_of(request: Request) -> RequestContext:

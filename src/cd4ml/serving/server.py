@@ -17,7 +17,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cd4ml.registry.servable import ServableModel
 from cd4ml.serving.app import create_app
 from cd4ml.serving.guard import feedback_token_from_env
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
@@ -92,7 +91,7 @@ def app_from_env() -> Any:
         r = stores().metadata.resolve(cfg.models.name, s.alias)
         return {"version": r["version"], "digest": r["digest"]}
 
-    def load(row: dict[str, Any]) -> ServableModel:
+    def load(row: dict[str, Any]) -> Any:
         st = stores()
         return load_version(st.metadata, st.artifacts, cfg.models.name, row["version"],
                             forecast_table=s.forecast_table)

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.serving.predlog.segments import MADE_ID_SLACK, dumps, made_id_times
+from cd4ml.serving.predlog.segments import M_TRUNC, MADE_ID_SLACK, dumps, made_id_times
 from cd4ml.serving.predlog.tables import FeatureTable
 
 __all__ = ["LogRecord", "Queued", "Columns", "Block", "encode_block", "BLOCK_ROWS",
@@ -21,7 +21,10 @@ class LogRecord(NamedTuple):
     """One answered request, as the server hands it to the log (a tuple: cheap to make).
 
     Either ``table`` and ``rows`` (the model saw ``table.X[rows]``; the validated inputs
-    are those rows' keys) or ``records`` and ``features`` (anything else: stored inline).
+    are those rows' keys) or ``records`` and ``features`` (anything else: stored inline;
+    ``records`` is a list of row objects, or an object of columns of ``n_rows`` values).
+    ``outputs`` is one value per row, or with ``output_names`` a matrix of one column
+    per name (a classifier's label and probabilities).
     """
 
     request_id: str
@@ -33,12 +36,13 @@ class LogRecord(NamedTuple):
     records: Sequence[Any]
     features: Any  # float32 array, n_rows x n_features (None with a table)
     feature_names: Sequence[str]
-    outputs: Any  # float64 array, n_rows
+    outputs: Any  # float64 array, n_rows (n_rows x len(output_names) with output_names)
     content_type: str = ""
     request: bytes = b""
     arm: str = "main"
     table: FeatureTable | None = None
     rows: Any = None  # int array, n_rows: rows of table.X
+    output_names: Sequence[str] = ()  # several outputs per row: their names
 
 
 #: a block holds at most this many prediction rows (a flush of big batches makes several)
@@ -97,6 +101,9 @@ class Columns(NamedTuple):
         if None in self.table_rows:
             inline = np.fromiter((t is None for t in r.table), bool, len(n))
             est += 4 * n * np.fromiter(map(len, r.feature_names), np.int64, len(n)) * inline
+        if any(r.output_names):
+            width = np.fromiter(map(len, r.output_names), np.int64, len(n))
+            est += 8 * n * np.maximum(width - 1, 0) + 16 * width
         return est
 
     def blocks(self, max_bytes: int | None = None, *, store_request: bool = True,
@@ -162,10 +169,12 @@ def encode_block(session: str, c: Columns, store_request: bool,
 
     ``meta`` is a JSON list with one list per record, ``[seq, request_id, ts, model,
     version, arm, endpoint, latency_ms, n_rows, content_type, n_features, request_len,
-    table]`` (the ``M_*`` order of segments.py); ``inputs`` a JSON list of each record's
-    request rows (null for a record of a :class:`FeatureTable`: its rows' keys);
-    ``requests``, ``features`` (float32, the records without a table), ``rows`` (int32,
-    the records with one) and ``outputs`` (float64) the records' bytes one after another.
+    table]`` (the ``M_*`` order of segments.py; then ``M_TRUNC`` and ``M_OUT`` where
+    there are); ``inputs`` a JSON list of each record's request rows or columns (null
+    for a record of a :class:`FeatureTable`: its rows' keys); ``requests``, ``features``
+    (float32, the records without a table), ``rows`` (int32, the records with one) and
+    ``outputs`` (float64, row-major for a record with several per row) the records'
+    bytes one after another.
 
     The request path only queues the record (a tuple); here each column is one ``zip``,
     ``map``, ``orjson`` call or array concatenation, with no Python step per record
@@ -182,6 +191,12 @@ def encode_block(session: str, c: Columns, store_request: bool,
                     lens, tables, strict=True))
     for k, whole in cut.items():
         meta[k] = (*meta[k], whole)
+    n_out = sum(c.n_rows)
+    if any(r.output_names):  # several outputs per row: their names (M_OUT)
+        for k, names in enumerate(r.output_names):
+            if names:
+                meta[k] = (*meta[k][:M_TRUNC], cut.get(k), list(names))
+                n_out += c.n_rows[k] * (len(names) - 1)
     inline = None in c.table_rows
     if not inline:
         inputs, features = [None] * n, b""
@@ -199,8 +214,9 @@ def encode_block(session: str, c: Columns, store_request: bool,
     if len(rows) != n_ref:
         raise ValueError(f"rows: {len(rows)} table rows for {n_ref} outputs")
     outputs = np.concatenate(r.outputs, axis=None, dtype="<f8", casting="unsafe")
-    if len(outputs) != sum(c.n_rows):
-        raise ValueError(f"outputs: {len(outputs)} values for {sum(c.n_rows)} rows")
+    if len(outputs) != n_out:
+        raise ValueError(f"outputs: {len(outputs)} values for {sum(c.n_rows)} rows "
+                         f"({n_out} expected)")
     row = (session, c.seqs[0], n, min(r.ts), max(r.ts), sum(c.n_rows), dumps(meta),
            dumps(inputs), b"".join(bodies) if store_request else None, features,
            rows.tobytes(), outputs.tobytes())

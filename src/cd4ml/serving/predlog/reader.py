@@ -19,9 +19,9 @@ from cd4ml.errors import RequestError
 from cd4ml.serving.predlog.damage import is_damage, set_aside_files
 from cd4ml.serving.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
                                             M_NF, M_NROWS, M_REQLEN, M_RID, M_TABLE, M_TRUNC,
-                                            M_TS, M_VERSION, columns, loads, read_only,
-                                            read_segment, record_starts, segment_format,
-                                            segments)
+                                            M_TS, M_VERSION, columns, loads, output_names,
+                                            output_widths, read_only, read_segment,
+                                            record_starts, segment_format, segments)
 from cd4ml.serving.predlog.tables import TableReader
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "status"]
@@ -123,9 +123,11 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
         outs = np.frombuffer(r["outputs"], dtype="<f8")
         rows = np.frombuffer(r["rows"], dtype="<i4")
         inputs = None
-        _, _, starts, rstarts = record_starts(meta)
+        nrows, _, starts, rstarts = record_starts(meta)
+        width = output_widths(meta)
+        ostarts = np.cumsum(nrows * width) - nrows * width
         for k, m in enumerate(meta):
-            n, off, roff = m[M_NROWS], starts[k], rstarts[k]
+            n, off, roff = m[M_NROWS], ostarts[k], rstarts[k]
             if keep(m):
                 if m[M_TABLE] is not None:
                     ins = tables.input_lists(con, m[M_TABLE], rows[roff:roff + n])
@@ -137,7 +139,10 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
                             "version": m[M_VERSION], "arm": m[M_ARM],
                             "endpoint": m[M_ENDPOINT], "latency_ms": m[M_LATENCY],
                             "n_rows": n, "content_type": m[M_CTYPE], "inputs": ins,
-                            "outputs": outs[off:off + n].tolist(),
+                            "outputs": outs[off:off + n * width[k]].reshape(
+                                n, -1).tolist() if width[k] > 1 else
+                            outs[off:off + n].tolist(),
+                            "output_names": output_names(m) or ["prediction"],
                             **_body_info(m)})
     out.sort(key=lambda d: d["ts"], reverse=newest_first)
     return out[:limit] if limit is not None else out
@@ -191,12 +196,7 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
 
     inputs: dict[str, Any] = {}
     if not is_ref.all():
-        flat: list[Any] = []
-        for k, recs in enumerate(loads(r["inputs"])):
-            want = int(n[k])
-            recs = recs or []
-            flat += recs[:want] + [{}] * (want - len(recs))
-        inputs = {f: np.array(v, dtype=object) for f, v in columns(flat).items()}
+        inputs = _inline_inputs(loads(r["inputs"]), n, starts, total)
     if len(by_table) == 1 and is_ref.all():
         ((t, _),) = by_table.items()
         inputs = tables.inputs(con, t, table_rows)
@@ -211,7 +211,7 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
     for f, vals in inputs.items():
         if f not in cols:
             cols[f] = vals
-    cols["prediction"] = np.frombuffer(r["outputs"], dtype="<f8")
+    cols.update(_outputs(meta, np.frombuffer(r["outputs"], dtype="<f8"), n, starts, total))
     if with_features:
         feats = np.frombuffer(r["features"], dtype="<f4")
         nf = np.fromiter((m[M_NF] for m in meta), dtype=np.int64, count=len(meta))
@@ -260,6 +260,53 @@ def _block_frame(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, with_reques
         cols["content_type"] = per_row(M_CTYPE)
     df = pd.DataFrame(cols)
     return df if kept.all() else df[kept[rec]]
+
+
+def _inline_inputs(recs: list[Any], n: Any, starts: Any, total: int) -> dict[str, Any]:
+    """The request fields of a block's inline records, a column per field (None where a
+    record lacks it): rows (objects, lower-case names), or columns as logged."""
+    import numpy as np
+
+    if not any(isinstance(x, dict) for x in recs):  # rows only: one pass over them all
+        flat: list[Any] = []
+        for k, rows in enumerate(recs):
+            want = int(n[k])
+            rows = rows or []
+            flat += rows[:want] + [{}] * (want - len(rows))
+        return {f: np.array(v, dtype=object) for f, v in columns(flat).items()}
+    out: dict[str, Any] = {}
+    for k, x in enumerate(recs):
+        if x is None:
+            continue
+        for f, v in columns(x).items():
+            col = out.setdefault(f, np.full(total, None, dtype=object))
+            v = v[:int(n[k])]
+            col[starts[k]:starts[k] + len(v)] = v
+    return out
+
+
+def _outputs(meta: list[Any], outs: Any, n: Any, starts: Any, total: int) -> dict[str, Any]:
+    """A block's outputs as columns: ``prediction`` (records with one output per row),
+    and a column per output name for records with several (NaN in the other records'
+    rows)."""
+    import numpy as np
+
+    width = output_widths(meta)
+    if (width == 1).all():
+        return {"prediction": outs}
+    cols = {"prediction": np.full(total, np.nan)} if (width == 1).any() else {}
+    ostart = np.cumsum(n * width) - n * width
+    for k, m in enumerate(meta):
+        a, rows = int(starts[k]), int(n[k])
+        part = outs[ostart[k]:ostart[k] + rows * width[k]]
+        names = output_names(m)
+        if names is None:
+            cols["prediction"][a:a + rows] = part
+            continue
+        mat = part.reshape(rows, len(names))
+        for j, name in enumerate(names):
+            cols.setdefault(name, np.full(total, np.nan))[a:a + rows] = mat[:, j]
+    return cols
 
 
 def predictions(directory: str | Path, *, since: float | None = None,

@@ -17,11 +17,12 @@ import numpy as np
 from cd4ml.errors import Cd4mlError
 
 __all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOINT", "M_LATENCY",
-           "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "M_TRUNC", "segments",
+           "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "M_TRUNC", "M_OUT", "segments",
            "segment_path", "period_name", "connect", "read_only", "columns", "loads", "dumps",
            "new_request_id", "connect_segment", "read_segment", "check_format",
            "segment_format", "made_id_time", "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE",
-           "LOG_FORMAT", "sqlite_length_limit", "record_starts"]
+           "LOG_FORMAT", "sqlite_length_limit", "record_starts", "output_widths",
+           "output_names"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
 SCHEMA = """
@@ -60,9 +61,11 @@ CREATE TABLE IF NOT EXISTS set_aside (
 
 #: fields of a record in a block's ``meta`` list, in order (``blocks.encode_block``);
 #: ``M_TRUNC`` is there only for a record whose body was stored truncated: ``[full
-#: length, sha256 hex of the whole body]`` (``M_REQLEN`` is then the stored length)
+#: length, sha256 hex of the whole body]`` (``M_REQLEN`` is then the stored length);
+#: ``M_OUT`` only for a record with several outputs per row (a classifier's label and
+#: probabilities): their names, ``M_TRUNC`` being null if the body was stored whole
 (M_SEQ, M_RID, M_TS, M_MODEL, M_VERSION, M_ARM, M_ENDPOINT, M_LATENCY, M_NROWS, M_CTYPE, M_NF,
- M_REQLEN, M_TABLE, M_TRUNC) = range(14)
+ M_REQLEN, M_TABLE, M_TRUNC, M_OUT) = range(15)
 
 #: a request id the server made starts with its time (ms since the epoch, 12 hex digits),
 #: like a UUIDv7; the log finds such an id by time instead of indexing it (see writer)
@@ -125,6 +128,19 @@ def record_starts(meta: list[list[Any]]) -> tuple[Any, Any, Any, Any]:
     return n, ref, np.cumsum(n) - n, np.cumsum(n * ref) - n * ref
 
 
+def output_names(m: list[Any]) -> list[str] | None:
+    """A record's output names when it has several outputs per row, else None (one
+    output, ``prediction``)."""
+    return m[M_OUT] if len(m) > M_OUT else None
+
+
+def output_widths(meta: list[list[Any]]) -> Any:
+    """Per record of a block's ``meta``: its outputs per row (1 but for a record with
+    ``M_OUT``); its outputs are ``n_rows x width`` values, row-major."""
+    return np.fromiter((len(m[M_OUT]) if len(m) > M_OUT else 1 for m in meta),
+                       dtype=np.int64, count=len(meta))
+
+
 try:
     import orjson
     from orjson import loads
@@ -138,9 +154,12 @@ except ImportError:  # pragma: no cover - orjson comes with the serve extra
         return json.dumps(obj, default=str).encode()
 
 
-def columns(raw: str | bytes | list[Any]) -> dict[str, list[Any]]:
-    """The logged request rows as columns, field names in lower case."""
+def columns(raw: str | bytes | list[Any] | dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The logged request rows as columns: rows (objects) with field names in lower case,
+    or columns as they were logged (an object of lists, names as given)."""
     recs = json.loads(raw) if isinstance(raw, (str, bytes)) else raw
+    if isinstance(recs, dict):
+        return {str(k): list(v) for k, v in recs.items()}
     cols: dict[str, list[Any]] = {}
     for i, rec in enumerate(recs):
         for k, v in rec.items():
