@@ -171,6 +171,23 @@ def test_v2_two_d_tensor_multiclass_and_regression(wine, diabetes) -> None:
                                    rtol=1e-12)
 
 
+def test_v2_fp32_values_at_the_schema_bounds_are_taken(wine) -> None:
+    """Every wine row as FP32, as MLServer clients send it: a value at a bound of the
+    schema (hue 0.48 arrives as 0.4799999893) is compared as the model sees it."""
+    m, df, booster = wine
+    lows = [i.get("minimum") for i in m.signature["inputs"]]
+    M = df[m.fields].to_numpy(np.float32)
+    assert any(lo is not None and np.float32(lo) == M[:, j].min() and lo != float(M[:, j].min())
+               for j, lo in enumerate(lows)), "no float32-rounded bound in the data"
+    res = TestClient(create_app(ModelHolder(m))).post(
+        f"/v2/models/{m.name}/infer", json={"inputs": [
+            {"name": "input-0", "shape": list(M.shape), "datatype": "FP32",
+             "data": M.reshape(-1).tolist()}]})
+    assert res.status_code == 200, res.text
+    np.testing.assert_allclose(np.reshape(res.json()["outputs"][0]["data"], (len(M), 3)),
+                               booster.predict(M), rtol=1e-12)
+
+
 def test_v2_two_d_tensor_of_another_width_or_type_is_refused(acs, acs_client) -> None:
     m = acs[0]
     for t, why in (({"name": "input-0", "shape": [1, 3], "datatype": "FP32",
