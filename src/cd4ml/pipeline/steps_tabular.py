@@ -67,9 +67,11 @@ def split(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str,
 # -- what differs between classification and regression ------------------------------
 @dataclass(frozen=True)
 class _Kind:
-    """The report of a task (its target is encoded by ``TabularSpec.encode_target``)."""
+    """A task's report and decision threshold (its target is encoded by
+    ``TabularSpec.encode_target``)."""
 
     report: Callable[..., dict[str, Any]]
+    threshold: Callable[[EvaluationConfig, np.ndarray, np.ndarray], float | None]
 
 
 def _classification(y: np.ndarray, out: np.ndarray, *, classes: list[Any],
@@ -95,7 +97,20 @@ def _regression(y: np.ndarray, out: np.ndarray, *, classes: list[Any] | None,
         bootstrap=ev.bootstrap if full else 0, seed=seed, metric=ev.metric)
 
 
-_KINDS = {"classification": _Kind(_classification), "regression": _Kind(_regression)}
+def _class_threshold(ev: EvaluationConfig, y: np.ndarray, out: np.ndarray) -> float | None:
+    """Binary: the configured threshold, or the one that maximises accuracy on these
+    (validation) rows; multiclass labels are the most probable class (None)."""
+    if out.ndim != 2 or out.shape[1] != 2:
+        return None
+    if ev.decision_threshold == "accuracy":
+        from cd4ml.evaluation.classification import choose_threshold
+
+        return float(choose_threshold(y, out[:, 1]))
+    return float(ev.decision_threshold)
+
+
+_KINDS = {"classification": _Kind(_classification, _class_threshold),
+          "regression": _Kind(_regression, lambda ev, y, out: None)}
 
 
 # -- fitting and scoring -------------------------------------------------------------
@@ -142,18 +157,6 @@ def _predict(d: _Data, transform: Any, model: Any, rows: np.ndarray) -> np.ndarr
     return np.asarray(model.predict(transform.matrix(d.df.loc[rows])))
 
 
-def _threshold(ev: EvaluationConfig, d: _Data, y: np.ndarray, out: np.ndarray) -> float | None:
-    """Binary classification: the configured threshold, or the one that maximises
-    accuracy on these (validation) rows; None for other tasks."""
-    if d.task != "classification" or out.ndim != 2 or out.shape[1] != 2:
-        return None
-    if ev.decision_threshold == "accuracy":
-        from cd4ml.evaluation.classification import choose_threshold
-
-        return float(choose_threshold(y, out[:, 1]))
-    return float(ev.decision_threshold)
-
-
 def _frame(d: _Data, rows: np.ndarray, ev: EvaluationConfig) -> pd.DataFrame:
     cols = list(dict.fromkeys([*ev.slices, *ev.protected]))
     return d.df.loc[rows, cols].reset_index(drop=True)
@@ -168,7 +171,7 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     transform, model = _fit(d, spec, fit_rows, params["seed"])
     out = _predict(d, transform, model, val_rows)
     y = d.y(val_rows)
-    threshold = _threshold(ev, d, y, out)
+    threshold = d.kind.threshold(ev, y, out)
     report = d.kind.report(y, out, classes=d.spec.classes, threshold=threshold,
                            frame=None, ev=ev, full=False, seed=params["seed"])
     report["fit"] = {"rows": int(fit_rows.sum()), "roles": ["train"]}
