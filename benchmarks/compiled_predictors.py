@@ -181,10 +181,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = [X16[i:i + 1] for i in rng.integers(0, len(X16), args.calls)]
     X1000 = X16[:1000]
+    n_cat = sum(ln.startswith("num_cat=") and ln != "num_cat=0"
+                for ln in b.model_to_string().splitlines())
     print(f"load average at start: {_loadavg()}; {os.cpu_count()} CPUs; python "
-          f"{sys.version.split()[0]}; model: {b.num_trees()} trees, "
-          f"{sum(n.startswith('num_cat=') and n != 'num_cat=0' for n in b.model_to_string().splitlines())}"
-          f" of them with categorical splits")
+          f"{sys.version.split()[0]}; model: {b.num_trees()} trees, {n_cat} of them with "
+          f"categorical splits")
     results = []
     only = [s for s in args.only.split(",") if s]
     with tempfile.TemporaryDirectory() as td:

@@ -4,7 +4,8 @@ Usage (unattended; creates the MLServer venv if it is missing):
 
     .venv/bin/python benchmarks/tabular_vs_mlserver.py                  # ~8 min
     .venv/bin/python benchmarks/tabular_vs_mlserver.py --quick          # 2 s runs
-    .venv/bin/python benchmarks/tabular_vs_mlserver.py --record tests/data/mlserver_lightgbm_response.json --only-record
+    .venv/bin/python benchmarks/tabular_vs_mlserver.py --only-record \
+        --record tests/data/mlserver_lightgbm_response.json       # MLServer's answers
     options: --project examples/employment  --data FILE  --duration 15  --concurrency 1,8,32
              --batch-sizes 100,1000  --batch-concurrency 4  --skip-mlserver  --skip-cd4ml
              --mlserver-venv ../venvs/mlserver171  --pin  --out FILE
@@ -220,7 +221,8 @@ def print_loads(loads: list[dict[str, Any]]) -> None:
         ref, gap = "", ""
         if r["kind"] == "mlserver" and (n, c) in ISSUE:
             key, want = next(iter(ISSUE[(n, c)].items()))
-            ref = f"{key.replace('_', ' ')} {want:,.2f}" if key != "rows_s" else f"{want:,.0f} rows/s"
+            ref = (f"{want:,.0f} rows/s" if key == "rows_s"
+                   else f"{key.replace('_', ' ')} {want:,.2f}")
             g = 100 * (r[key] / want - 1)
             gap = f"{g:+.0f} %{' ⚠' if abs(g) > 20 else ''}"
         t.add_row(f"{n:,}", str(c), label(r), f"{r['req_s']:,.0f}", f"{r['rows_s']:,.0f}",
