@@ -349,9 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     doc["loadavg_end"] = _loadavg()
     print_loads(run.loads)
     print_goals(doc["goals"])
-    console.print(f"load average at end: {doc['loadavg_end']}"
-                  + ("  [yellow](others were running: figures are indicative)[/yellow]"
-                     if float(doc["loadavg_end"].split()[0]) > 1 else ""))
+    busy = float(doc["machine"]["loadavg_start"].split()[0]) > 1
+    console.print(f"load average at start {doc['machine']['loadavg_start']}, at end "
+                  f"{doc['loadavg_end']} (the servers and wrk load ~2 cores themselves)"
+                  + ("  [yellow]others were running at the start: figures are "
+                     "indicative[/yellow]" if busy else ""))
     out = a.out or ROOT / "benchmarks" / "results" / (
         f"tabular_vs_mlserver-{datetime.now():%Y-%m-%dT%H%M}{'-quick' if a.quick else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
