@@ -13,7 +13,7 @@ installed, and each is measured in this process:
   ``check_rows`` (each input in turn NaN, -1, 0, 1e9: missing values, unseen categories).
 
 Candidates: LightGBM's own ``Booster.predict``; lleaves (LLVM) in cd4ml's settings
-(``cd4ml.registry.compiled``: generic CPU, inlining off) and with host CPU / inlining on;
+(``cd4ml.registry.compiled``: generic CPU, inlining on or off) and with its defaults;
 treelite + tl2cgen (C through gcc); ONNX Runtime (onnxmltools' converter). Those not
 installed are skipped (``pip install treelite tl2cgen onnxruntime onnxmltools``).
 Then the thread crossover of cd4ml's ``CompiledPredictor`` (1 against 2 threads by rows).
@@ -80,15 +80,17 @@ def candidates(clf: Any, tmp: Path) -> dict[str, Callable[[], tuple[Fn, Fn, str]
         "Booster.predict": lambda: (lambda X: b.predict(X, num_threads=1),
                                     lambda X: b.predict(X, num_threads=2), _v("lightgbm"))}
 
-    def cd4ml_lleaves() -> tuple[Fn, Fn, str]:
-        from cd4ml.registry.compiled import build_compiled, load_compiled
+    def cd4ml_lleaves(inline: bool) -> Callable[[], tuple[Fn, Fn, str]]:
+        def build() -> tuple[Fn, Fn, str]:
+            from cd4ml.registry.compiled import build_compiled, load_compiled
 
-        files, meta = build_compiled(b, X16[:256])
-        fn, status = load_compiled(files, meta, b)
-        assert fn is not None, status
-        one = type(fn)(fn.model, fn.num_feature, parallel_from=10**9)
-        two = type(fn)(fn.model, fn.num_feature, parallel_from=0)
-        return one, two, _v("lleaves")
+            files, meta = build_compiled(b, X16[:256], inline=inline)
+            fn, status = load_compiled(files, meta, b)
+            assert fn is not None, status
+            one = type(fn)(fn.model, fn.num_feature, parallel_from=10**9)
+            two = type(fn)(fn.model, fn.num_feature, parallel_from=0)
+            return one, two, _v("lleaves")
+        return build
 
     def lleaves_variant(**kw: Any) -> Callable[[], tuple[Fn, Fn, str]]:
         def build() -> tuple[Fn, Fn, str]:
@@ -130,9 +132,9 @@ def candidates(clf: Any, tmp: Path) -> dict[str, Callable[[], tuple[Fn, Fn, str]
             return lambda X: s.run(["probabilities"], {"input": X})[0][:, 1].astype(np.float64)
         return session(1), session(2), f"onnxruntime {_v('onnxruntime')}"
 
-    out["lleaves (cd4ml: generic cpu, no inlining)"] = cd4ml_lleaves
-    out["lleaves (host cpu, inlining: its default)"] = lleaves_variant()
-    out["lleaves (host cpu, no inlining)"] = lleaves_variant(finline=False)
+    out["lleaves (cd4ml: generic cpu, inlining)"] = cd4ml_lleaves(True)
+    out["lleaves (cd4ml, inline=False)"] = cd4ml_lleaves(False)
+    out["lleaves (its defaults: host cpu, inlining)"] = lleaves_variant()
     out["treelite+tl2cgen (gcc)"] = tl2cgen
     out["onnxruntime (onnxmltools)"] = onnx
     return out
@@ -179,10 +181,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = [X16[i:i + 1] for i in rng.integers(0, len(X16), args.calls)]
     X1000 = X16[:1000]
+    n_cat = sum(ln.startswith("num_cat=") and ln != "num_cat=0"
+                for ln in b.model_to_string().splitlines())
     print(f"load average at start: {_loadavg()}; {os.cpu_count()} CPUs; python "
-          f"{sys.version.split()[0]}; model: {b.num_trees()} trees, "
-          f"{sum(n.startswith('num_cat=') and n != 'num_cat=0' for n in b.model_to_string().splitlines())}"
-          f" of them with categorical splits")
+          f"{sys.version.split()[0]}; model: {b.num_trees()} trees, {n_cat} of them with "
+          f"categorical splits")
     results = []
     only = [s for s in args.only.split(",") if s]
     with tempfile.TemporaryDirectory() as td:
@@ -208,7 +211,7 @@ def main() -> None:
                   f"{r['rows_s_1000_2threads']:>9,.0f} (2)   build {build_s:6.1f} s   "
                   f"max|diff| 2016 {r['max_abs_diff_2016']:.2g}, edges "
                   f"{r['max_abs_diff_edges']:.2g}   [{version}]", flush=True)
-            if name.startswith("lleaves (cd4ml"):
+            if name.startswith("lleaves (cd4ml: "):
                 results.append({"crossover": crossover(one, two, X16, args.reps)})
     print(f"load average at end: {_loadavg()}")
     if args.out:

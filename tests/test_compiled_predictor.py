@@ -44,7 +44,7 @@ def acs():
 
 
 def _classifier(X, y, **params):
-    clf = lgb.LGBMClassifier(random_state=0, verbose=-1, **params)
+    clf = lgb.LGBMClassifier(random_state=0, verbose=-1, n_jobs=1, **params)
     clf.fit(X, y, feature_name=INPUTS,
             categorical_feature=[INPUTS.index(c) for c in CATEGORICAL])
     return clf.booster_
@@ -185,12 +185,13 @@ def test_regression_and_multiclass_use_the_same_code(acs):
     from sklearn.datasets import load_wine
 
     X, _, X16 = acs
-    reg = lgb.LGBMRegressor(n_estimators=50, num_leaves=31, random_state=0, verbose=-1)
+    reg = lgb.LGBMRegressor(n_estimators=50, num_leaves=31, random_state=0, verbose=-1,
+                            n_jobs=1)
     reg.fit(X[:, 1:], X[:, 0])
     wine = load_wine()
     Xw = wine.data.astype(np.float32)
     mc = lgb.LGBMClassifier(n_estimators=30, num_leaves=7, min_child_samples=5,
-                            random_state=0, verbose=-1).fit(Xw, wine.target)
+                            random_state=0, verbose=-1, n_jobs=1).fit(Xw, wine.target)
     for b, sample, rows in [(reg.booster_, X16[:200, 1:], X16[:, 1:]), (mc.booster_, Xw, Xw)]:
         files, meta = build_compiled(b, sample)
         fn, status = load_compiled(files, meta, b)

@@ -10,6 +10,7 @@ loopback ports; everything else (logging included) is MLServer's default.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,13 +76,16 @@ def write_model_dir(dest: Path, model_text: str, name: str, *, http_port: int,
 
 
 def start_mlserver(exe: Path, model_text: str, name: str, tmp: Path, *,
-                   cpus: str | None = None) -> tuple[servers.Server, dict[str, Any]]:
-    """A ready MLServer (``/v2/models/NAME/ready`` answered 200) and its settings."""
+                   cpus: str | None = None, env: dict[str, str] | None = None,
+                   ) -> tuple[servers.Server, dict[str, Any]]:
+    """A ready MLServer (``/v2/models/NAME/ready`` answered 200) and its settings;
+    ``env``: variables added to its environment (none by default)."""
     http, grpc, metrics = servers.free_port(), servers.free_port(), servers.free_port()
     folder = write_model_dir(tmp / name, model_text, name, http_port=http,
                              grpc_port=grpc, metrics_port=metrics)
     srv = servers.start("mlserver", [str(exe), "start", str(folder)],
-                        f"http://127.0.0.1:{http}", tmp, cpus=cpus)
+                        f"http://127.0.0.1:{http}", tmp, cpus=cpus,
+                        env={**os.environ, **env} if env else None)
     try:
         servers.wait_ready(srv, [f"/v2/models/{name}/ready"])
     except BaseException:

@@ -10,14 +10,17 @@ zero and huge (:func:`check_rows`); otherwise None, the plain predictor answers 
 status says why. Public APIs only: ``Booster.model_to_string``/``predict`` and lleaves'
 ``Model.compile``/``predict``.
 
-Why lleaves (``benchmarks/compiled_predictors.py``, the ACS booster of 200 trees of 63
-leaves, this 2-core VM; see the table there): one row in ~10-14 µs against ~31 µs for
-``Booster.predict``, 1,000 rows at ~600-700 k rows/s on one thread against ~210 k on
-two, and equal to the booster within 1e-15 on all 69,126 rows of 2016, categorical splits,
-missing values and multiclass included. tl2cgen (treelite, C through gcc) was as exact
-but no faster for one row (~28 µs, a DMatrix per call); ONNX Runtime computes in float32
-(max |diff| 3.9e-7 on probabilities). The cost is the build: ~7 s for this model with
-inlining off (``FINLINE``), against ~34 s with it on for a few % at most.
+Why lleaves (``benchmarks/compiled_predictors.py``; its results of 2026-12-02T0237: the
+ACS booster of 200 trees of 63 leaves with categorical splits, this 2-core VM, quiet):
+one row in 12 µs against 50 µs for ``Booster.predict`` (31-55 µs over runs; the Python
+around the call is most of lleaves' 12); 1,000 rows at 806 k rows/s on one thread, 945 k
+on two, against 124 k and 207 k; equal to the booster within 6.1e-16
+on all 69,126 rows of 2016 and on the edge rows, categorical splits, missing values,
+regression and multiclass included. treelite + tl2cgen (C through gcc) was exact too
+but 45 µs for one row (a DMatrix per call), 224 k / 401 k rows/s; ONNX Runtime computes
+in float32 (max |diff| 3.9e-7 on probabilities: it fails the tolerance), 18 µs, 149 k /
+203 k rows/s. The cost is the build, once per registration: 27 s for this model with
+lleaves' inlining (the default, ``inline=True``), 4 s without (500 k / 762 k rows/s).
 
 The code is compiled for the generic CPU of the machine's architecture (no
 host-specific instructions), so a bundle registered on one x86-64 host runs on any other;
@@ -57,11 +60,11 @@ KIND = "lleaves"
 #: largest accepted |compiled - booster|, relative to max(1, |booster|): on probabilities
 #: (and values up to 1) an absolute 1e-9; measured on 2016's 69,126 rows: 6.1e-16
 TOLERANCE = 1e-9
-#: from this many rows a call splits the rows between two threads; below, one thread
-#: (measured crossover; see benchmarks/compiled_predictors.py)
+#: from this many rows a call splits the rows between two threads; below, one thread.
+#: Measured on the ACS model: two threads gave 1.26x the rows/s of one at 500 rows and
+#: 1.29x at 1,000 on a quiet machine, 0.88-1.13x at 1,000 and 1.3-1.5x at 2,000 while
+#: other work ran (and a server's other core parses the next request meanwhile)
 PARALLEL_FROM_ROWS = 1000
-#: lleaves' inlining: off builds ~5x faster (7 s against 34 s for 200 trees of 63 leaves)
-FINLINE = False
 OBJECT_FILE = "compiled.o"
 SAMPLE_FILE = "compiled_sample.npy"
 _TARGET_CPU = "generic"  # portable code: no instruction the architecture's baseline lacks
@@ -90,8 +93,9 @@ class CompiledPredictor:
         n = len(X64)
         if n < self.parallel_from:
             return np.asarray(self.model.predict(X64, n_jobs=1))
-        # two threads, one started once: lleaves' own n_jobs=2 starts a pool per call,
-        # which cost more than it saved at 1,000 rows (291 k against 483 k rows/s)
+        # two threads, the second started once: lleaves' own n_jobs=2 starts a pool per
+        # call, which cost more than it saved at 1,000 rows (291 k against 483 k rows/s
+        # for this split, measured while other work ran)
         half = n // 2
         second = self._pool.submit(self.model.predict, X64[half:], 1)
         first = self.model.predict(X64[:half], n_jobs=1)
@@ -117,9 +121,13 @@ def check_rows(sample: np.ndarray) -> np.ndarray:
     return np.concatenate([sample, *edges]) if edges else sample
 
 
-def build_compiled(booster: Any, sample_X: np.ndarray) -> tuple[dict[str, bytes], dict[str, Any]]:
+def build_compiled(booster: Any, sample_X: np.ndarray, *, inline: bool = True,
+                   ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Compile ``booster``; returns (files, meta) for the bundle. Raises ModelError when
-    lleaves cannot compile it or the result differs from the booster on ``check_rows``."""
+    lleaves cannot compile it or the result differs from the booster on ``check_rows``.
+
+    ``inline=False`` builds ~6x faster (4 s against 27 s for 200 trees of 63 leaves) for
+    ~1.6x fewer rows/s on batches; one row costs the same."""
     lleaves = _lleaves()
     if lleaves is None:
         raise MissingExtraError("the compiled predictor", "fast", "lleaves")
@@ -133,7 +141,7 @@ def build_compiled(booster: Any, sample_X: np.ndarray) -> tuple[dict[str, bytes]
         obj_path = Path(tmp) / OBJECT_FILE
         try:
             model = lleaves.Model(model_file=str(model_path))
-            model.compile(cache=str(obj_path), finline=FINLINE, target_cpu=_TARGET_CPU,
+            model.compile(cache=str(obj_path), finline=inline, target_cpu=_TARGET_CPU,
                           target_cpu_features="")
         except Exception as exc:  # e.g. ValueError: an objective lleaves does not implement
             raise ModelError(f"lleaves cannot compile this booster: "
@@ -147,7 +155,7 @@ def build_compiled(booster: Any, sample_X: np.ndarray) -> tuple[dict[str, bytes]
         "kind": KIND,
         "libraries": {name: _version(name) for name in ("lleaves", "llvmlite", "lightgbm")},
         "platform": _platform(llvm.get_process_triple()),
-        "target_cpu": _TARGET_CPU, "finline": FINLINE,
+        "target_cpu": _TARGET_CPU, "finline": inline,
         "num_feature": int(booster.num_feature()),
         "num_class": int(booster.num_model_per_iteration()),
         "num_trees": int(booster.num_trees()),
