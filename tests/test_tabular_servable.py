@@ -173,6 +173,8 @@ def test_compiled_hook_plain_fallback_and_shape(acs_parts, tmp_path: Path) -> No
         import cd4ml.registry.compiled  # noqa: F401
     except ImportError:
         assert m.fast is None and "cannot load the bundle's compiled" in m.predictor_status
+    else:  # a meta build_compiled did not write is refused, not an error
+        assert m.fast is None and "its meta lacks" in m.predictor_status, m.predictor_status
     off = TabularServable.from_bundle(art, manifest, compiled=False)
     assert off.fast is None and "switched off" in off.predictor_status
     # a booster-shaped fast predictor ((n,) positive probabilities) answers as the plain one

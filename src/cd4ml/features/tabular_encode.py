@@ -98,6 +98,19 @@ class Encoder:
             return None
         return self._finish_plain(rows)
 
+    def _snap_bounds(self, M: np.ndarray) -> np.ndarray:
+        """``M`` with each float32-rounded schema bound of a numeric column replaced by the
+        bound itself."""
+        cols = self.num_idx
+        block = M[:, cols]
+        for bound in (self.numeric.lo, self.numeric.hi):
+            at = block.astype(np.float32) == bound.astype(np.float32)
+            if at.any():
+                block = np.where(at, bound, block)
+        out = M.copy()
+        out[:, cols] = block
+        return out
+
     def plain_matrix(self, M: np.ndarray) -> np.ndarray | None:
         rows = []
         for raw in M.tolist():
@@ -198,7 +211,12 @@ class Encoder:
         return X, self.errors(reasons, lambda i, j: series[j].iat[i], {})
 
     def matrix(self, M: Any) -> np.ndarray:
-        """Float64 rows of an (n, k) numeric matrix in signature order (NaN = missing)."""
+        """Float64 rows of an (n, k) numeric matrix in signature order (NaN = missing).
+
+        A float32 matrix (an FP32 tensor, as MLServer's clients send) holds the schema's
+        bounds as float32 too: 0.48 arrives as 0.4799999893. Such a value is taken as the
+        bound it stands for (the model sees float32 anyway); JSON numbers are exact."""
+        f32 = getattr(M, "dtype", None) == np.float32
         try:
             M = np.asarray(M, dtype=np.float64)
         except (TypeError, ValueError):
@@ -216,6 +234,8 @@ class Encoder:
             raise RequestError(f"inputs: {problem}; send one value per field instead",
                                errors=[{"loc": "inputs", "field": strings[0], "value": None,
                                         "problem": problem, "reason": "wrong_type"}])
+        if f32 and self.num_idx.size:
+            M = self._snap_bounds(M)
         if len(M) <= SMALL // 4:
             fast = self.plain_matrix(M)
             if fast is not None:

@@ -187,10 +187,19 @@ class _Refused(Exception):
     pass
 
 
+#: what build_compiled's meta holds and a load reads
+_META_KEYS = ("libraries", "platform", "files", "num_feature", "num_class", "num_trees",
+              "finline")
+
+
 def _load(files: dict[str, bytes], meta: dict[str, Any], booster: Any,
           sample_X: np.ndarray | None) -> tuple[CompiledPredictor, str]:
     if meta.get("kind") != KIND:
         raise _Refused(f"compiled kind {meta.get('kind')!r} is not {KIND!r}")
+    need = [k for k in _META_KEYS if k not in meta]
+    need += [f"files.{f}" for f in (OBJECT_FILE, SAMPLE_FILE) if f not in meta.get("files", {})]
+    if need:
+        raise _Refused(f"its meta lacks {need} (not written by build_compiled)")
     lleaves = _lleaves()
     if lleaves is None:
         raise _Refused("lleaves is not installed (pip install 'cd4ml[fast]')")
