@@ -84,17 +84,12 @@ class CodeTable:
 class NumericBlock:
     """The numeric (non-categorical) columns, checked and imputed together.
 
-    ``lo``/``hi``: the schema's bounds (``±F32_MAX`` where none, so infinities fail).
-    Values and bounds are compared as float32, as the model sees them: a value at a
-    bound that a client sends as FP32 (0.48 arrives as 0.4799999893) is the bound, and
-    one that float32 cannot hold is out of range;
+    ``lo``/``hi``: the schema's bounds (``±F32_MAX`` where none, so infinities fail);
     ``whole``: int columns; ``fill``: the value a missing one takes, NaN where refused."""
 
     def __init__(self, lo: list[float], hi: list[float], whole: list[bool],
                  fill: list[float | None]) -> None:
-        with np.errstate(over="ignore"):
-            self.lo = np.asarray(lo, np.float64).astype(np.float32)
-            self.hi = np.asarray(hi, np.float64).astype(np.float32)
+        self.lo, self.hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
         self.whole = np.asarray(whole, bool)
         self.impute = np.asarray([f is not None for f in fill], bool)
         self.fill = np.asarray([np.nan if f is None else f for f in fill], np.float64)
@@ -102,9 +97,8 @@ class NumericBlock:
 
     def clean(self, V: np.ndarray) -> bool:
         """Whether every value is present and in range: nothing to refuse or impute."""
-        with np.errstate(invalid="ignore", over="ignore"):
-            W = V.astype(np.float32)  # beyond float32: infinite, out of range
-            ok = (W >= self.lo) & (W <= self.hi)  # NaN and +-inf fail both
+        with np.errstate(invalid="ignore"):
+            ok = (V >= self.lo) & (V <= self.hi)  # NaN and +-inf fail both
             if self._any_whole:
                 ok &= (V == np.floor(V)) | ~self.whole
         return bool(ok.all())
@@ -114,11 +108,10 @@ class NumericBlock:
         """``V`` (n, m) float64 -> (values with missing ones imputed, reasons or None)."""
         if pre is None and self.clean(V):
             return V, None
-        with np.errstate(invalid="ignore", over="ignore"):
-            W = V.astype(np.float32)
+        with np.errstate(invalid="ignore"):
             r = np.zeros(V.shape, np.int8)
-            r[W < self.lo] = BELOW_MIN
-            r[W > self.hi] = ABOVE_MAX
+            r[V < self.lo] = BELOW_MIN
+            r[V > self.hi] = ABOVE_MAX
             if self._any_whole:
                 r[self.whole & np.isfinite(V) & (V != np.floor(V))] = WRONG_TYPE
         r[np.isinf(V)] = NOT_FINITE

@@ -185,7 +185,10 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         if rows == 0:
             raise V2Error(f"input {tname!r}: no rows (shape {t['shape']})")
         no_output(req, None, "it answers one 2-D tensor " + repr(MATRIX_OUTPUT))
-        M = np.asarray(flat, dtype=np.float64).reshape(rows, k)  # numbers (decoded so)
+        # numbers (decoded so), as the datatype says: an FP32 tensor stays float32, so its
+        # values at a float32-rounded schema bound count as the bound (tabular_encode)
+        single = t["datatype"].upper() in ("FP32", "FP16")
+        M = np.asarray(flat, dtype=np.float32 if single else np.float64).reshape(rows, k)
         preds = await rt.score(request, m, [], "/v2/infer", body, ctype, matrix=M)
         # MLServer's answer: its id is the request's, else a fresh one (here the
         # server's request id, which the prediction log holds), and empty parameters
