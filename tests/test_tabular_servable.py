@@ -115,7 +115,7 @@ def test_wine_multiclass_round_trip_argmax_labels(tmp_path: Path) -> None:
     assert m.classes == [0, 1, 2] and m.threshold is None  # multiclass: argmax
     recs = _records(df, spec.names)
     enc = m.encode_records(recs)
-    assert np.array_equal(enc.X, X) and enc.raw["alcohol"] == df["alcohol"].tolist()
+    assert np.array_equal(enc.X, X) and list(enc.raw["alcohol"]) == df["alcohol"].tolist()
     P = m.predict_encoded(enc.X)
     assert np.array_equal(P, est.predict_proba(X))
     assert m.labels(P).tolist() == est.predict(X).tolist()

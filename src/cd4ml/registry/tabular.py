@@ -38,20 +38,32 @@ class Encoded:
         self._raw: dict[str, list[Any]] | None = None
 
     @property
-    def raw(self) -> dict[str, list[Any]]:
-        """The inputs as the request gave them, per field (built when first read)."""
+    def raw(self) -> dict[str, Any]:
+        """The inputs as the request gave them, per field (built when first read): a
+        contiguous array where the values are numbers (what orjson writes as a list),
+        else a list. The prediction log holds it until its next flush, and an array is one
+        object the garbage collector need not scan where a list of values is many."""
         if self._raw is None:
             src = self._source
             if isinstance(src, np.ndarray):
-                self._raw = {f: src[:, j].tolist() for j, f in enumerate(self._fields)}
+                self._raw = {f: _column(src[:, j].tolist()) for j, f in enumerate(self._fields)}
             elif isinstance(src, pd.DataFrame):
-                self._raw = {f: src[f].tolist() for f in self._fields}
+                self._raw = {f: _column(src[f].tolist()) for f in self._fields}
             else:
-                self._raw = {f: [r.get(f) for r in src] for f in self._fields}
+                self._raw = {f: _column([r.get(f) for r in src]) for f in self._fields}
         return self._raw
 
     def __len__(self) -> int:
         return len(self.X)
+
+
+def _column(values: list[Any]) -> Any:
+    """``values`` as an int, float or bool array when they all are such, else the list."""
+    try:
+        arr = np.asarray(values)
+    except (OverflowError, ValueError):
+        return values
+    return arr if arr.dtype.kind in "biuf" and arr.ndim == 1 else values
 
 
 class _ClassificationHead:
