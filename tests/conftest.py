@@ -117,6 +117,17 @@ def start_server(proj: Path, *args: str, wait_for: str = "/ready", timeout: floa
     pytest.fail(f"server not ready in {timeout} s: {log_path.read_text()[-3000:]}")
 
 
+def wait_version(url: str, version: int, timeout: float = 60) -> None:
+    """Until the server at ``url`` says it serves ``version`` (a hot swap), at most
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/ready", timeout=5).json().get("version") == version:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server did not swap to version {version} in {timeout} s")
+
+
 def stop_server(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
     """Signal the server's process group and wait; returns its exit code."""
     if proc.poll() is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FAST, make_project, start_server, stop_server
+from conftest import FAST, make_project, start_server, stop_server, wait_version
 
 from cd4ml.serving import predlog
 
@@ -48,15 +48,6 @@ def _load(url: str, stop: threading.Event, seen: list) -> None:
                 seen.append((time.monotonic(), 0, repr(exc)))
 
 
-def _wait_version(url: str, version: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/ready", timeout=5).json().get("version") == version:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the server did not swap to version {version} in {timeout} s")
-
-
 def test_swap_under_load_fails_no_request(two_versions: Path) -> None:
     proc, url = start_server(two_versions, "--set", "serving.poll_interval_s=0.2")
     try:
@@ -69,7 +60,7 @@ def test_swap_under_load_fails_no_request(two_versions: Path) -> None:
         time.sleep(1.0)
         res = _cli(two_versions, "promote", NAME, "1", "--reason", "hot swap test")
         assert res.returncode == 0, res.stderr
-        _wait_version(url, 1)
+        wait_version(url, 1)
         time.sleep(1.0)
         stop.set()
         for t in threads:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import start_server, stop_server
+from conftest import start_server, stop_server, wait_version
 from prometheus_client.parser import text_string_to_metric_families
 from tabular_servables import (ACS_NAME, acs_parts, acs_reference_matrix, proba, records,
                                register, wine_parts, write_project)
@@ -162,15 +161,6 @@ def test_feedback_then_cd4ml_log_export_joins_it(acs, tmp_path: Path) -> None:
     assert mine["AGEP"].tolist() == frame["AGEP"].tolist()
 
 
-def _wait_version(url: str, version: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/ready", timeout=5).json().get("version") == version:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the server did not swap to version {version} in {timeout} s")
-
-
 def test_hot_swap_from_a_forecast_to_classifiers_and_back(trained_project: Path) -> None:
     name = "walmart-weekly-sales"
     forecast_rows = [{"store": 1, "dept": 1, "date": "2012-11-02"}]
@@ -180,7 +170,7 @@ def test_hot_swap_from_a_forecast_to_classifiers_and_back(trained_project: Path)
     try:
         assert httpx.post(f"{url}/predict", json=forecast_rows).json()["version"] == 1
         v2 = register(trained_project, name, acs_p)
-        _wait_version(url, v2)
+        wait_version(url, v2)
         rec = records(later.head(1), acs_p[0].names)[0]
         r = httpx.post(f"{url}/predict", json=rec, timeout=10)
         assert r.status_code == 200 and r.json()["version"] == v2, r.text
@@ -188,13 +178,13 @@ def test_hot_swap_from_a_forecast_to_classifiers_and_back(trained_project: Path)
         assert httpx.post(f"{url}/predict", json=forecast_rows).status_code == 422
         assert 'id="in-AGEP"' in httpx.get(f"{url}/").text
         v3 = register(trained_project, name, wine_p)
-        _wait_version(url, v3)
+        wait_version(url, v3)
         w = httpx.post(f"{url}/predict", json=records(wine_df.head(2), wine_p[0].names))
         assert w.status_code == 200 and len(w.json()["predictions"][0]["probabilities"]) == 3
         meta = httpx.get(f"{url}/v2/models/{name}").json()
         assert [i["name"] for i in meta["inputs"]] == wine_p[0].names
         assert _cli(trained_project, "promote", name, "1").returncode == 0
-        _wait_version(url, 1)
+        wait_version(url, 1)
         back = httpx.post(f"{url}/predict", json=forecast_rows[0])
         assert back.status_code == 200 and isinstance(back.json()["prediction"], float)
         metrics = httpx.get(f"{url}/metrics").text

@@ -58,6 +58,42 @@ def field_schemas(model: ServableModel) -> dict[str, dict[str, Any]]:
     return out
 
 
+def shared_components(names: list[str], fields: list[dict[str, Any]], rows: dict[str, Any],
+                      columns: dict[str, Any], items: dict[str, Any], n: int,
+                      ) -> dict[str, Any]:
+    """The request schemas every kind of model shares: feedback and MLflow's four JSON
+    shapes, given the request fields' ``names`` and ``fields`` schemas, the ``rows`` and
+    ``columns`` schemas of a batch, the feedback ``items`` and the row limit ``n``."""
+    params = {"type": "object", "description": "inference parameters (ignored)"}
+    error = {"type": "object", "required": ["detail"], "properties": {
+        "detail": {"type": "string"}, "errors": {"type": "array", "items": {
+            "type": "object"}}}}
+    return {
+        "FeedbackRequest": {"oneOf": [_ref("FeedbackItem"), items, {
+            "type": "object", "required": ["feedback"], "additionalProperties": False,
+            "properties": {"feedback": items}}]},
+        "FeedbackResponse": {"type": "object", "required": ["accepted"],
+                             "properties": {"accepted": {"type": "integer", "minimum": 0}}},
+        "Error": error,
+        "MlflowRequest": {"oneOf": [
+            {"type": "object", "required": ["dataframe_split"], "additionalProperties": False,
+             "properties": {"params": params, "dataframe_split": {
+                 "type": "object", "required": ["columns", "data"],
+                 "properties": {
+                     "columns": {"type": "array", "prefixItems": [{"const": f} for f in names],
+                                 "minItems": len(names), "maxItems": len(names)},
+                     "data": {"type": "array", "minItems": 1, "maxItems": n, "items": {
+                         "type": "array", "prefixItems": fields,
+                         "minItems": len(names), "maxItems": len(names)}}}}}},
+            {"type": "object", "required": ["dataframe_records"], "additionalProperties": False,
+             "properties": {"params": params, "dataframe_records": rows}},
+            {"type": "object", "required": ["instances"], "additionalProperties": False,
+             "properties": {"params": params, "instances": {"anyOf": [rows, columns]}}},
+            {"type": "object", "required": ["inputs"], "additionalProperties": False,
+             "properties": {"params": params, "inputs": {"anyOf": [rows, columns]}}}]},
+    }
+
+
 def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
     fs = field_schemas(model)
     names = list(fs)
@@ -70,7 +106,6 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
     columns = {"type": "object", "required": names, "additionalProperties": False,
                "properties": column,
                "description": "columns of equally many values (declared here for one row)"}
-    params = {"type": "object", "description": "inference parameters (ignored)"}
     finite = {"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}
     by_id = {"type": "object", "required": ["request_id"], "additionalProperties": False,
              "properties": {"request_id": {"type": "string", "minLength": 1,
@@ -100,9 +135,6 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
                         "description": "binary_data_size: with the binary extension only"},
                     "data": {"type": "array", "items": sch, "minItems": 1, "maxItems": 1}}}
 
-    error = {"type": "object", "required": ["detail"], "properties": {
-        "detail": {"type": "string"}, "errors": {"type": "array", "items": {
-            "type": "object"}}}}
     return {
         "ForecastRow": row,
         "PredictRequest": {"oneOf": [_ref("ForecastRow"), rows, {
@@ -119,28 +151,7 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
                                            "prediction": {"type": "number"},
                                            "latency_ms": {"type": "number"}}},
         "FeedbackItem": {"oneOf": [by_id, by_keys]},
-        "FeedbackRequest": {"oneOf": [_ref("FeedbackItem"), items, {
-            "type": "object", "required": ["feedback"], "additionalProperties": False,
-            "properties": {"feedback": items}}]},
-        "FeedbackResponse": {"type": "object", "required": ["accepted"],
-                             "properties": {"accepted": {"type": "integer", "minimum": 0}}},
-        "Error": error,
-        "MlflowRequest": {"oneOf": [
-            {"type": "object", "required": ["dataframe_split"], "additionalProperties": False,
-             "properties": {"params": params, "dataframe_split": {
-                 "type": "object", "required": ["columns", "data"],
-                 "properties": {
-                     "columns": {"type": "array", "prefixItems": [{"const": f} for f in names],
-                                 "minItems": len(names), "maxItems": len(names)},
-                     "data": {"type": "array", "minItems": 1, "maxItems": n, "items": {
-                         "type": "array", "prefixItems": list(fs.values()),
-                         "minItems": len(names), "maxItems": len(names)}}}}}},
-            {"type": "object", "required": ["dataframe_records"], "additionalProperties": False,
-             "properties": {"params": params, "dataframe_records": rows}},
-            {"type": "object", "required": ["instances"], "additionalProperties": False,
-             "properties": {"params": params, "instances": {"anyOf": [rows, columns]}}},
-            {"type": "object", "required": ["inputs"], "additionalProperties": False,
-             "properties": {"params": params, "inputs": {"anyOf": [rows, columns]}}}]},
+        **shared_components(names, list(fs.values()), rows, columns, items, n),
         "MlflowResponse": {"type": "object", "required": ["predictions"], "properties": {
             "predictions": {"type": "array", "items": {"type": "number"}}}},
         "MlflowError": {"type": "object", "required": ["error_code", "message"],

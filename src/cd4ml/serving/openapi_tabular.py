@@ -18,7 +18,7 @@ from typing import Any
 from cd4ml.config import ServingConfig
 from cd4ml.features.tabular_kernels import F32_MAX
 from cd4ml.serving.feedback import MAX_VALUE
-from cd4ml.serving.openapi import _V2_NUMERIC, _json, _ref, complete_spec
+from cd4ml.serving.openapi import _V2_NUMERIC, _ref, complete_spec, shared_components
 
 __all__ = ["tabular_api_spec", "column_schema"]
 
@@ -157,7 +157,6 @@ def _components(c: Any, s: ServingConfig) -> dict[str, Any]:
     columns = {"type": "object", "required": names, "additionalProperties": False,
                "properties": column,
                "description": "columns of equally many values (declared here for one row)"}
-    params = {"type": "object", "description": "inference parameters (ignored)"}
     finite = {"type": "number", "minimum": -MAX_VALUE, "maximum": MAX_VALUE}
     shapes = c.answers.schemas(finite)
     answer, label, actual = shapes["answer"], shapes["prediction"], shapes["actual"]
@@ -171,9 +170,6 @@ def _components(c: Any, s: ServingConfig) -> dict[str, Any]:
              "anyOf": [{"required": ["actual"]}, {"required": ["actuals"]},
                        {"required": ["reward"]}]}
     items = {"type": "array", "items": _ref("FeedbackItem"), "minItems": 1, "maxItems": n}
-    error = {"type": "object", "required": ["detail"], "properties": {
-        "detail": {"type": "string"}, "errors": {"type": "array", "items": {
-            "type": "object"}}}}
     return {
         "TabularRow": row,
         "PredictRequest": {"oneOf": [_ref("TabularRow"), rows, {
@@ -189,28 +185,7 @@ def _components(c: Any, s: ServingConfig) -> dict[str, Any]:
                                            "prediction": answer,
                                            "latency_ms": {"type": "number"}}},
         "FeedbackItem": by_id,
-        "FeedbackRequest": {"oneOf": [_ref("FeedbackItem"), items, {
-            "type": "object", "required": ["feedback"], "additionalProperties": False,
-            "properties": {"feedback": items}}]},
-        "FeedbackResponse": {"type": "object", "required": ["accepted"],
-                             "properties": {"accepted": {"type": "integer", "minimum": 0}}},
-        "Error": error,
-        "MlflowRequest": {"oneOf": [
-            {"type": "object", "required": ["dataframe_split"], "additionalProperties": False,
-             "properties": {"params": params, "dataframe_split": {
-                 "type": "object", "required": ["columns", "data"],
-                 "properties": {
-                     "columns": {"type": "array", "prefixItems": [{"const": f} for f in names],
-                                 "minItems": len(names), "maxItems": len(names)},
-                     "data": {"type": "array", "minItems": 1, "maxItems": n, "items": {
-                         "type": "array", "prefixItems": list(fs.values()),
-                         "minItems": len(names), "maxItems": len(names)}}}}}},
-            {"type": "object", "required": ["dataframe_records"], "additionalProperties": False,
-             "properties": {"params": params, "dataframe_records": rows}},
-            {"type": "object", "required": ["instances"], "additionalProperties": False,
-             "properties": {"params": params, "instances": {"anyOf": [rows, columns]}}},
-            {"type": "object", "required": ["inputs"], "additionalProperties": False,
-             "properties": {"params": params, "inputs": {"anyOf": [rows, columns]}}}]},
+        **shared_components(names, list(fs.values()), rows, columns, items, n),
         "MlflowResponse": {"type": "object", "required": ["predictions"], "properties": {
             "predictions": {"type": "array", "items": label}}},
         "MlflowError": {"type": "object", "required": ["error_code", "message"],
