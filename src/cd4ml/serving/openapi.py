@@ -58,6 +58,28 @@ def field_schemas(model: ServableModel) -> dict[str, dict[str, Any]]:
     return out
 
 
+def predict_components(row_name: str, row: dict[str, Any], rows: dict[str, Any],
+                       answer: dict[str, Any], name: str, version: int | None,
+                       ) -> dict[str, Any]:
+    """``/predict``'s request (a row called ``row_name``, a list, or ``{"rows": ...}``)
+    and its response (``answer`` per row) for the model ``name`` at ``version``."""
+    return {
+        row_name: row,
+        "PredictRequest": {"oneOf": [_ref(row_name), rows, {
+            "type": "object", "required": ["rows"], "additionalProperties": False,
+            "properties": {"rows": rows}}]},
+        "PredictResponse": {"type": "object",
+                            "required": ["model", "version", "request_id", "predictions",
+                                         "latency_ms"],
+                            "properties": {"model": {"const": name},
+                                           "version": {"const": version},
+                                           "request_id": {"type": "string"},
+                                           "predictions": {"type": "array", "items": answer},
+                                           "prediction": answer,
+                                           "latency_ms": {"type": "number"}}},
+    }
+
+
 def shared_components(names: list[str], fields: list[dict[str, Any]], rows: dict[str, Any],
                       columns: dict[str, Any], items: dict[str, Any], n: int,
                       ) -> dict[str, Any]:
@@ -136,20 +158,8 @@ def _components(model: ServableModel, s: ServingConfig) -> dict[str, Any]:
                     "data": {"type": "array", "items": sch, "minItems": 1, "maxItems": 1}}}
 
     return {
-        "ForecastRow": row,
-        "PredictRequest": {"oneOf": [_ref("ForecastRow"), rows, {
-            "type": "object", "required": ["rows"], "additionalProperties": False,
-            "properties": {"rows": rows}}]},
-        "PredictResponse": {"type": "object",
-                            "required": ["model", "version", "request_id", "predictions",
-                                         "latency_ms"],
-                            "properties": {"model": {"const": model.name},
-                                           "version": {"const": model.version},
-                                           "request_id": {"type": "string"},
-                                           "predictions": {"type": "array",
-                                                           "items": {"type": "number"}},
-                                           "prediction": {"type": "number"},
-                                           "latency_ms": {"type": "number"}}},
+        **predict_components("ForecastRow", row, rows, {"type": "number"}, model.name,
+                             model.version),
         "FeedbackItem": {"oneOf": [by_id, by_keys]},
         **shared_components(names, list(fs.values()), rows, columns, items, n),
         "MlflowResponse": {"type": "object", "required": ["predictions"], "properties": {

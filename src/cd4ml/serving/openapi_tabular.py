@@ -18,7 +18,8 @@ from typing import Any
 from cd4ml.config import ServingConfig
 from cd4ml.features.tabular_kernels import F32_MAX
 from cd4ml.serving.feedback import MAX_VALUE
-from cd4ml.serving.openapi import _V2_NUMERIC, _ref, complete_spec, shared_components
+from cd4ml.serving.openapi import (_V2_NUMERIC, _ref, complete_spec, predict_components,
+                                   shared_components)
 
 __all__ = ["tabular_api_spec", "column_schema"]
 
@@ -171,19 +172,7 @@ def _components(c: Any, s: ServingConfig) -> dict[str, Any]:
                        {"required": ["reward"]}]}
     items = {"type": "array", "items": _ref("FeedbackItem"), "minItems": 1, "maxItems": n}
     return {
-        "TabularRow": row,
-        "PredictRequest": {"oneOf": [_ref("TabularRow"), rows, {
-            "type": "object", "required": ["rows"], "additionalProperties": False,
-            "properties": {"rows": rows}}]},
-        "PredictResponse": {"type": "object",
-                            "required": ["model", "version", "request_id", "predictions",
-                                         "latency_ms"],
-                            "properties": {"model": {"const": m.name},
-                                           "version": {"const": m.version},
-                                           "request_id": {"type": "string"},
-                                           "predictions": {"type": "array", "items": answer},
-                                           "prediction": answer,
-                                           "latency_ms": {"type": "number"}}},
+        **predict_components("TabularRow", row, rows, answer, m.name, m.version),
         "FeedbackItem": by_id,
         **shared_components(names, list(fs.values()), rows, columns, items, n),
         "MlflowResponse": {"type": "object", "required": ["predictions"], "properties": {
