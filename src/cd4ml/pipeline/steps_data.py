@@ -12,7 +12,7 @@ from cd4ml.data import (infer_schema, load_schema, make_snapshot, read_snapshot_
 from cd4ml.errors import NotFoundError, ValidationFailed
 from cd4ml.features import build_panel, compute_features, spec_from_config
 
-__all__ = ["snapshot", "check", "panel", "features", "split"]
+__all__ = ["snapshot", "check", "validated_frames", "panel", "features", "split"]
 
 
 def snapshot(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -65,16 +65,24 @@ def check(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str,
             "warnings": len(report.warnings)}
 
 
+def validated_frames(ctx: Any, inputs: dict[str, Any], data: Any) -> dict[str, Any]:
+    """Each source's validated snapshot as a frame: from the run's memo (``check`` put it
+    there), else read from the artifact store."""
+    frames = {}
+    for name in data.sources:
+        digest = inputs[f"validate:{name}.data"]
+        df = ctx.memo.get(digest)
+        frames[name] = df if df is not None else read_snapshot_bytes(
+            ctx.artifacts.get_bytes(digest))
+    return frames
+
+
 def panel(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Join the validated snapshots into the dense panel of every series and date."""
     from cd4ml.config import DataConfig, FeaturesConfig
 
     data, feats = DataConfig(**params["data"]), FeaturesConfig(**params["features"])
-    frames = {name: ctx.memo.get(inputs[f"validate:{name}.data"]) for name in data.sources}
-    for name, df in frames.items():
-        if df is None:
-            frames[name] = read_snapshot_bytes(
-                ctx.artifacts.get_bytes(inputs[f"validate:{name}.data"]))
+    frames = validated_frames(ctx, inputs, data)
     pnl = build_panel(frames, data, feats)
     digest = ctx.put_frame(pnl)
     n_series = int(pnl[data.series].drop_duplicates().shape[0])

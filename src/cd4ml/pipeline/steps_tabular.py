@@ -18,21 +18,13 @@ import numpy as np
 import pandas as pd
 
 from cd4ml.config import DataConfig, EvaluationConfig, InputsConfig, ModelSpec, SplitConfig
-from cd4ml.data import load_schema, read_snapshot_bytes
+from cd4ml.data import load_schema
 from cd4ml.errors import DataError, PipelineError
+from cd4ml.pipeline.steps_data import validated_frames
 
 _log = logging.getLogger("cd4ml.pipeline")
 
 __all__ = ["table", "split", "validate_candidate", "holdout", "bundle"]
-
-def _frames(ctx: Any, inputs: dict[str, Any], data: DataConfig) -> dict[str, pd.DataFrame]:
-    out = {}
-    for name in data.sources:
-        digest = inputs[f"validate:{name}.data"]
-        df = ctx.memo.get(digest)
-        out[name] = df if df is not None else read_snapshot_bytes(ctx.artifacts.get_bytes(digest))
-    return out
-
 
 def table(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Join the validated sources into one table and fix the model's signature."""
@@ -40,7 +32,7 @@ def table(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str,
     from cd4ml.features.tabular import tabular_spec
 
     data, cfg_inputs = DataConfig(**params["data"]), InputsConfig(**params["inputs"])
-    frames = _frames(ctx, inputs, data)
+    frames = validated_frames(ctx, inputs, data)
     df = join_sources(frames[data.main], frames, data, None)
     need = [c for c in params["columns"] if c not in df.columns]
     if need:
