@@ -158,7 +158,7 @@ class TabularContract:
         self.fields = list(model.fields)
         self.field_set = frozenset(self.fields)
         self.numeric = dict(model.numeric)
-        self.feature_names = list(model.transform.feature_names)
+        self.feature_names = tuple(model.transform.feature_names)
         #: the signature's inputs by name (types, categories, bounds, policies)
         self.inputs: dict[str, dict[str, Any]] = {
             i["name"]: i for i in model.signature.get("inputs", [])}

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.serving.predlog.blocks import Block, Columns, Queued, encode_block
+from cd4ml.serving.predlog.blocks import Block, Columns, LogRecord, Pending, encode_block
 from cd4ml.serving.predlog.damage import is_damage
 from cd4ml.serving.predlog.segments import (period_name, segment_path, segments,
                                             sqlite_length_limit)
@@ -133,7 +133,7 @@ class SegmentWriter:
         self._seen.clear()
 
     # -- a flush ---------------------------------------------------------------------
-    def write(self, batch: list[Queued]) -> Stored:
+    def write(self, batch: Pending) -> Stored:
         """Store a flush in one transaction; if that fails, each block in its own, and
         what still fails is dropped and counted: never put back, so one batch that
         cannot be stored never stops the records after it."""
@@ -145,13 +145,13 @@ class SegmentWriter:
             return Stored(dropped=len(batch), errors=1)
         dropped = 0
         try:
-            cols, blocks, dropped = self._encode(batch)
+            cols, blocks, dropped = self._encode(batch.columns())
             fresh = self._fresh_rows(cols)
         except Exception:  # noqa: BLE001 - a malformed record: find it, go on
-            batch, dropped = self._encodable(batch)
-            if not batch:
+            good, dropped = self._encodable(batch)
+            if good is None:
                 return Stored(dropped=dropped)
-            cols, blocks, more = self._encode(batch)
+            cols, blocks, more = self._encode(good)
             fresh, dropped = self._fresh_rows(cols), dropped + more
         if not blocks:
             return Stored(dropped=dropped)
@@ -220,11 +220,10 @@ class SegmentWriter:
         return Stored(written=sum(len(p.seqs) for p, _ in blocks),
                       truncated=sum(b.truncated for _, b in blocks))
 
-    def _encode(self, batch: list[Queued]) -> tuple[Columns, list[tuple[Columns, Block]], int]:
+    def _encode(self, cols: Columns) -> tuple[Columns, list[tuple[Columns, Block]], int]:
         """The flush's columns, its blocks of at most ``block_cap`` bytes each (split by
         rows and by bytes), and how many records were dropped: one too big for a block
         alone, even with its body truncated."""
-        cols = Columns.of(batch)
         out: list[tuple[Columns, Block]] = []
         dropped = 0
         todo = cols.blocks(self.block_cap, store_request=self.store_request,
@@ -244,22 +243,27 @@ class SegmentWriter:
                           block.size, self.block_cap, extra={"event": "prediction_log_drop"})
         return cols, out, dropped
 
-    def _encodable(self, batch: list[Queued]) -> tuple[list[Queued], int]:
+    def _encodable(self, batch: Pending) -> tuple[Columns | None, int]:
         """The batch without the records that cannot be encoded (logged, and counted as
         dropped), so that one bad record never blocks the writer; used only when the
-        whole batch failed to encode."""
-        good, dropped = [], 0
-        for q in batch:
+        whole batch failed to encode. None when no record can be."""
+        good: list[int] = []
+        dropped = 0
+        for k, seq in enumerate(batch.seqs):
+            rec = LogRecord(*(column[k] for column in batch.fields))
             try:
-                one = Columns.of([q])
+                one = Columns.of([rec], seq)
                 encode_block(self.session, one, self.store_request, self.max_body)
                 self._fresh_rows(one)
-                good.append(q)
+                good.append(k)
             except Exception as exc:  # noqa: BLE001
                 dropped += 1
                 log.error("prediction log: dropped record %s: it cannot be encoded (%s)",
-                          q[1].request_id, exc, extra={"event": "prediction_log_drop"})
-        return good, dropped
+                          rec.request_id, exc, extra={"event": "prediction_log_drop"})
+        if not good:
+            return None, dropped
+        return Columns._of(tuple(batch.seqs[k] for k in good), LogRecord(
+            *(tuple(column[k] for k in good) for column in batch.fields))), dropped
 
     def _fresh_rows(self, cols: Columns) -> _Fresh:
         """The feature tables a flush references that the segment lacks, and per table

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import ConfigError, LogFullError, UnavailableError
-from cd4ml.serving.predlog.blocks import LogRecord, Queued
+from cd4ml.serving.predlog.blocks import LogRecord, Pending
 from cd4ml.serving.predlog.damage import set_aside, set_aside_damaged
 from cd4ml.serving.predlog.flushes import SegmentWriter
 from cd4ml.serving.predlog.losses import record_loss, recover_losses
@@ -92,8 +92,9 @@ class PredictionLog:
         #: the writer is woken once this many records (or bytes) wait
         self._soft = max(1, max_unflushed // 2)
         self._soft_bytes = max(1, max_unflushed_bytes // 2)
-        self._buf: list[Queued] = []
-        self._writing: list[Queued] = []
+        #: the records queued, and being written, a field at a time (Pending)
+        self._buf = Pending()
+        self._writing = Pending()
         #: bytes queued, and being written (a record's body, outputs and rows: append)
         self._buf_bytes = self._writing_bytes = 0
         #: the fast path of append takes a record while the queue is shorter than
@@ -189,7 +190,7 @@ class PredictionLog:
             self._fast_bytes -= size
             self._seq = seq = self._seq + 1
             self._count[0] = seq
-            self._buf.append((seq, rec))
+            self._buf.add(seq, rec)
             lock.release()
             return True
         lock.release()
@@ -203,7 +204,7 @@ class PredictionLog:
                 return self._full(rec, held, held_bytes)
             self._seq += 1
             self._count[0] = self._seq
-            self._buf.append((self._seq, rec))
+            self._buf.add(self._seq, rec)
             self._buf_bytes += size
             if len(self._buf) >= self._soft or self._buf_bytes >= self._soft_bytes:
                 self._cond.notify_all()
@@ -239,27 +240,27 @@ class PredictionLog:
                 if not self._closing and len(self._buf) < self._soft and \
                         self._buf_bytes < self._soft_bytes:
                     self._cond.wait(self.interval)
-                batch, self._buf = self._buf, []
+                batch, self._buf = self._buf, Pending()
                 self._writing = batch
                 self._settle()
                 self._writing_bytes, self._buf_bytes = self._buf_bytes, 0
                 self._budget()
                 closing_now = self._closing
-            if batch:
+            if len(batch):
                 try:
                     self._write(batch)
                 except Exception:  # noqa: BLE001 - never let the writer thread die
                     log.exception("prediction log: writing a flush failed")
                     self._drop(len(batch))
             with self._cond:
-                self._writing = []
+                self._writing = Pending()
                 self._writing_bytes = 0
                 self._budget()
                 self._cond.notify_all()
-                if closing_now and not self._buf:
+                if closing_now and not len(self._buf):
                     return
 
-    def _write(self, batch: list[Queued]) -> None:
+    def _write(self, batch: Pending) -> None:
         got = self._store.write(batch)
         with self._lock:  # append counts its drops under the lock too
             self.written += got.written
@@ -286,8 +287,8 @@ class PredictionLog:
             self._cond.notify_all()
 
             def pending() -> bool:
-                return bool((self._buf and self._buf[0][0] <= target) or
-                            (self._writing and self._writing[0][0] <= target))
+                return bool((len(self._buf) and self._buf.seqs[0] <= target) or
+                            (len(self._writing) and self._writing.seqs[0] <= target))
 
             while pending():
                 left = deadline - time.monotonic()
