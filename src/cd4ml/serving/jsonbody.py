@@ -31,10 +31,11 @@ import re
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 from cd4ml.errors import RequestError
 
-__all__ = ["parse_json", "MAX_DEPTH"]
+__all__ = ["parse_json", "json_answer", "MAX_DEPTH"]
 
 #: orjson's nesting limit (arrays and objects), fixed in the library
 MAX_DEPTH = 1024
@@ -53,6 +54,14 @@ def parse_json(raw: bytes, error: type[RequestError] = RequestError, what: str =
         named = f"key {key!r}" if key is not None else "a key"
         raise error(f"{what}: {named} appears twice in one object; send each key once")
     return doc
+
+
+def json_answer(doc: Any) -> Response:
+    """An answer as JSON, written by orjson: numpy arrays (C-contiguous, numeric) as lists
+    without a Python object per value, NaN as null. The standard library's encoder, which
+    Starlette's JSONResponse uses, took a tenth of a 1,000-row request's time."""
+    return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")
 
 
 def _explain(exc: orjson.JSONDecodeError, raw: bytes) -> str:

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from cd4ml import __version__
 from cd4ml.errors import RequestError, short_repr
 from cd4ml.serving.guard import MLFLOW
-from cd4ml.serving.jsonbody import parse_json
+from cd4ml.serving.jsonbody import json_answer, parse_json
 from cd4ml.serving.limits import read_checked
 
 __all__ = ["mlflow_router", "records_from_json", "records_from_csv"]
@@ -197,6 +197,6 @@ def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
             raise RequestError(f"{len(records)} rows is more than the limit of {max_rows} "
                                f"per request (serving.max_batch_rows)", status=413)
         preds = await rt.score(request, m, records, "/invocations", raw, ctype)
-        return JSONResponse({"predictions": c.mlflow_predictions(preds)})
+        return json_answer({"predictions": c.mlflow_predictions(preds)})
 
     return r
