@@ -83,6 +83,24 @@ def test_the_route_table_comes_from_the_routes_themselves() -> None:
     assert "/openapi.json" in t.labels() and "/v2/models/{name}/infer" in t.labels()
 
 
+def test_templated_matches_are_remembered_per_method_and_path_and_bounded() -> None:
+    """A templated route's regular expressions run once per (method, path); the memo is
+    per method (GET of an infer path is still the 405 case) and holds at most
+    MEMO_PATHS paths, so clients naming endless models cannot grow it."""
+    from cd4ml.serving.routes import MEMO_PATHS
+
+    t = _toy_table()
+    first = t.find(_scope("POST", "/v2/models/a/infer"))
+    assert t.find(_scope("POST", "/v2/models/a/infer")) == first
+    assert ("POST", "/v2/models/a/infer") in t.matched
+    assert t.find(_scope("GET", "/v2/models/a/infer"))[0].direct is None
+    assert t.find(_scope("POST", "/v2/models/b/infer"))[1] == {"name": "b"}
+    for k in range(MEMO_PATHS + 10):
+        entry, params = t.find(_scope("POST", f"/v2/models/m{k}/infer"))
+        assert params == {"name": f"m{k}"} and entry.label == "/v2/models/{name}/infer"
+    assert len(t.matched) <= MEMO_PATHS
+
+
 @pytest.fixture(scope="module")
 def model(trained_project: Path):
     return cd4ml.load_model(f"{NAME}@production", project_dir=trained_project)

@@ -57,6 +57,9 @@ class Encoder:
             [c.type == "int" for c in numeric],
             [fills.get(c.name) if c.missing == "impute" else None for c in numeric])
         self._all_numeric = len(num) == self.k
+        #: the bounds as a float32 tensor holds them (_snap_bounds)
+        self._lo32 = self.numeric.lo.astype(np.float32)
+        self._hi32 = self.numeric.hi.astype(np.float32)
         gets = [self.tables[j].index.get if j in self.tables else None for j in range(self.k)]
         record_types = {NUM: frozenset({int, float}), BOOL: frozenset({bool}),
                         STR: frozenset({str})}
@@ -100,14 +103,16 @@ class Encoder:
 
     def _snap_bounds(self, M: np.ndarray) -> np.ndarray:
         """``M`` with each float32-rounded schema bound of a numeric column replaced by the
-        bound itself."""
+        bound itself (``M`` itself when no value sits at such a bound)."""
         cols = self.num_idx
         block = M[:, cols]
-        for bound in (self.numeric.lo, self.numeric.hi):
-            at = block.astype(np.float32) == bound.astype(np.float32)
-            if at.any():
-                block = np.where(at, bound, block)
-        out = M.copy()
+        b32 = block.astype(np.float32)
+        lo, hi = self.numeric.lo, self.numeric.hi
+        at_lo, at_hi = b32 == self._lo32, b32 == self._hi32
+        if not (at_lo.any() or at_hi.any()):
+            return M
+        block = np.where(at_lo, lo, np.where(at_hi, hi, block))
+        out = M.astype(np.float64)
         out[:, cols] = block
         return out
 

@@ -100,6 +100,10 @@ def _direct(route: Any) -> Endpoint | None:
     return fn if params == {"request", *path_params} else None
 
 
+#: templated paths a RouteTable remembers the match of
+MEMO_PATHS = 1024
+
+
 @dataclass(slots=True)
 class RouteTable:
     """The app's routes: exact paths by dict, templated ones by the route's own match."""
@@ -110,6 +114,11 @@ class RouteTable:
     exact_post: dict[str, RouteEntry] = field(default_factory=dict)
     #: (route, entry for any method, entry for a POST) of each templated route
     templated: list[tuple[Any, RouteEntry, RouteEntry]] = field(default_factory=list)
+    #: (method, path) -> what a templated route matched for it, so that the route's
+    #: regular expressions run once per path (the v2 paths name a model); at most
+    #: MEMO_PATHS paths, then forgotten all at once
+    matched: dict[tuple[str, str], tuple[RouteEntry, dict[str, Any]]] = field(
+        default_factory=dict)
 
     @classmethod
     def of(cls, routes: Iterable[Any]) -> RouteTable:
@@ -143,12 +152,20 @@ class RouteTable:
         hit = self.exact.get(path)
         if hit is not None:
             return hit, {}
+        key = (scope["method"], path)
+        hit2 = self.matched.get(key)
+        if hit2 is not None:
+            return hit2
         partial = None
         for route, plain, post in self.templated:
             match, child = route.matches(scope)
             if match is Match.FULL:
-                return (post if scope["method"] == "POST" else plain,
-                        child.get("path_params", {}))
+                found = (post if scope["method"] == "POST" else plain,
+                         child.get("path_params", {}))
+                if len(self.matched) >= MEMO_PATHS:
+                    self.matched.clear()
+                self.matched[key] = found
+                return found
             if match is Match.PARTIAL and partial is None:
                 partial = plain
         return partial or UNKNOWN, {}
