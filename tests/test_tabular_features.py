@@ -344,3 +344,34 @@ def test_string_and_bool_inputs_from_requests_and_frames() -> None:
         ("plan", "expected a string"), ("member", "expected true or false")]
     with pytest.raises(RequestError, match="cannot carry the string input"):
         tr.encode_matrix(np.zeros((1, 2)))
+
+
+def test_numeric_codes_by_binary_search_equal_the_lookup_of_each_value(acs) -> None:  # noqa: F811
+    """A coded column of numbers (the PUMS codes) looks a large array up by binary search;
+    every value gets the code, unknown, missing or not-finite mark the per-value lookup
+    gives, on ACS's own codes and on values around them."""
+    from cd4ml.features.tabular_kernels import SMALL, CodeTable
+
+    rng = np.random.default_rng(0)
+    for col in ("SCHL", "RAC1P", "RELP"):
+        cats = sorted(int(v) for v in acs[col].unique())
+        for unknown, fill in ((None, None), (len(cats), 3.0)):
+            t = CodeTable(cats, unknown, fill)
+            assert t._sorted is not None
+            v = np.concatenate([acs[col].to_numpy(np.float64)[:500],
+                                [np.nan, np.inf, -np.inf, max(cats) + 1.0, -1.0, 1.5, 1e12],
+                                rng.normal(10, 10, 200)])
+            assert len(v) > SMALL
+            codes, reasons = t.encode(v)
+            by_value = [t._code(x) for x in v.tolist()]
+            small = [t.encode(v[i:i + SMALL]) for i in range(0, len(v), SMALL)]
+            assert np.array_equal(codes, np.concatenate([c for c, _ in small]), equal_nan=True)
+            assert np.array_equal(
+                reasons if reasons is not None else np.zeros(len(v), np.int8),
+                np.concatenate([r if r is not None else np.zeros(len(c), np.int8)
+                                for c, r in small]))
+            known = np.asarray(by_value) >= 0
+            assert np.array_equal(codes[known], np.asarray(by_value, float)[known])
+    # bools and strings keep the lookup
+    assert CodeTable([True, False], None, None)._sorted is None
+    assert CodeTable(["a", "b"], None, None)._sorted is None

@@ -44,6 +44,16 @@ class CodeTable:
         self.categories, self.unknown_code, self.fill = categories, unknown_code, fill
         #: the one mapping from a value to its code, used by every path
         self.index: dict[Any, int] = {c: i for i, c in enumerate(categories)}
+        #: numeric categories (no bool): sorted, with their codes, for arrays of numbers
+        #: (a binary search per value instead of hashing them; same codes as ``index``)
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+        if categories and all(type(c) in (int, float) or isinstance(c, (np.integer, np.floating))
+                              for c in categories):
+            keys = np.asarray(categories, np.float64)
+            if len(np.unique(keys)) == len(keys) and np.isfinite(keys).all() and \
+                    all(float(k) == c for k, c in zip(keys.tolist(), categories)):
+                order = np.argsort(keys, kind="stable")
+                self._sorted = (keys[order], order.astype(np.int64))
 
     def _code(self, v: Any) -> int:
         c = self.index.get(v)
@@ -53,10 +63,24 @@ class CodeTable:
             return _MISSING
         return _INFINITE if isinstance(v, float) and math.isinf(v) else _UNKNOWN
 
+    def _search(self, values: np.ndarray) -> np.ndarray:
+        """As ``_code`` per value, for a float array and numeric categories."""
+        keys, codes = self._sorted  # type: ignore[misc]
+        pos = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+        found = keys[pos] == values
+        raw = np.where(found, codes[pos], _UNKNOWN)
+        if not found.all():
+            raw[np.isnan(values)] = _MISSING
+            raw[np.isinf(values)] = _INFINITE
+        return raw
+
     def encode(self, values: Sequence[Any] | np.ndarray, pre: np.ndarray | None = None,
                ) -> tuple[np.ndarray, np.ndarray | None]:
         """Codes (float64) of ``values``; per-row reasons (int8, 0 = fine) or None."""
-        if isinstance(values, np.ndarray) and len(values) > SMALL:
+        if self._sorted is not None and isinstance(values, np.ndarray) and \
+                values.dtype.kind == "f" and len(values) > SMALL:
+            raw = self._search(values)
+        elif isinstance(values, np.ndarray) and len(values) > SMALL:
             idx, uniq = pd.factorize(values, use_na_sentinel=True)  # each distinct value once
             lut = np.array([self._code(u) for u in uniq.tolist()] + [_MISSING], np.int64)
             raw = lut[idx]
