@@ -375,3 +375,22 @@ def test_numeric_codes_by_binary_search_equal_the_lookup_of_each_value(acs) -> N
     # bools and strings keep the lookup
     assert CodeTable([True, False], None, None)._sorted is None
     assert CodeTable(["a", "b"], None, None)._sorted is None
+
+
+def test_one_row_is_checked_as_a_block_of_rows_is() -> None:
+    """A single request row takes plain comparisons instead of array operations: the same
+    verdict as the vectorised check, at the bounds, between them, for NaN and infinities."""
+    from cd4ml.features.tabular_kernels import F32_MAX, NumericBlock
+
+    b = NumericBlock([0.0, -F32_MAX, 1.5], [99.0, F32_MAX, 2.5], [False, True, False],
+                     [None, None, None])
+    specials = [0.0, -0.0, 99.0, 99.0000001, -1e-300, 1.5, 2.5, 2.0, 7.0, 7.5, F32_MAX,
+                -F32_MAX, 1e39, np.nan, np.inf, -np.inf]
+    rng = np.random.default_rng(1)
+    rows = rng.choice(specials, size=(3000, 3))
+    verdicts = {True: 0, False: 0}
+    for row in rows:
+        one = b.clean(row[None, :])
+        assert one == b.clean(np.vstack([row, row])), row
+        verdicts[one] += 1
+    assert min(verdicts.values()) > 50  # both verdicts were exercised

@@ -118,9 +118,14 @@ class NumericBlock:
         self.impute = np.asarray([f is not None for f in fill], bool)
         self.fill = np.asarray([np.nan if f is None else f for f in fill], np.float64)
         self._any_whole = bool(self.whole.any())
+        self._lo, self._hi, self._whole = self.lo.tolist(), self.hi.tolist(), self.whole.tolist()
 
     def clean(self, V: np.ndarray) -> bool:
         """Whether every value is present and in range: nothing to refuse or impute."""
+        if V.shape[0] == 1:  # one request row: a few comparisons, no array operations
+            return all(lo <= v <= hi and (not whole or v == math.floor(v))
+                       for v, lo, hi, whole in zip(V[0].tolist(), self._lo, self._hi,
+                                                   self._whole, strict=True))
         with np.errstate(invalid="ignore"):
             ok = (V >= self.lo) & (V <= self.hi)  # NaN and +-inf fail both
             if self._any_whole:
