@@ -67,6 +67,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _servingbench import servers
+from _servingbench.http_floor import start_floor
 from _servingbench.mlserver_setup import ensure_mlserver_venv, start_mlserver
 from _servingbench.project import machine_info
 from _servingbench.tabular import (INPUTS, bodies, cd4ml_server, load_rows, project_model,
@@ -106,6 +107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "VM: identical runs minutes apart differed by up to 50 %%)")
     ap.add_argument("--skip-mlserver", action="store_true")
     ap.add_argument("--skip-cd4ml", action="store_true")
+    ap.add_argument("--skip-floor", action="store_true",
+                    help="do not measure the HTTP floor (uvicorn answering a fixed answer)")
     ap.add_argument("--mlserver-venv", type=Path, default=ROOT.parent / "venvs" / "mlserver171")
     ap.add_argument("--mlserver-env", action="append", default=[], metavar="KEY=VALUE",
                     help="add to MLServer's environment (a diagnosis, not its default: e.g. "
@@ -186,7 +189,8 @@ class Runner:
         self.wrk_cpus = str(ncpu - 1) if a.pin and ncpu > 1 else None
         self.srv_cpus = f"0-{ncpu - 2}" if a.pin and ncpu > 1 else None
 
-    def measure(self, srv: servers.Server, server: str, kind: str) -> None:
+    def measure(self, srv: servers.Server, server: str, kind: str, *,
+                batches: bool = True) -> None:
         a = self.a
         servers.wait_idle(srv)
         if a.warmup > 0:
@@ -194,7 +198,7 @@ class Runner:
                     cpus=self.wrk_cpus)
             servers.wait_idle(srv, window_s=0.3, timeout_s=60)
         plan = [(1, c) for c in a.concurrency] + [(n, a.batch_concurrency)
-                                                  for n in a.batch_sizes]
+                                                  for n in a.batch_sizes if batches]
         for n, c in plan:
             runs = sorted((self.one_run(srv, server, kind, n, c) for _ in range(a.repeat)),
                           key=lambda r: r["req_s"])
@@ -222,7 +226,8 @@ class Runner:
 
 
 def label(r: dict[str, Any]) -> str:
-    return {"mlserver": "MLServer v2", "v2": "cd4ml v2", "native": "cd4ml /predict"}[r["kind"]]
+    return {"mlserver": "MLServer v2", "v2": "cd4ml v2", "native": "cd4ml /predict",
+            "floor": "HTTP floor"}[r["kind"]]
 
 
 def _find(loads: list[dict[str, Any]], kind: str, n: int, c: int | None = None,
@@ -239,7 +244,8 @@ def print_loads(loads: list[dict[str, Any]]) -> None:
               "×MLServer", "CPU ms/req", "issue's MLServer", "gap"):
         t.add_column(c, justify="left" if c in ("server", "issue's MLServer") else "right")
     for r in sorted(loads, key=lambda r: (r["rows_per_request"], r["concurrency"],
-                                          ["mlserver", "v2", "native"].index(r["kind"]))):
+                                          ["mlserver", "floor", "v2", "native"].index(
+                                              r["kind"]))):
         n, c = r["rows_per_request"], r["concurrency"]
         base = _find(loads, "mlserver", n, c)
         ratio = (f"{r['rows_s'] / base['rows_s']:.1f}×" if base and r["kind"] != "mlserver"
@@ -290,6 +296,20 @@ def goals(loads: list[dict[str, Any]], batch: int = 1000) -> list[dict[str, Any]
     out.append({"goal": "no failed requests", "value": float(errs), "target": "0",
                 "passed": errs == 0, "detail": f"{errs} non-2xx/socket errors/timeouts"})
     return out
+
+
+def floor_summary(loads: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The HTTP floor against MLServer (best single-row req/s over concurrencies): the
+    most any server on uvicorn could claim here, whatever it does per request."""
+    f1, m1 = _find(loads, "floor", 1), _find(loads, "mlserver", 1)
+    if not (f1 and m1):
+        return None
+    v = f1["req_s"] / m1["req_s"]
+    return {"floor_req_s": f1["req_s"], "mlserver_req_s": m1["req_s"], "ratio": v,
+            "text": f"HTTP floor (uvicorn + uvloop + httptools, a fixed answer, nothing "
+                    f"parsed or logged): {f1['req_s']:,.0f} req/s at c={f1['concurrency']}, "
+                    f"{v:.1f}× MLServer's best single-row rate ({m1['req_s']:,.0f}); a "
+                    f"server doing the work of a prediction gets a fraction of that"}
 
 
 def print_goals(results: list[dict[str, Any]]) -> None:
@@ -353,6 +373,15 @@ def main(argv: list[str] | None = None) -> int:
                     run.measure(srv, "mlserver", "mlserver")
             finally:
                 servers.stop(srv)
+        if not (a.only_record or a.skip_floor):
+            console.rule("HTTP floor: uvicorn answering a fixed v2 answer (no parsing, no "
+                         "model, no log)")
+            scripts[("floor", 1)] = scripts[("v2", 1)]
+            srv = start_floor(tmp, cpus=run.srv_cpus)
+            try:
+                run.measure(srv, "floor", "floor", batches=False)
+            finally:
+                servers.stop(srv)
         if not (a.only_record or a.skip_cd4ml) and project_model(a.project) is not None:
             console.rule(f"cd4ml serve -p {a.project} (default settings, log on)")
             url = start_cd4ml(a.project, tmp, cpus=run.srv_cpus)
@@ -376,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     doc["loadavg_end"] = _loadavg()
     print_loads(run.loads)
     print_goals(doc["goals"])
+    doc["floor"] = floor_summary(run.loads)
+    if doc["floor"]:
+        console.print(doc["floor"]["text"])
     busy = float(doc["machine"]["loadavg_start"].split()[0]) > 1
     console.print(f"load average at start {doc['machine']['loadavg_start']}, at end "
                   f"{doc['loadavg_end']} (the servers and wrk load ~2 cores themselves)"

@@ -249,18 +249,21 @@ def test_logged_inputs_keep_each_columns_type_and_hold_nothing_the_gc_scans(
     c = contract_for(m, log=True)
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=10_000)
     try:
-        for k in range(200):
+        for k in range(100):  # fewer than WAKE_RECORDS: all still queued
             enc = c.check(recs[k % 5:k % 5 + 1])
             rec = c.log_record(f"r{k}", 1.0 + k, "/predict", 0.1, enc, c.predict(enc),
                                "application/json", b"{}")
             assert plog.append(rec)
         queued = [x for column in plog._buf.fields for x in column]
-        assert len(queued) == 200 * len(plog._buf.fields)
-        assert [type(x).__name__ for x in queued if gc.is_tracked(x)] == []
+        assert len(queued) == 100 * len(plog._buf.fields)
+        # nothing per record: at most the feature and output names, one tuple each that
+        # every record shares (a collection untracks them)
+        tracked = {id(x): x for x in queued if gc.is_tracked(x)}
+        assert len(tracked) <= 2 and all(type(x) is tuple for x in tracked.values())
         assert plog.flush()
     finally:
         plog.close()
     logged = predlog.predictions(tmp_path / "log")
-    assert len(logged) == 200
+    assert len(logged) == 100
     assert logged["SCHL"].tolist()[:5] == [r["SCHL"] for r in recs]
     assert logged["AGEP"].tolist()[:5] == [r["AGEP"] for r in recs]
