@@ -28,11 +28,12 @@ __all__ = ["PredictionLog"]
 
 log = logging.getLogger("cd4ml.predlog")
 
-#: the writer is woken once this many records wait (or half of max_unflushed, if less):
-#: a flush's encoding holds the interpreter lock for ~5 µs a record, which each request
-#: in flight then waits for; at 128 records a single-row server at c=8 had p99 3.2 ms
-#: where 500 gave 4.3 ms, at the same rate. max_unflushed still bounds what is held.
-WAKE_RECORDS = 128
+#: the writer is woken once this many records wait (or half of max_unflushed, if less).
+#: Smaller flushes hold the interpreter lock for less at a time (~5 µs a tabular record)
+#: but commit more often: at 128 the tabular server's p99 at c=8 went 4.3 -> 3.2 ms, and
+#: the forecast server's log cost 10.5 -> 16.5 % (11 paired runs each, 2026-12-02);
+#: the cost goal (<= 12 %) decides
+WAKE_RECORDS = 500
 
 
 def _check(key: str, value: Any, ok: bool, problem: str) -> None:
