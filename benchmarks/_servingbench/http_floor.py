@@ -22,10 +22,12 @@ _HEADERS = [(b"content-type", b"application/json")]
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":  # lifespan: nothing to set up
-        while (await receive())["type"] != "lifespan.shutdown":
-            pass
-        return
+    if scope["type"] == "lifespan":  # nothing to set up or tear down
+        while True:
+            kind = (await receive())["type"]
+            await send({"type": kind + ".complete"})
+            if kind == "lifespan.shutdown":
+                return
     more = True
     while more:
         more = (await receive()).get("more_body", False)
