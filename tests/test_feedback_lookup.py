@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from cd4ml.config import ServingConfig
 from cd4ml.errors import DeadlineError, http_status
 from cd4ml.registry.loader import load_model
-from cd4ml.serving import predlog
+from cd4ml import predlog
 from cd4ml.serving.app import ModelHolder, create_app
-from cd4ml.serving.predlog import PredictionLog
+from cd4ml.predlog import PredictionLog
 
 NAME = "walmart-weekly-sales"
 ROW = {"store": 1, "dept": 1, "date": "2012-11-02"}

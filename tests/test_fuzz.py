@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 
 import cd4ml  # noqa: E402
 from cd4ml.serving.app import ModelHolder, create_app  # noqa: E402
-from cd4ml.serving.predlog import PredictionLog  # noqa: E402
+from cd4ml.predlog import PredictionLog  # noqa: E402
 
 NAME = "walmart-weekly-sales"
 EXAMPLES = 200

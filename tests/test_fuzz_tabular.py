@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 from tabular_servables import ACS_NAME, acs_parts, servable, wine_parts  # noqa: E402
 
 from cd4ml.serving.app import ModelHolder, create_app  # noqa: E402
-from cd4ml.serving.predlog import PredictionLog  # noqa: E402
+from cd4ml.predlog import PredictionLog  # noqa: E402
 
 EXAMPLES = 60
 CHECKS = [not_a_server_error, response_schema_conformance, positive_data_acceptance,

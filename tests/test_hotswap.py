@@ -15,7 +15,7 @@ import httpx
 import pytest
 from conftest import FAST, make_project, start_server, stop_server, wait_version
 
-from cd4ml.serving import predlog
+from cd4ml import predlog
 
 NAME = "walmart-weekly-sales"
 ROWS = [{"store": 1, "dept": d, "date": "2012-11-02"} for d in (1, 3, 8, 13)]

@@ -21,10 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cd4ml.registry.loader import load_model
-from cd4ml.serving import predlog
+from cd4ml import predlog
 from cd4ml.serving.app import ModelHolder, create_app
-from cd4ml.serving.predlog import PredictionLog
-from cd4ml.serving.predlog.segments import period_name, segment_path
+from cd4ml.predlog import PredictionLog
+from cd4ml.predlog.segments import period_name, segment_path
 
 NAME = "walmart-weekly-sales"
 ROWS = [{"store": 1, "dept": 1, "date": "2012-11-02"},
@@ -122,7 +122,7 @@ def test_query_by_window_and_version(model, tmp_path: Path) -> None:
 
 _KILLED = textwrap.dedent("""
     import os, signal, sys, numpy as np
-    from cd4ml.serving.predlog import PredictionLog, LogRecord
+    from cd4ml.predlog import PredictionLog, LogRecord
     d, flushed, unflushed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     log = PredictionLog(d, flush_interval_ms=60_000, max_unflushed=10_000)
     def rec(i):
@@ -332,7 +332,7 @@ def test_records_dropped_by_a_failing_writer_are_counted_even_mid_stream(
 
 _OTHER_WORKER = textwrap.dedent("""
     import sys, numpy as np
-    from cd4ml.serving.predlog import PredictionLog, LogRecord
+    from cd4ml.predlog import PredictionLog, LogRecord
     d, start, n = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     with PredictionLog(d, flush_interval_ms=5) as log:
         for i in range(n):
@@ -387,7 +387,7 @@ def test_the_writer_is_woken_at_half_the_queue_before_any_request_waits(
 
 def test_big_flushes_split_into_blocks_and_a_swap_inside_one_keeps_each_versions_features(
         model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cd4ml.serving.predlog import blocks
+    from cd4ml.predlog import blocks
 
     monkeypatch.setattr(blocks, "BLOCK_ROWS", 4)  # so that 7 records of 1-3 rows make 4
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=100)
@@ -421,7 +421,7 @@ def test_made_id_times_agrees_with_made_id_time() -> None:
     id: on the fast path (all ids shaped like server-made ones) and off it."""
     import random
 
-    from cd4ml.serving.predlog.segments import made_id_time, made_id_times, new_request_id
+    from cd4ml.predlog.segments import made_id_time, made_id_times, new_request_id
 
     def ref(ids: list[str]) -> np.ndarray:
         return np.array([np.nan if made_id_time(i) is None else made_id_time(i) for i in ids])
@@ -449,7 +449,7 @@ def test_made_id_times_agrees_with_made_id_time() -> None:
 
 def test_server_made_ids_are_found_by_time_without_an_index_entry(model, tmp_path: Path,
                                                                  ) -> None:
-    from cd4ml.serving.predlog.segments import made_id_time, new_request_id
+    from cd4ml.predlog.segments import made_id_time, new_request_id
 
     made, old_made = new_request_id(), "00000000000a" + "0" * 20  # 1970: far from its ts
     assert made_id_time(made) == pytest.approx(time.time(), abs=5)
@@ -482,7 +482,7 @@ def test_feedback_for_a_request_id_the_server_made(logged) -> None:
 
 
 def test_an_empty_or_missing_log_answers_every_query(tmp_path: Path) -> None:
-    from cd4ml.serving.predlog.segments import new_request_id
+    from cd4ml.predlog.segments import new_request_id
 
     for d in (tmp_path / "missing", tmp_path):
         assert predlog.query(d) == [] and len(predlog.predictions(d)) == 0
@@ -609,7 +609,7 @@ def test_features_by_reference_store_each_row_once_per_segment_and_read_back_exa
 
 def test_a_segment_of_another_log_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     from cd4ml.errors import Cd4mlError
-    from cd4ml.serving.predlog.segments import LOG_FORMAT, connect_segment
+    from cd4ml.predlog.segments import LOG_FORMAT, connect_segment
 
     path = tmp_path / "seg-20261129T00-p1.db"
     with closing(connect_segment(path)) as con:

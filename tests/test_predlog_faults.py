@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 from cd4ml.config import ServingConfig, validate_config
 from cd4ml.errors import ConfigError, LogFullError
 from cd4ml.registry.loader import load_model
-from cd4ml.serving import predlog
+from cd4ml import predlog
 from cd4ml.serving.app import ModelHolder, create_app
-from cd4ml.serving.predlog import PredictionLog
-from cd4ml.serving.predlog.segments import connect_segment, period_name, segment_path
+from cd4ml.predlog import PredictionLog
+from cd4ml.predlog.segments import connect_segment, period_name, segment_path
 
 NAME = "walmart-weekly-sales"
 ROW = {"store": 1, "dept": 1, "date": "2012-11-02"}

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import start_server, stop_server
 
-from cd4ml.serving import predlog
+from cd4ml import predlog
 
 ROW = {"store": 1, "dept": 1, "date": "2012-11-02"}
 
@@ -196,7 +196,7 @@ def test_a_log_folder_that_cannot_be_written_is_refused_in_one_line(
     _mount_tmpfs(mnt, "ro", "size=1m")
     try:
         from cd4ml.errors import ConfigError
-        from cd4ml.serving.predlog import PredictionLog
+        from cd4ml.predlog import PredictionLog
 
         with pytest.raises(ConfigError, match=r"serving\.log\.dir = .*Read-only file system"):
             PredictionLog(mnt / "log")

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 import cd4ml
 from cd4ml.config import ServingConfig
 from cd4ml.serving.app import ModelHolder, create_app
-from cd4ml.serving.predlog import PredictionLog, status
+from cd4ml.predlog import PredictionLog, status
 
 NAME = "walmart-weekly-sales"
 JSON = {"content-type": "application/json"}

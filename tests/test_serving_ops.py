@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cd4ml.config import ServingConfig
 from cd4ml.registry.loader import load_model
-from cd4ml.serving import predlog
+from cd4ml import predlog
 from cd4ml.serving.app import ModelHolder, create_app
 from cd4ml.serving.hotswap import ModelWatcher
 

@@ -23,7 +23,7 @@ from tabular_servables import (ACS_NAME, acs_parts, acs_reference_matrix, proba,
                                servable)
 
 from cd4ml.serving.app import ModelHolder, create_app
-from cd4ml.serving.predlog import PredictionLog, export_parquet, predictions, query
+from cd4ml.predlog import PredictionLog, export_parquet, predictions, query
 
 INFER = f"/v2/models/{ACS_NAME}/infer"
 V2_LABEL = "/v2/models/{name}/infer"

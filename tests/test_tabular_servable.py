@@ -20,7 +20,7 @@ from cd4ml.registry.bundle import read_manifest, save_tabular_bundle
 from cd4ml.registry.loader import load_version, servable_class
 from cd4ml.registry.tabular import TabularServable, _plain_shaped
 from cd4ml.store.artifacts import ArtifactStore
-from cd4ml.serving import predlog
+from cd4ml import predlog
 from cd4ml.store.metadata import MetadataStore
 
 
@@ -219,7 +219,7 @@ def test_logged_inputs_keep_each_columns_type_and_hold_nothing_the_gc_scans(
     import gc
 
     from cd4ml.serving.contracts import contract_for
-    from cd4ml.serving.predlog import PredictionLog
+    from cd4ml.predlog import PredictionLog
 
     spec, t, _X, pred = acs_parts
     m = TabularServable(pred, spec, t, name="m", version=1)
@@ -242,7 +242,7 @@ def test_logged_inputs_keep_each_columns_type_and_hold_nothing_the_gc_scans(
     t_i = TabularTransform.fit(spec_i, acs[acs.year == 2015])
     m_i = TabularServable(fit(t_i, acs[acs.year == 2015].head(3000), "lightgbm",
                               n_estimators=5, n_jobs=1), spec_i, t_i, name="m", version=1)
-    from cd4ml.serving.predlog.segments import dumps
+    from cd4ml.predlog.segments import dumps
 
     assert b'"AGEP":[null]' in dumps(m_i.encode_records(imputed).raw)
 

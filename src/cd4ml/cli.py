@@ -292,7 +292,7 @@ def _log_dir(project: Path, set_: list[str] | None) -> tuple[Any, Path]:
 @log_app.command("status")
 def log_status(project: Project = Path("."), set_: Sets = None, json_: Json = False) -> None:
     """Segments, record counts, and records lost to crashes (never silent)."""
-    from cd4ml.serving.predlog import recover_losses, status
+    from cd4ml.predlog import recover_losses, status
 
     _, d = _log_dir(project, set_)
     recover_losses(d)
@@ -314,7 +314,7 @@ def log_status(project: Project = Path("."), set_: Sets = None, json_: Json = Fa
                   str(sg["feedback"]), f"{sg['bytes'] / 1e6:.2f}", ts(sg["first"]),
                   ts(sg["last"]))
     out.print(t)
-    from cd4ml.serving.predlog.segments import LOG_FORMAT
+    from cd4ml.predlog.segments import LOG_FORMAT
 
     for sg in st["segments"]:
         if sg["format"] not in (None, LOG_FORMAT):  # None: no table in it yet
@@ -344,7 +344,7 @@ def log_query(project: Project = Path("."), set_: Sets = None, since: Since = No
               limit: Annotated[int, typer.Option("--limit")] = 20,
               json_: Json = False) -> None:
     """The newest logged requests in a time window (and of a version)."""
-    from cd4ml.serving.predlog import parse_time, query
+    from cd4ml.predlog import parse_time, query
 
     cfg, d = _log_dir(project, set_)
     recs = query(d, since=parse_time(since), until=parse_time(until), version=version,
@@ -378,7 +378,7 @@ def log_export(output: Annotated[Path, typer.Option("--output", "-o", help="a .p
                    "--with-request", help="include each request body as received")] = False,
                ) -> None:
     """Write one row per prediction (inputs, features, output, feedback) to Parquet."""
-    from cd4ml.serving.predlog import export_parquet, parse_time
+    from cd4ml.predlog import export_parquet, parse_time
 
     _, d = _log_dir(project, set_)
     n = export_parquet(d, output, since=parse_time(since), until=parse_time(until),

@@ -39,7 +39,7 @@ from cd4ml.serving.guard import JSON, Guard
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.jsonbody import parse_json
 from cd4ml.serving.limits import read_checked
-from cd4ml.serving.predlog import PredictionLog
+from cd4ml.predlog import PredictionLog
 
 try:
     import orjson

@@ -30,7 +30,7 @@ from cd4ml.serving.form import Score, forecast_form
 from cd4ml.serving.form_tabular import tabular_form
 from cd4ml.serving.openapi import api_spec
 from cd4ml.serving.openapi_tabular import tabular_api_spec
-from cd4ml.serving.predlog import FeatureTable, LogRecord
+from cd4ml.predlog import FeatureTable, LogRecord
 from cd4ml.serving.v2_tensors import MATRIX_OUTPUT
 
 __all__ = ["ForecastContract", "TabularContract", "CONTRACTS", "contract_for",

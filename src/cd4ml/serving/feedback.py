@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from cd4ml.errors import NotFoundError, RequestError
-from cd4ml.serving.predlog import find_requests
+from cd4ml.predlog import find_requests
 
 __all__ = ["check_feedback"]
 

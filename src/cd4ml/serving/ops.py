@@ -35,7 +35,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry,
                                Gauge, Histogram, generate_latest)
 
 from cd4ml.errors import Cd4mlError
-from cd4ml.serving.predlog.segments import new_request_id
+from cd4ml.predlog.segments import new_request_id
 from cd4ml.serving.routes import CONTEXT_KEY, RequestContext, RouteTable, error_body
 
 __all__ = ["OpsMiddleware", "METRICS", "metrics_text", "log_config", "JsonLines"]

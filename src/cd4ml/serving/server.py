@@ -21,7 +21,7 @@ from cd4ml.serving.app import create_app
 from cd4ml.serving.guard import feedback_token_from_env
 from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.ops import METRICS, log_config
-from cd4ml.serving.predlog import PredictionLog
+from cd4ml.predlog import PredictionLog
 
 __all__ = ["app_from_env", "serve"]
 

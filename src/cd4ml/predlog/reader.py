@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import RequestError
-from cd4ml.serving.predlog.damage import is_damage, set_aside_files
-from cd4ml.serving.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
+from cd4ml.predlog.damage import is_damage, set_aside_files
+from cd4ml.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
                                             M_NF, M_NROWS, M_REQLEN, M_RID, M_TABLE, M_TRUNC,
                                             M_TS, M_VERSION, columns, loads, output_names,
                                             output_widths, read_only, read_segment,
                                             record_starts, segment_format, segments)
-from cd4ml.serving.predlog.tables import TableReader
+from cd4ml.predlog.tables import TableReader
 
 __all__ = ["parse_time", "query", "predictions", "export_parquet", "status"]
 

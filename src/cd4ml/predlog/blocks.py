@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.serving.predlog.segments import M_TRUNC, MADE_ID_SLACK, dumps, made_id_times
-from cd4ml.serving.predlog.tables import FeatureTable
+from cd4ml.predlog.segments import M_TRUNC, MADE_ID_SLACK, dumps, made_id_times
+from cd4ml.predlog.tables import FeatureTable
 
 __all__ = ["LogRecord", "Pending", "Columns", "Block", "encode_block", "BLOCK_ROWS",
            "RECORD_OVERHEAD"]

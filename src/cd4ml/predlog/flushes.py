@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.serving.predlog.blocks import Block, Columns, LogRecord, Pending, encode_block
-from cd4ml.serving.predlog.damage import is_damage
-from cd4ml.serving.predlog.segments import (period_name, segment_path, segments,
+from cd4ml.predlog.blocks import Block, Columns, LogRecord, Pending, encode_block
+from cd4ml.predlog.damage import is_damage
+from cd4ml.predlog.segments import (period_name, segment_path, segments,
                                             sqlite_length_limit)
-from cd4ml.serving.predlog.tables import FeatureTable
+from cd4ml.predlog.tables import FeatureTable
 
 __all__ = ["SegmentWriter", "Stored"]
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import ConfigError, LogFullError, UnavailableError
-from cd4ml.serving.predlog.blocks import LogRecord, Pending
-from cd4ml.serving.predlog.damage import set_aside, set_aside_damaged
-from cd4ml.serving.predlog.flushes import SegmentWriter
-from cd4ml.serving.predlog.losses import record_loss, recover_losses
-from cd4ml.serving.predlog.segments import (connect_segment, period_name, segment_path,
+from cd4ml.predlog.blocks import LogRecord, Pending
+from cd4ml.predlog.damage import set_aside, set_aside_damaged
+from cd4ml.predlog.flushes import SegmentWriter
+from cd4ml.predlog.losses import record_loss, recover_losses
+from cd4ml.predlog.segments import (connect_segment, period_name, segment_path,
                                             sqlite_length_limit)
 
 __all__ = ["PredictionLog"]

@@ -1,5 +1,9 @@
 """The prediction log: every prediction, with what the model saw, durable and queryable.
 
+A package of its own (it imports nothing of cd4ml but ``cd4ml.errors``; an import-linter
+contract in pyproject.toml holds it so): the server writes it, ``cd4ml log`` and
+monitoring read it, and neither side imports the other through it.
+
 A server appends one record per answered request (request id, time, model name and
 version, rollout arm, endpoint, latency, the body as received, the validated input
 fields, the features the model saw and its outputs). :meth:`PredictionLog.append` only
@@ -54,14 +58,14 @@ of its time window. :func:`find_requests` looks many ids up in one visit of each
 (what ``/feedback`` uses, bounded by a deadline).
 """
 
-from cd4ml.serving.predlog.losses import recover_losses
-from cd4ml.serving.predlog.lookup import Lookup, find_request, find_requests
-from cd4ml.serving.predlog.reader import (export_parquet, parse_time, predictions, query,
+from cd4ml.predlog.losses import recover_losses
+from cd4ml.predlog.lookup import Lookup, find_request, find_requests
+from cd4ml.predlog.reader import (export_parquet, parse_time, predictions, query,
                                           status)
-from cd4ml.serving.predlog.segments import segments
-from cd4ml.serving.predlog.tables import FeatureTable
-from cd4ml.serving.predlog.blocks import LogRecord
-from cd4ml.serving.predlog.writer import PredictionLog
+from cd4ml.predlog.segments import segments
+from cd4ml.predlog.tables import FeatureTable
+from cd4ml.predlog.blocks import LogRecord
+from cd4ml.predlog.writer import PredictionLog
 
 __all__ = ["PredictionLog", "LogRecord", "FeatureTable", "segments", "query", "predictions",
            "status", "find_request", "find_requests", "Lookup", "export_parquet", "parse_time",

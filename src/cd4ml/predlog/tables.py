@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cd4ml.errors import Cd4mlError
-from cd4ml.serving.predlog.segments import dumps, loads
+from cd4ml.predlog.segments import dumps, loads
 
 __all__ = ["FeatureTable", "TableReader"]
 

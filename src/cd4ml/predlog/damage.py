@@ -7,7 +7,7 @@ segment (opening it and reading its schema: SQLite sees a truncated file there, 
 the size its header records) and renames a bad one to ``<name>.corrupt-<time>`` with
 its ``-wal`` and ``-shm``, so that nothing is deleted and SQLite can still open the
 renamed file for a look. Each move is recorded in ``state.db`` and listed by
-:func:`cd4ml.serving.predlog.status` and ``cd4ml log status``. Readers skip a segment
+:func:`cd4ml.predlog.status` and ``cd4ml log status``. Readers skip a segment
 they find damaged later, with a warning.
 """
 
@@ -21,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cd4ml.serving.predlog.segments import STATE, connect, read_only, segments
+from cd4ml.predlog.segments import STATE, connect, read_only, segments
 
 __all__ = ["is_damage", "segment_problem", "set_aside", "set_aside_damaged", "set_aside_files"]
 

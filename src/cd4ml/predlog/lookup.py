@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from cd4ml.errors import DeadlineError
-from cd4ml.serving.predlog.damage import is_damage
-from cd4ml.serving.predlog.segments import (M_NROWS, M_RID, M_TABLE, M_TS, MADE_ID_SLACK,
+from cd4ml.predlog.damage import is_damage
+from cd4ml.predlog.segments import (M_NROWS, M_RID, M_TABLE, M_TS, MADE_ID_SLACK,
                                             M_MODEL, M_VERSION, columns, dumps, loads,
                                             made_id_time, read_segment, record_starts,
                                             segments)
-from cd4ml.serving.predlog.tables import TableReader
+from cd4ml.predlog.tables import TableReader
 
 __all__ = ["Lookup", "find_requests", "find_request"]
 

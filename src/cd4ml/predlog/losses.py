@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cd4ml.serving.predlog.segments import STATE, connect, read_only, segments
+from cd4ml.predlog.segments import STATE, connect, read_only, segments
 
 __all__ = ["recover_losses", "record_loss"]
 
