@@ -357,3 +357,47 @@ def test_a_record_after_close_is_dropped_and_counted_not_an_error(model,
     assert plog.append(_rec(1)) is False and plog.dropped == 1
     assert client.post("/predict", json=ROW).status_code == 200
     assert plog.dropped == 2 and plog.written == 1
+
+
+def test_the_log_is_placed_by_url_and_dir_is_still_accepted(tmp_path: Path) -> None:
+    """``serving.log.url`` (a folder path or file://PATH) names the log's folder; the older
+    ``serving.log.dir`` still does; an unknown scheme, an empty URL, or the two naming
+    different folders are refused naming the key and value."""
+    raw = {"project": "p", "data": {"sources": {"s": {"path": "s.csv"}}, "main": "s",
+                                    "target": "y", "time": "t", "series": ["k"]}}
+
+    def log_cfg(**log):  # type: ignore[no-untyped-def]
+        return validate_config({**raw, "serving": {"log": log}}).serving.log
+
+    assert log_cfg().folder_in(tmp_path) == tmp_path / ".cd4ml" / "predictions"
+    assert log_cfg(dir="logs").folder_in(tmp_path) == tmp_path / "logs"
+    assert log_cfg(url="logs").folder_in(tmp_path) == tmp_path / "logs"
+    assert log_cfg(url=f"file://{tmp_path}/abs").folder_in("/elsewhere") == tmp_path / "abs"
+    assert log_cfg(url="file://rel/x").folder_in(tmp_path) == tmp_path / "rel" / "x"
+    assert log_cfg(url="logs", dir="logs").folder == "logs"
+    for value, says in [("s3://bucket/log", "unknown prediction log scheme 's3'"),
+                        ("postgresql://h/db", "unknown prediction log scheme 'postgresql'"),
+                        ("file://", "names no folder"), ("  ", "names no folder")]:
+        with pytest.raises(ConfigError) as exc:
+            log_cfg(url=value)
+        assert f"serving.log.url = {value!r}" in str(exc.value) and says in str(exc.value)
+    with pytest.raises(ConfigError, match="name different places; give one of them"):
+        log_cfg(url="a", dir="b")
+
+
+def test_the_cli_reads_the_log_where_its_url_says(trained_project: Path, tmp_path: Path,
+                                                  ) -> None:
+    d = tmp_path / "by-url"
+    plog = PredictionLog(d)
+    plog.close()
+    res = subprocess.run([sys.executable, "-m", "cd4ml.cli", "log", "status", "-p",
+                          str(trained_project), "--json", "--set",
+                          f"serving.log.url=file://{d}"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert str(d) in res.stdout
+    bad = subprocess.run([sys.executable, "-m", "cd4ml.cli", "log", "status", "-p",
+                          str(trained_project), "--set", "serving.log.url=s3://b/p"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "unknown prediction log scheme 's3'" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

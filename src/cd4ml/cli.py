@@ -285,8 +285,7 @@ def _log_dir(project: Path, set_: list[str] | None) -> tuple[Any, Path]:
 
     root = project.resolve()
     cfg, _ = load_config(root, set_)
-    d = Path(cfg.serving.log.dir)
-    return cfg, (d if d.is_absolute() else root / d)
+    return cfg, cfg.serving.log.folder_in(root)
 
 
 @log_app.command("status")

@@ -294,7 +294,11 @@ class PredictionLogConfig(_Strict):
     """Every prediction, written off the request path in batches to SQLite segments."""
 
     enabled: bool = True
-    dir: str = Field(".cd4ml/predictions", description="folder of the log's segments")
+    url: str | None = Field(None, description=(
+        "where the log is kept, as a URL: a folder path or file://PATH (SQLite segments in "
+        "that folder); relative paths are taken from the project folder"))
+    dir: str = Field(".cd4ml/predictions", description=(
+        "folder of the log's segments (what url says, kept for existing configs; give one)"))
     flush_interval_ms: int = Field(200, ge=1, le=60_000,
                                    description="the writer commits at least this often")
     max_unflushed: int = Field(1_000, ge=1, description=(
@@ -313,6 +317,40 @@ class PredictionLogConfig(_Strict):
     rotate_hours: int = Field(24, ge=1, le=24 * 31, description="one segment per period")
     retention_days: float = Field(30, gt=0, description="segments older than this are deleted")
     store_request: bool = Field(True, description="keep each request body as received")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        scheme, sep, rest = v.partition("://")
+        if sep and scheme != "file":
+            raise ValueError(f"unknown prediction log scheme {scheme!r}; the log is kept in "
+                             f"SQLite segments in a folder: give a folder path or file://PATH")
+        if not (rest if sep else v).strip():
+            raise ValueError("names no folder; give a folder path or file://PATH")
+        return v
+
+    @model_validator(mode="after")
+    def _one_place(self) -> PredictionLogConfig:
+        if self.url is not None and "dir" in self.model_fields_set and \
+                Path(self.folder) != Path(self.dir):
+            raise ValueError(f"serving.log.url ({self.url!r}) and serving.log.dir "
+                             f"({self.dir!r}) name different places; give one of them")
+        return self
+
+    @property
+    def folder(self) -> str:
+        """The folder of the log's segments, as configured (url, else dir)."""
+        if self.url is None:
+            return self.dir
+        scheme, sep, rest = self.url.partition("://")
+        return rest if sep else self.url
+
+    def folder_in(self, root: str | Path) -> Path:
+        """:attr:`folder`, a relative one taken from the project folder ``root``."""
+        d = Path(self.folder)
+        return d if d.is_absolute() else Path(root) / d
 
     @field_validator("max_block_bytes")
     @classmethod

@@ -40,7 +40,7 @@ those bytes when the process is killed. The next writer to open the folder finds
 files of dead processes and records ``accepted - flushed`` in ``state.db``, which
 :func:`status` reports (and ``cd4ml log status`` prints).
 
-Layout of the folder (``serving.log.dir``)::
+Layout of the folder (``serving.log.url``, or the older ``serving.log.dir``)::
 
     seg-20261123T00-p4242.db  one SQLite segment per ``rotate_hours`` period (UTC) and
                               writer process: the workers of a server never wait on

@@ -66,8 +66,7 @@ def app_from_env() -> Any:
     s = cfg.serving
     plog = None
     if s.log.enabled:
-        d = Path(s.log.dir)
-        plog = PredictionLog(d if d.is_absolute() else root / d,
+        plog = PredictionLog(s.log.folder_in(root),
                              flush_interval_ms=s.log.flush_interval_ms,
                              max_unflushed=s.log.max_unflushed,
                              max_unflushed_bytes=s.log.max_unflushed_bytes,
