@@ -249,7 +249,7 @@ def test_logged_inputs_keep_each_columns_type_and_hold_nothing_the_gc_scans(
     c = contract_for(m, log=True)
     plog = PredictionLog(tmp_path / "log", flush_interval_ms=60_000, max_unflushed=10_000)
     try:
-        for k in range(100):  # fewer than WAKE_RECORDS: all still queued
+        for k in range(100):  # fewer than half of max_unflushed: all still queued
             enc = c.check(recs[k % 5:k % 5 + 1])
             rec = c.log_record(f"r{k}", 1.0 + k, "/predict", 0.1, enc, c.predict(enc),
                                "application/json", b"{}")

@@ -290,6 +290,12 @@ class StoreConfig(_Strict):
     lock_timeout_s: float = Field(0.0, ge=0, description="wait this long for another run")
 
 
+def _log_url(url: str) -> tuple[str, str]:
+    """``(scheme, path)`` of a log URL; a plain path has the scheme ``""``."""
+    scheme, sep, rest = url.partition("://")
+    return (scheme, rest) if sep else ("", url)
+
+
 class PredictionLogConfig(_Strict):
     """Every prediction, written off the request path in batches to SQLite segments."""
 
@@ -323,11 +329,11 @@ class PredictionLogConfig(_Strict):
     def _known_scheme(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        scheme, sep, rest = v.partition("://")
-        if sep and scheme != "file":
+        scheme, path = _log_url(v)
+        if scheme not in ("", "file"):
             raise ValueError(f"unknown prediction log scheme {scheme!r}; the log is kept in "
                              f"SQLite segments in a folder: give a folder path or file://PATH")
-        if not (rest if sep else v).strip():
+        if not path.strip():
             raise ValueError("names no folder; give a folder path or file://PATH")
         return v
 
@@ -342,10 +348,7 @@ class PredictionLogConfig(_Strict):
     @property
     def folder(self) -> str:
         """The folder of the log's segments, as configured (url, else dir)."""
-        if self.url is None:
-            return self.dir
-        scheme, sep, rest = self.url.partition("://")
-        return rest if sep else self.url
+        return self.dir if self.url is None else _log_url(self.url)[1]
 
     def folder_in(self, root: str | Path) -> Path:
         """:attr:`folder`, a relative one taken from the project folder ``root``."""

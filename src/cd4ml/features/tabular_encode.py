@@ -111,8 +111,8 @@ class Encoder:
         at_lo, at_hi = b32 == self._lo32, b32 == self._hi32
         if not (at_lo.any() or at_hi.any()):
             return M
-        block = np.where(at_lo, lo, np.where(at_hi, hi, block))
-        out = M.astype(np.float64)
+        block = np.where(at_hi, hi, np.where(at_lo, lo, block))  # hi last, as before
+        out = M.copy()
         out[:, cols] = block
         return out
 

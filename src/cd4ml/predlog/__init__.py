@@ -9,9 +9,8 @@ version, rollout arm, endpoint, latency, the body as received, the validated inp
 fields, the features the model saw and its outputs). :meth:`PredictionLog.append` only
 queues the record (its fields appended to one list per field: the queue holds no object
 per record); a writer thread encodes what waits, a column at a time, and commits it to
-SQLite every ``flush_interval_ms``, or as soon as ``WAKE_RECORDS`` (500) records, or half
-of ``max_unflushed`` records or of ``max_unflushed_bytes``, wait (one transaction,
-fsynced). ``append``
+SQLite every ``flush_interval_ms``, or as soon as half of ``max_unflushed`` records (or
+of ``max_unflushed_bytes``) wait (one transaction, fsynced). ``append``
 never waits for the disk: once ``max_unflushed`` records or ``max_unflushed_bytes``
 bytes are held (queued or being written), which bounds what a ``kill -9`` can lose, a
 record is dropped and counted (``when_full="drop"``) or refused with

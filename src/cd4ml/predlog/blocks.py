@@ -79,8 +79,16 @@ class Pending:
     def __len__(self) -> int:
         return len(self.seqs)
 
-    def columns(self) -> Columns:
-        return Columns._of(tuple(self.seqs), LogRecord(*map(tuple, self.fields)))
+    def record(self, k: int) -> LogRecord:
+        """The ``k``-th queued record."""
+        return LogRecord(*(column[k] for column in self.fields))
+
+    def columns(self, keep: Sequence[int] | None = None) -> Columns:
+        """The queued records (those at positions ``keep``, if given) a field at a time."""
+        if keep is None:
+            return Columns._of(tuple(self.seqs), LogRecord(*map(tuple, self.fields)))
+        return Columns._of(tuple(self.seqs[k] for k in keep),
+                           LogRecord(*(tuple(column[k] for k in keep) for column in self.fields)))
 
 
 class Columns(NamedTuple):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.predlog.blocks import Block, Columns, LogRecord, Pending, encode_block
+from cd4ml.predlog.blocks import Block, Columns, Pending, encode_block
 from cd4ml.predlog.damage import is_damage
 from cd4ml.predlog.segments import (period_name, segment_path, segments,
                                             sqlite_length_limit)
@@ -250,7 +250,7 @@ class SegmentWriter:
         good: list[int] = []
         dropped = 0
         for k, seq in enumerate(batch.seqs):
-            rec = LogRecord(*(column[k] for column in batch.fields))
+            rec = batch.record(k)
             try:
                 one = Columns.of([rec], seq)
                 encode_block(self.session, one, self.store_request, self.max_body)
@@ -262,8 +262,7 @@ class SegmentWriter:
                           rec.request_id, exc, extra={"event": "prediction_log_drop"})
         if not good:
             return None, dropped
-        return Columns._of(tuple(batch.seqs[k] for k in good), LogRecord(
-            *(tuple(column[k] for k in good) for column in batch.fields))), dropped
+        return batch.columns(good), dropped
 
     def _fresh_rows(self, cols: Columns) -> _Fresh:
         """The feature tables a flush references that the segment lacks, and per table

@@ -28,13 +28,6 @@ __all__ = ["PredictionLog"]
 
 log = logging.getLogger("cd4ml.predlog")
 
-#: the writer is woken once this many records wait (or half of max_unflushed, if less).
-#: Smaller flushes hold the interpreter lock for less at a time (~5 µs a tabular record)
-#: but commit more often: at 128 the tabular server's p99 at c=8 went 4.3 -> 3.2 ms, and
-#: the forecast server's log cost 10.5 -> 16.5 % (11 paired runs each, 2026-12-02);
-#: the cost goal (<= 12 %) decides
-WAKE_RECORDS = 500
-
 
 def _check(key: str, value: Any, ok: bool, problem: str) -> None:
     if not ok:
@@ -96,8 +89,12 @@ class PredictionLog:
         #: the accepted count, which the next writer on this host reads after a crash
         #: (native ``Q``, see losses.py): a memoryview store, half of struct.pack_into
         self._count = memoryview(self._mm).cast("Q")
-        #: the writer is woken once this many records (or bytes) wait
-        self._soft = max(1, min(max_unflushed // 2, WAKE_RECORDS))
+        #: the writer is woken once this many records (or bytes) wait. Smaller flushes
+        #: hold the interpreter lock for less at a time (~5 µs a tabular record) but
+        #: commit more often: waking at 128 records took the tabular server's p99 at c=8
+        #: from 4.3 to 3.2 ms and the forecast log cost from 10.5 to 16.5 %, over its
+        #: 12 % goal (11 paired runs each, 2026-12-02), so half of the bound it stays
+        self._soft = max(1, max_unflushed // 2)
         self._soft_bytes = max(1, max_unflushed_bytes // 2)
         #: the records queued, and being written, a field at a time (Pending)
         self._buf = Pending()
@@ -183,8 +180,7 @@ class PredictionLog:
 
         The record is queued as it is (the writer encodes a flush's records a column at a
         time, see :func:`encode_block`, and indexes the request ids), so it must not be
-        changed afterwards. Once WAKE_RECORDS records or half of either bound wait, the
-        writer is woken.
+        changed afterwards. Once half of either bound waits, the writer is woken.
         """
         # what the record holds, for the byte bound: its body, its outputs and row
         # numbers (8 + 8 bytes a row), inline features if any (computed here: a call

@@ -40,7 +40,8 @@ class RawLayout:
         self.fields = [c.name for c in inputs]
         self.numeric = all(c.type in ("int", "float") for c in inputs)
         self.ints = [c.name for c in inputs if c.type == "int" and _exact(c, codes)]
-        self.floats = [f for f in self.fields if f not in set(self.ints)]
+        ints = set(self.ints)
+        self.floats = [f for f in self.fields if f not in ints]
 
 
 def _exact(c: Any, codes: Mapping[str, Sequence[Any]]) -> bool:
