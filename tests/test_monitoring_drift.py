@@ -144,3 +144,21 @@ def test_reference_round_trips_through_parquet(acs_ref) -> None:
     assert back.kinds == acs_ref.kinds and back.rows == acs_ref.rows
     for c, s in acs_ref.features.items():
         assert back.features[c].to_dict() == s.to_dict()
+
+
+def test_config_section_maps_to_settings_and_names_every_method() -> None:
+    from cd4ml.config import DRIFT_METHODS, DriftConfig, validate_config
+    from cd4ml.errors import ConfigError
+    from cd4ml.monitoring import METHODS
+
+    assert set(DRIFT_METHODS) == set(METHODS)
+    s = DriftSettings.from_config(DriftConfig(alpha=0.01, columns={"AGEP": {"method": "ks"}}))
+    assert s.alpha == 0.01 and s.columns["AGEP"] == ColumnRule(method="ks")
+    raw = {"project": "p", "task": "classification",
+           "data": {"sources": {"s": {"path": "s.csv"}}, "main": "s", "target": "y"},
+           "monitoring": {"drift": {"columns": {"AGEP": {"method": "magic"}}}}}
+    with pytest.raises(ConfigError, match=r"monitoring\.drift\.columns\.AGEP\.method.*'magic'"):
+        validate_config(raw)
+    raw["monitoring"] = {"drift": {"alpha": 2}}
+    with pytest.raises(ConfigError, match=r"monitoring\.drift\.alpha = 2"):
+        validate_config(raw)

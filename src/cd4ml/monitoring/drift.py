@@ -62,6 +62,13 @@ class DriftSettings:
         if self.min_rows < 1:
             raise ValueError(f"monitoring.drift.min_rows == {self.min_rows}, must be >= 1")
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> DriftSettings:
+        """The settings of a ``monitoring.drift`` config section (``DriftConfig``)."""
+        d = cfg.model_dump()
+        cols = {k: ColumnRule(**v) for k, v in d.pop("columns").items()}
+        return cls(**d, columns=cols)
+
 
 @dataclass
 class ColumnDrift:
