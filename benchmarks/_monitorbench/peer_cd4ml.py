@@ -1,0 +1,87 @@
+"""cd4ml's drift report on one frame pair (the cd4ml venv), against its monitoring API:
+
+    from cd4ml.monitoring import Reference, compare
+    ref = Reference.from_frame(reference_df)       # the reference profile, built here
+    rep = compare(ref, current_df)
+    rep.to_dict() -> {"columns": {name: {"method", "statistic", "p_value", "threshold",
+                                         "drifted", ...}},
+                      "share_drifted": float, "dataset_drifted": bool}
+
+Timed: ``Reference.from_frame`` (the profile is part of cd4ml's cost, as a peer's reference
+is of its) + ``compare`` + ``to_dict``. The columns the benchmark calls categorical reach
+cd4ml as pandas ``category`` (cast after loading, before timing): that dtype is how a
+frame says "categorical" without a tool's own column mapping. Until ``cd4ml.monitoring``
+has that API this script answers with the ImportError and exits 2.
+
+    python peer_cd4ml.py JOB.json     # prints one line: @@{...}
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from _peer import Meter, emit, job, load, measured, num
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN and infinities to None, numpy scalars to Python, the rest as text."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if hasattr(v, "item"):  # numpy scalar
+        v = v.item()
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return num(v) if isinstance(v, float) else v
+    return str(v)
+
+
+def drift(j: dict[str, Any]) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    from cd4ml.monitoring import Reference, compare
+
+    ref, cur = load(j)
+    for c in j["categorical"]:
+        ref[c] = ref[c].astype("category")
+        cur[c] = cur[c].astype("category")
+    with Meter() as m:
+        reference = Reference.from_frame(ref)
+        doc = compare(reference, cur).to_dict()
+    columns = _clean(doc["columns"])
+    return {"version": version("cd4ml"), **measured(m),
+            "rows": {"reference": len(ref), "current": len(cur)}, "columns": columns,
+            "share_drifted": num(doc.get("share_drifted")),
+            "dataset_drifted": doc.get("dataset_drifted")}
+
+
+def main() -> int:
+    j = job()
+    head = {"tool": "cd4ml", "case": j.get("name"), "size": j.get("size"), "task": j.get("task")}
+    if j["task"] != "drift":
+        emit({**head, "error": f"no cd4ml API for task {j['task']!r} in this benchmark"})
+        return 2
+    try:
+        doc = drift(j)
+    except ImportError as exc:
+        emit({**head, "error": f"ImportError: {exc} (the benchmark is written against "
+                               f"cd4ml.monitoring's Reference.from_frame, compare and "
+                               f"to_dict, which have not landed yet)", "missing_api": True})
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a refusal is a result of the benchmark
+        import traceback
+
+        emit({**head, "error": f"{type(exc).__name__}: {exc}"[:2000],
+              "traceback": traceback.format_exc()[-4000:]})
+        return 1
+    emit({**head, **doc})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
