@@ -16,7 +16,8 @@ def test_closure_reaches_helpers_the_stage_calls() -> None:
              module_closure(["cd4ml.pipeline.steps_model"])}
     # steps_model -> evaluation (report -> metrics), training.fit -> registry.predictors
     assert {"evaluation/metrics.py", "evaluation/report.py", "training/fit.py",
-            "registry/predictors.py", "features/compute.py", "config.py"} <= files
+            "registry/predictors.py", "features/compute.py", "config/sections.py",
+            "config/__init__.py"} <= files
     assert "serving/app.py" not in files
 
 

@@ -385,6 +385,46 @@ def log_export(output: Annotated[Path, typer.Option("--output", "-o", help="a .p
     out.print(f"{n} prediction(s) written to {output}")
 
 
+@app.command("monitor")
+def monitor_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = False,
+                model: Annotated[str | None, typer.Option(
+                    "--model", help="model name (default: models.name)")] = None,
+                version: Annotated[str | None, typer.Option(
+                    "--version", help="version number or alias (default: serving.alias)")
+                                   ] = None,
+                data: Annotated[bool, typer.Option(
+                    "--data", help="snapshot the sources anew and compare what is new since "
+                                   "training with the version's reference")] = False) -> None:
+    """Drift of a served version's current data against its reference profile."""
+    from cd4ml.pipeline.monitor import monitor
+
+    if not data:
+        raise typer.BadParameter("say what to compare: --data (new source snapshots)",
+                                 param_hint="--data")
+    doc = monitor(project, set_, model=model, version=version, data=data)
+    if json_:
+        _emit_json(doc)
+        return
+    ref = doc["reference"]
+    out.print(f"{doc['model']} v{doc['version']} ({doc['asked']}): reference "
+              f"{ref['state']}{': ' + ref['message'] if ref.get('message') else ''}")
+    section = doc.get("data")
+    if section is None:
+        return
+    if "drift" not in section or section["state"] == "insufficient":
+        out.print(f"data: {section['state']}: {section.get('message', '')}")
+        return
+    from cd4ml.monitoring.render import drift_table
+
+    rep = section["drift"]
+    out.print(drift_table(rep, f"data drift: {section['rows']:,} {section['rows_chosen']}"))
+    share = rep["share_drifted"]
+    out.print(f"drifted: {len(rep['drifted'])} of {len(rep['columns'])} columns "
+              f"({'n/a' if share is None else f'{100 * share:.0f} %'}); dataset "
+              f"{'DRIFTED' if rep['dataset_drifted'] else 'not drifted'} (at "
+              f"{100 * rep['drift_share']:.0f} %)")
+
+
 @app.command()
 def predict(
         input_: Annotated[Path, typer.Option(

@@ -13,8 +13,10 @@ Reads the prediction log and reference profiles, never a model's internals; it a
 
 from cd4ml.monitoring.drift import ColumnDrift, ColumnRule, DriftReport, DriftSettings
 from cd4ml.monitoring.methods import METHODS, default_method
-from cd4ml.monitoring.reference import Reference, compare, infer_kinds
+from cd4ml.monitoring.reference import (Reference, ReferenceLookup, compare, infer_kinds,
+                                        reference_of)
 from cd4ml.monitoring.summary import ColumnSummary
 
 __all__ = ["Reference", "compare", "DriftSettings", "ColumnRule", "DriftReport",
-           "ColumnDrift", "ColumnSummary", "METHODS", "default_method", "infer_kinds"]
+           "ColumnDrift", "ColumnSummary", "METHODS", "default_method", "infer_kinds",
+           "reference_of", "ReferenceLookup"]

@@ -30,7 +30,8 @@ import pandas as pd
 from cd4ml.monitoring.drift import DriftReport, DriftSettings, compare_summaries
 from cd4ml.monitoring.summary import ColumnSummary, Kind
 
-__all__ = ["Reference", "summarise", "infer_kinds", "compare", "REFERENCE_FORMAT"]
+__all__ = ["Reference", "summarise", "infer_kinds", "compare", "reference_of",
+           "ReferenceLookup", "REFERENCE_FORMAT"]
 
 #: Bumped when the stored layout changes.
 REFERENCE_FORMAT = 1
@@ -146,3 +147,33 @@ def compare(reference: Reference, current: pd.DataFrame | Mapping[str, ColumnSum
     cur = (summarise(current, {c: s.kind for c, s in ref.items()})
            if isinstance(current, pd.DataFrame) else current)
     return compare_summaries(ref, cur, settings)
+
+
+@dataclass(frozen=True)
+class ReferenceLookup:
+    """A version's reference profile, or why there is none (``state`` ``"no reference"``:
+    a version registered before reference profiles, or its profile is gone)."""
+
+    reference: Reference | None
+    state: str
+    message: str = ""
+
+
+def reference_of(version: Mapping[str, Any], artifacts: Any) -> ReferenceLookup:
+    """The reference profile recorded in a version row's lineage (``cd4ml run`` stores one
+    with every registration), read from the artifact store."""
+    from cd4ml.errors import NotFoundError
+
+    name = f"{version.get('model_name', '?')} v{version.get('version', '?')}"
+    digest = (version.get("lineage") or {}).get("reference")
+    if not digest:
+        return ReferenceLookup(None, "no reference", (
+            f"{name} has no reference profile: it was registered before cd4ml stored one "
+            f"per version; run `cd4ml run` to register a version that has one"))
+    try:
+        data = artifacts.get_bytes(digest)
+    except NotFoundError:
+        return ReferenceLookup(None, "no reference", (
+            f"{name}: its reference profile {digest[:12]} is not in the artifact store "
+            f"(deleted?)"))
+    return ReferenceLookup(Reference.from_bytes(data), "ok")

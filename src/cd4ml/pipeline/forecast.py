@@ -18,7 +18,7 @@ from cd4ml.config import ProjectConfig
 from cd4ml.pipeline.runner import Stage
 from cd4ml.pipeline.sources import DATA_LIBS as _DATA_LIBS
 from cd4ml.pipeline.sources import ML_LIBS as _ML_LIBS
-from cd4ml.pipeline.sources import STEPS, source_stages
+from cd4ml.pipeline.sources import STEPS, reference_stage, source_stages
 
 __all__ = ["build_stages"]
 
@@ -80,4 +80,5 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
     stages.append(Stage("bundle:baseline", f"{MSTEPS}:bundle",
                         inputs=(*model_inputs, "gate.best_baseline_spec"), when="gate.failed",
                         params={**bundle_params, "kind": "baseline"}, libraries=_ML_LIBS))
+    stages.append(reference_stage(cfg, ("panel.panel", "features.spec")))
     return stages

@@ -108,6 +108,9 @@ def _register(ctx: RunContext, stores: Stores, cfg: ProjectConfig,
                 else results[f"holdout:{gate['best_baseline']}"]).outputs["report"]
         lineage = {"run_id": ctx.run_id, "snapshots": snaps, "recipe": b["recipe"],
                    "trained_on": b["trained_on"], "config_project": cfg.project}
+        ref = results.get("reference")
+        if ref is not None and ref.outputs.get("reference"):
+            lineage["reference"] = ref.outputs["reference"]  # monitoring's reference profile
         done = md.register_version(
             name, run_id=ctx.run_id, digest=b["digest"], kind=b["kind"],
             model_type=b["recipe"], metrics=hold["overall"],

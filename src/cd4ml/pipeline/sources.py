@@ -8,7 +8,7 @@ from typing import Any
 from cd4ml.config import ProjectConfig
 from cd4ml.pipeline.runner import Stage
 
-__all__ = ["source_stages", "schema_path", "STEPS", "DATA_LIBS", "ML_LIBS"]
+__all__ = ["source_stages", "schema_path", "reference_stage", "STEPS", "DATA_LIBS", "ML_LIBS"]
 
 STEPS = "cd4ml.pipeline.steps_data"
 DATA_LIBS = ("pandas", "numpy", "pyarrow")
@@ -52,3 +52,15 @@ def source_stages(cfg: ProjectConfig, ctx: Any, *, keys: list[str] | None) -> li
             params={"source": name, "schema_path": path}, libraries=DATA_LIBS,
             extra_inputs=schema_input(ctx, path)))
     return stages
+
+
+def reference_stage(cfg: ProjectConfig, data_inputs: tuple[str, ...]) -> Stage:
+    """The stage that profiles what a registration would serve (``steps_reference``): the
+    training rows of ``data_inputs`` and the holdout outputs of the recipe the gate chose."""
+    baselines = [b.name for b in cfg.models.baselines or []]
+    return Stage("reference", "cd4ml.pipeline.steps_reference:reference",
+                 inputs=(*data_inputs, "gate.passed", "gate.best_baseline",
+                         "holdout:selected.name", "holdout:selected.outputs",
+                         *(f"holdout:{b}.outputs" for b in baselines)),
+                 params={"task": cfg.task},
+                 modules=("cd4ml.monitoring",), libraries=DATA_LIBS)

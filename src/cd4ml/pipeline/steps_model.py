@@ -34,7 +34,9 @@ def _weights(pnl: pd.DataFrame, ev: EvaluationConfig) -> np.ndarray:
 
 def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
                    ev: EvaluationConfig, fit_end: str, score: tuple[str, str],
-                   ) -> dict[str, Any]:
+                   ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The report of a fit up to ``fit_end`` scored on the ``score`` window, and the
+    scored rows (series keys, date, prediction, actual)."""
     pnl = ctx.frame(inputs["panel.panel"])
     X = ctx.frame(inputs["features.features"])
     fspec = FeatureSpec.from_dict(inputs["features.spec"])
@@ -58,7 +60,9 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
     report["scored"] = {"start": score[0], "end": score[1], "rows": int(rows.sum())}
     if isinstance(model, SeriesBaselinePredictor):
         report["fallbacks"] = model.fallback_counts(X.to_numpy(np.float32)[rows])
-    return report
+    scored = pnl.loc[rows, [*fspec.keys, fspec.time]].reset_index(drop=True)
+    scored["prediction"], scored["actual"] = pred, y[rows]
+    return report, scored
 
 
 def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
@@ -66,8 +70,8 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     """Fit on the training window, score the validation window."""
     w = inputs["split.windows"]
     ev = EvaluationConfig(**params["evaluation"])
-    report = _fit_and_score(ctx, inputs, ModelSpec(**params["spec"]), params["seed"], ev,
-                            w["train_end"], (w["validation_start"], w["validation_end"]))
+    report, _ = _fit_and_score(ctx, inputs, ModelSpec(**params["spec"]), params["seed"], ev,
+                               w["train_end"], (w["validation_start"], w["validation_end"]))
     report.pop("slices", None)
     return {"report": report, "metric": report["overall"][ev.metric]}
 
@@ -86,15 +90,16 @@ def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
 
 
 def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Fit on everything before the holdout, score the holdout (slices and weeks ahead)."""
+    """Fit on everything before the holdout, score the holdout (slices and weeks ahead);
+    the scored rows are kept (``outputs``): monitoring's reference for prediction drift."""
     spec = params.get("spec") or inputs.get("select.spec")
     if spec is None:
-        return {"report": None, "name": None}
+        return {"report": None, "name": None, "outputs": None}
     w = inputs["split.windows"]
     ev = EvaluationConfig(**params["evaluation"])
-    report = _fit_and_score(ctx, inputs, ModelSpec(**spec), params["seed"], ev,
-                            w["validation_end"], (w["holdout_start"], w["holdout_end"]))
-    return {"report": report, "name": spec["name"]}
+    report, scored = _fit_and_score(ctx, inputs, ModelSpec(**spec), params["seed"], ev,
+                                    w["validation_end"], (w["holdout_start"], w["holdout_end"]))
+    return {"report": report, "name": spec["name"], "outputs": ctx.put_frame(scored)}
 
 
 def gate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:

@@ -186,10 +186,11 @@ def _save(ctx: Any, d: _Data, params: dict[str, Any], spec: dict[str, Any], tran
 
 def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Fit on all training rows (validation included), score the holdout, keep the bundle:
-    this fitted model is the one a registration serves."""
+    this fitted model is the one a registration serves; the scored rows are kept
+    (``outputs``) for monitoring's reference."""
     spec = params.get("spec") or inputs.get("select.spec")
     if spec is None:
-        return {"report": None, "name": None, "bundle": None}
+        return {"report": None, "name": None, "bundle": None, "outputs": None}
     threshold = inputs.get("select.threshold", inputs.get(
         f"candidate:{spec['name']}.threshold"))
     ev = EvaluationConfig(**params["evaluation"])
@@ -207,7 +208,24 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
     digest = _save(ctx, d, params, spec, transform, model, threshold, fit_rows,
                    trained_on)
     return {"report": report, "name": spec["name"], "bundle": digest,
-            "trained_on": trained_on}
+            "trained_on": trained_on, "outputs": ctx.put_frame(_scored(d, hold_rows, out))}
+
+
+def _scored(d: _Data, rows: np.ndarray, out: np.ndarray) -> pd.DataFrame:
+    """The holdout's outputs (a binary classifier's ``score``, the positive class's
+    probability; a multiclass one's ``proba.<class>``; a regressor's ``prediction``) and
+    its labels
+    (``actual``: class indices or values): monitoring's reference for prediction drift
+    and for estimating performance without labels."""
+    if d.spec.classes is None:
+        frame = pd.DataFrame({"prediction": np.asarray(out, dtype=np.float64)})
+    else:
+        proba = np.asarray(out, dtype=np.float64).reshape(len(out), -1)
+        frame = (pd.DataFrame({"score": proba[:, 1]}) if proba.shape[1] == 2 else
+                 pd.DataFrame({f"proba.{c}": proba[:, i]
+                               for i, c in enumerate(d.spec.classes)}))
+    frame["actual"] = d.y(rows)
+    return frame
 
 
 def _compiled(model: Any, sample: np.ndarray) -> tuple[Any, dict[str, Any]]:

@@ -10,6 +10,7 @@
                                                              score the holdout, bundle)
                                                                   │
                                        gate ─▶ bundle:selected (if passed) / bundle:baseline
+                                         └───▶ reference (training inputs, holdout outputs)
 
 Candidates are compared on the validation share of the training rows; the holdout judges
 the selected recipe and the baselines, each fitted on all training rows, and that fitted
@@ -23,7 +24,8 @@ from typing import Any
 
 from cd4ml.config import ProjectConfig
 from cd4ml.pipeline.runner import Stage
-from cd4ml.pipeline.sources import DATA_LIBS, ML_LIBS, schema_input, schema_path, source_stages
+from cd4ml.pipeline.sources import (DATA_LIBS, ML_LIBS, reference_stage, schema_input,
+                                   schema_path, source_stages)
 from cd4ml.tasks import task_of
 
 __all__ = ["build_stages"]
@@ -97,4 +99,5 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                                 "gate.best_baseline_spec", "gate.best_baseline_threshold"),
                         when="gate.failed", params={**bundle_params, "kind": "baseline"},
                         libraries=ML_LIBS))
+    stages.append(reference_stage(cfg, ("table.table", "table.spec", "split.roles")))
     return stages
