@@ -16,7 +16,7 @@ from scipy.spatial import distance
 from cd4ml.monitoring import stats as ms
 from cd4ml.monitoring.summary import ColumnSummary
 
-from acs_data import ACS_FILE, ACS_INPUTS  # noqa: E402
+from acs_data import ACS_FILE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
