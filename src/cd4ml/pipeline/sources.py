@@ -56,11 +56,14 @@ def source_stages(cfg: ProjectConfig, ctx: Any, *, keys: list[str] | None) -> li
 
 def reference_stage(cfg: ProjectConfig, data_inputs: tuple[str, ...]) -> Stage:
     """The stage that profiles what a registration would serve (``steps_reference``): the
-    training rows of ``data_inputs`` and the holdout outputs of the recipe the gate chose."""
+    training rows of ``data_inputs`` and the holdout outputs of the recipe the gate chose
+    (and a classifier's decision threshold, for its estimated accuracy)."""
     baselines = [b.name for b in cfg.models.baselines or []]
+    thresholds = (("select.threshold", "gate.best_baseline_threshold")
+                  if cfg.task == "classification" else ())
     return Stage("reference", "cd4ml.pipeline.steps_reference:reference",
-                 inputs=(*data_inputs, "gate.passed", "gate.best_baseline",
+                 inputs=(*data_inputs, "gate.passed", "gate.best_baseline", *thresholds,
                          "holdout:selected.name", "holdout:selected.outputs",
                          *(f"holdout:{b}.outputs" for b in baselines)),
                  params={"task": cfg.task},
-                 modules=("cd4ml.monitoring",), libraries=DATA_LIBS)
+                 modules=("cd4ml.monitoring",), libraries=(*DATA_LIBS, "lightgbm"))

@@ -4,7 +4,8 @@ It summarises the training rows' inputs (a tabular model's request fields; a for
 covariates and static columns, which reach its features) and the holdout's outputs of the
 recipe the gate chose (out-of-sample: that model was fitted before the holdout), and
 stores both as one reference profile (:class:`cd4ml.monitoring.Reference`); the scored
-holdout rows (outputs and labels) are kept beside it, for estimating performance without
+holdout rows (outputs, labels, inputs) are kept beside it, and for a binary classifier a
+calibrator is fitted on them (``monitoring.estimate``), for estimating performance without
 labels. ``cd4ml run`` records the reference's digest in the version's lineage.
 """
 
@@ -51,6 +52,21 @@ def _forecast_features(ctx: Any, inputs: dict[str, Any]) -> tuple[pd.DataFrame, 
     return frame, infer_kinds(frame)
 
 
+def _calibrator(scored: pd.DataFrame, kinds: dict[str, str]) -> Any:
+    """P(label | score, inputs) on the holdout (``monitoring.estimate``)."""
+    from cd4ml.monitoring.estimate import Calibrator
+
+    inputs = scored[[c for c in scored.columns if c.startswith("input.")]]
+    inputs.columns = [c.removeprefix("input.") for c in inputs.columns]
+    return Calibrator.fit(scored["score"], scored["actual"], inputs, kinds)
+
+
+def _threshold(inputs: dict[str, Any]) -> float:
+    t = (inputs.get("select.threshold") if inputs["gate.passed"]
+         else inputs.get("gate.best_baseline_threshold"))
+    return 0.5 if t is None else float(t)
+
+
 def reference(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Build and store the reference profile of the version this run would register."""
     from cd4ml.monitoring import Reference
@@ -61,13 +77,16 @@ def reference(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[
     else:
         features, kinds = _tabular_features(ctx, inputs)
     scored = ctx.frame(outputs) if outputs else None
-    out_cols = (scored.drop(columns=[c for c in scored.columns
-                                     if c == "actual" or not
-                                     pd.api.types.is_float_dtype(scored[c])])
+    out_cols = (scored[[c for c in scored.columns
+                        if c != "actual" and not c.startswith("input.")
+                        and pd.api.types.is_float_dtype(scored[c])]]
                 if scored is not None else None)
-    ref = Reference.from_frame(features, kinds=kinds, outputs=out_cols, task=params["task"],
-                               recipe=recipe, holdout_rows=0 if scored is None else len(scored),
-                               holdout=outputs)
+    meta: dict[str, Any] = {"task": params["task"], "recipe": recipe, "holdout": outputs,
+                            "holdout_rows": 0 if scored is None else len(scored)}
+    if scored is not None and "score" in scored.columns:  # a binary classifier
+        meta["calibrator"] = _calibrator(scored, kinds).to_dict()
+        meta["decision_threshold"] = _threshold(inputs)
+    ref = Reference.from_frame(features, kinds=kinds, outputs=out_cols, **meta)
     digest = ctx.artifacts.put_bytes(ref.to_bytes())
     return {"reference": digest, "rows": ref.rows, "columns": list(ref.features),
             "outputs": list(ref.outputs), "holdout": outputs}

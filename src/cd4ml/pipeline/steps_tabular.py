@@ -213,10 +213,10 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
 
 def _scored(d: _Data, rows: np.ndarray, out: np.ndarray) -> pd.DataFrame:
     """The holdout's outputs (a binary classifier's ``score``, the positive class's
-    probability; a multiclass one's ``proba.<class>``; a regressor's ``prediction``) and
-    its labels
-    (``actual``: class indices or values): monitoring's reference for prediction drift
-    and for estimating performance without labels."""
+    probability; a multiclass one's ``proba.<class>``; a regressor's ``prediction``), its
+    labels (``actual``: class indices or values) and inputs (``input.<name>``):
+    monitoring's reference for prediction drift and for estimating performance without
+    labels."""
     if d.spec.classes is None:
         frame = pd.DataFrame({"prediction": np.asarray(out, dtype=np.float64)})
     else:
@@ -225,7 +225,8 @@ def _scored(d: _Data, rows: np.ndarray, out: np.ndarray) -> pd.DataFrame:
                  pd.DataFrame({f"proba.{c}": proba[:, i]
                                for i, c in enumerate(d.spec.classes)}))
     frame["actual"] = d.y(rows)
-    return frame
+    inputs = d.df.loc[rows, d.spec.names].reset_index(drop=True)
+    return pd.concat([frame, inputs.add_prefix("input.")], axis=1)
 
 
 def _compiled(model: Any, sample: np.ndarray) -> tuple[Any, dict[str, Any]]:
