@@ -55,8 +55,17 @@ Segments older than ``retention_days`` are deleted whole (no VACUUM). Blocks are
 indexed by time and request ids by value; a query by model version filters the records
 of its time window. :func:`find_requests` looks many ids up in one visit of each segment
 (what ``/feedback`` uses, bounded by a deadline).
+
+Readers: :func:`query` (a dict per request), :func:`predictions` (a DataFrame, a row per
+prediction) and :func:`batches` (Arrow record batches, a block at a time, with a schema
+fixed for the call: what monitoring reads) decode blocks with one decoder (frames.py)
+and join feedback the same way (feedback.py): only the feedback that can match the
+window's predictions is read, through the ``feedback_request`` index, and counted in a
+:class:`FeedbackRead` if one is given.
 """
 
+from cd4ml.predlog.batches import batches
+from cd4ml.predlog.feedback import FeedbackRead
 from cd4ml.predlog.losses import recover_losses
 from cd4ml.predlog.lookup import Lookup, find_request, find_requests
 from cd4ml.predlog.reader import (export_parquet, parse_time, predictions, query,
@@ -68,4 +77,4 @@ from cd4ml.predlog.writer import PredictionLog
 
 __all__ = ["PredictionLog", "LogRecord", "FeatureTable", "segments", "query", "predictions",
            "status", "find_request", "find_requests", "Lookup", "export_parquet", "parse_time",
-           "recover_losses"]
+           "recover_losses", "batches", "FeedbackRead"]

@@ -124,6 +124,12 @@ class TableReader:
                              f"their segment (the segment is damaged)")
         return self._names[key], data[at]
 
+    def table_names(self, con: sqlite3.Connection, tab: str) -> list[str]:
+        """The feature names of a table (what :meth:`features` gives), without its rows."""
+        if (con, tab) not in self._names:
+            self._load(con, tab)
+        return self._names[(con, tab)]
+
     def names(self, con: sqlite3.Connection, model: str, version: int | None,
               n_features: int) -> list[str]:
         """The names of inline features (records without a table)."""

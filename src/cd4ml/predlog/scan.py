@@ -1,0 +1,122 @@
+"""Visiting the segments a read needs: which ones a time window touches, their blocks in
+the window, a query run on each, a filter of records by window, model and version.
+
+A segment SQLite cannot read is skipped with a warning (the next writer to start sets
+it aside, damage.py); one being created right now (no table yet) holds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cd4ml.predlog.damage import is_damage
+from cd4ml.predlog.segments import M_MODEL, M_RID, M_TS, M_VERSION, read_segment, segments
+
+__all__ = ["in_window", "keep_test", "rows", "segment_rows", "visit", "blocks", "BLOCKS",
+           "window_args"]
+
+log = logging.getLogger("cd4ml.predlog")
+
+T = TypeVar("T")
+
+
+def in_window(directory: Path, since: float | None, until: float | None) -> Iterator[Path]:
+    """The segments whose period may hold records of ``[since, until)``, oldest first."""
+    segs = segments(directory)
+    starts = sorted({start for start, _ in segs})
+    ends = {s: e for s, e in zip(starts, [*starts[1:], float("inf")], strict=False)}
+    for start, path in segs:
+        end = ends[start]
+        if until is not None and start > until:
+            continue
+        if since is not None and end <= since:
+            continue
+        yield path
+
+
+def keep_test(since: float | None, until: float | None, model: str | None,
+              version: int | None, request_id: str | None = None,
+              ) -> Callable[[list[Any]], bool]:
+    """A test of one record's meta list against the filters."""
+    def keep(m: list[Any]) -> bool:
+        return ((since is None or m[M_TS] >= since) and (until is None or m[M_TS] < until)
+                and (model is None or m[M_MODEL] == model)
+                and (version is None or m[M_VERSION] == version)
+                and (request_id is None or m[M_RID] == request_id))
+    return keep
+
+
+def rows(directory: Path, sql: str, args: list[Any], since: float | None,
+         until: float | None) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
+    """The rows ``sql`` gives in each segment of the window, with their connection."""
+    for path in in_window(directory, since, until):
+        yield from segment_rows(path, sql, args)
+
+
+def segment_rows(path: Path, sql: str,
+                 args: list[Any]) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
+    """The rows ``sql`` gives in one segment (none if it is gone or being created)."""
+    if not path.exists():  # deleted by retention, or set aside, since it was listed
+        return
+    try:
+        with closing(read_segment(path)) as con:
+            con.row_factory = sqlite3.Row
+            try:
+                cur = con.execute(sql, args)
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return
+                raise
+            for row in cur:
+                yield con, row
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        _skipped(path, exc)
+
+
+def visit(directory: Path, fn: Callable[[sqlite3.Connection], T]) -> Iterator[T]:
+    """``fn`` of each segment's connection (rows as ``sqlite3.Row``), oldest first."""
+    for _, path in segments(directory):
+        if not path.exists():
+            continue
+        try:
+            with closing(read_segment(path)) as con:
+                con.row_factory = sqlite3.Row
+                try:
+                    got = fn(con)
+                except sqlite3.OperationalError as exc:
+                    if "no such table" in str(exc):
+                        continue
+                    raise
+            yield got
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            _skipped(path, exc)
+
+
+def _skipped(path: Path, exc: BaseException) -> None:
+    log.warning("prediction log: segment %s cannot be read (%s); skipped (the next "
+                "writer to start sets it aside)", path.name, exc)
+
+
+#: the blocks of a segment that may hold records of a window, in the order readers give
+BLOCKS = "SELECT {cols} FROM blocks WHERE ts_max >= ? AND ts_min < ? ORDER BY ts_min, id"
+
+
+def window_args(since: float | None, until: float | None) -> list[float]:
+    """The arguments of :data:`BLOCKS` for a window (open ends as the largest floats)."""
+    return [-1e308 if since is None else since, 1e308 if until is None else until]
+
+
+def blocks(directory: Path, cols: str, since: float | None,
+           until: float | None) -> Iterator[tuple[sqlite3.Connection, sqlite3.Row]]:
+    """The blocks that may hold records of the window, oldest first in each segment."""
+    yield from rows(directory, BLOCKS.format(cols=cols), window_args(since, until), since,
+                    until)
