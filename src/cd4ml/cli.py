@@ -394,35 +394,24 @@ def monitor_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = F
                                    ] = None,
                 data: Annotated[bool, typer.Option(
                     "--data", help="snapshot the sources anew and compare what is new since "
-                                   "training with the version's reference")] = False) -> None:
-    """Drift of a served version's current data against its reference profile."""
+                                   "training with the version's reference")] = False,
+                since: Since = None, until: Until = None,
+                last: Annotated[int | None, typer.Option(
+                    "--last", min=1, help="only the latest N logged rows")] = None) -> None:
+    """Drift, skew and quality of a served version against its reference profile: its
+    prediction log (a window by time or the last N rows), and with --data new snapshots
+    of its sources."""
+    from cd4ml.monitoring.render import print_report
     from cd4ml.pipeline.monitor import monitor
+    from cd4ml.predlog import parse_time
 
-    if not data:
-        raise typer.BadParameter("say what to compare: --data (new source snapshots)",
-                                 param_hint="--data")
-    doc = monitor(project, set_, model=model, version=version, data=data)
+    log = not data or since is not None or until is not None or last is not None
+    doc = monitor(project, set_, model=model, version=version, data=data, log=log,
+                  since=parse_time(since), until=parse_time(until), last=last)
     if json_:
         _emit_json(doc)
         return
-    ref = doc["reference"]
-    out.print(f"{doc['model']} v{doc['version']} ({doc['asked']}): reference "
-              f"{ref['state']}{': ' + ref['message'] if ref.get('message') else ''}")
-    section = doc.get("data")
-    if section is None:
-        return
-    if "drift" not in section or section["state"] == "insufficient":
-        out.print(f"data: {section['state']}: {section.get('message', '')}")
-        return
-    from cd4ml.monitoring.render import drift_table
-
-    rep = section["drift"]
-    out.print(drift_table(rep, f"data drift: {section['rows']:,} {section['rows_chosen']}"))
-    share = rep["share_drifted"]
-    out.print(f"drifted: {len(rep['drifted'])} of {len(rep['columns'])} columns "
-              f"({'n/a' if share is None else f'{100 * share:.0f} %'}); dataset "
-              f"{'DRIFTED' if rep['dataset_drifted'] else 'not drifted'} (at "
-              f"{100 * rep['drift_share']:.0f} %)")
+    print_report(out, doc)
 
 
 @app.command()

@@ -157,8 +157,7 @@ def _distribution(name: str, ref: ColumnSummary, cur: ColumnSummary, s: DriftSet
     cur = _known(ref, cur)
     if ref.n < s.min_rows or cur.n < s.min_rows:
         out.state, out.message = "insufficient", (
-            f"{min(ref.n, cur.n)} non-missing rows on one side, fewer than "
-            f"monitoring.drift.min_rows ({s.min_rows}): no verdict")
+            f"{min(ref.n, cur.n)} non-missing rows, fewer than min_rows ({s.min_rows})")
         return
     rule = s.columns.get(name, ColumnRule())
     kind = compared_as(ref, cur)

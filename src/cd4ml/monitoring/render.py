@@ -1,10 +1,10 @@
-"""The drift report as a rich table, for ``cd4ml monitor``."""
+"""``cd4ml monitor``'s report as text: rich tables of drift, lines for the rest."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["drift_table"]
+__all__ = ["drift_table", "print_report"]
 
 _STYLE = {"drifted": "bold red", "ok": "green", "insufficient": "yellow",
           "not comparable": "yellow", "missing column": "bold red"}
@@ -17,24 +17,91 @@ def _num(v: Any) -> str:
 
 
 def _rate(v: Any) -> str:
-    return "" if v is None else f"{100 * v:.1f} %"
+    return "" if v is None else f"{100 * v:.0f}%"
 
 
 def drift_table(report: dict[str, Any], title: str) -> Any:
     """One row per column: state, method and score, missing rates, new categories, why."""
     from rich.table import Table
 
+    cols = report["columns"]
+    if cols and all(c["state"] == "insufficient" for c in cols.values()):
+        from rich.text import Text
+
+        first = next(iter(cols.values()))
+        return Text(f"{title}: insufficient data in every column ({first['message']})")
     t = Table(title=title, title_justify="left")
-    for h in ("column", "state", "method", "score", "threshold", "missing ref → now",
-              "new categories", "note"):
-        t.add_column(h)
+    for h in ("column", "state", "method", "score", "limit", "missing", "new cats"):
+        t.add_column(h, no_wrap=True)
+    t.add_column("note", overflow="fold")
     for name, c in report["columns"].items():
         state = "drifted" if c["drifted"] else c["state"]
         miss = c.get("missing") or {}
         new = c.get("new_categories") or {}
         t.add_row(name, f"[{_STYLE.get(state, '')}]{state}[/]", c.get("method") or "",
                   _num(c.get("score")), _num(c.get("threshold")),
-                  f"{_rate(miss.get('reference'))} → {_rate(miss.get('current'))}"
+                  f"{_rate(miss.get('reference'))}→{_rate(miss.get('current'))}"
                   if miss else "", _rate(new.get("rate")) if new else "",
                   c.get("message") or "")
     return t
+
+
+def _fig(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _share(rep: dict[str, Any]) -> str:
+    share = rep["share_drifted"]
+    return (f"drifted: {len(rep['drifted'])} of {len(rep['columns'])} columns "
+            f"({'n/a' if share is None else f'{100 * share:.0f} %'}); dataset "
+            f"{'DRIFTED' if rep['dataset_drifted'] else 'not drifted'} (at "
+            f"{100 * rep['drift_share']:.0f} %)")
+
+
+def print_report(console: Any, doc: dict[str, Any]) -> None:
+    """``cd4ml monitor``'s report, section by section."""
+    ref = doc["reference"]
+    console.print(f"{doc['model']} v{doc['version']} ({doc['asked']}): reference "
+                  f"{ref['state']}{': ' + ref['message'] if ref.get('message') else ''}")
+    data = doc.get("data")
+    if data is not None:
+        if "drift" not in data or data["state"] == "insufficient":
+            console.print(f"data: {data['state']}: {data.get('message', '')}")
+        else:
+            console.print(drift_table(data["drift"], f"data drift: {data['rows']:,} "
+                                                     f"{data['rows_chosen']}"))
+            console.print(_share(data["drift"]))
+    log = doc.get("log")
+    if log is None:
+        return
+    if not log["rows"]:
+        console.print("log: no logged prediction of this version in the window")
+        return
+    w = log["window"]
+    console.print(drift_table(log["drift"], f"input drift: {log['rows']:,} logged rows "
+                                            f"({w['first_ts']} to {w['last_ts']})"))
+    console.print(_share(log["drift"]))
+    for name, c in log["prediction"]["columns"].items():
+        score = "" if c.get("score") is None else f", {c['method']} {c['score']:.4g}"
+        note = f" — {c['message']}" if c.get("message") else ""
+        console.print(f"prediction drift ({name}): {c['state']}{score}{note}")
+    q = log["quality"]
+    if q["state"] == "ok":
+        m = log["metrics"]
+        metric = next(k for k in m if k.startswith("quality.") and k != "quality.degradation")
+        console.print(f"quality on {q['rows']:,} labelled rows: {metric.split('.', 1)[1]} "
+                      f"{_fig(m[metric])} (holdout {_fig(q.get('reference'))}; degradation "
+                      f"{_fig(m.get('quality.degradation'))})")
+    else:
+        console.print(f"quality: {q['state']}: {q.get('message', '')}")
+    est = log.get("estimated")
+    if est is not None:
+        console.print(f"estimated without labels on {est['rows']:,} rows: roc_auc "
+                      f"{_fig(est['roc_auc'])}, accuracy {_fig(est['accuracy'])}"
+                      + (f" ({'; '.join(est['undefined'].values())})"
+                         if est.get("undefined") else ""))
+    skew = log.get("skew")
+    if skew is not None:
+        console.print(f"skew: {skew['state']}"
+                      + (f": {skew['message']} ({', '.join(skew['skewed_features'])})"
+                         if skew.get("skewed_features") else ""))

@@ -1,5 +1,9 @@
 """``cd4ml monitor``: a served version's current data against its reference profile.
 
+The log side (a window of logged predictions: input and prediction drift, quality on
+feedback and estimated without it, skew) is ``monitor_log``; this module resolves the
+version and its reference, and holds the source-data side:
+
 ``--data`` snapshots every source anew (the same content-addressed snapshot a run takes,
 so it is kept and traceable) and compares what is new since training with the reference
 the version was registered with:
@@ -90,8 +94,11 @@ def _new_rows(cfg: Any, stores: Any, version: dict[str, Any], frames: dict[str, 
 
 def monitor(project_dir: str | Path = ".", overrides: list[str] | None = None, *,
             model: str | None = None, version: str | None = None,
-            data: bool = True) -> dict[str, Any]:
-    """The monitoring report of one version (default: the serving alias's) as a dict."""
+            data: bool = False, log: bool = False, since: float | None = None,
+            until: float | None = None, last: int | None = None) -> dict[str, Any]:
+    """The monitoring report of one version (default: the serving alias's) as a dict:
+    ``data`` compares new source snapshots, ``log`` a window of the prediction log
+    (``since``/``until`` epoch seconds, ``last`` rows; ``cd4ml.pipeline.monitor_log``)."""
     from cd4ml.monitoring import DriftSettings, compare, reference_of
     from cd4ml.pipeline.run import open_project
 
@@ -126,4 +133,9 @@ def monitor(project_dir: str | Path = ".", overrides: list[str] | None = None, *
                 if len(current) == 0:
                     section.update(state="insufficient", message=f"no new rows ({how})")
             doc["data"] = section
+        if log:
+            from cd4ml.pipeline.monitor_log import log_section
+
+            doc["log"] = log_section(cfg, root, stores, row, ref, settings, since=since,
+                                     until=until, last=last)
         return doc

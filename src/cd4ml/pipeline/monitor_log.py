@@ -1,0 +1,194 @@
+"""The log side of ``cd4ml monitor``: a window of a version's logged predictions against
+its reference.
+
+From the window's rows (``cd4ml.predlog.batches``, feedback joined within the window):
+
+- **input drift** — the logged request fields against the training rows' summaries;
+- **prediction drift** — the logged outputs (a binary classifier's positive-class
+  probability, a multiclass one's per class, a regressor's or forecast's prediction)
+  against the holdout's outputs;
+- **quality** — where labels have arrived: the project's evaluation report (its metric
+  overall, per slice and per protected group) on the labelled rows, and how much worse
+  it is than on the holdout (``degradation``, relative; positive is worse);
+- **estimated quality** (binary classifiers) — CBPE on every row of the window, labelled
+  or not, calibrated on the holdout (``monitoring.estimate``), next to the realized
+  figure when labels exist;
+- **skew** (tabular) — the features the training path computes from the logged inputs
+  against the vector the server used (``pipeline.skew``).
+
+Every figure an alert rule can watch is also in ``metrics`` under the rule's name
+(``drift.share``, ``prediction.score``, ``quality.roc_auc``, ``estimated.degradation``…).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["log_section", "read_window", "output_map"]
+
+
+def read_window(directory: Any, *, model: str, version: int, since: float | None,
+                until: float | None, last: int | None = None) -> pd.DataFrame:
+    """The window's rows as one frame, oldest first (``last``: only the latest N)."""
+    from cd4ml.predlog import batches
+
+    df = batches(directory, since=since, until=until, model=model,
+                 version=version).read_all().to_pandas()
+    if len(df):
+        df = df.sort_values(["ts", "request_id", "row"], kind="stable").reset_index(drop=True)
+    if last is not None and len(df) > last:
+        df = df.iloc[len(df) - last:].reset_index(drop=True)
+    return df
+
+
+def output_map(manifest: dict[str, Any], reference_outputs: list[str]) -> dict[str, str]:
+    """Reference output name -> logged output column."""
+    classes = ((manifest.get("tabular") or {}).get("spec") or {}).get("classes")
+    out: dict[str, str] = {}
+    for name in reference_outputs:
+        if name == "score" and classes and len(classes) == 2:
+            out[name] = f"output.probability_{classes[1]}"
+        elif name.startswith("proba."):
+            out[name] = f"output.probability_{name.removeprefix('proba.')}"
+        else:
+            out[name] = f"output.{name}"
+    return out
+
+
+def _inputs(df: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in df.columns if c.startswith("input.")]
+    return df[cols].rename(columns=lambda c: c.removeprefix("input."))
+
+
+def _degradation(now: float | None, ref: float | None, higher: bool) -> float | None:
+    if now is None or ref is None or not np.isfinite(now) or ref == 0:
+        return None
+    return float((ref - now) / abs(ref) if higher else (now - ref) / abs(ref))
+
+
+def _quality(cfg: Any, manifest: dict[str, Any], df: pd.DataFrame,
+             outs: dict[str, str]) -> dict[str, Any]:
+    """The evaluation report of the labelled rows (or why there is none)."""
+    ev = cfg.evaluation
+    lab = df[df["actual"].notna()] if "actual" in df.columns else df.iloc[:0]
+    if len(lab) == 0:
+        return {"state": "no labels", "rows": 0, "message": "no feedback in the window yet"}
+    frame = _inputs(lab).reset_index(drop=True)
+    y = lab["actual"].to_numpy(dtype=np.float64)
+    if cfg.task == "classification":
+        from cd4ml.evaluation.classification import classification_report
+
+        classes = manifest["tabular"]["spec"]["classes"]
+        idx = {float(c): i for i, c in enumerate(classes)}
+        codes = np.array([idx.get(v, -1) for v in y])
+        if (codes < 0).any() or len(np.unique(codes)) < 2:
+            return {"state": "undefined", "rows": len(lab), "message": (
+                "the labelled rows hold one class only: ranking metrics are undefined")}
+        proba = np.column_stack([lab[f"output.probability_{c}"].to_numpy(np.float64)
+                                 for c in classes])
+        rep = classification_report(
+            codes, proba, classes=classes, threshold=manifest.get("decision_threshold"),
+            frame=frame, slices=[c for c in ev.slices if c in frame],
+            protected=[c for c in ev.protected if c in frame],
+            min_group_size=ev.min_group_size, bootstrap=0, metric=ev.metric)
+    elif cfg.task == "regression":
+        from cd4ml.evaluation.regression import regression_report
+
+        rep = regression_report(y, lab["output.prediction"].to_numpy(np.float64), frame=frame,
+                                slices=[c for c in ev.slices if c in frame],
+                                protected=[c for c in ev.protected if c in frame],
+                                min_group_size=ev.min_group_size, bootstrap=0,
+                                metric=ev.metric)
+    else:
+        from cd4ml.evaluation import evaluate, evaluation_weights
+
+        fr = pd.DataFrame({"_y": y, "_p": lab["output.prediction"].to_numpy(np.float64)})
+        wcol = ev.weight_column
+        feat = f"feature.{wcol}" if wcol else None
+        if wcol and feat in lab.columns:
+            flags = pd.DataFrame({wcol: lab[feat].fillna(0).to_numpy() > 0})
+            fr["_w"] = evaluation_weights(flags, ev)
+        rep = evaluate(fr, pred="_p", target="_y", weight="_w" if "_w" in fr else None)
+        rep = rep.to_dict() if hasattr(rep, "to_dict") else rep
+    return {"state": "ok", "rows": len(lab), "report": rep}
+
+
+def log_section(cfg: Any, root: Any, stores: Any, row: dict[str, Any], ref: Any,
+                settings: Any, *, since: float | None, until: float | None,
+                last: int | None = None) -> dict[str, Any]:
+    """The log side of a monitoring report, and the metrics alert rules watch."""
+    from cd4ml.monitoring import compare
+    from cd4ml.monitoring.drift import compare_summaries
+    from cd4ml.monitoring.summary import ColumnSummary
+    from cd4ml.tasks import task_of
+
+    directory = cfg.serving.log.folder_in(root)
+    manifest = stores.artifacts.get_json(row["digest"])
+    df = read_window(directory, model=row["model_name"], version=row["version"],
+                     since=since, until=until, last=last)
+    doc: dict[str, Any] = {"rows": len(df), "requests": int(df["request_id"].nunique())
+                           if len(df) else 0,
+                           "window": {"since": since, "until": until, "last": last,
+                                      "first_ts": str(df["ts"].iloc[0]) if len(df) else None,
+                                      "last_ts": str(df["ts"].iloc[-1]) if len(df) else None}}
+    metrics: dict[str, float | None] = {"rows": float(len(df))}
+    drift = compare(ref, _inputs(df), settings=settings)
+    doc["drift"] = drift.to_dict()
+    metrics["drift.share"] = drift.share_drifted
+    metrics["drift.columns"] = float(len(drift.drifted_columns))
+    outs = output_map(manifest, list(ref.outputs))
+    current = {name: ColumnSummary.of(df[col], "numeric") if col in df.columns
+               else ColumnSummary.empty("numeric") for name, col in outs.items()}
+    pred = compare_summaries(ref.outputs, current, settings)
+    doc["prediction"] = pred.to_dict()
+    main = next(iter(ref.outputs), None)
+    metrics["prediction.score"] = (pred.columns[main].score if main else None)
+    higher = task_of(cfg.task).higher_is_better(cfg.evaluation.metric)
+    held = (row.get("metrics") or {}).get(cfg.evaluation.metric)
+    quality = _quality(cfg, manifest, df, outs)
+    doc["quality"] = quality
+    if quality["state"] == "ok":
+        now = quality["report"]["overall"].get(cfg.evaluation.metric)
+        metrics[f"quality.{cfg.evaluation.metric}"] = now
+        metrics["quality.degradation"] = _degradation(now, held, higher)
+        quality["reference"] = held
+    if "calibrator" in ref.meta and "score" in outs and outs["score"] in df.columns and len(df):
+        from cd4ml.monitoring.estimate import Calibrator, estimate_binary
+
+        cal = Calibrator.from_dict(ref.meta["calibrator"])
+        score = df[outs["score"]].to_numpy(np.float64)
+        est = estimate_binary(score, cal.predict(score, _inputs(df)),
+                              ref.meta.get("decision_threshold", 0.5))
+        if len(df) < settings.min_rows:
+            est = {"rows": len(df), "roc_auc": None, "accuracy": None, "undefined": {
+                "all": f"{len(df)} rows, fewer than min_rows ({settings.min_rows})"}}
+        doc["estimated"] = est
+        for k in ("roc_auc", "accuracy", "precision", "recall", "f1"):
+            metrics[f"estimated.{k}"] = est.get(k)
+        if cfg.evaluation.metric in est:
+            metrics["estimated.degradation"] = _degradation(est[cfg.evaluation.metric], held,
+                                                            higher)
+    if cfg.task != "forecast":
+        doc["skew"] = _skew(stores, manifest, df)
+        metrics["skew.share"] = doc["skew"].get("share")
+    lat = df["latency_ms"].to_numpy(np.float64) if len(df) else np.array([])
+    metrics["latency.p99_ms"] = float(np.quantile(lat, 0.99)) if len(lat) else None
+    doc["metrics"] = metrics
+    return doc
+
+
+def _skew(stores: Any, manifest: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+    from cd4ml.pipeline.skew import tabular_skew
+    from cd4ml.registry.bundle import load_tabular_parts
+
+    _, _, transform, _, _ = load_tabular_parts(stores.artifacts, manifest)
+    served = df[[c for c in df.columns if c.startswith("feature.")]].rename(
+        columns=lambda c: c.removeprefix("feature."))
+    has = served.notna().any(axis=1).to_numpy() if len(served.columns) else np.zeros(len(df),
+                                                                                     bool)
+    return tabular_skew(transform, _inputs(df)[has].reset_index(drop=True),
+                        served[has].reset_index(drop=True), df["request_id"][has],
+                        df["row"][has])

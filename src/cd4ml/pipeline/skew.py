@@ -1,0 +1,77 @@
+"""Training-serving skew: the features the training path computes from a logged request,
+against the vector the server gave the model.
+
+One feature code path serves training and serving, so any difference is a bug (a
+server built from other code, a transform that changed under a version, a client
+sending what the log did not keep). The check recomputes the features of logged rows
+with the version's own transform (``TabularTransform.matrix``, what training calls) and
+compares them with the logged vectors, float32 for float32 (NaN equals NaN), per feature,
+with examples of each difference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cd4ml.errors import Cd4mlError
+
+__all__ = ["tabular_skew", "EXAMPLES"]
+
+#: Differences shown per feature.
+EXAMPLES = 5
+
+
+def tabular_skew(transform: Any, inputs: pd.DataFrame, served: pd.DataFrame,
+                 request_ids: Any, rows: Any) -> dict[str, Any]:
+    """Per feature: how many logged rows the training path disagrees with, and examples.
+
+    ``inputs`` holds the logged request fields (input names as columns), ``served`` the
+    logged feature vectors (feature names as columns), both row-aligned.
+    """
+    names = list(transform.feature_names)
+    n = len(inputs)
+    if n == 0:
+        return {"rows": 0, "state": "insufficient", "share": None, "features": {},
+                "message": "no logged rows with features in the window"}
+    absent = [c for c in names if c not in served.columns]
+    if absent:
+        return {"rows": n, "state": "not comparable", "share": None, "features": {},
+                "message": f"the log holds no served vector for {', '.join(absent)}"}
+    try:
+        again = transform.matrix(inputs)
+    except Cd4mlError as exc:
+        return {"rows": n, "state": "not comparable", "share": None, "features": {},
+                "message": f"the training path refuses logged inputs: {exc}"}
+    got = served[names].to_numpy(dtype=np.float32)
+    differ = ~((again == got) | (np.isnan(again) & np.isnan(got)))
+    ids, rws = np.asarray(request_ids, dtype=object), np.asarray(rows)
+    features: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        bad = np.flatnonzero(differ[:, j])
+        features[name] = {"mismatches": int(len(bad)), "examples": [
+            {"request_id": str(ids[i]), "row": int(rws[i]), "served": _f(got[i, j]),
+             "training_path": _f(again[i, j]), "input": _plain(inputs.iloc[i][name])
+             if name in inputs.columns else None}
+            for i in bad[:EXAMPLES]]}
+    skewed = differ.any(axis=1)
+    share = float(skewed.mean())
+    return {"rows": n, "state": "skewed" if skewed.any() else "ok", "share": share,
+            "features": features, "skewed_features": [k for k, v in features.items()
+                                                      if v["mismatches"]],
+            "message": "" if not skewed.any() else (
+                f"{int(skewed.sum()):,} of {n:,} logged rows were served a vector the "
+                f"training path does not compute: a bug between training and serving")}
+
+
+def _f(v: Any) -> float | None:
+    v = float(v)
+    return None if np.isnan(v) else v
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return None if v is pd.NA else v
