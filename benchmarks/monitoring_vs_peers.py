@@ -5,8 +5,8 @@ Usage (unattended; creates the peers' venvs and the frames if they are missing):
     .venv/bin/python benchmarks/monitoring_vs_peers.py            # every size, ~15 min
     .venv/bin/python benchmarks/monitoring_vs_peers.py --quick    # Walmart 0.42 M + ACS
     options: --sizes walmart,acs,acs-x10,walmart-4.2m,walmart-10.5m  --skip-peer [NAME]
-             --skip-cd4ml  --cache DIR  --evidently-venv DIR  --nannyml-venv DIR
-             --timeout 1800  --out FILE
+             --skip-cd4ml  --peers-from RESULTS.json  --cache DIR  --evidently-venv DIR
+             --nannyml-venv DIR  --timeout 1800  --out FILE
 
 Same frames, same run, each tool in its own process, one after the other: the frames
 (``_monitorbench/frames.py``: Walmart joined with its features and stores, reference before
@@ -32,7 +32,9 @@ chunks), CBPE per chunk, each tool's scores against SciPy's (1e-6), and the issu
 (>= 20× faster than each peer, memory <= 1/4 of theirs, no refusal). Results go to
 ``benchmarks/results/monitoring_vs_peers-<date>[-quick].json``, rewritten after every run,
 so an interrupted run keeps what it measured. Evidently takes minutes and GBs at 4.2 M and
-10.5 M rows: run those sizes once.
+10.5 M rows: run those sizes once, then ``--peers-from`` that file takes the peers' runs
+from it (same frames: the file's frame checksums must match the cache's) and times cd4ml
+alone against them.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--skip-peer", nargs="?", const="all", action="append", default=[],
                     choices=[*PEERS, "all"], help="skip one peer (or both, without a name)")
     ap.add_argument("--skip-cd4ml", action="store_true")
+    ap.add_argument("--peers-from", type=Path, default=None, metavar="RESULTS",
+                    help="take the peers' runs from an earlier results file instead of "
+                         "running them (only where its frames are the same bytes)")
     ap.add_argument("--cache", type=Path, default=ROOT.parent / "cache" / "monitorbench",
                     help="where the frames are written (Parquet, ~2 GB for every size)")
     ap.add_argument("--evidently-venv", type=Path,
@@ -102,6 +107,7 @@ def run_tool(py: Path, tool: str, job: dict[str, Any], tmp: Path, timeout: float
     """One tool's process on one case; its answer, or the failure as a refusal."""
     path = tmp / f"{job['size']}-{job['name'].replace(' ', '_')}-{tool}.json"
     path.write_text(json.dumps(job))
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
     t0 = time.perf_counter()
     try:
         res = subprocess.run([str(py), str(HERE / f"peer_{tool}.py"), str(path)],
@@ -115,20 +121,31 @@ def run_tool(py: Path, tool: str, job: dict[str, Any], tmp: Path, timeout: float
         return {"tool": tool, "size": job["size"], "case": job["name"], "task": job["task"],
                 "error": f"exit {res.returncode}, no answer: {res.stderr.strip()[-1500:]}"}
     doc = json.loads(line[2:])
-    doc.update(process_wall_s=wall, exit=res.returncode, python=str(py),
+    doc.update(process_wall_s=wall, loadavg_before=load, exit=res.returncode, python=str(py),
                frames={"reference": job["reference"], "current": job["current"]})
     if res.stderr.strip():
         doc["stderr_tail"] = res.stderr.strip()[-800:]
     return doc
 
 
+def earlier_runs(path: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The peers' runs of an earlier results file, and its frame manifests."""
+    if path is None:
+        return [], {}
+    old = json.loads(path.read_text())
+    runs = [{**r, "from": str(path)} for r in old["runs"] if r["tool"] != "cd4ml"]
+    return runs, old.get("frames", {})
+
+
 def _say(r: dict[str, Any]) -> None:
-    name = r["tool"] + (" (real data)" if r.get("probe") else "")
+    name = r["tool"] + (" (real data)" if r.get("probe") else "") + (
+        " (earlier)" if r.get("from") else "")
     if r.get("error"):
         colour = "yellow" if r.get("probe") or r.get("missing_api") else "red"
         console.print(f"  {name:<22} [{colour}]{r['error'][:150]}[/{colour}]")
         return
-    console.print(f"  {name:<22} {r['seconds']:9.2f} s  {r['peak_mb']:8,.0f} MB over "
+    console.print(f"  {name:<22} {r['seconds']:9.2f} s (CPU {r['cpu_s']:.2f} s)  "
+                  f"{r['peak_mb']:8,.0f} MB over "
                   f"{r['loaded_mb']:,.0f} MB loaded   {report.finding(r)}")
 
 
@@ -168,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         venv = a.evidently_venv if peer == "evidently" else a.nannyml_venv
         pythons[peer], doc["versions"][peer] = ensure_peer_venv(peer, venv, console=console)
     tools = (["cd4ml"] if not a.skip_cd4ml else []) + a.peers
+    old_runs, old_frames = earlier_runs(a.peers_from)
+    if a.peers_from:
+        doc["peers_from"] = str(a.peers_from)
     cases: list[Case] = []
     runs: list[dict[str, Any]] = doc["runs"]
     tmp = Path(tempfile.mkdtemp(prefix="monitorbench-"))
@@ -179,18 +199,30 @@ def main(argv: list[str] | None = None) -> int:
             doc["frames"][size] = json.loads(
                 (Path(size_cases[0].reference).parent / "manifest.json").read_text())
             cases += size_cases
+            reuse = bool(old_runs) and old_frames.get(size, {}).get("sha256_16") == doc[
+                "frames"][size]["sha256_16"]
+            if a.peers_from and not reuse:
+                doc["notes"].append(f"{size}: {a.peers_from} has no runs on these frames; "
+                                    f"the peers run here")
             console.rule(s.label)
             for case in size_cases:
                 console.print(f"[bold]{case.name}[/bold]: {case.rows['reference']:,} vs "
                               f"{case.rows['current']:,} rows")
                 for tool in [t for t in TASK_TOOLS[case.task] if t in tools]:
+                    prev = [r for r in old_runs if r["tool"] == tool and r["size"] == size
+                            and r["case"] == case.name] if reuse and tool != "cd4ml" else []
+                    if prev:
+                        runs.extend(prev)
+                        for r in prev:
+                            _say(r)
+                        continue
                     with console.status(f"{tool} on {case.name} ({s.label})"):
                         r = run_tool(pythons[tool], tool, case.job(tool), tmp, a.timeout)
                     runs.append(r)
                     _say(r)
                     save()
                 if case.task == "drift" and "evidently" in a.peers and case.variants.get(
-                        "evidently") and s.factor == 1:
+                        "evidently") and s.factor == 1 and not reuse:
                     j = case.job("evidently")
                     j.update(reference=case.reference, current=case.current)
                     with console.status("evidently on the real data (expected to refuse)"):

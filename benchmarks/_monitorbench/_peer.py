@@ -3,7 +3,10 @@
 Imported as a top-level module by ``peer_*.py`` (each runs as a script in its own venv,
 so this file needs nothing but the standard library, pandas and pyarrow).
 
-A tool's process: reads its job (JSON, ``argv[1]``), loads the frames it names, collects
+A tool's process: reads its job (JSON, ``argv[1]``), imports its tool and SciPy's stats
+(``preload``: imports are not timed, and a tool that imports SciPy lazily, on its first
+call, would otherwise pay for it inside its timing where the others paid at import; the
+seconds are kept as ``import_s``), loads the frames it names, collects
 garbage and hands freed heap back to the OS, records its RSS, then runs the tool under
 ``Meter``: wall time from ``time.perf_counter``, peak RSS from a thread sampling
 ``/proc/self/statm`` every 2 ms, and from ``getrusage`` when the process's lifetime peak
@@ -27,7 +30,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-__all__ = ["job", "load", "Meter", "measured", "emit", "run", "num"]
+__all__ = ["job", "load", "preload", "Meter", "measured", "emit", "run", "num"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024 * 1024
@@ -45,6 +48,15 @@ def load(j: dict[str, Any], extra: list[str] | None = None,
     ref = pd.read_parquet(j["reference"], columns=cols)
     cur = pd.read_parquet(j["current"], columns=cols)
     return ref, cur
+
+
+def preload(t0: float) -> float:
+    """Import what every tool here computes with (SciPy's stats and distances); the
+    seconds since ``t0`` (taken before the tool's own imports)."""
+    import scipy.spatial.distance  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    return time.perf_counter() - t0
 
 
 def _rss() -> int:
@@ -66,11 +78,13 @@ def _trim() -> None:
 
 class Meter:
     """``with Meter() as m:`` times the block; after it ``m.seconds``, ``m.peak_mb`` (peak
-    RSS minus RSS after loading), ``m.loaded_mb`` and ``m.total_mb`` (the peak itself)."""
+    RSS minus RSS after loading), ``m.loaded_mb``, ``m.total_mb`` (the peak itself) and
+    ``m.cpu_s`` (the process's CPU time in the block, all threads: less sensitive than
+    wall time to others running on the machine)."""
 
     def __init__(self, interval_s: float = 0.002) -> None:
         self.interval_s = interval_s
-        self.seconds = self.peak_mb = self.loaded_mb = self.total_mb = math.nan
+        self.seconds = self.cpu_s = self.peak_mb = self.loaded_mb = self.total_mb = math.nan
 
     def __enter__(self) -> "Meter":
         _trim()
@@ -81,6 +95,7 @@ class Meter:
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         self._t0 = time.perf_counter()
+        self._c0 = time.process_time()
         return self
 
     def _sample(self) -> None:
@@ -90,6 +105,7 @@ class Meter:
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.perf_counter() - self._t0
+        self.cpu_s = time.process_time() - self._c0
         self._stop.set()
         self._thread.join()
         peak = max(self._peak, _rss())
@@ -113,8 +129,8 @@ def num(x: Any) -> float | None:
 
 
 def measured(m: Meter) -> dict[str, float]:
-    return {"seconds": m.seconds, "peak_mb": m.peak_mb, "loaded_mb": m.loaded_mb,
-            "peak_total_mb": m.total_mb}
+    return {"seconds": m.seconds, "cpu_s": m.cpu_s, "peak_mb": m.peak_mb,
+            "loaded_mb": m.loaded_mb, "peak_total_mb": m.total_mb}
 
 
 def emit(doc: dict[str, Any]) -> None:

@@ -12,9 +12,10 @@ threshold, ``<=`` for K-S; a distance at or above it), written out in ``RULES``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from _peer import Meter, load, measured, num, run
+from _peer import Meter, load, measured, num, preload, run
 
 #: Evidently's display name -> (our name, is a p-value, verdict rule)
 RULES: dict[str, tuple[str, bool, str]] = {
@@ -46,10 +47,13 @@ def _verdict(score: float | None, threshold: float | None, rule: str) -> bool | 
 
 
 def drift(j: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
     from importlib.metadata import version
 
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
+
+    import_s = preload(t0)
 
     ref, cur = load(j)
     with Meter() as m:
@@ -75,8 +79,9 @@ def drift(j: dict[str, Any]) -> dict[str, Any]:
                 "statistic": None if is_p else score, "p_value": score if is_p else None,
                 "threshold": threshold,
                 "drifted": _verdict(score, threshold, rule) if rule else None}
-    return {"version": version("evidently"), **measured(m), "rows": {"reference": len(ref), "current": len(cur)},
-            "columns": columns, "share_drifted": share,
+    return {"version": version("evidently"), **measured(m), "import_s": import_s,
+            "rows": {"reference": len(ref), "current": len(cur)}, "columns": columns,
+            "share_drifted": share,
             "dataset_drifted": None if share is None else share >= drift_share}
 
 

@@ -5,7 +5,9 @@ Drift (``task: drift``): ``UnivariateDriftCalculator`` with the benchmark's colu
 defaults otherwise (Jensen-Shannon for both kinds; the alert threshold is the reference
 chunks' mean + 3 std). Timed: ``fit(reference)`` + ``calculate(current)``. Reported per
 column: alerting chunks out of all, the largest chunk value, the threshold; ``drifted`` is
-"at least one chunk alerts" (what a monitor built on it would fire on). The ACS job adds
+"at least one chunk alerts" (what a monitor built on it would fire on); a column whose
+every chunk scored NaN (Walmart's MarkDowns: all missing in the reference) is listed as
+unscored, since NannyML says nothing of it. The ACS job adds
 the model's score (``prediction``) as a further continuous column, as NannyML's own
 examples monitor it.
 
@@ -19,11 +21,12 @@ chunk beside its estimate; the same chunks' AUC from scikit-learn is kept as a c
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
 
-from _peer import Meter, load, measured, num, run
+from _peer import Meter, load, measured, num, preload, run
 
 
 def _version() -> str:
@@ -33,7 +36,10 @@ def _version() -> str:
 
 
 def drift(j: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
     import nannyml as nml
+
+    import_s = preload(t0)
 
     pred = j["extra"].get("prediction")
     ref, cur = load(j, [pred] if pred else None)
@@ -56,20 +62,25 @@ def drift(j: dict[str, Any]) -> dict[str, Any]:
                 "method": method, "role": "prediction" if col == pred else "feature",
                 "chunks": int(len(df)), "alerts": int(alerts.sum()),
                 "statistic": num(values.max()), "statistic_mean": num(values.mean()),
+                "unscored_chunks": int(values.isna().sum()),
                 "p_value": None, "threshold": num(upper.dropna().iloc[0]) if upper.notna().any()
                 else None, "drifted": bool(alerts.any())}
     features = [c for c, v in columns.items() if v["role"] == "feature"]
     alerting = [c for c in features if columns[c]["drifted"]]
-    return {"version": _version(), **measured(m),
+    return {"version": _version(), **measured(m), "import_s": import_s,
             "rows": {"reference": len(ref), "current": len(cur)}, "columns": columns,
             "chunks": int(len(df)), "share_drifted": len(alerting) / max(len(features), 1),
             "alerting_features": len(alerting), "features": len(features),
+            "unscored_features": [c for c in features if columns[c]["statistic"] is None],
             "prediction_alerts": columns[pred]["alerts"] if pred else None}
 
 
 def cbpe(j: dict[str, Any]) -> dict[str, Any]:
+    t0 = time.perf_counter()
     import nannyml as nml
     from sklearn.metrics import roc_auc_score
+
+    import_s = preload(t0)
 
     x = j["extra"]
     cols = [x["y_pred_proba"], x["y_pred"], x["y_true"]]
@@ -98,7 +109,7 @@ def cbpe(j: dict[str, Any]) -> dict[str, Any]:
             "alert": bool(r[("roc_auc", "alert")])})
     errs = [abs(c["estimated"] - c["realized"]) for c in chunks
             if c["estimated"] is not None and c["realized"] is not None]
-    return {"version": _version(), **measured(m),
+    return {"version": _version(), **measured(m), "import_s": import_s,
             "rows": {"reference": len(ref), "current": len(cur)}, "metric": "roc_auc",
             "chunks": chunks, "max_abs_error": max(errs) if errs else None,
             "mean_abs_error": sum(errs) / len(errs) if errs else None,

@@ -84,8 +84,10 @@ def finding(r: dict[str, Any]) -> str:
     if r["tool"] == "nannyml":
         pred = f"; prediction in {r['prediction_alerts']}" if r.get(
             "prediction_alerts") is not None else ""
+        quiet = r.get("unscored_features") or []
+        unscored = f"; {len(quiet)} unscored (NaN)" if quiet else ""
         return (f"{r['alerting_features']}/{r['features']} alert in >= 1 of {r['chunks']} "
-                f"chunks{pred}")
+                f"chunks{pred}{unscored}")
     n = sum(1 for c in cols.values() if c.get("drifted"))
     return f"{n}/{len(cols)} drifted"
 
@@ -97,7 +99,8 @@ def _ratio(x: float | None, y: float | None) -> str:
 def print_runs(console: Console, runs: list[dict[str, Any]]) -> None:
     t = Table(title="Time and memory, one process per tool (peak MB: peak RSS minus RSS "
                     "after loading the frames; ×: the peer's figure over cd4ml's, same frames)")
-    for c in ("size", "case", "tool", "rows ref / cur", "seconds", "peak MB", "peak RSS MB",
+    for c in ("size", "case", "tool", "rows ref / cur", "seconds", "CPU s", "peak MB",
+              "peak RSS MB",
               "× time", "× memory", "finding", "issue's figure"):
         t.add_column(c, justify="left" if c in ("size", "case", "tool", "finding",
                                                 "issue's figure") else "right")
@@ -112,9 +115,12 @@ def print_runs(console: Console, runs: list[dict[str, Any]]) -> None:
         rows = r.get("rows") or {}
         peer = r["tool"] != "cd4ml" and ok and not r.get("probe")
         issue = None if r.get("probe") else ISSUE.get((r["size"], r["tool"], r["task"]))
-        t.add_row(r["size"], r["case"], r["tool"] + (" (real data)" if r.get("probe") else ""),
+        tool = r["tool"] + (" (real data)" if r.get("probe") else "") + (
+            " (earlier run)" if r.get("from") else "")
+        t.add_row(r["size"], r["case"], tool,
                   f"{rows.get('reference', 0):,} / {rows.get('current', 0):,}" if rows else "",
-                  f"{r['seconds']:,.2f}" if ok else "", f"{r['peak_mb']:,.0f}" if ok else "",
+                  f"{r['seconds']:,.2f}" if ok else "", f"{r['cpu_s']:,.2f}" if ok else "",
+                  f"{r['peak_mb']:,.0f}" if ok else "",
                   f"{r['peak_total_mb']:,.0f}" if ok else "",
                   _ratio(r.get("seconds"), cd and cd["seconds"]) if peer else "",
                   _ratio(r.get("peak_mb"), cd and cd["peak_mb"]) if peer else "",
@@ -150,8 +156,17 @@ def print_agreement(console: Console, agr: dict[str, Any]) -> None:
                   f"{agr['agree']} of them; final verdicts agree on {agr['final_agree']}")
 
 
-def print_cbpe(console: Console, r: dict[str, Any]) -> None:
+def print_cbpe(console: Console, r: dict[str, Any], most: int = 30) -> None:
+    """Every chunk, or (over ``most`` chunks) the ranges in one line."""
     if r.get("error") or not r.get("chunks"):
+        return
+    cs = r["chunks"]
+    if len(cs) > most:
+        est, real = [c["estimated"] for c in cs], [c["realized"] for c in cs]
+        console.print(f"NannyML CBPE, {r['size']}: {r['case']}: {len(cs)} chunks, estimated "
+                      f"{min(est):.4f}-{max(est):.4f}, realized {min(real):.4f}-"
+                      f"{max(real):.4f}, |diff| max {r['max_abs_error']:.4f} (mean "
+                      f"{r['mean_abs_error']:.4f}), {r['alerts']} alerting chunks")
         return
     t = Table(title=f"NannyML CBPE, {r['size']}: {r['case']} (roc_auc per chunk of 10,000)")
     for c in ("chunk", "rows", "estimated", "realized", "|diff|", "alert"):
