@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["log_section", "read_window", "output_map"]
+__all__ = ["log_section", "judge_frame", "read_window", "output_map"]
 
 
 def read_window(directory: Any, *, model: str, version: int, since: float | None,
@@ -120,20 +120,30 @@ def log_section(cfg: Any, root: Any, stores: Any, row: dict[str, Any], ref: Any,
                 settings: Any, *, since: float | None, until: float | None,
                 last: int | None = None) -> dict[str, Any]:
     """The log side of a monitoring report, and the metrics alert rules watch."""
+    directory = cfg.serving.log.folder_in(root)
+    manifest = stores.artifacts.get_json(row["digest"])
+    df = read_window(directory, model=row["model_name"], version=row["version"],
+                     since=since, until=until, last=last)
+    doc = judge_frame(cfg, stores, row, ref, settings, df, manifest)
+    doc["window"] = {"since": since, "until": until, "last": last,
+                     "first_ts": str(df["ts"].iloc[0]) if len(df) else None,
+                     "last_ts": str(df["ts"].iloc[-1]) if len(df) else None}
+    return doc
+
+
+def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: Any,
+                df: pd.DataFrame, manifest: dict[str, Any],
+                memo: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every judgement of :func:`log_section` on rows already read (one window);
+    ``memo`` keeps the version's transform and calibrator between windows."""
+    memo = {} if memo is None else memo
     from cd4ml.monitoring import compare
     from cd4ml.monitoring.drift import compare_summaries
     from cd4ml.monitoring.summary import ColumnSummary
     from cd4ml.tasks import task_of
 
-    directory = cfg.serving.log.folder_in(root)
-    manifest = stores.artifacts.get_json(row["digest"])
-    df = read_window(directory, model=row["model_name"], version=row["version"],
-                     since=since, until=until, last=last)
     doc: dict[str, Any] = {"rows": len(df), "requests": int(df["request_id"].nunique())
-                           if len(df) else 0,
-                           "window": {"since": since, "until": until, "last": last,
-                                      "first_ts": str(df["ts"].iloc[0]) if len(df) else None,
-                                      "last_ts": str(df["ts"].iloc[-1]) if len(df) else None}}
+                           if len(df) else 0}
     metrics: dict[str, float | None] = {"rows": float(len(df))}
     drift = compare(ref, _inputs(df), settings=settings)
     doc["drift"] = drift.to_dict()
@@ -158,7 +168,8 @@ def log_section(cfg: Any, root: Any, stores: Any, row: dict[str, Any], ref: Any,
     if "calibrator" in ref.meta and "score" in outs and outs["score"] in df.columns and len(df):
         from cd4ml.monitoring.estimate import Calibrator, estimate_binary
 
-        cal = Calibrator.from_dict(ref.meta["calibrator"])
+        cal = memo.get("calibrator") or memo.setdefault(
+            "calibrator", Calibrator.from_dict(ref.meta["calibrator"]))
         score = df[outs["score"]].to_numpy(np.float64)
         est = estimate_binary(score, cal.predict(score, _inputs(df)),
                               ref.meta.get("decision_threshold", 0.5))
@@ -172,7 +183,7 @@ def log_section(cfg: Any, root: Any, stores: Any, row: dict[str, Any], ref: Any,
             metrics["estimated.degradation"] = _degradation(est[cfg.evaluation.metric], held,
                                                             higher)
     if cfg.task != "forecast":
-        doc["skew"] = _skew(stores, manifest, df)
+        doc["skew"] = _skew(stores, manifest, df, memo)
         metrics["skew.share"] = doc["skew"].get("share")
     lat = df["latency_ms"].to_numpy(np.float64) if len(df) else np.array([])
     metrics["latency.p99_ms"] = float(np.quantile(lat, 0.99)) if len(lat) else None
@@ -180,11 +191,14 @@ def log_section(cfg: Any, root: Any, stores: Any, row: dict[str, Any], ref: Any,
     return doc
 
 
-def _skew(stores: Any, manifest: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+def _skew(stores: Any, manifest: dict[str, Any], df: pd.DataFrame,
+          memo: dict[str, Any]) -> dict[str, Any]:
     from cd4ml.pipeline.skew import tabular_skew
     from cd4ml.registry.bundle import load_tabular_parts
 
-    _, _, transform, _, _ = load_tabular_parts(stores.artifacts, manifest)
+    if "transform" not in memo:
+        memo["transform"] = load_tabular_parts(stores.artifacts, manifest)[2]
+    transform = memo["transform"]
     served = df[[c for c in df.columns if c.startswith("feature.")]].rename(
         columns=lambda c: c.removeprefix("feature."))
     has = served.notna().any(axis=1).to_numpy() if len(served.columns) else np.zeros(len(df),

@@ -1,0 +1,117 @@
+"""Monitoring over time: a version's log cut into windows, each judged as ``cd4ml monitor``
+judges one (``monitor_log``), for the dashboard's charts and for alert rules.
+
+Windows are consecutive: by log time (``by="time"``, ``size`` an age such as ``1h`` or
+``1d``, aligned to the epoch in UTC) or by count (``by="count"``, ``size`` rows, the last
+window possibly shorter). Each window gives its metrics (the names alert rules use), its
+per-column drift scores and states, the realized and estimated quality, and the output
+distribution (a histogram on the reference's bins) beside the reference's.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["timeline", "window_size"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def window_size(by: str, size: str | int) -> float | int:
+    """Seconds of a time window (``"1d"``) or rows of a count window; a ValueError naming
+    the value otherwise."""
+    if by == "count":
+        n = int(size)
+        if n < 1:
+            raise ValueError(f"window size {size!r}: a count window needs at least 1 row")
+        return n
+    if by != "time":
+        raise ValueError(f"window by {by!r}: expected 'time' or 'count'")
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", str(size).strip())
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"window size {size!r}: expected an age such as 15m, 1h, 1d or 7d")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _cuts(df: pd.DataFrame, by: str, size: float | int) -> list[tuple[int, int, Any, Any]]:
+    """(start row, end row, start, end) of each window of the sorted frame."""
+    if not len(df):
+        return []
+    if by == "count":
+        n = int(size)
+        return [(i, min(i + n, len(df)), i, min(i + n, len(df)))
+                for i in range(0, len(df), n)]
+    ts = df["ts"].astype("int64").to_numpy() / 1e9
+    bucket = np.floor(ts / size).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], len(df)]
+    return [(int(a), int(b), float(bucket[a] * size), float((bucket[a] + 1) * size))
+            for a, b in zip(starts, ends, strict=True)]
+
+
+def _histogram(ref: Any, values: np.ndarray, bins: int = 20) -> dict[str, Any]:
+    """Shares per bin of the reference's range, for the reference and the window."""
+    if ref is None or ref.n == 0:
+        return {"edges": [], "reference": [], "current": []}
+    lo, hi = float(ref.values[0]), float(ref.values[-1])
+    if lo == hi:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    r = np.histogram(np.clip(ref.values, lo, hi), edges, weights=ref.counts)[0]
+    v = values[np.isfinite(values)]
+    c = np.histogram(np.clip(v, lo, hi), edges)[0]
+    return {"edges": edges.tolist(), "reference": (r / max(r.sum(), 1)).tolist(),
+            "current": (c / max(c.sum(), 1)).tolist()}
+
+
+def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, *,
+             model: str | None = None, version: str | None = None, by: str = "time",
+             size: str | int = "1d", since: float | None = None,
+             until: float | None = None) -> dict[str, Any]:
+    """The version's windows, oldest first, each with what ``cd4ml monitor`` reports."""
+    from cd4ml.monitoring import DriftSettings, reference_of
+    from cd4ml.pipeline.monitor_log import judge_frame, output_map, read_window
+    from cd4ml.pipeline.run import open_project
+
+    step = window_size(by, size)
+    cfg, _, stores, root = open_project(project_dir, overrides)
+    name = model or cfg.models.name
+    settings = DriftSettings.from_config(cfg.monitoring.drift)
+    with stores:
+        row = stores.metadata.resolve(name, version or cfg.serving.alias)
+        found = reference_of(row, stores.artifacts)
+        doc: dict[str, Any] = {"model": name, "version": row["version"], "by": by,
+                               "size": size, "reference": {"state": found.state,
+                                                           "message": found.message},
+                               "windows": []}
+        if found.reference is None:
+            return doc
+        ref = found.reference
+        manifest = stores.artifacts.get_json(row["digest"])
+        df = read_window(cfg.serving.log.folder_in(root), model=name,
+                         version=row["version"], since=since, until=until)
+        outs = output_map(manifest, list(ref.outputs))
+        main = next(iter(ref.outputs), None)
+        memo: dict[str, Any] = {}
+        for a, b, start, end in _cuts(df, by, step):
+            part = df.iloc[a:b].reset_index(drop=True)
+            judged = judge_frame(cfg, stores, row, ref, settings, part, manifest, memo)
+            col = outs.get(main) if main else None
+            values = (part[col].to_numpy(np.float64) if col in part.columns
+                      else np.array([]))
+            doc["windows"].append({
+                "start": start, "end": end, "rows": b - a,
+                "first_ts": str(part["ts"].iloc[0]), "last_ts": str(part["ts"].iloc[-1]),
+                "metrics": judged["metrics"],
+                "drift": {c: {"state": d["state"], "drifted": d["drifted"],
+                              "score": d["score"], "method": d["method"]}
+                          for c, d in judged["drift"]["columns"].items()},
+                "quality": judged["quality"], "estimated": judged.get("estimated"),
+                "prediction": {"output": main,
+                               "histogram": _histogram(ref.outputs.get(main), values)}})
+        return doc
