@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from cd4ml.errors import NotFoundError, StoreError
 from cd4ml.store import _engine
+from cd4ml.store.alert_ops import AlertOps
 from cd4ml.store.registry_ops import RegistryOps
 from cd4ml.store.tables import RUN_STATUSES, audit_events, runs, snapshots, stage_cache
 
@@ -43,7 +44,7 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class MetadataStore(RegistryOps):
+class MetadataStore(RegistryOps, AlertOps):
     """Runs, snapshots, stage cache, model registry and audit log in one database.
 
     Parameters

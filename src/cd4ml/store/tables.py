@@ -5,8 +5,9 @@ checks that the two agree. Every datetime is stored in UTC and read back timezon
 every JSON column stores ``None`` as SQL ``NULL`` and non-finite floats as ``null`` (so
 PostgreSQL accepts them).
 
->>> sorted(metadata_obj.tables)
-['aliases', 'audit_events', 'model_versions', 'models', 'runs', 'snapshots', 'stage_cache']
+>>> sorted(metadata_obj.tables)  # doctest: +NORMALIZE_WHITESPACE
+['alert_deliveries', 'alerts', 'aliases', 'audit_events', 'model_versions', 'models', 'runs',
+ 'snapshots', 'stage_cache']
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ from cd4ml.store._json import to_jsonable
 
 __all__ = [
     "metadata_obj", "runs", "snapshots", "stage_cache", "models", "model_versions",
-    "aliases", "audit_events", "UTCDateTime", "JSONValue", "RUN_STATUSES",
-    "VERSION_KINDS",
+    "aliases", "audit_events", "alerts", "alert_deliveries", "UTCDateTime", "JSONValue",
+    "RUN_STATUSES", "VERSION_KINDS", "ALERT_STATES", "DELIVERY_STATUSES",
 ]
 
 RUN_STATUSES = ("running", "succeeded", "failed")
 VERSION_KINDS = ("candidate", "baseline")
+#: an alert's states, the most urgent first (``cd4ml.monitoring.alerts``)
+ALERT_STATES = ("firing", "pending", "resolved", "inactive")
+DELIVERY_STATUSES = ("delivered", "dead")
 
 
 class JSONValue(sa.types.TypeDecorator[Any]):
@@ -153,4 +157,46 @@ audit_events = sa.Table(
     sa.Column("object", sa.String(400), nullable=False),
     sa.Column("detail", JSONValue()),
     sa.Column("reason", sa.Text()),
+)
+
+# One row per episode of an alert rule on a subject (model@version): the row is updated
+# as the episode moves inactive -> pending -> firing -> resolved; a resolved alert that
+# fires again is the next episode, a new row. (rule, subject, episode) is unique, which
+# is what makes two evaluators starting the same episode at once conflict.
+alerts = sa.Table(
+    "alerts", metadata_obj,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("rule", sa.String(200), nullable=False),
+    sa.Column("subject", sa.String(400), nullable=False),
+    sa.Column("episode", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("metric", sa.String(200), nullable=False),
+    sa.Column("value", sa.Float()),
+    sa.Column("threshold", sa.Float(), nullable=False),
+    sa.Column("resolve", sa.Float(), nullable=False),
+    sa.Column("rows", sa.BigInteger(), nullable=False),
+    sa.Column("insufficient", sa.Boolean(), nullable=False),
+    sa.Column("pending_since", UTCDateTime()),
+    sa.Column("fired_at", UTCDateTime()),
+    sa.Column("resolved_at", UTCDateTime()),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("message", sa.Text()),
+    sa.Column("detail", JSONValue()),
+    sa.UniqueConstraint("rule", "subject", "episode", name="uq_alerts_episode"),
+    sa.Index("ix_alerts_subject", "subject"),
+)
+
+# One row per transition sent to the webhook: delivered (after `attempts` tries), or
+# dead when every retry failed (a dead letter, counted).
+alert_deliveries = sa.Table(
+    "alert_deliveries", metadata_obj,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer(), sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("transition", sa.String(32), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Index("ix_alert_deliveries_status", "status"),
 )
