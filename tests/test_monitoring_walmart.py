@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -92,3 +93,54 @@ def test_new_snapshots_show_the_markdown_onset(project, full_walmart) -> None:
     finally:
         for name, b in keep.items():
             (data / name).write_bytes(b)
+
+
+def _replay_weeks(url: str, sales: pd.DataFrame, weeks: list[str], tag: str) -> dict:
+    """Each week's (store, dept) rows as one /predict request, then its sales as feedback;
+    the log time of each week's request (for windows)."""
+    import httpx
+
+    marks = {}
+    with httpx.Client(base_url=url, timeout=120) as c:
+        for w in weeks:
+            rows = sales[sales.Date == w]
+            marks[w] = time.time()
+            body = [{"store": int(s), "dept": int(d), "date": w}
+                    for s, d in zip(rows.Store, rows.Dept, strict=True)]
+            r = c.post("/predict", json=body, headers={"X-Request-Id": f"{tag}-{w}"})
+            assert r.status_code == 200, r.text[:500]
+            fb = c.post("/feedback", json=[{"request_id": f"{tag}-{w}",
+                                            "actuals": rows.Weekly_Sales.tolist()}])
+            assert fb.status_code == 200, fb.text[:500]
+    time.sleep(1.0)  # the writer flushes every 200 ms
+    marks["end"] = time.time()
+    return marks
+
+
+def test_replayed_weeks_show_the_holiday_quality_loss(project, full_walmart) -> None:
+    from conftest import start_server, stop_server
+
+    sales = pd.read_csv(full_walmart / "train.csv.zip")
+    known = sales.loc[sales.Date <= TRAIN_END, ["Store", "Dept"]].drop_duplicates()
+    sales = sales.merge(known, on=["Store", "Dept"])  # series the model has a history of
+    inside = [str(d.date()) for d in pd.date_range("2011-06-03", "2011-08-26", freq="7D")]
+    after = [str(d.date()) for d in pd.date_range("2011-11-04", "2012-01-27", freq="7D")]
+    proc, url = start_server(project)
+    try:
+        m_in = _replay_weeks(url, sales, inside, "inside")
+        m_after = _replay_weeks(url, sales, after, "after")
+    finally:
+        stop_server(proc)
+    whole = monitor(project, log=True, since=m_in[inside[0]], until=m_in["end"])["log"]
+    assert whole["drift"]["state"] == "not applicable"  # covariates: see --data
+    assert whole["quality"]["state"] == "ok"
+    assert whole["metrics"]["quality.degradation"] < 0.1  # weeks it was trained on
+    per_week = {}
+    for i, w in enumerate(after):
+        end = m_after[after[i + 1]] if i + 1 < len(after) else m_after["end"]
+        log = monitor(project, log=True, since=m_after[w], until=end)["log"]
+        per_week[w] = log["metrics"]["quality.degradation"]
+    print(json.dumps(per_week))
+    holidays = ["2011-11-25", "2011-12-23", "2011-12-30"]  # Thanksgiving, Christmas
+    assert all(per_week[w] > 0.1 for w in holidays), per_week
+    assert sum(v > 0.1 for v in per_week.values()) >= 3

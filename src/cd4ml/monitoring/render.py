@@ -78,9 +78,12 @@ def print_report(console: Any, doc: dict[str, Any]) -> None:
         console.print("log: no logged prediction of this version in the window")
         return
     w = log["window"]
-    console.print(drift_table(log["drift"], f"input drift: {log['rows']:,} logged rows "
-                                            f"({w['first_ts']} to {w['last_ts']})"))
-    console.print(_share(log["drift"]))
+    if log["drift"].get("state") == "not applicable":
+        console.print(f"input drift: not applicable: {log['drift']['message']}")
+    else:
+        console.print(drift_table(log["drift"], f"input drift: {log['rows']:,} logged rows "
+                                                f"({w['first_ts']} to {w['last_ts']})"))
+        console.print(_share(log["drift"]))
     for name, c in log["prediction"]["columns"].items():
         score = "" if c.get("score") is None else f", {c['method']} {c['score']:.4g}"
         note = f" — {c['message']}" if c.get("message") else ""

@@ -145,10 +145,18 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
     doc: dict[str, Any] = {"rows": len(df), "requests": int(df["request_id"].nunique())
                            if len(df) else 0}
     metrics: dict[str, float | None] = {"rows": float(len(df))}
-    drift = compare(ref, _inputs(df), settings=settings)
-    doc["drift"] = drift.to_dict()
-    metrics["drift.share"] = drift.share_drifted
-    metrics["drift.columns"] = float(len(drift.drifted_columns))
+    if cfg.task == "forecast":  # its requests carry series keys and dates only
+        doc["drift"] = {"columns": {}, "drifted": [], "share_drifted": None,
+                        "drift_share": settings.drift_share, "dataset_drifted": False,
+                        "state": "not applicable", "message": (
+                            "a forecast's requests name series and dates; its covariates "
+                            "come from the history bundled at training, so their drift "
+                            "shows in new source data: cd4ml monitor --data")}
+    else:
+        drift = compare(ref, _inputs(df), settings=settings)
+        doc["drift"] = drift.to_dict()
+        metrics["drift.share"] = drift.share_drifted
+        metrics["drift.columns"] = float(len(drift.drifted_columns))
     outs = output_map(manifest, list(ref.outputs))
     current = {name: ColumnSummary.of(df[col], "numeric") if col in df.columns
                else ColumnSummary.empty("numeric") for name, col in outs.items()}
