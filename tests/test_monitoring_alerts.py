@@ -199,7 +199,7 @@ def test_shipped_defaults_are_present() -> None:
            for r in m.alerts.rules}
     day = 86400.0
     assert got == {
-        "input_drift": ("drift.share", "above", 0.5, 0.3, 0, "time", day, 1000, "warning"),
+        "input_drift": ("drift.columns", "above", 0.0, 0.0, 0, "time", day, 1000, "warning"),
         "prediction_drift": ("prediction.score", "above", 0.1, 0.05, 0, "time", day, 1000,
                              "warning"),
         "quality": ("quality.degradation", "above", 0.1, 0.05, 0, "time", 7 * day, 200,
@@ -293,8 +293,9 @@ def test_repeated_names_and_bad_webhooks_are_refused() -> None:
     refused({"webhook": {}}, r"webhook\.url = None: required key is missing")
     refused({"webhook": {"url": "http://h", "timeout_s": 0}}, r"webhook\.timeout_s = 0")
     refused({"webhook": {"url": "http://h", "retries": -1}}, r"webhook\.retries = -1")
-    with pytest.raises(ConfigError, match=r"monitoring\.interval_s = 0"):
-        config(interval_s=0)
+    with pytest.raises(ConfigError, match=r"monitoring\.interval_s = -1"):
+        config(interval_s=-1)
+    assert config(interval_s=0).interval_s == 0  # not evaluated inside cd4ml serve
 
 
 def test_durations() -> None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -50,24 +52,56 @@ def _replay(url: str, frame: pd.DataFrame, tag: str) -> None:
             assert r.status_code == 200, r.text
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """A webhook receiver on loopback: keeps every JSON body POSTed to it."""
+
+    bodies: list = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        n = int(self.headers.get("Content-Length", 0))
+        type(self).bodies.append(json.loads(self.rfile.read(n)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def replayed(employment_project: Path) -> dict:
+def receiver():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/alerts", _Receiver.bodies
+    srv.shutdown()
+
+
+@pytest.fixture(scope="module")
+def replayed(employment_project: Path, receiver) -> dict:
+    from cd4ml.pipeline.alerting import evaluate_alerts
+
     data = pd.read_parquet(employment_project / "data" / "employment.parquet")
-    proc, url = start_server(employment_project)
-    marks = {}
+    hook = [f"monitoring.alerts.webhook.url={receiver[0]}"]
+    # the rules are evaluated here, between the phases (no evaluator inside the server)
+    proc, url = start_server(employment_project, "--set", "monitoring.interval_s=0")
+    marks, alerts = {}, {}
     try:
         marks["start"] = time.time()
-        _replay(url, data[data.year.isin([2017, 2018])], "plain")
+        # 2017 and 2018 in a random order of arrival (the file is sorted by household)
+        _replay(url, data[data.year.isin([2017, 2018])].sample(frac=1, random_state=0),
+                "plain")
         time.sleep(1.0)  # the writer flushes every 200 ms
         marks["shifted"] = time.time()
+        alerts["plain"] = evaluate_alerts(employment_project, hook, now=marks["shifted"])
         # aged ten years, at most the schema's 99 (the server refuses older: a 422)
         _replay(url, data[data.year == 2018].assign(AGEP=lambda d: (d.AGEP + 10).clip(
             upper=99)), "older")
         time.sleep(1.0)
         marks["end"] = time.time()
+        alerts["older"] = evaluate_alerts(employment_project, hook, now=marks["end"])
     finally:
         stop_server(proc)
-    return {"project": employment_project, "marks": marks, "data": data}
+    return {"project": employment_project, "marks": marks, "data": data, "alerts": alerts,
+            "hook": hook}
 
 
 def _iso(t: float) -> str:
@@ -137,3 +171,23 @@ def test_vectors_altered_after_the_training_path_are_skew(replayed, tmp_path) ->
     assert skew["share"] == pytest.approx(100 / 300)
     ex = skew["features"]["SCHL"]["examples"][0]
     assert ex["request_id"] == "skewed" and ex["served"] == ex["training_path"] + 1
+
+
+def test_default_rules_stay_quiet_then_fire_on_the_aged_population(replayed, receiver) -> None:
+    plain = {r["rule"]: r for r in replayed["alerts"]["plain"]["rules"]}
+    assert not [r for r in plain.values() if r["state"] in ("firing", "pending")], plain
+    assert plain["input_drift"]["value"] == 0 and plain["skew"]["value"] == 0
+    older = {r["rule"]: r for r in replayed["alerts"]["older"]["rules"]}
+    assert older["input_drift"]["state"] == "firing", older["input_drift"]
+    fired = [b for b in receiver[1] if b.get("status") == "firing"
+             or any(a.get("status") == "firing" for a in b.get("alerts", []))]
+    assert fired, receiver[1]
+    # the states survive: a later `cd4ml monitor` (a new process) shows the alert firing
+    res = subprocess.run([sys.executable, "-m", "cd4ml.cli", "monitor", "-p",
+                          str(replayed["project"]), "--json", "--last", "1000",
+                          *sum((["--set", h] for h in replayed["hook"]), [])],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)["alerts"]
+    firing = [a["rule"] for a in doc["alerts"] if a["state"] == "firing"]
+    assert "input_drift" in firing

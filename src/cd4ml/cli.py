@@ -267,10 +267,44 @@ def serve(project: Project = Path("."), set_: Sets = None,
           workers: Annotated[int | None, typer.Option(
               "--workers", min=1, help="worker processes (default serving.workers)")] = None,
           ) -> None:
-    """Serve the production model: form at /, POST /predict, /v2 and /invocations."""
+    """Serve the production model: form at /, POST /predict, /v2 and /invocations; the
+    alert rules are evaluated every monitoring.interval_s by a process of their own."""
     from cd4ml.serving.server import serve as _serve
 
-    _serve(project, overrides=set_, port=port, host=host, workers=workers)
+    watcher = _alert_watcher(project, set_, port, host)
+    try:
+        _serve(project, overrides=set_, port=port, host=host, workers=workers)
+    finally:
+        if watcher is not None and watcher.poll() is None:
+            watcher.terminate()
+            try:
+                watcher.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - never outlive the server
+                watcher.kill()
+
+
+def _alert_watcher(project: Path, set_: list[str] | None, port: int | None,
+                   host: str | None) -> Any:
+    """``cd4ml monitor --every monitoring.interval_s`` beside the server (its own process:
+    the workers never wait on an evaluation), scraping the server's /metrics; None when
+    the interval is 0 or the project has no monitoring to do."""
+    import os
+    import subprocess
+
+    from cd4ml.config import load_config
+
+    cfg, _ = load_config(project.resolve(), set_)
+    if not cfg.monitoring.interval_s or not cfg.monitoring.alerts.rules:
+        return None
+    where = host or cfg.serving.host
+    url = f"http://{'127.0.0.1' if where in ('0.0.0.0', '::') else where}:" \
+          f"{port or cfg.serving.port}/metrics"
+    args = [sys.executable, "-m", "cd4ml.cli", "monitor", "-p", str(project.resolve()),
+            "--every", str(cfg.monitoring.interval_s), "--metrics-url", url,
+            "--parent", str(os.getpid())]
+    for s_ in set_ or []:
+        args += ["--set", s_]
+    return subprocess.Popen(args)
 
 
 log_app = typer.Typer(help="The prediction log: status, query, export.", no_args_is_help=True)
@@ -313,12 +347,13 @@ def log_status(project: Project = Path("."), set_: Sets = None, json_: Json = Fa
                   str(sg["feedback"]), f"{sg['bytes'] / 1e6:.2f}", ts(sg["first"]),
                   ts(sg["last"]))
     out.print(t)
-    from cd4ml.predlog.segments import LOG_FORMAT
+    from cd4ml.predlog.segments import LOG_FORMAT, READ_FORMATS
 
     for sg in st["segments"]:
-        if sg["format"] not in (None, LOG_FORMAT):  # None: no table in it yet
+        if sg["format"] not in (None, *READ_FORMATS):  # None: no table in it yet
             out.print(f"[yellow]{sg['segment']} is in log format {sg['format']}[/]: this "
-                      f"cd4ml reads format {LOG_FORMAT}; move it out of {d} to read the rest")
+                      f"cd4ml reads formats {', '.join(map(str, READ_FORMATS))} (writes "
+                      f"{LOG_FORMAT}); move it out of {d} to read the rest")
     for sg in st["segments"]:
         if sg.get("problem"):
             out.print(f"[red]{sg['segment']} cannot be read[/] ({sg['problem']}): skipped by "
@@ -353,16 +388,21 @@ def log_query(project: Project = Path("."), set_: Sets = None, since: Since = No
         return
     from datetime import datetime, timezone
 
+    def utc(v: float) -> str:
+        return datetime.fromtimestamp(v, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    events = any(r["event_ts"] is not None for r in recs)  # X-Event-Time: its column
     t = Table(title=f"{len(recs)} request(s), newest first")
-    for c in ("time (UTC)", "request id", "version", "endpoint", "rows", "ms", "inputs",
-              "predictions"):
+    for c in ("time (UTC)", *(("event time (UTC)",) if events else ()), "request id",
+              "version", "endpoint", "rows", "ms", "inputs", "predictions"):
         t.add_column(c)
     for r in recs:
         ins = json.dumps(r["inputs"])
         outs = ", ".join(f"{v:,.1f}" if not isinstance(v, list) else  # several per row
                          "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
                          for v in r["outputs"][:3])
-        t.add_row(datetime.fromtimestamp(r["ts"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+        ev = (("" if r["event_ts"] is None else utc(r["event_ts"]),) if events else ())
+        t.add_row(utc(r["ts"]), *ev,
                   r["request_id"], str(r["version"]), r["endpoint"], str(r["n_rows"]),
                   f"{r['latency_ms']:.2f}", ins[:60] + ("…" if len(ins) > 60 else ""),
                   outs + ("…" if len(r["outputs"]) > 3 else ""))
@@ -397,21 +437,58 @@ def monitor_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = F
                                    "training with the version's reference")] = False,
                 since: Since = None, until: Until = None,
                 last: Annotated[int | None, typer.Option(
-                    "--last", min=1, help="only the latest N logged rows")] = None) -> None:
+                    "--last", min=1, help="only the latest N logged rows")] = None,
+                alerts: Annotated[bool, typer.Option(
+                    "--alerts/--no-alerts", help="evaluate the alert rules (monitoring."
+                    "alerts) and show the alerts")] = True,
+                every: Annotated[float | None, typer.Option(
+                    "--every", min=0.1, help="only evaluate the alert rules, every this many "
+                    "seconds, until stopped (what cd4ml serve runs)")] = None,
+                metrics_url: Annotated[str | None, typer.Option(
+                    "--metrics-url", help="a server's /metrics, for errors.rate and "
+                    "refused.rate")] = None,
+                parent: Annotated[int | None, typer.Option(
+                    "--parent", hidden=True, help="with --every: stop when this pid is "
+                    "no longer the parent")] = None) -> None:
     """Drift, skew and quality of a served version against its reference profile: its
     prediction log (a window by time or the last N rows), and with --data new snapshots
-    of its sources."""
-    from cd4ml.monitoring.render import print_report
+    of its sources; then the alert rules, evaluated by one process at a time."""
+    from cd4ml.monitoring.render import print_alerts, print_report
+    from cd4ml.pipeline.alerting import evaluate_under_lock, watch_alerts
     from cd4ml.pipeline.monitor import monitor
     from cd4ml.predlog import parse_time
 
+    scrape = _scraper(metrics_url)
+    if every is not None:
+        watch_alerts(project, set_, every=every, metrics_text=scrape, parent=parent)
+        return
     log = not data or since is not None or until is not None or last is not None
     doc = monitor(project, set_, model=model, version=version, data=data, log=log,
                   since=parse_time(since), until=parse_time(until), last=last)
+    if alerts and model is None and version is None:
+        doc["alerts"] = evaluate_under_lock(project, set_, metrics_text=scrape) or {
+            "note": "another process is evaluating the alert rules now"}
     if json_:
         _emit_json(doc)
         return
     print_report(out, doc)
+    if "alerts" in doc:
+        print_alerts(out, doc["alerts"])
+
+
+def _scraper(url: str | None) -> Any:
+    """A callable returning a server's Prometheus text (None without a URL)."""
+    if url is None:
+        return None
+
+    def scrape() -> str:
+        import httpx
+
+        try:
+            return httpx.get(url, timeout=5).text
+        except httpx.HTTPError:  # the server is starting or gone: rates undefined
+            return ""
+    return scrape
 
 
 @app.command()

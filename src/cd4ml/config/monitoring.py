@@ -229,9 +229,10 @@ def _rule(name: str, metric: str, threshold: float, resolve: float, window: str,
 def default_alert_rules() -> list[AlertRuleConfig]:
     """The rules a project gets when ``monitoring.alerts.rules`` is absent."""
     return [
-        # input drift: half of the input columns drift over a day of traffic (the dataset
-        # verdict of monitoring.drift); resolves once under 30 %
-        _rule("input_drift", "drift.share", 0.5, 0.3, "1d", 1000),
+        # input drift: any input column drifts over a day of traffic (a column's verdict
+        # already needs significance and a practical effect, monitoring.drift); resolves
+        # when none does
+        _rule("input_drift", "drift.columns", 0.0, 0.0, "1d", 1000),
         # prediction drift: the score's distance to the holdout outputs over a day
         _rule("prediction_drift", "prediction.score", 0.1, 0.05, "1d", 1000),
         # quality on feedback: the project's metric 10 % worse than on the reference
@@ -269,8 +270,8 @@ class WebhookConfig(_Strict):
 
 class AlertsConfig(_Strict):
     rules: list[AlertRuleConfig] = Field(default_factory=default_alert_rules, description=(
-        "absent: the shipped defaults: input_drift (drift.share above 0.5, resolve 0.3, "
-        "1d, 1000 rows), prediction_drift (prediction.score above 0.1, resolve 0.05, 1d, "
+        "absent: the shipped defaults: input_drift (drift.columns above 0: any drifted "
+        "input column, 1d, 1000 rows), prediction_drift (prediction.score above 0.1, resolve 0.05, 1d, "
         "1000 rows), quality (quality.degradation above 0.1, resolve 0.05, 7d, 200 rows), "
         "estimated_quality (estimated.degradation above 0.1, resolve 0.05, 1d, 1000 rows), "
         "skew (skew.share above 0, 1d, 1 row, critical), errors (errors.rate above 0.05, "
@@ -288,7 +289,8 @@ class AlertsConfig(_Strict):
 
 
 class MonitoringConfig(_Strict):
-    interval_s: float = Field(60, gt=0, description=(
-        "cd4ml serve evaluates the alert rules this often (one process at a time)"))
+    interval_s: float = Field(60, ge=0, description=(
+        "cd4ml serve evaluates the alert rules this often, in a process of its own, one "
+        "evaluator at a time per project (0: not inside cd4ml serve; run cd4ml monitor)"))
     drift: DriftConfig = Field(default_factory=DriftConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)

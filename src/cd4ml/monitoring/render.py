@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["drift_table", "print_report"]
+__all__ = ["drift_table", "print_report", "print_alerts"]
 
 _STYLE = {"drifted": "bold red", "ok": "green", "insufficient": "yellow",
           "not comparable": "yellow", "missing column": "bold red"}
@@ -108,3 +108,26 @@ def print_report(console: Any, doc: dict[str, Any]) -> None:
         console.print(f"skew: {skew['state']}"
                       + (f": {skew['message']} ({', '.join(skew['skewed_features'])})"
                          if skew.get("skewed_features") else ""))
+
+
+_ALERT_STYLE = {"firing": "bold red", "pending": "yellow", "resolved": "green",
+                "inactive": "dim"}
+
+
+def print_alerts(console: Any, doc: dict[str, Any]) -> None:
+    """The alert rules' states after an evaluation (``cd4ml monitor``)."""
+    from rich.table import Table
+
+    if "rules" not in doc:
+        console.print(f"alerts: {doc.get('note', '')}")
+        return
+    t = Table(title=f"alerts of {doc['subject']} ({doc['at']})", title_justify="left")
+    for h in ("rule", "state", "value", "threshold", "note"):
+        t.add_column(h, overflow="fold", no_wrap=h != "note")
+    for r in doc["rules"]:
+        st = r.get("state") or ""
+        t.add_row(r["rule"], f"[{_ALERT_STYLE.get(st, '')}]{st}[/]", _num(r.get("value")),
+                  _num(r.get("threshold")), r.get("message") or r.get("note") or "")
+    console.print(t)
+    for tr in doc["transitions"]:
+        console.print(f"{tr['rule']}: {tr['from']} -> {tr['to']}")
