@@ -141,9 +141,9 @@ def _known(ref: ColumnSummary, cur: ColumnSummary) -> ColumnSummary:
     """The current values the reference has seen (the new ones are their own signal)."""
     if ref.kind != "categorical":
         return cur
-    import numpy as np
+    import pandas as pd
 
-    keep = np.isin(cur.values, ref.values)
+    keep = pd.Index(ref.values).get_indexer(cur.values) >= 0  # hashed: labels are text
     return ColumnSummary(cur.kind, cur.values[keep], cur.counts[keep], cur.missing)
 
 
