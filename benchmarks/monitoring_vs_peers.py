@@ -63,8 +63,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "_monitorbench"
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 170)
 PEERS = ("evidently", "nannyml")
-#: which tools answer which task (cd4ml's estimated performance has no API named here yet)
-TASK_TOOLS = {"drift": ["cd4ml", "evidently", "nannyml"], "cbpe": ["nannyml"]}
+#: which tools answer which task (cbpe: performance estimated without labels)
+TASK_TOOLS = {"drift": ["cd4ml", "evidently", "nannyml"], "cbpe": ["cd4ml", "nannyml"]}
 
 
 def _sizes(s: str) -> list[str]:

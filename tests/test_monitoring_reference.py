@@ -120,3 +120,24 @@ def test_a_version_without_a_reference_says_so(project) -> None:
     quiet = _cli(project)  # the log side, and nothing was served yet
     assert quiet.returncode == 0 and "no logged prediction" in quiet.stdout, quiet.stderr
     assert np.isfinite(doc["version"])
+
+
+def test_a_reference_gone_from_the_artifact_store_says_so(project, tmp_path) -> None:
+    import shutil
+
+    cfg, _, stores, root = open_project(project)
+    with stores:
+        v = stores.metadata.resolve(cfg.models.name, "production")
+        digest = v["lineage"]["reference"]
+        path = stores.artifacts.local_path(digest)
+    keep = tmp_path / "ref.parquet"
+    shutil.copyfile(path, keep)
+    path.unlink()
+    try:
+        doc = monitor(project, data=True)
+        assert doc["reference"]["state"] == "no reference"
+        assert digest[:12] in doc["reference"]["message"]
+        assert "not in the artifact store" in doc["reference"]["message"]
+    finally:
+        shutil.copyfile(keep, path)
+    assert monitor(project)["reference"]["state"] == "ok"

@@ -163,12 +163,12 @@ def print_cbpe(console: Console, r: dict[str, Any], most: int = 30) -> None:
     cs = r["chunks"]
     if len(cs) > most:
         est, real = [c["estimated"] for c in cs], [c["realized"] for c in cs]
-        console.print(f"NannyML CBPE, {r['size']}: {r['case']}: {len(cs)} chunks, estimated "
+        console.print(f"{r['tool']} CBPE, {r['size']}: {r['case']}: {len(cs)} chunks, estimated "
                       f"{min(est):.4f}-{max(est):.4f}, realized {min(real):.4f}-"
                       f"{max(real):.4f}, |diff| max {r['max_abs_error']:.4f} (mean "
                       f"{r['mean_abs_error']:.4f}), {r['alerts']} alerting chunks")
         return
-    t = Table(title=f"NannyML CBPE, {r['size']}: {r['case']} (roc_auc per chunk of 10,000)")
+    t = Table(title=f"{r['tool']} CBPE, {r['size']}: {r['case']} (roc_auc per chunk of 10,000)")
     for c in ("chunk", "rows", "estimated", "realized", "|diff|", "alert"):
         t.add_column(c, justify="right")
     for i, c in enumerate(r["chunks"]):
