@@ -57,6 +57,8 @@ def test_registration_stores_the_training_inputs_and_holdout_outputs(project) ->
     assert ref.outputs["score"].n == (df.year == 2016).sum()
     assert ((ref.outputs["score"].values >= 0) & (ref.outputs["score"].values <= 1)).all()
     assert ref.meta["recipe"] == v["lineage"]["recipe"]
+    assert ref.meta["reconstruction"]["columns"] == list(ref.features)  # multivariate drift
+    assert "calibrator" in ref.meta and 0 < ref.meta["decision_threshold"] < 1
 
 
 def _cli(proj: Path, *args: str) -> subprocess.CompletedProcess:

@@ -133,9 +133,14 @@ def test_replayed_years_raise_nothing_and_quality_holds(replayed) -> None:
 
 def test_an_aged_population_drifts(replayed) -> None:
     m = replayed["marks"]
-    doc = monitor(replayed["project"], log=True, since=m["shifted"], until=m["end"])
+    doc = monitor(replayed["project"], ["monitoring.drift.multivariate=true"], log=True,
+                  since=m["shifted"], until=m["end"])
     log = doc["log"]
     assert log["drift"]["drifted"] == ["AGEP"]
+    assert log["multivariate"]["state"] == "drifted"  # the columns together, too
+    plain = monitor(replayed["project"], ["monitoring.drift.multivariate=true"], log=True,
+                    since=m["start"], until=m["shifted"])["log"]
+    assert plain["multivariate"]["state"] == "ok", plain["multivariate"]
     assert log["metrics"]["drift.columns"] == 1
     age = log["drift"]["columns"]["AGEP"]
     assert age["score"] > 0.4 and age["companion"]["score"] < 1e-12

@@ -62,6 +62,9 @@ class DriftConfig(_Strict):
         "this share of values never seen in training is drift"))
     drift_share: float = Field(0.5, gt=0, le=1, description=(
         "the dataset drifts when this share of its columns does"))
+    multivariate: bool = Field(False, description=(
+        "also judge the inputs together by PCA reconstruction error (drift.multivariate; "
+        "tabular models registered with a reference profile)"))
     columns: dict[str, DriftColumnConfig] = Field(default_factory=dict)
 
 
@@ -70,7 +73,8 @@ class DriftConfig(_Strict):
 #: Metrics an alert rule may watch (``cd4ml.monitoring`` computes them; config imports
 #: nothing of ours, so the names are listed here).
 ALERT_METRICS: tuple[str, ...] = (
-    "drift.share", "drift.columns", "prediction.score", "skew.share", "quality.degradation",
+    "drift.share", "drift.columns", "drift.multivariate", "prediction.score", "skew.share",
+    "quality.degradation",
     "estimated.degradation", "errors.rate", "refused.rate", "latency.p99_ms", "log.dropped")
 #: ``quality.<m>`` (realized, on feedback) and ``estimated.<m>`` (without labels) exist
 #: for each of these task metrics.

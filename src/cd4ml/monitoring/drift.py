@@ -51,6 +51,7 @@ class DriftSettings:
     new_category_rate: float = 0.05
     drift_share: float = 0.5
     columns: Mapping[str, ColumnRule] = field(default_factory=dict)
+    multivariate: bool = False  #: also judge the inputs together (``multivariate``)
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("alpha", 0, 1), ("min_effect", 0, float("inf")),

@@ -157,6 +157,13 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
         doc["drift"] = drift.to_dict()
         metrics["drift.share"] = drift.share_drifted
         metrics["drift.columns"] = float(len(drift.drifted_columns))
+        if settings.multivariate and "reconstruction" in ref.meta:
+            from cd4ml.monitoring.multivariate import Reconstruction
+
+            rec = memo.get("reconstruction") or memo.setdefault(
+                "reconstruction", Reconstruction.from_dict(ref.meta["reconstruction"]))
+            doc["multivariate"] = rec.judge(_inputs(df), min_rows=settings.min_rows)
+            metrics["drift.multivariate"] = doc["multivariate"]["error"]
     outs = output_map(manifest, list(ref.outputs))
     current = {name: ColumnSummary.of(df[col], "numeric") if col in df.columns
                else ColumnSummary.empty("numeric") for name, col in outs.items()}

@@ -86,6 +86,10 @@ def reference(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[
     if scored is not None and "score" in scored.columns:  # a binary classifier
         meta["calibrator"] = _calibrator(scored, kinds).to_dict()
         meta["decision_threshold"] = _threshold(inputs)
+    if params["task"] != "forecast" and len(features.columns):
+        from cd4ml.monitoring.multivariate import Reconstruction
+
+        meta["reconstruction"] = Reconstruction.fit(features, kinds).to_dict()
     ref = Reference.from_frame(features, kinds=kinds, outputs=out_cols, **meta)
     digest = ctx.artifacts.put_bytes(ref.to_bytes())
     return {"reference": digest, "rows": ref.rows, "columns": list(ref.features),
