@@ -178,6 +178,14 @@ def acs_file() -> Path:
     return f
 
 
+@pytest.fixture(scope="session")
+def acs_years(acs_file: Path) -> object:
+    """Every row of the ACS employment file (2015-2018), read once per session."""
+    import pandas as pd
+
+    return pd.read_parquet(acs_file)
+
+
 def make_employment_project(tmp: Path, acs: Path, extra_yaml: str = "") -> Path:
     """A copy of examples/employment with the ACS file in its data folder."""
     proj = tmp / "employment"

@@ -16,14 +16,12 @@ import pytest
 from cd4ml.monitoring import (ColumnRule, DriftSettings, Reference, compare, default_method)
 from cd4ml.monitoring.summary import ColumnSummary
 
-from acs_data import ACS_FILE, ACS_INPUTS  # noqa: E402
+from acs_data import ACS_INPUTS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def acs() -> pd.DataFrame:
-    if not ACS_FILE.is_file():
-        pytest.skip(f"ACS employment data not found at {ACS_FILE} (set CD4ML_SHARED_DATA)")
-    return pd.read_parquet(ACS_FILE)
+def acs(acs_years: pd.DataFrame) -> pd.DataFrame:
+    return acs_years  # every ACS row, all years (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,14 @@ from sklearn.decomposition import PCA
 
 from cd4ml.monitoring.multivariate import VARIANCE, Reconstruction
 
-from acs_data import ACS_FILE, ACS_INPUTS  # noqa: E402
+from acs_data import ACS_INPUTS  # noqa: E402
 
 KINDS = {c: "categorical" for c in ACS_INPUTS[1:]}
 
 
 @pytest.fixture(scope="module")
-def acs() -> pd.DataFrame:
-    if not ACS_FILE.is_file():
-        pytest.skip(f"ACS employment data not found at {ACS_FILE} (set CD4ML_SHARED_DATA)")
-    return pd.read_parquet(ACS_FILE)
+def acs(acs_years: pd.DataFrame) -> pd.DataFrame:
+    return acs_years  # every ACS row, all years (conftest)
 
 
 @pytest.fixture(scope="module")
