@@ -141,6 +141,7 @@ def test_batches_hold_the_rows_predictions_gives(log_dir: Path, window: dict) ->
               "actual", "reward"):
         _same(b[c], p[c], c)
     assert b["ts"].tolist() == p["ts"].tolist()
+    assert b["event_ts"].isna().all() and p["event_ts"].isna().all()  # none sent one
     names = schema.names
     assert [n for n in names if n.startswith("input.")]
     assert [n for n in names if n.startswith("output.")]
@@ -231,8 +232,8 @@ def test_an_empty_window_gives_no_batch_and_the_fixed_columns(log_dir: Path,
         reader = predlog.batches(d, **kw)
         assert list(reader) == []
         assert reader.schema.names == ["request_id", "row", "ts", "model", "version", "arm",
-                                       "endpoint", "latency_ms", "actual", "reward",
-                                       "feedback_ts"]
+                                       "endpoint", "latency_ms", "event_ts", "actual",
+                                       "reward", "feedback_ts"]
     assert predlog.batches(log_dir, since=T0 + 10 * HOUR).read_all().num_rows == 0
 
 

@@ -6,7 +6,9 @@ monitoring read it, and neither side imports the other through it.
 
 A server appends one record per answered request (request id, time, model name and
 version, rollout arm, endpoint, latency, the body as received, the validated input
-fields, the features the model saw and its outputs). :meth:`PredictionLog.append` only
+fields, the features the model saw and its outputs, and the event time the request
+declared, ``X-Event-Time``: readers give it as ``event_ts``, null where a request gave
+none, and take an event window). :meth:`PredictionLog.append` only
 queues the record (its fields appended to one list per field: the queue holds no object
 per record); a writer thread encodes what waits, a column at a time, and commits it to
 SQLite every ``flush_interval_ms``, or as soon as half of ``max_unflushed`` records (or

@@ -1,7 +1,9 @@
 """A window of the log as Arrow record batches, feedback joined: what monitoring reads.
 
 :func:`batches` gives the predictions of a time window (``since <= ts < until``, epoch
-seconds) and/or of a model name and version as a :class:`pyarrow.RecordBatchReader`:
+seconds), of an event-time window (``event_since <= event_ts < event_until``: only
+records that have an event time) and/or of a model name and version as a
+:class:`pyarrow.RecordBatchReader`:
 one batch per block of the log that holds any (a block is one flush of a writer, at
 most ``BLOCK_ROWS`` predictions), in log order (segment by segment, oldest block first
 in each: not sorted by time across segments), every batch with the reader's schema:
@@ -15,6 +17,8 @@ ts                     timestamp[ns, UTC]         when it was answered
 model, version         string, int64
 arm, endpoint          string
 latency_ms             float64
+event_ts               timestamp[ns, UTC], null   the time the request is about (its
+                                                  ``X-Event-Time``); null if it gave none
 input.<name>           by its values (below)      the request fields (``with_inputs``)
 feature.<name>         float32                    the vector the model saw (NaN for a
                                                   version without the feature)
@@ -75,14 +79,19 @@ _BY_ID = ("SELECT {cols} FROM blocks WHERE id IN (SELECT value FROM json_each(?)
 def batches(directory: str | Path, *, since: float | None = None, until: float | None = None,
             model: str | None = None, version: int | None = None, with_features: bool = True,
             with_inputs: bool = True, feedback: bool = True,
-            feedback_read: FeedbackRead | None = None) -> pa.RecordBatchReader:
+            feedback_read: FeedbackRead | None = None, event_since: float | None = None,
+            event_until: float | None = None) -> pa.RecordBatchReader:
     """The predictions of a window as a :class:`pyarrow.RecordBatchReader` (iterate it
     for the batches; ``schema`` is known before the first); see the module's text for
-    the columns. ``feedback_read``, if given, counts the feedback rows read."""
+    the columns. ``feedback_read``, if given, counts the feedback rows read. With
+    ``event_since`` or ``event_until`` (epoch seconds), only the records whose event time
+    is in ``[event_since, event_until)``; the log is read over ``[since, until)`` (all of
+    it without them: event times are not indexed)."""
     import pyarrow as pa
 
     directory = Path(directory)
-    keep = keep_test(since, until, model, version)
+    keep = keep_test(since, until, model, version, event_since=event_since,
+                     event_until=event_until)
     read = feedback_read if feedback_read is not None else FeedbackRead()
     fields = keyed_fields(directory, read) if feedback else set()
     plan = _plan(directory, since, until, keep, with_features=with_features,
@@ -117,7 +126,7 @@ class _Plan:
         ts = pa.timestamp("ns", tz="UTC")
         cols = [("request_id", pa.string()), ("row", pa.int64()), ("ts", ts),
                 ("model", pa.string()), ("version", pa.int64()), ("arm", pa.string()),
-                ("endpoint", pa.string()), ("latency_ms", pa.float64())]
+                ("endpoint", pa.string()), ("latency_ms", pa.float64()), ("event_ts", ts)]
         if with_inputs:
             cols += [(f"input.{f}", _arrow_type(k)) for f, k in self.kinds.items()]
         if with_features:
@@ -248,8 +257,8 @@ def _batch(schema: Any, parts: Any, got: dict[str, Any]) -> Any:
     for f in schema:
         name, kind = f.name, f.type
         part, _, rest = name.partition(".")
-        if name in ("ts", "feedback_ts"):
-            v = base["ts"] if name == "ts" else got[name]
+        if name in ("ts", "event_ts", "feedback_ts"):  # epoch seconds, NaN: null
+            v = got[name] if name == "feedback_ts" else base[name]
             out.append(pa.array(pd.to_datetime(v, unit="s", utc=True), type=kind,
                                 from_pandas=True))
         elif part == "input":

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.predlog.segments import M_TRUNC, MADE_ID_SLACK, dumps, made_id_times
+from cd4ml.predlog.segments import M_EVENT, M_TRUNC, MADE_ID_SLACK, dumps, made_id_times
 from cd4ml.predlog.tables import FeatureTable
 
 __all__ = ["LogRecord", "Pending", "Columns", "Block", "encode_block", "BLOCK_ROWS",
@@ -24,7 +24,9 @@ class LogRecord(NamedTuple):
     are those rows' keys) or ``records`` and ``features`` (anything else: stored inline;
     ``records`` is a list of row objects, or an object of columns of ``n_rows`` values).
     ``outputs`` is one value per row, or with ``output_names`` a matrix of one column
-    per name (a classifier's label and probabilities).
+    per name (a classifier's label and probabilities). ``event_ts``: the time the
+    request is about (epoch seconds; the server takes it from ``X-Event-Time``), None
+    for a request that gave none.
     """
 
     request_id: str
@@ -43,6 +45,7 @@ class LogRecord(NamedTuple):
     table: FeatureTable | None = None
     rows: Any = None  # int array, n_rows: rows of table.X
     output_names: Sequence[str] = ()  # several outputs per row: their names
+    event_ts: float | None = None  # the request's event time, epoch seconds
 
 
 #: a block holds at most this many prediction rows (a flush of big batches makes several)
@@ -73,7 +76,7 @@ class Pending:
 
     def add(self, seq: int, rec: LogRecord) -> None:
         self.seqs.append(seq)
-        for column, value in zip(self.fields, rec):  # LogRecord's 16 fields, no more
+        for column, value in zip(self.fields, rec):  # LogRecord's 17 fields, no more
             column.append(value)
 
     def __len__(self) -> int:
@@ -204,9 +207,10 @@ def encode_block(session: str, c: Columns, store_request: bool,
 
     ``meta`` is a JSON list with one list per record, ``[seq, request_id, ts, model,
     version, arm, endpoint, latency_ms, n_rows, content_type, n_features, request_len,
-    table]`` (the ``M_*`` order of segments.py; then ``M_TRUNC`` and ``M_OUT`` where
-    there are); ``inputs`` a JSON list of each record's request rows or columns (null
-    for a record of a :class:`FeatureTable`: its rows' keys); ``requests``, ``features``
+    table]`` (the ``M_*`` order of segments.py; then ``M_TRUNC``, ``M_OUT`` and
+    ``M_EVENT`` where there are, null before the last one a record has); ``inputs`` a
+    JSON list of each record's request rows or columns (null for a record of a
+    :class:`FeatureTable`: its rows' keys); ``requests``, ``features``
     (float32, the records without a table), ``rows`` (int32, the records with one) and
     ``outputs`` (float64, row-major for a record with several per row) the records'
     bytes one after another.
@@ -232,6 +236,11 @@ def encode_block(session: str, c: Columns, store_request: bool,
             if names:
                 meta[k] = (*meta[k][:M_TRUNC], cut.get(k), list(names))
                 n_out += c.n_rows[k] * (len(names) - 1)
+    if r.event_ts.count(None) != n:  # event times (M_EVENT): a step per record only here
+        for k, ev in enumerate(r.event_ts):
+            if ev is not None:
+                m = meta[k]
+                meta[k] = (*m, *(None,) * (M_EVENT - len(m)), float(ev))
     inline = None in c.table_rows
     if not inline:
         inputs, features = [None] * n, b""

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cd4ml.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL, M_NF,
-                                    M_REQLEN, M_RID, M_TABLE, M_TRUNC, M_TS, M_VERSION,
+from cd4ml.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_EVENT, M_LATENCY, M_MODEL,
+                                    M_NF, M_REQLEN, M_RID, M_TABLE, M_TRUNC, M_TS, M_VERSION,
                                     columns, loads, output_names, output_widths,
                                     record_starts)
 from cd4ml.predlog.tables import TableReader
@@ -31,8 +31,9 @@ class BlockParts:
     """A block's prediction rows, a column per field (numpy arrays of equal length).
 
     ``base``: request_id, row, ts (epoch seconds), model, version, arm, endpoint,
-    latency_ms; ``inputs``: the request fields by name; ``outputs``: ``prediction`` and/or
-    a column per output name (NaN in the rows of records without it); ``features``: by
+    latency_ms, event_ts (epoch seconds, NaN for a record without); ``inputs``: the
+    request fields by name; ``outputs``: ``prediction`` and/or a column per output name
+    (NaN in the rows of records without it); ``features``: by
     feature name (NaN in the rows of versions without it); ``request``: the bodies and
     their length, sha256 and content type. ``kept`` marks the rows of the records that
     passed the filter (None: all did); :meth:`kept_rows` applies it.
@@ -117,7 +118,9 @@ def decode_block(con: sqlite3.Connection, r: sqlite3.Row, keep: Any, tables: Tab
         "model": per_row(M_MODEL), "version": per_row(M_VERSION), "arm": per_row(M_ARM),
         "endpoint": per_row(M_ENDPOINT),
         "latency_ms": np.fromiter((m[M_LATENCY] for m in meta), dtype=np.float64,
-                                  count=len(meta))[rec]}
+                                  count=len(meta))[rec],
+        "event_ts": np.fromiter((m[M_EVENT] if len(m) > M_EVENT else np.nan for m in meta),
+                                dtype=np.float64, count=len(meta))[rec]}
     return BlockParts(
         base, _inputs(con, r, lay, tables) if inputs else {},
         _outputs(meta, np.frombuffer(r["outputs"], dtype="<f8"), lay.n, lay.starts,

@@ -21,7 +21,7 @@ from cd4ml.predlog.frames import body_info, decode_block, frame
 from cd4ml.predlog.scan import blocks, keep_test
 from cd4ml.predlog.segments import (M_ARM, M_CTYPE, M_ENDPOINT, M_LATENCY, M_MODEL,
                                     M_NROWS, M_RID, M_TABLE, M_TS, M_VERSION, columns,
-                                    loads, output_names, output_widths, read_only,
+                                    event_time, loads, output_names, output_widths, read_only,
                                     record_starts, segment_format, segments)
 from cd4ml.predlog.tables import TableReader
 
@@ -58,11 +58,14 @@ def parse_time(text: str | None, *, now: float | None = None) -> float | None:
 def query(directory: str | Path, *, since: float | None = None, until: float | None = None,
           model: str | None = None, version: int | None = None,
           request_id: str | None = None, limit: int | None = None,
-          newest_first: bool = False) -> list[dict[str, Any]]:
-    """One dict per logged request in the window (without the feature and request bytes)."""
+          newest_first: bool = False, event_since: float | None = None,
+          event_until: float | None = None) -> list[dict[str, Any]]:
+    """One dict per logged request in the window (without the feature and request bytes);
+    ``event_ts``: its event time (epoch seconds), None if it gave none."""
     import numpy as np
 
-    keep = keep_test(since, until, model, version, request_id)
+    keep = keep_test(since, until, model, version, request_id, event_since=event_since,
+                     event_until=event_until)
     tables = TableReader()
     out = []
     for con, r in blocks(Path(directory), "meta, inputs, rows, outputs", since, until):
@@ -85,7 +88,8 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
                 out.append({"request_id": m[M_RID], "ts": m[M_TS], "model": m[M_MODEL],
                             "version": m[M_VERSION], "arm": m[M_ARM],
                             "endpoint": m[M_ENDPOINT], "latency_ms": m[M_LATENCY],
-                            "n_rows": n, "content_type": m[M_CTYPE], "inputs": ins,
+                            "event_ts": event_time(m), "n_rows": n,
+                            "content_type": m[M_CTYPE], "inputs": ins,
                             "outputs": outs[off:off + n * width[k]].reshape(
                                 n, -1).tolist() if width[k] > 1 else
                             outs[off:off + n].tolist(),
@@ -98,8 +102,13 @@ def query(directory: str | Path, *, since: float | None = None, until: float | N
 def predictions(directory: str | Path, *, since: float | None = None,
                 until: float | None = None, model: str | None = None,
                 version: int | None = None, with_request: bool = False,
-                with_features: bool = True, feedback_read: FeedbackRead | None = None) -> Any:
+                with_features: bool = True, feedback_read: FeedbackRead | None = None,
+                event_since: float | None = None, event_until: float | None = None) -> Any:
     """One row per prediction as a DataFrame: request fields, features, output, actuals.
+
+    ``event_ts`` is the request's event time (NaT if it gave none); ``event_since`` and
+    ``event_until`` keep the records whose event time is in ``[event_since,
+    event_until)``, as :func:`~cd4ml.predlog.batches` does.
 
     Feature columns are ``feature.<name>``; versions with other features leave them
     null. ``actual``/``reward`` come from feedback, by request id (and row) or by the
@@ -112,7 +121,8 @@ def predictions(directory: str | Path, *, since: float | None = None,
 
     directory = Path(directory)
     read = feedback_read if feedback_read is not None else FeedbackRead()
-    keep = keep_test(since, until, model, version)
+    keep = keep_test(since, until, model, version, event_since=event_since,
+                     event_until=event_until)
     cols = "meta, inputs, rows, outputs" + (", features" if with_features else "") + \
         (", requests" if with_request else "")
     fields = keyed_fields(directory, read)
@@ -127,13 +137,14 @@ def predictions(directory: str | Path, *, since: float | None = None,
             keys.append({f: v for f, v in parts.inputs.items() if f in fields})
     if not frames:
         return pd.DataFrame(columns=["request_id", "row", "ts", "model", "version", "arm",
-                                     "endpoint", "latency_ms", "prediction", "actual",
-                                     "reward"])
+                                     "endpoint", "latency_ms", "event_ts", "prediction",
+                                     "actual", "reward"])
     _join_feedback(directory, frames, keys, read)
     df = pd.concat(frames, ignore_index=True)
     df = df[[c for c in df.columns if c not in ("actual", "reward")] + ["actual", "reward"]]
     df = df.sort_values("ts", kind="stable", ignore_index=True)
     df["ts"] = pd.to_datetime(df["ts"], unit="s", utc=True)
+    df["event_ts"] = pd.to_datetime(df["event_ts"], unit="s", utc=True)
     return df
 
 

@@ -8,6 +8,7 @@ it aside, damage.py); one being created right now (no table yet) holds nothing.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cd4ml.predlog.damage import is_damage
-from cd4ml.predlog.segments import M_MODEL, M_RID, M_TS, M_VERSION, read_segment, segments
+from cd4ml.predlog.segments import (M_EVENT, M_MODEL, M_RID, M_TS, M_VERSION, read_segment,
+                                    segments)
 
 __all__ = ["in_window", "keep_test", "rows", "segment_rows", "visit", "blocks", "BLOCKS",
            "window_args"]
@@ -40,15 +42,26 @@ def in_window(directory: Path, since: float | None, until: float | None) -> Iter
 
 
 def keep_test(since: float | None, until: float | None, model: str | None,
-              version: int | None, request_id: str | None = None,
+              version: int | None, request_id: str | None = None, *,
+              event_since: float | None = None, event_until: float | None = None,
               ) -> Callable[[list[Any]], bool]:
-    """A test of one record's meta list against the filters."""
+    """A test of one record's meta list against the filters: ``since <= ts < until``,
+    and with either event bound ``event_since <= event time < event_until`` (a record
+    without an event time fails it). The event bounds choose records, not segments or
+    blocks (nothing indexes event times): the read is bounded by ``since``/``until``."""
     def keep(m: list[Any]) -> bool:
         return ((since is None or m[M_TS] >= since) and (until is None or m[M_TS] < until)
                 and (model is None or m[M_MODEL] == model)
                 and (version is None or m[M_VERSION] == version)
                 and (request_id is None or m[M_RID] == request_id))
-    return keep
+    if event_since is None and event_until is None:
+        return keep
+    lo = -math.inf if event_since is None else event_since
+    hi = math.inf if event_until is None else event_until
+
+    def keep_event(m: list[Any]) -> bool:
+        return len(m) > M_EVENT and lo <= m[M_EVENT] < hi and keep(m)
+    return keep_event
 
 
 def rows(directory: Path, sql: str, args: list[Any], since: float | None,

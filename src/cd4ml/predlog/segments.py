@@ -17,11 +17,12 @@ import numpy as np
 from cd4ml.errors import Cd4mlError
 
 __all__ = ["M_SEQ", "M_RID", "M_TS", "M_MODEL", "M_VERSION", "M_ARM", "M_ENDPOINT", "M_LATENCY",
-           "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "M_TRUNC", "M_OUT", "segments",
+           "M_NROWS", "M_CTYPE", "M_NF", "M_REQLEN", "M_TABLE", "M_TRUNC", "M_OUT", "M_EVENT",
+           "event_time", "segments",
            "segment_path", "period_name", "connect", "read_only", "columns", "loads", "dumps",
            "new_request_id", "connect_segment", "read_segment", "check_format",
            "segment_format", "made_id_time", "made_id_times", "MADE_ID_SLACK", "SCHEMA", "STATE",
-           "LOG_FORMAT", "sqlite_length_limit", "record_starts", "output_widths",
+           "LOG_FORMAT", "READ_FORMATS", "sqlite_length_limit", "record_starts", "output_widths",
            "output_names"]
 
 _SEG = re.compile(r"^seg-(\d{8}T\d{2})(?:-p\d+)?\.db$")
@@ -63,9 +64,12 @@ CREATE TABLE IF NOT EXISTS set_aside (
 #: ``M_TRUNC`` is there only for a record whose body was stored truncated: ``[full
 #: length, sha256 hex of the whole body]`` (``M_REQLEN`` is then the stored length);
 #: ``M_OUT`` only for a record with several outputs per row (a classifier's label and
-#: probabilities): their names, ``M_TRUNC`` being null if the body was stored whole
+#: probabilities): their names, ``M_TRUNC`` being null if the body was stored whole;
+#: ``M_EVENT`` only for a record with an event time (epoch seconds: the request's
+#: ``X-Event-Time``), ``M_TRUNC`` and ``M_OUT`` being null where the record has none
+#: (a list of log format 2 never has it: the record has no event time)
 (M_SEQ, M_RID, M_TS, M_MODEL, M_VERSION, M_ARM, M_ENDPOINT, M_LATENCY, M_NROWS, M_CTYPE, M_NF,
- M_REQLEN, M_TABLE, M_TRUNC, M_OUT) = range(15)
+ M_REQLEN, M_TABLE, M_TRUNC, M_OUT, M_EVENT) = range(16)
 
 #: a request id the server made starts with its time (ms since the epoch, 12 hex digits),
 #: like a UUIDv7; the log finds such an id by time instead of indexing it (see writer)
@@ -137,8 +141,13 @@ def output_names(m: list[Any]) -> list[str] | None:
 def output_widths(meta: list[list[Any]]) -> Any:
     """Per record of a block's ``meta``: its outputs per row (1 but for a record with
     ``M_OUT``); its outputs are ``n_rows x width`` values, row-major."""
-    return np.fromiter((len(m[M_OUT]) if len(m) > M_OUT else 1 for m in meta),
-                       dtype=np.int64, count=len(meta))
+    return np.fromiter((1 if len(m) <= M_OUT or m[M_OUT] is None else len(m[M_OUT])
+                        for m in meta), dtype=np.int64, count=len(meta))
+
+
+def event_time(m: list[Any]) -> float | None:
+    """A record's event time (epoch seconds), None for a record without one."""
+    return m[M_EVENT] if len(m) > M_EVENT else None
 
 
 try:
@@ -170,8 +179,15 @@ def columns(raw: str | bytes | list[Any] | dict[str, list[Any]]) -> dict[str, li
     return cols
 
 
-#: the layout of a segment (``PRAGMA user_version``); 2: features by reference
-LOG_FORMAT = 2
+#: the layout of a segment (``PRAGMA user_version``) this cd4ml writes; 2: features by
+#: reference; 3: a record may hold its event time (``M_EVENT``, after ``M_TRUNC`` and
+#: ``M_OUT``): a cd4ml that writes format 2 would misread such a record, so it refuses
+#: the segment by its format instead
+LOG_FORMAT = 3
+#: the formats this cd4ml reads: a segment of format 2 is one whose records have no
+#: event time (a writer appending to one turns it into format 3, which holds its blocks
+#: as they are)
+READ_FORMATS = (2, 3)
 
 
 def _open(path: Path) -> sqlite3.Connection:
@@ -197,17 +213,20 @@ def segment_format(con: sqlite3.Connection) -> int | None:
 
 
 def check_format(con: sqlite3.Connection, path: Path) -> None:
-    """Refuse a segment that holds blocks in another log format than this cd4ml's."""
+    """Refuse a segment that holds blocks in a log format this cd4ml does not read."""
     fmt = segment_format(con)
-    if fmt is not None and fmt != LOG_FORMAT:
+    if fmt is not None and fmt not in READ_FORMATS:
         con.close()
+        older = ", ".join(map(str, READ_FORMATS[:-1]))
         raise Cd4mlError(f"prediction log segment {path}: log format {fmt}, this cd4ml "
                          f"reads and writes format {LOG_FORMAT}; move the segments of the "
-                         f"older cd4ml out of {path.parent}")
+                         f"other cd4ml out of {path.parent} (it also reads format {older}, "
+                         f"records without event times)")
 
 
 def connect_segment(path: Path) -> sqlite3.Connection:
-    """A writing connection to a segment, created in this cd4ml's format if new."""
+    """A writing connection to a segment, created in this cd4ml's format if new (an
+    older format it reads is raised to this one: its blocks are valid in it)."""
     con = _open(path)
     check_format(con, path)
     # one transaction: a reader never sees the tables of a new segment without its format

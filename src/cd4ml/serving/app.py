@@ -114,7 +114,8 @@ class Runtime:
                     matrix: np.ndarray | None = None) -> np.ndarray:
         """Validate, encode or look up features, predict once, log; the one path of every
         protocol. ``matrix``: every input in signature order (a v2 2-D tensor), instead
-        of ``records``."""
+        of ``records``. The record logged carries the request's event time, if its
+        ``X-Event-Time`` gave one (checked with the body, :mod:`cd4ml.serving.guard`)."""
         c = self.contract(model)
         prep = c.check(records) if matrix is None else c.check_matrix(matrix)
         if c.threaded(prep):
@@ -126,7 +127,7 @@ class Runtime:
         if self.plog is not None:  # may refuse the request (serving.log.when_full: reject)
             self.plog.append(c.log_record(ctx.request_id, time.time(), endpoint,
                                           (time.perf_counter() - ctx.t0) * 1000, prep,
-                                          outputs, content_type, raw))
+                                          outputs, content_type, raw, ctx.event_ts))
         key = (model.name, model.version, endpoint)
         counter = self._counters.get(key)
         if counter is None:

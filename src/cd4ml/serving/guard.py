@@ -17,6 +17,13 @@ with ``Content-Type: text/plain`` needs no CORS preflight). Three checks, made b
   constant time; without it or with another one, 401 and nothing is stored. The token
   never comes from ``cd4ml.yaml``: every run stores its config as params.
 
+One header a POST may show, read in the same pass: ``X-Event-Time``, the time the
+request is about (a tabular model's event time; the monitoring windows by event time
+read it from the log). An ISO 8601 date or date-time (UTC unless it gives an offset) or
+epoch seconds; anything else gets 400 naming the header, the value and the forms, and
+nothing is scored or logged (:func:`parse_event_time`). A request without it pays one
+dictionary look-up.
+
 >>> g = Guard(allowed_origins=frozenset({"https://app.example"}), feedback_token=None)
 >>> g.origin_problem("https://app.example", "http", "127.0.0.1:5005") is None
 True
@@ -33,16 +40,19 @@ True
 from __future__ import annotations
 
 import hmac
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from cd4ml.errors import ConfigError, RequestError
+from cd4ml.serving.routes import CONTEXT_KEY
 
 __all__ = ["Guard", "JSON", "V2_INFER", "MLFLOW", "TOKEN_ENV", "feedback_token_from_env",
            "media_type", "normalize_origin", "OriginRefused", "UnsupportedMediaType",
-           "TokenRequired"]
+           "TokenRequired", "EVENT_TIME_HEADER", "parse_event_time"]
 
 #: the environment variable holding the optional ``/feedback`` token
 TOKEN_ENV = "CD4ML_FEEDBACK_TOKEN"
@@ -53,8 +63,19 @@ V2_INFER = frozenset({"application/json", "application/octet-stream", ""})
 MLFLOW = frozenset({"application/json", "text/csv"})
 
 _DEFAULT_PORT = {"http": "80", "https": "443"}
+#: the header of a request's event time (as ASGI gives it: lower case)
+EVENT_TIME_HEADER = "x-event-time"
 #: the headers the checks read (ASGI gives names in lower case)
-_WANTED = frozenset({b"origin", b"host", b"content-type", b"authorization"})
+_WANTED = frozenset({b"origin", b"host", b"content-type", b"authorization",
+                     EVENT_TIME_HEADER.encode()})
+#: event times the log holds (its reader gives them as timestamp[ns]: 1677-09-21 to
+#: 2262-04-11), in whole years
+_EVENT_YEARS = (1678, 2261)
+_EVENT_RANGE = tuple(datetime(y, 1, 1, tzinfo=timezone.utc).timestamp()
+                     for y in (_EVENT_YEARS[0], _EVENT_YEARS[1] + 1))
+_EVENT_FORMS = ("an ISO 8601 date or date-time, UTC unless it gives an offset "
+                "(2018-03-01, 2018-03-01T10:00:00Z, 2018-03-01T12:00:00+02:00), or epoch "
+                "seconds (1519898400)")
 
 
 class OriginRefused(RequestError):
@@ -107,6 +128,47 @@ def media_type(header: str | None, accept: frozenset[str]) -> str | None:
     return mtype if mtype in accept else None
 
 
+def parse_event_time(value: str) -> float:
+    """Epoch seconds from an ``X-Event-Time`` value: a number is epoch seconds, anything
+    else an ISO 8601 date or date-time (UTC unless it gives an offset); a
+    :class:`~cd4ml.errors.RequestError` (400) naming the header, the value and the forms
+    for anything else, or a time outside the years the log holds.
+
+    >>> parse_event_time("2018-03-01"), parse_event_time("2018-03-01T10:00:00Z")
+    (1519862400.0, 1519898400.0)
+    >>> parse_event_time("2018-03-01T12:00:00+02:00"), parse_event_time("1519898400.5")
+    (1519898400.0, 1519898400.5)
+    >>> parse_event_time("yesterday")
+    Traceback (most recent call last):
+    ...
+    cd4ml.errors.RequestError: header X-Event-Time = 'yesterday': not a time; send ...
+    """
+    text = value.strip()
+    try:
+        t = float(text)
+    except ValueError:
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise _event_refused(value, "not a time") from None
+        t = (dt if dt.tzinfo is not None else dt.replace(tzinfo=timezone.utc)).timestamp()
+    lo, hi = _EVENT_RANGE
+    if not math.isfinite(t):
+        raise _event_refused(value, "not a finite number")
+    if not lo <= t < hi:
+        raise _event_refused(value, f"outside the years {_EVENT_YEARS[0]} to "
+                                    f"{_EVENT_YEARS[1]} (epoch seconds, not milliseconds)")
+    return t
+
+
+def _event_refused(value: str, why: str) -> RequestError:
+    shown = value if len(value) <= 200 else value[:200] + "…"
+    msg = f"header X-Event-Time = {shown!r}: {why}; send {_EVENT_FORMS}"
+    return RequestError(msg, status=400, errors=[{
+        "loc": f"header.{EVENT_TIME_HEADER}", "field": EVENT_TIME_HEADER, "value": shown,
+        "problem": msg}])
+
+
 def feedback_token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """The ``/feedback`` token from ``CD4ML_FEEDBACK_TOKEN``; None when it is not set.
 
@@ -153,13 +215,18 @@ class Guard:
     def check_scope(self, scope: Mapping[str, Any], accept: frozenset[str], *,
                     token: bool = False) -> str:
         """:meth:`check` for an ASGI request: its headers read in one pass (about a
-        quarter of the cost of three look-ups in a ``Headers`` mapping)."""
+        quarter of the cost of three look-ups in a ``Headers`` mapping); an
+        ``X-Event-Time`` it shows is parsed into the request's context (``event_ts``)."""
         found: dict[str, str] = {}
         for k, v in scope["headers"]:
             if k in _WANTED:
                 found[k.decode("latin-1")] = v.decode("latin-1")
-        return self.check(scope["method"], scope["path"], scope.get("scheme", "http"), found,
-                          accept, token=token)
+        got = self.check(scope["method"], scope["path"], scope.get("scheme", "http"), found,
+                         accept, token=token)
+        event = found.get(EVENT_TIME_HEADER)
+        if event is not None:
+            scope[CONTEXT_KEY].event_ts = parse_event_time(event)
+        return got
 
     def check(self, method: str, path: str, scheme: str, headers: Mapping[str, str],
               accept: frozenset[str], *, token: bool = False) -> str:

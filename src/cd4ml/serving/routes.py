@@ -2,7 +2,8 @@
 place in the app's route table.
 
 :class:`RequestContext` is the one record the middleware makes per request (request id,
-start time) and the routes fill in (the model version that answered, the error type);
+start time) and the routes fill in (the model version that answered, the error type,
+the event time a POST declared);
 it travels in the ASGI scope under :data:`CONTEXT_KEY` and is read with
 :func:`context_of`, never as loose keys of a shared dict.
 
@@ -46,6 +47,9 @@ class RequestContext:
     model_version: int | None = None  # set by the route that scored it
     error_type: str | None = None  # set by the error handler
     endpoint: str = "other"  # its route's label (:class:`RouteTable`)
+    #: the time the request is about (epoch seconds), from ``X-Event-Time`` (set by
+    #: :meth:`~cd4ml.serving.guard.Guard.check_scope`); logged with its predictions
+    event_ts: float | None = None
 
 
 def context_of(request: Request) -> RequestContext:
