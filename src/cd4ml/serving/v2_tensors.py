@@ -97,6 +97,14 @@ def _numbers(data: Any, name: str) -> np.ndarray:
     return arr.reshape(-1).astype(np.float64, copy=False)
 
 
+def _not_null(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    """A key sent as null is refused (the schema gives each a type; leave it out instead)."""
+    for k in keys:
+        if k in obj and obj[k] is None:
+            raise V2Error(f"{where}{k} is null; give {'a list' if k == 'outputs' else 'an object'}"
+                          f" or leave it out")
+
+
 def _object(v: Any, what: str) -> dict[str, Any]:
     """``v`` when it is an object (None as an empty one), else a 400 naming ``what``."""
     if v is None:
@@ -144,6 +152,7 @@ def decode_request(body: bytes, header_len: int | None,
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise V2Error("request needs 'inputs': a non-empty list of tensors")
     _known_keys(req, _REQUEST_KEYS, "the request")
+    _not_null(req, ("parameters", "outputs"), "")
     _flag(_object(req.get("parameters"), "parameters"), "binary_data_output", "parameters")
     if "id" in req and not isinstance(req["id"], str):
         raise V2Error(f"id must be a string; got {short_repr(req['id'])}")
@@ -153,6 +162,7 @@ def decode_request(body: bytes, header_len: int | None,
         raise V2Error(f"outputs must be a list of objects with a 'name'; got {short_repr(outs)}")
     for i, o in enumerate(outs or []):
         _known_keys(o, ("name", "parameters"), f"outputs[{i}]")
+        _not_null(o, ("parameters",), f"outputs[{i}].")
         if o["name"] not in outputs:
             known = f"its output is {outputs[0]!r}" if len(outputs) == 1 else \
                 f"its outputs are {list(outputs)}"
