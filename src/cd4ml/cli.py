@@ -266,14 +266,24 @@ def serve(project: Project = Path("."), set_: Sets = None,
           host: Annotated[str | None, typer.Option("--host")] = None,
           workers: Annotated[int | None, typer.Option(
               "--workers", min=1, help="worker processes (default serving.workers)")] = None,
+          ui: Annotated[bool, typer.Option(
+              "--ui/--no-ui", help="the dashboard at /ui beside the model server")] = True,
           ) -> None:
-    """Serve the production model: form at /, POST /predict, /v2 and /invocations; the
-    alert rules are evaluated every monitoring.interval_s by a process of their own."""
+    """Serve the production model: form at /, POST /predict, /v2 and /invocations, the
+    dashboard at /ui; the alert rules are evaluated every monitoring.interval_s by a
+    process of their own."""
+    import os
+
+    from cd4ml.serving.server import FACTORY
     from cd4ml.serving.server import serve as _serve
 
+    if ui:  # each worker's factory reads where the project is (uvicorn passes no args)
+        os.environ[_UI_ENV] = json.dumps({"project_dir": str(project.resolve()),
+                                          "overrides": list(set_ or [])})
     watcher = _alert_watcher(project, set_, port, host)
     try:
-        _serve(project, overrides=set_, port=port, host=host, workers=workers)
+        _serve(project, overrides=set_, port=port, host=host, workers=workers,
+               factory="cd4ml.cli:serve_with_dashboard" if ui else FACTORY)
     finally:
         if watcher is not None and watcher.poll() is None:
             watcher.terminate()
@@ -305,6 +315,42 @@ def _alert_watcher(project: Path, set_: list[str] | None, port: int | None,
     for s_ in set_ or []:
         args += ["--set", s_]
     return subprocess.Popen(args)
+
+
+_UI_ENV = "CD4ML_UI"
+#: where ``cd4ml serve`` puts the dashboard
+UI_PREFIX = "/ui"
+
+
+def serve_with_dashboard() -> Any:
+    """The app factory of ``cd4ml serve`` (each worker): the model server as
+    ``app_from_env`` builds it, with the dashboard at ``/ui`` beside it, reading the
+    server's own ``/metrics`` in process. Requests outside ``/ui`` reach the model server
+    unchanged (:class:`cd4ml.dashboard.Beside`)."""
+    import os
+
+    from cd4ml.dashboard import Beside, asgi_metrics, create_dashboard
+    from cd4ml.serving.server import app_from_env
+
+    server = app_from_env()
+    opts = json.loads(os.environ[_UI_ENV])
+    ui = create_dashboard(opts["project_dir"], opts["overrides"],
+                          metrics_text=asgi_metrics(server), prefix=UI_PREFIX)
+    return Beside(server, ui, UI_PREFIX)
+
+
+@app.command("ui")
+def ui_cmd(project: Project = Path("."), set_: Sets = None,
+           port: Annotated[int | None, typer.Option("--port", help="default 5050")] = None,
+           host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+           metrics_url: Annotated[str | None, typer.Option(
+               "--metrics-url", help="a running server's /metrics, for its software "
+                                     "metrics (http://HOST:PORT/metrics)")] = None) -> None:
+    """The dashboard alone: runs, models, audit trail and monitoring of served models."""
+    from cd4ml.dashboard.run import DEFAULT_PORT, run_ui
+
+    run_ui(project, overrides=set_, host=host, port=port or DEFAULT_PORT,
+           metrics_url=metrics_url)
 
 
 log_app = typer.Typer(help="The prediction log: status, query, export.", no_args_is_help=True)

@@ -23,7 +23,7 @@ from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
 from cd4ml.serving.ops import METRICS, log_config
 from cd4ml.predlog import PredictionLog
 
-__all__ = ["app_from_env", "serve"]
+__all__ = ["app_from_env", "serve", "FACTORY"]
 
 log = logging.getLogger("cd4ml.serve")
 
@@ -107,9 +107,18 @@ def app_from_env() -> Any:
                       feedback_token=feedback_token_from_env())
 
 
+#: the app factory each worker runs by default
+FACTORY = "cd4ml.serving.server:app_from_env"
+
+
 def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
-          port: int | None = None, host: str | None = None, workers: int | None = None) -> None:
-    """Serve the model holding the serving alias with uvicorn (``workers`` processes)."""
+          port: int | None = None, host: str | None = None, workers: int | None = None,
+          factory: str = FACTORY) -> None:
+    """Serve the model holding the serving alias with uvicorn (``workers`` processes).
+
+    ``factory`` (``module:function``) builds each worker's app; one other than
+    :func:`app_from_env` wraps what it returns (``cd4ml serve`` puts the dashboard
+    beside it this way, so serving never imports the dashboard)."""
     import shutil
     import tempfile
 
@@ -131,7 +140,7 @@ def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
         prom_dir = tempfile.mkdtemp(prefix="cd4ml-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     try:
-        uvicorn.run("cd4ml.serving.server:app_from_env", factory=True,
+        uvicorn.run(factory, factory=True,
                     host=host or cfg.serving.host, port=port or cfg.serving.port, workers=n,
                     log_config=log_config(), access_log=False, lifespan="on",
                     # nothing uses the client's address: no X-Forwarded-* rewriting layer
