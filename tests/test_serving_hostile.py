@@ -124,8 +124,6 @@ ROUTE_CASES: list[tuple[str, str, bytes, str, int, str]] = [
      "outputs must be a list"),
     ("v2 outputs null", f"{N}/infer", enc(v2(outputs=None)), "application/json", 400,
      "outputs is null"),
-    ("v2 parameters null", f"{N}/infer", enc(v2(parameters=None)), "application/json", 400,
-     "parameters is null"),
     ("v2 unknown output", f"{N}/infer", enc(v2(outputs=[{"name": "x"}])), "application/json",
      400, "not an output of the model"),
     ("v2 binary_data_size a string", f"{N}/infer",

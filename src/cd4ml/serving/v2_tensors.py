@@ -152,7 +152,7 @@ def decode_request(body: bytes, header_len: int | None,
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list) or not req["inputs"]:
         raise V2Error("request needs 'inputs': a non-empty list of tensors")
     _known_keys(req, _REQUEST_KEYS, "the request")
-    _not_null(req, ("parameters", "outputs"), "")
+    _not_null(req, ("outputs",), "")  # parameters may be null: none (the schemas say so)
     _flag(_object(req.get("parameters"), "parameters"), "binary_data_output", "parameters")
     if "id" in req and not isinstance(req["id"], str):
         raise V2Error(f"id must be a string; got {short_repr(req['id'])}")
@@ -162,7 +162,6 @@ def decode_request(body: bytes, header_len: int | None,
         raise V2Error(f"outputs must be a list of objects with a 'name'; got {short_repr(outs)}")
     for i, o in enumerate(outs or []):
         _known_keys(o, ("name", "parameters"), f"outputs[{i}]")
-        _not_null(o, ("parameters",), f"outputs[{i}].")
         if o["name"] not in outputs:
             known = f"its output is {outputs[0]!r}" if len(outputs) == 1 else \
                 f"its outputs are {list(outputs)}"
