@@ -21,6 +21,7 @@ estimate says ``None`` and why, it is not an alarm.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,12 +86,16 @@ class Calibrator:
                 cols.append(pd.to_numeric(s, errors="coerce").to_numpy(np.float64))
         return np.column_stack(cols)
 
-    def predict(self, scores: Any, frame: pd.DataFrame | None = None) -> np.ndarray:
+    @functools.cached_property
+    def _booster(self) -> Any:
+        """The model parsed from its text once, not on every window."""
         import lightgbm as lgb
 
-        booster = lgb.Booster(model_str=self.model_text)
-        return np.asarray(booster.predict(self._matrix(scores, frame, self.inputs,
-                                                       self.codes)), dtype=np.float64)
+        return lgb.Booster(model_str=self.model_text)
+
+    def predict(self, scores: Any, frame: pd.DataFrame | None = None) -> np.ndarray:
+        return np.asarray(self._booster.predict(self._matrix(scores, frame, self.inputs,
+                                                             self.codes)), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         return {"inputs": self.inputs, "codes": self.codes, "model": self.model_text}

@@ -69,8 +69,7 @@ def _degradation(now: float | None, ref: float | None, higher: bool) -> float | 
     return float((ref - now) / abs(ref) if higher else (now - ref) / abs(ref))
 
 
-def _quality(cfg: Any, manifest: dict[str, Any], df: pd.DataFrame,
-             outs: dict[str, str]) -> dict[str, Any]:
+def _quality(cfg: Any, manifest: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
     """The evaluation report of the labelled rows (or why there is none)."""
     ev = cfg.evaluation
     lab = df[df["actual"].notna()] if "actual" in df.columns else df.iloc[:0]
@@ -173,7 +172,7 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
     metrics["prediction.score"] = (pred.columns[main].score if main else None)
     higher = task_of(cfg.task).higher_is_better(cfg.evaluation.metric)
     held = (row.get("metrics") or {}).get(cfg.evaluation.metric)
-    quality = _quality(cfg, manifest, df, outs)
+    quality = _quality(cfg, manifest, df)
     doc["quality"] = quality
     if quality["state"] == "ok":
         now = quality["report"]["overall"].get(cfg.evaluation.metric)
