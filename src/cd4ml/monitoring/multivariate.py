@@ -84,12 +84,17 @@ class Reconstruction:
         return float(self.errors(frame).mean()) if len(frame) else float("nan")
 
     def judge(self, frame: pd.DataFrame, *, min_rows: int = 30) -> dict[str, Any]:
-        if len(frame) < min_rows:
-            return {"state": "insufficient", "rows": len(frame), "error": None,
-                    "message": f"{len(frame)} rows, fewer than min_rows ({min_rows})"}
-        e = self.error(frame)
+        return self.judge_errors(self.errors(frame), min_rows=min_rows)
+
+    def judge_errors(self, errors: np.ndarray, *, min_rows: int = 30) -> dict[str, Any]:
+        """:meth:`judge` of a window whose rows' errors (:meth:`errors`) are known."""
+        errors = np.asarray(errors, dtype=np.float64)
+        if len(errors) < min_rows:
+            return {"state": "insufficient", "rows": len(errors), "error": None,
+                    "message": f"{len(errors)} rows, fewer than min_rows ({min_rows})"}
+        e = float(errors.mean())
         out = not (self.lower <= e <= self.upper)
-        return {"state": "drifted" if out else "ok", "drifted": out, "rows": len(frame),
+        return {"state": "drifted" if out else "ok", "drifted": out, "rows": len(errors),
                 "error": e, "lower": self.lower, "upper": self.upper,
                 "reference_error": self.reference_error,
                 "components": len(self.components)}

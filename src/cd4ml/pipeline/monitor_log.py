@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["log_section", "judge_frame", "read_window", "output_map"]
+__all__ = ["log_section", "judge_frame", "read_window", "output_map", "derive", "DERIVED"]
+
+#: The per-row figures that cost a model call, computed once per logged row
+#: (:func:`derive`; the monitor cache keeps them per block): the calibrated probability
+#: of the positive class (CBPE), the reconstruction error (multivariate drift), and the
+#: features the training path computes from the logged inputs (``training.<name>``, with
+#: ``monitor.refused`` saying why where the training path refuses a block's inputs).
+DERIVED = ("monitor.p", "monitor.recon", "monitor.refused")
 
 
 def read_window(directory: Any, *, model: str, version: int, since: float | None,
@@ -161,7 +168,9 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
 
             rec = memo.get("reconstruction") or memo.setdefault(
                 "reconstruction", Reconstruction.from_dict(ref.meta["reconstruction"]))
-            doc["multivariate"] = rec.judge(_inputs(df), min_rows=settings.min_rows)
+            errors = (df["monitor.recon"].to_numpy(np.float64) if "monitor.recon" in df
+                      else rec.errors(_inputs(df)))
+            doc["multivariate"] = rec.judge_errors(errors, min_rows=settings.min_rows)
             metrics["drift.multivariate"] = doc["multivariate"]["error"]
     outs = output_map(manifest, list(ref.outputs))
     current = {name: ColumnSummary.of(df[col], "numeric") if col in df.columns
@@ -182,11 +191,14 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
     if "calibrator" in ref.meta and "score" in outs and outs["score"] in df.columns and len(df):
         from cd4ml.monitoring.estimate import Calibrator, estimate_binary
 
-        cal = memo.get("calibrator") or memo.setdefault(
-            "calibrator", Calibrator.from_dict(ref.meta["calibrator"]))
         score = df[outs["score"]].to_numpy(np.float64)
-        est = estimate_binary(score, cal.predict(score, _inputs(df)),
-                              ref.meta.get("decision_threshold", 0.5))
+        if "monitor.p" in df:
+            p = df["monitor.p"].to_numpy(np.float64)
+        else:
+            cal = memo.get("calibrator") or memo.setdefault(
+                "calibrator", Calibrator.from_dict(ref.meta["calibrator"]))
+            p = cal.predict(score, _inputs(df))
+        est = estimate_binary(score, p, ref.meta.get("decision_threshold", 0.5))
         if len(df) < settings.min_rows:
             est = {"rows": len(df), "roc_auc": None, "accuracy": None, "undefined": {
                 "all": f"{len(df)} rows, fewer than min_rows ({settings.min_rows})"}}
@@ -207,16 +219,74 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
 
 def _skew(stores: Any, manifest: dict[str, Any], df: pd.DataFrame,
           memo: dict[str, Any]) -> dict[str, Any]:
-    from cd4ml.pipeline.skew import tabular_skew
-    from cd4ml.registry.bundle import load_tabular_parts
+    from cd4ml.pipeline.skew import compare_vectors
 
-    if "transform" not in memo:
-        memo["transform"] = load_tabular_parts(stores.artifacts, manifest)[2]
-    transform = memo["transform"]
+    names = [c.removeprefix("training.") for c in df.columns if c.startswith("training.")]
+    if not names and len(df):  # not derived yet: the training path now
+        df = _training_columns(stores, manifest, df, memo)
+        names = [c.removeprefix("training.") for c in df.columns if c.startswith("training.")]
     served = df[[c for c in df.columns if c.startswith("feature.")]].rename(
         columns=lambda c: c.removeprefix("feature."))
     has = served.notna().any(axis=1).to_numpy() if len(served.columns) else np.zeros(len(df),
                                                                                      bool)
-    return tabular_skew(transform, _inputs(df)[has].reset_index(drop=True),
-                        served[has].reset_index(drop=True), df["request_id"][has],
-                        df["row"][has])
+    refused = (df["monitor.refused"][has].dropna() if "monitor.refused" in df
+               else pd.Series([], dtype=object))
+    again = df[[f"training.{n}" for n in names]].to_numpy(np.float32)[has]
+    return compare_vectors(names, again, str(refused.iloc[0]) if len(refused) else None,
+                           _inputs(df)[has].reset_index(drop=True),
+                           served[has].reset_index(drop=True), df["request_id"][has],
+                           df["row"][has])
+
+
+def _transform(stores: Any, manifest: dict[str, Any], memo: dict[str, Any]) -> Any:
+    from cd4ml.registry.bundle import load_tabular_parts
+
+    if "transform" not in memo:
+        memo["transform"] = load_tabular_parts(stores.artifacts, manifest)[2]
+    return memo["transform"]
+
+
+def _training_columns(stores: Any, manifest: dict[str, Any], df: pd.DataFrame,
+                      memo: dict[str, Any]) -> pd.DataFrame:
+    """``df`` with ``training.<name>`` (the training path's features of the rows that
+    were served a vector; NaN elsewhere) and ``monitor.refused``."""
+    from cd4ml.pipeline.skew import training_path
+
+    transform = _transform(stores, manifest, memo)
+    names = list(transform.feature_names)
+    served = df[[c for c in df.columns if c.startswith("feature.")]]
+    has = served.notna().any(axis=1).to_numpy() if len(served.columns) else np.zeros(len(df),
+                                                                                     bool)
+    again = np.full((len(df), len(names)), np.nan, dtype=np.float32)
+    refused: str | None = None
+    if has.any():
+        again[has], refused = training_path(transform,
+                                            _inputs(df)[has].reset_index(drop=True))
+    extra = pd.DataFrame(again, columns=[f"training.{n}" for n in names], index=df.index)
+    extra["monitor.refused"] = pd.Series([refused if h else None for h in has],
+                                         index=df.index, dtype=object)
+    return pd.concat([df, extra], axis=1)
+
+
+def derive(cfg: Any, stores: Any, ref: Any, df: pd.DataFrame, manifest: dict[str, Any],
+           memo: dict[str, Any]) -> pd.DataFrame:
+    """``df`` with the :data:`DERIVED` columns its version's reference calls for: what
+    :func:`judge_frame` would otherwise compute on every window, done once per row."""
+    out = df
+    outs = output_map(manifest, list(ref.outputs))
+    if "calibrator" in ref.meta and outs.get("score") in df.columns and len(df):
+        from cd4ml.monitoring.estimate import Calibrator
+
+        cal = memo.get("calibrator") or memo.setdefault(
+            "calibrator", Calibrator.from_dict(ref.meta["calibrator"]))
+        out = out.assign(**{"monitor.p": cal.predict(
+            df[outs["score"]].to_numpy(np.float64), _inputs(df))})
+    if cfg.task != "forecast" and "reconstruction" in ref.meta and len(df):
+        from cd4ml.monitoring.multivariate import Reconstruction
+
+        rec = memo.get("reconstruction") or memo.setdefault(
+            "reconstruction", Reconstruction.from_dict(ref.meta["reconstruction"]))
+        out = out.assign(**{"monitor.recon": rec.errors(_inputs(df))})
+    if cfg.task != "forecast" and len(df):
+        out = _training_columns(stores, manifest, out, memo)
+    return out

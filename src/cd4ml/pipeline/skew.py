@@ -18,10 +18,20 @@ import pandas as pd
 
 from cd4ml.errors import Cd4mlError
 
-__all__ = ["tabular_skew", "EXAMPLES"]
+__all__ = ["tabular_skew", "training_path", "compare_vectors", "EXAMPLES"]
 
 #: Differences shown per feature.
 EXAMPLES = 5
+
+
+def training_path(transform: Any, inputs: pd.DataFrame) -> tuple[np.ndarray, str | None]:
+    """The features the training path computes from logged inputs (float32, rows x
+    ``transform.feature_names``), or NaN and why it refuses them."""
+    names = list(transform.feature_names)
+    try:
+        return np.asarray(transform.matrix(inputs), dtype=np.float32), None
+    except Cd4mlError as exc:
+        return np.full((len(inputs), len(names)), np.nan, dtype=np.float32), str(exc)
 
 
 def tabular_skew(transform: Any, inputs: pd.DataFrame, served: pd.DataFrame,
@@ -31,7 +41,16 @@ def tabular_skew(transform: Any, inputs: pd.DataFrame, served: pd.DataFrame,
     ``inputs`` holds the logged request fields (input names as columns), ``served`` the
     logged feature vectors (feature names as columns), both row-aligned.
     """
-    names = list(transform.feature_names)
+    again, refused = training_path(transform, inputs)
+    return compare_vectors(list(transform.feature_names), again, refused, inputs, served,
+                           request_ids, rows)
+
+
+def compare_vectors(names: list[str], again: np.ndarray, refused: str | None,
+                    inputs: pd.DataFrame, served: pd.DataFrame, request_ids: Any,
+                    rows: Any) -> dict[str, Any]:
+    """:func:`tabular_skew` on the training path's vectors already computed (``again``,
+    row-aligned with ``served``; ``refused``: why the training path refused the inputs)."""
     n = len(inputs)
     if n == 0:
         return {"rows": 0, "state": "insufficient", "share": None, "features": {},
@@ -40,11 +59,9 @@ def tabular_skew(transform: Any, inputs: pd.DataFrame, served: pd.DataFrame,
     if absent:
         return {"rows": n, "state": "not comparable", "share": None, "features": {},
                 "message": f"the log holds no served vector for {', '.join(absent)}"}
-    try:
-        again = transform.matrix(inputs)
-    except Cd4mlError as exc:
+    if refused is not None:
         return {"rows": n, "state": "not comparable", "share": None, "features": {},
-                "message": f"the training path refuses logged inputs: {exc}"}
+                "message": f"the training path refuses logged inputs: {refused}"}
     got = served[names].to_numpy(dtype=np.float32)
     differ = ~((again == got) | (np.isnan(again) & np.isnan(got)))
     ids, rws = np.asarray(request_ids, dtype=object), np.asarray(rows)

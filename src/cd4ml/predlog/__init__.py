@@ -67,11 +67,12 @@ window's predictions is read, through the ``feedback_request`` index, and counte
 """
 
 from cd4ml.predlog.batches import batches
-from cd4ml.predlog.feedback import FeedbackRead
+from cd4ml.predlog.feedback import FeedbackRead, join_feedback
 from cd4ml.predlog.losses import recover_losses
 from cd4ml.predlog.lookup import Lookup, find_request, find_requests
 from cd4ml.predlog.reader import (export_parquet, parse_time, predictions, query,
                                           status)
+from cd4ml.predlog.scan import BlockInfo, block_index
 from cd4ml.predlog.segments import segments
 from cd4ml.predlog.tables import FeatureTable
 from cd4ml.predlog.blocks import LogRecord
@@ -79,4 +80,5 @@ from cd4ml.predlog.writer import PredictionLog
 
 __all__ = ["PredictionLog", "LogRecord", "FeatureTable", "segments", "query", "predictions",
            "status", "find_request", "find_requests", "Lookup", "export_parquet", "parse_time",
-           "recover_losses", "batches", "FeedbackRead"]
+           "recover_losses", "batches", "FeedbackRead", "block_index", "BlockInfo",
+           "join_feedback"]

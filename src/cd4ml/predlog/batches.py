@@ -51,7 +51,7 @@ prediction gives no batch; the reader's ``schema`` then has the fixed columns on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,8 @@ import numpy as np
 from cd4ml.predlog.feedback import (FeedbackJoin, FeedbackRead, keyed_fields, read_feedback,
                                     str_values)
 from cd4ml.predlog.frames import block_inputs, decode_block
-from cd4ml.predlog.scan import BLOCKS, in_window, keep_test, segment_rows, window_args
+from cd4ml.predlog.scan import (BLOCKS, block_key, in_window, keep_test, segment_rows,
+                                window_args)
 from cd4ml.predlog.segments import (M_MODEL, M_NF, M_RID, M_TABLE, M_VERSION, dumps, loads,
                                     output_names)
 from cd4ml.predlog.tables import TableReader
@@ -80,13 +81,16 @@ def batches(directory: str | Path, *, since: float | None = None, until: float |
             model: str | None = None, version: int | None = None, with_features: bool = True,
             with_inputs: bool = True, feedback: bool = True,
             feedback_read: FeedbackRead | None = None, event_since: float | None = None,
-            event_until: float | None = None) -> pa.RecordBatchReader:
+            event_until: float | None = None, blocks: Collection[str] | None = None,
+            with_block: bool = False) -> pa.RecordBatchReader:
     """The predictions of a window as a :class:`pyarrow.RecordBatchReader` (iterate it
     for the batches; ``schema`` is known before the first); see the module's text for
     the columns. ``feedback_read``, if given, counts the feedback rows read. With
     ``event_since`` or ``event_until`` (epoch seconds), only the records whose event time
     is in ``[event_since, event_until)``; the log is read over ``[since, until)`` (all of
-    it without them: event times are not indexed)."""
+    it without them: event times are not indexed). ``blocks``: only the blocks of these
+    keys (:attr:`BlockInfo.key` of :func:`block_index`); ``with_block`` adds a ``block``
+    column (string) holding each row's block key, after ``event_ts``."""
     import pyarrow as pa
 
     directory = Path(directory)
@@ -95,13 +99,14 @@ def batches(directory: str | Path, *, since: float | None = None, until: float |
     read = feedback_read if feedback_read is not None else FeedbackRead()
     fields = keyed_fields(directory, read) if feedback else set()
     plan = _plan(directory, since, until, keep, with_features=with_features,
-                 inputs=with_inputs or bool(fields), key_fields=fields)
+                 inputs=with_inputs or bool(fields), key_fields=fields,
+                 only=None if blocks is None else set(blocks))
     join = None
     if feedback:
         key_values = {f: v for f, v in plan.key_values.items() if v}
         join = FeedbackJoin(read_feedback(directory, plan.ids, key_values, read))
     schema = plan.schema(with_inputs=with_inputs, with_features=with_features,
-                         feedback=feedback)
+                         feedback=feedback, with_block=with_block)
     return pa.RecordBatchReader.from_batches(schema, _read(plan, keep, schema, join,
                                                            with_features=with_features))
 
@@ -120,13 +125,16 @@ class _Plan:
     key_values: dict[str, set[str]] = field(default_factory=dict)
     inputs: bool = False
 
-    def schema(self, *, with_inputs: bool, with_features: bool, feedback: bool) -> Any:
+    def schema(self, *, with_inputs: bool, with_features: bool, feedback: bool,
+               with_block: bool = False) -> Any:
         import pyarrow as pa
 
         ts = pa.timestamp("ns", tz="UTC")
         cols = [("request_id", pa.string()), ("row", pa.int64()), ("ts", ts),
                 ("model", pa.string()), ("version", pa.int64()), ("arm", pa.string()),
                 ("endpoint", pa.string()), ("latency_ms", pa.float64()), ("event_ts", ts)]
+        if with_block:
+            cols.append(("block", pa.string()))
         if with_inputs:
             cols += [(f"input.{f}", _arrow_type(k)) for f, k in self.kinds.items()]
         if with_features:
@@ -138,14 +146,18 @@ class _Plan:
 
 
 def _plan(directory: Path, since: float | None, until: float | None, keep: Any, *,
-          with_features: bool, inputs: bool, key_fields: set[str]) -> _Plan:
-    """The first pass: block metadata (and inputs, if ``inputs``) of the window."""
+          with_features: bool, inputs: bool, key_fields: set[str],
+          only: set[str] | None = None) -> _Plan:
+    """The first pass: block metadata (and inputs, if ``inputs``) of the window (of the
+    blocks keyed in ``only``, if given)."""
     plan = _Plan(inputs=inputs)
     tables = TableReader()
-    cols = "id, meta, rows" + (", inputs" if inputs else "")
+    cols = "id, session, seq_first, meta, rows" + (", inputs" if inputs else "")
     for path in in_window(directory, since, until):
         kept_blocks: list[int] = []
         for con, r in segment_rows(path, BLOCKS.format(cols=cols), window_args(since, until)):
+            if only is not None and block_key(path.name, r) not in only:
+                continue
             meta = loads(r["meta"])
             kept = np.fromiter((keep(m) for m in meta), dtype=bool, count=len(meta))
             if not kept.any():
@@ -232,8 +244,8 @@ def _read(plan: _Plan, keep: Any, schema: Any, join: FeedbackJoin | None, *,
           with_features: bool) -> Iterator[Any]:
     """The second pass: the blocks the plan kept, a batch each."""
     tables = TableReader()
-    cols = "meta, rows, outputs" + (", inputs" if plan.inputs else "") + \
-        (", features" if with_features else "")
+    cols = "id, session, seq_first, meta, rows, outputs" + \
+        (", inputs" if plan.inputs else "") + (", features" if with_features else "")
     for path, ids in plan.blocks:
         for con, r in segment_rows(path, _BY_ID.format(cols=cols), [dumps(ids)]):
             parts = decode_block(con, r, keep, tables, inputs=plan.inputs,
@@ -243,10 +255,10 @@ def _read(plan: _Plan, keep: Any, schema: Any, join: FeedbackJoin | None, *,
             parts = parts.kept_rows()
             got = {} if join is None else join.apply(parts.base["request_id"],
                                                      parts.base["row"], parts.inputs)
-            yield _batch(schema, parts, got)
+            yield _batch(schema, parts, got, block_key(path.name, r))
 
 
-def _batch(schema: Any, parts: Any, got: dict[str, Any]) -> Any:
+def _batch(schema: Any, parts: Any, got: dict[str, Any], block: str) -> Any:
     """One block's kept rows as a record batch of ``schema``."""
     import pandas as pd
     import pyarrow as pa
@@ -270,6 +282,8 @@ def _batch(schema: Any, parts: Any, got: dict[str, Any]) -> Any:
         elif part == "output":
             v = parts.outputs.get(rest)
             out.append(pa.array(np.full(n, np.nan) if v is None else v, type=kind))
+        elif name == "block":
+            out.append(pa.array([block] * n, type=kind))
         elif name in got:  # actual, reward: null where no feedback
             out.append(pa.array(got[name], type=kind, from_pandas=True))
         else:

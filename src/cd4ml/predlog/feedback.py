@@ -34,6 +34,7 @@ from cd4ml.predlog.scan import visit
 from cd4ml.predlog.segments import dumps
 
 __all__ = ["FeedbackRead", "FeedbackJoin", "keyed_fields", "read_feedback", "str_values",
+           "join_feedback",
            "BY_ID", "BY_KEYS", "KEY_FIELDS"]
 
 _COLS = ("ts", "request_id", "row", "keys", "actual", "reward")
@@ -197,3 +198,19 @@ def _latest(index: Any, values: Any, ts: Any) -> tuple[Any, Any, Any]:
     (the rows come oldest first)."""
     last = ~index.duplicated(keep="last")
     return index[last], values[last], ts[last]
+
+
+def join_feedback(directory: str | Path, request_id: Any, row: Any,
+                  fields: Mapping[str, Any], read: FeedbackRead | None = None,
+                  ) -> dict[str, Any]:
+    """``actual``, ``reward`` and ``feedback_ts`` (epoch seconds; NaN where none) of
+    prediction rows already read (their request ids, rows and request fields), as
+    :func:`~cd4ml.predlog.batches` joins them: only the feedback that can match these
+    rows is read."""
+    directory = Path(directory)
+    read = read if read is not None else FeedbackRead()
+    keyed = keyed_fields(directory, read)
+    key_values = {f: str_values(fields[f]) for f in keyed if f in fields}
+    fb = read_feedback(directory, [str(r) for r in np.asarray(request_id, dtype=object)],
+                       {f: v for f, v in key_values.items() if v}, read)
+    return FeedbackJoin(fb).apply(request_id, row, fields)

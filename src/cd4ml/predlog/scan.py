@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cd4ml.predlog.damage import is_damage
@@ -20,7 +21,7 @@ from cd4ml.predlog.segments import (M_EVENT, M_MODEL, M_RID, M_TS, M_VERSION, re
                                     segments)
 
 __all__ = ["in_window", "keep_test", "rows", "segment_rows", "visit", "blocks", "BLOCKS",
-           "window_args"]
+           "window_args", "BlockInfo", "block_index", "block_key"]
 
 log = logging.getLogger("cd4ml.predlog")
 
@@ -133,3 +134,36 @@ def blocks(directory: Path, cols: str, since: float | None,
     """The blocks that may hold records of the window, oldest first in each segment."""
     yield from rows(directory, BLOCKS.format(cols=cols), window_args(since, until), since,
                     until)
+
+
+def block_key(segment: str, r: Any) -> str:
+    """A block's identity: its segment's file name, its id and the writer session and
+    first sequence number that wrote it (a segment set aside and made anew under the
+    same name restarts its ids; the session tells its blocks apart)."""
+    return f"{segment}/{r['id']}/{r['session']}/{r['seq_first']}"
+
+
+@dataclass(frozen=True, slots=True)
+class BlockInfo:
+    """One block of the log, from its index entry (nothing of it decoded): ``n``
+    records holding ``rows`` predictions answered between ``ts_min`` and ``ts_max``."""
+
+    key: str
+    segment: str
+    id: int
+    ts_min: float
+    ts_max: float
+    n: int
+    rows: int
+
+
+def block_index(directory: str | Path, since: float | None = None,
+                until: float | None = None) -> list[BlockInfo]:
+    """The blocks that may hold records of ``[since, until)`` (all of them without
+    bounds), oldest segment first, by ``ts_min`` in each: what a cache of per-block
+    summaries keys on (a block never changes once written)."""
+    sql = BLOCKS.format(cols="id, session, seq_first, ts_min, ts_max, n, n_rows")
+    return [BlockInfo(block_key(con_path.name, r), con_path.name, int(r["id"]),
+                      float(r["ts_min"]), float(r["ts_max"]), int(r["n"]), int(r["n_rows"]))
+            for con_path in in_window(Path(directory), since, until)
+            for _, r in segment_rows(con_path, sql, window_args(since, until))]
