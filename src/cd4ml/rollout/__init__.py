@@ -1,0 +1,26 @@
+"""Rollout: the statistics and policies behind A/B tests and bandits.
+
+Pure parts, on numbers and keys only (NumPy; SciPy imported inside the functions that
+use it, so ``import cd4ml.rollout`` stays light). They import nothing of serving,
+monitoring or the pipeline (an import-linter contract in pyproject.toml); the rollout
+controller calls them and writes deployment state that servers only read.
+
+- :mod:`~cd4ml.rollout.sticky` — a fixed split, sticky by a request key through a
+  stable hash: one unit sees one arm on every worker and after restarts;
+- :mod:`~cd4ml.rollout.abtest` — two arms compared on per-request outcomes: effect,
+  Welch's fixed-horizon test, an always-valid sequential test (mSPRT) and a
+  recommendation that says when enough data has arrived;
+- :mod:`~cd4ml.rollout.bandit` — Thompson sampling and ε-greedy over two or more arms,
+  their state a small JSON-safe record, and a seeded simulator.
+"""
+
+from cd4ml.rollout.abtest import (ArmStats, Comparison, Recommendation, Sequential, Welch,
+                                  compare, horizon, msprt, recommend, welch)
+from cd4ml.rollout.bandit import (BanditState, EpsilonGreedy, Simulation, ThompsonSampling,
+                                  simulate)
+from cd4ml.rollout.sticky import Assignment, arm_for, arms_for, assign, check_shares
+
+__all__ = ["arm_for", "arms_for", "assign", "check_shares", "Assignment", "ArmStats", "Welch",
+           "Sequential", "Comparison", "Recommendation", "welch", "msprt", "compare",
+           "recommend", "horizon", "BanditState", "ThompsonSampling", "EpsilonGreedy",
+           "Simulation", "simulate"]
