@@ -483,7 +483,13 @@ def monitor_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = F
                                    "training with the version's reference")] = False,
                 since: Since = None, until: Until = None,
                 last: Annotated[int | None, typer.Option(
-                    "--last", min=1, help="only the latest N logged rows")] = None,
+                    "--last", min=1, help="only the latest N logged rows (--by event: "
+                    "by event time)")] = None,
+                by: Annotated[str, typer.Option(
+                    "--by", help="time: --since/--until/--last are of log time; event: of "
+                    "event time (a forecast's date, monitoring.event_time, else the "
+                    "request's X-Event-Time; rows without one are left out and "
+                    "counted)")] = "time",
                 alerts: Annotated[bool, typer.Option(
                     "--alerts/--no-alerts", help="evaluate the alert rules (monitoring."
                     "alerts) and show the alerts")] = True,
@@ -497,20 +503,26 @@ def monitor_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = F
                     "--parent", hidden=True, help="with --every: stop when this pid is "
                     "no longer the parent")] = None) -> None:
     """Drift, skew and quality of a served version against its reference profile: its
-    prediction log (a window by time or the last N rows), and with --data new snapshots
-    of its sources; then the alert rules, evaluated by one process at a time."""
+    prediction log (a window of log time or event time, or the last N rows), and with
+    --data new snapshots of its sources; then the alert rules, evaluated by one process
+    at a time."""
     from cd4ml.monitoring.render import print_alerts, print_report
     from cd4ml.pipeline.alerting import evaluate_under_lock, watch_alerts
     from cd4ml.pipeline.monitor import monitor
-    from cd4ml.predlog import parse_time
 
+    if by not in ("time", "event"):
+        raise Cd4mlError(f"--by {by!r}: expected 'time' (log time) or 'event' (event time)")
+    t0, t1 = _option_time("--since", since), _option_time("--until", until)
+    if t0 is not None and t1 is not None and t1 <= t0:
+        raise Cd4mlError(f"--until {until!r}: expected a time after --since {since!r}")
     scrape = _scraper(metrics_url)
     if every is not None:
         watch_alerts(project, set_, every=every, metrics_text=scrape, parent=parent)
         return
-    log = not data or since is not None or until is not None or last is not None
+    log = not data or since is not None or until is not None or last is not None \
+        or by != "time"
     doc = monitor(project, set_, model=model, version=version, data=data, log=log,
-                  since=parse_time(since), until=parse_time(until), last=last)
+                  since=t0, until=t1, last=last, by=by)
     if alerts and model is None and version is None:
         doc["alerts"] = evaluate_under_lock(project, set_, metrics_text=scrape) or {
             "note": "another process is evaluating the alert rules now"}
@@ -520,6 +532,18 @@ def monitor_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = F
     print_report(out, doc)
     if "alerts" in doc:
         print_alerts(out, doc["alerts"])
+
+
+def _option_time(option: str, text: str | None) -> float | None:
+    """Epoch seconds of a --since/--until value; a Cd4mlError naming the option."""
+    from cd4ml.predlog import parse_time
+
+    try:
+        return parse_time(text)
+    except Cd4mlError:
+        raise Cd4mlError(f"{option} {text!r}: expected an ISO date or date-time (UTC unless "
+                         f"it gives an offset: 2017-01-01, 2017-01-01T10:00) or an age "
+                         f"such as 30m, 2h, 7d") from None
 
 
 def _scraper(url: str | None) -> Any:

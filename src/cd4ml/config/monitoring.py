@@ -1,5 +1,6 @@
 """Config of monitoring: how drift is judged (``monitoring.drift``), the alert rules and
-where alerts are sent (``monitoring.alerts``), how often they run (``interval_s``).
+where alerts are sent (``monitoring.alerts``), how often they run (``interval_s``), and
+where a tabular model's rows take their event time from (``event_time``).
 
 The method and metric names here must match ``cd4ml.monitoring`` (config imports nothing
 of ours, so the names are listed, and tests check the lists).
@@ -114,9 +115,16 @@ def parse_duration(v: Any) -> float:
 
 
 class AlertWindowConfig(_Strict):
-    """The rows a rule's metric is computed on: the last ``size`` of log time (``time``),
-    the last ``size`` logged rows (``count``) or the last ``size`` of event time
-    (``event``: the forecast date, or a tabular model's declared event time)."""
+    """The rows a rule's metric is computed on: the last ``size`` of log time before the
+    evaluation (``time``), the last ``size`` logged rows (``count``) or the last ``size``
+    of event time (``event``: a forecast's date; a tabular model's declared column,
+    ``monitoring.event_time``, else the request's ``X-Event-Time``).
+
+    An event window ends at the event-time watermark, not at the wall clock: the latest
+    event time in the version's log that is not after the evaluation's ``now``, the
+    window being ``(watermark - size, watermark]``. So a replay of 2017 data is judged on
+    its latest 2017 rows. Rows without an event time are left out; with none at all the
+    window is empty, "insufficient data", never an alarm."""
 
     by: Literal["time", "count", "event"] = "time"
     size: str | int = Field("1d", description=(
@@ -293,6 +301,12 @@ class AlertsConfig(_Strict):
 
 
 class MonitoringConfig(_Strict):
+    event_time: str | None = Field(None, min_length=1, description=(
+        "tabular tasks: the request field that holds each row's event time (its logged "
+        "input: a number is epoch seconds, text an ISO 8601 date or date-time, UTC unless "
+        "it gives an offset; other values give the row no event time); default: the "
+        "request's X-Event-Time header. A forecast's event time is the date its request "
+        "names"))
     interval_s: float = Field(60, ge=0, description=(
         "cd4ml serve evaluates the alert rules this often, in a process of its own, one "
         "evaluator at a time per project (0: not inside cd4ml serve; run cd4ml monitor)"))

@@ -95,6 +95,13 @@ class ProjectConfig(_Strict):
                 raise ValueError(f"split.by = {method!r} needs split.{missing[0]}")
             if self.split.refit_on_all and forecast:
                 raise ValueError("split.refit_on_all is for tabular tasks")
+        ev = self.monitoring.event_time
+        if ev is not None and (forecast or ev in {self.data.target, self.data.id,
+                                                  *self.inputs.drop}):
+            raise ValueError(f"monitoring.event_time = {ev!r}: " + (
+                "a forecast's event time is the date its request names (data.time)"
+                if forecast else "not a request field (the target, data.id or in "
+                "inputs.drop); name an input of the model"))
         tabular_only = [r.column for r in self.gate.max_group_gap]
         if forecast and (self.evaluation.protected or tabular_only):
             raise ValueError("evaluation.protected and gate.max_group_gap are for tabular "

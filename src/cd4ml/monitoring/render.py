@@ -74,6 +74,11 @@ def print_report(console: Any, doc: dict[str, Any]) -> None:
     log = doc.get("log")
     if log is None:
         return
+    ew = log.get("window") or {}
+    if ew.get("by") == "event":
+        console.print(f"log window by event time, from {ew['event_time']}: "
+                      f"{ew['first_event']} to {ew['last_event']}; "
+                      f"{ew['without_event_time']:,} rows without an event time")
     if not log["rows"]:
         console.print("log: no logged prediction of this version in the window")
         return

@@ -3,8 +3,15 @@ the result stored (compare-and-set: two evaluators at once fire an alert once), 
 transition into firing or resolved sent to the webhook.
 
 Windows are computed once per distinct window of the rules (a log-time window is the
-last ``size`` seconds before ``now``; a count window the last N rows; an event window,
-the last ``size`` of event time). The rules watch the version serving the alias
+last ``size`` seconds before ``now``; a count window the last N rows). An event window
+is the last ``size`` of event time (a forecast's date, a tabular model's
+``monitoring.event_time`` input, else the request's ``X-Event-Time``) ending at the
+event-time watermark, not at the wall clock: the latest event time, among the rows
+logged before ``now``, that is not after ``now``; the window is ``(watermark - size,
+watermark]``. A replay of 2017 data carries 2017 event times, and is judged on its
+latest 2017 rows whenever the rules run. Rows without an event time are left out (the
+rule's ``window`` says how many); with none at all the window is empty: "insufficient
+data", never an alarm. The rules watch the version serving the alias
 (subject ``model@version``). ``errors.rate`` and ``refused.rate`` come from the server's
 own counters when the evaluator runs inside ``cd4ml serve`` (``metrics_text``), since
 its workers started; elsewhere they are undefined ("insufficient data", never an alarm).
@@ -20,7 +27,10 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["evaluate_alerts", "evaluate_under_lock", "watch_alerts", "server_rates"]
 
@@ -49,6 +59,28 @@ def server_rates(text: str) -> dict[str, float | None]:
         return {"errors.rate": None, "refused.rate": None, "requests": 0.0}
     return {"errors.rate": errors / total, "refused.rate": refused / total,
             "requests": total}
+
+
+def _event_window(frame: pd.DataFrame, now: float,
+                  seconds: float) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows of ``(watermark - seconds, watermark]`` of event time, the watermark the
+    latest event time not after ``now`` among the rows logged before ``now``; and what
+    the window was (``by``, ``watermark``, ``rows``, ``without_event_time``)."""
+    import pandas as pd
+
+    at = pd.Timestamp(now, unit="s", tz="UTC")
+    ev = frame["event_time"]
+    seen = frame[((frame["ts"] < at) & (ev <= at)).to_numpy()]
+    info: dict[str, Any] = {"by": "event", "watermark": None,
+                            "without_event_time": frame.attrs["without_event_time"],
+                            "event_time": frame.attrs["event_time"]}
+    if not len(seen):
+        info.update(rows=0, note="no row logged before now has an event time up to now")
+        return seen, info
+    mark = seen["event_time"].max()
+    part = seen[(seen["event_time"] > mark - pd.Timedelta(seconds=seconds)).to_numpy()]
+    info.update(watermark=mark.isoformat(), rows=len(part))
+    return part.reset_index(drop=True), info
 
 
 def _rows_for(metric: str, metrics: dict[str, Any], quality_rows: int) -> int:
@@ -84,6 +116,9 @@ def evaluate_alerts(project_dir: str | Path = ".", overrides: list[str] | None =
         manifest = stores.artifacts.get_json(row["digest"])
         server = server_rates(metrics_text()) if metrics_text is not None else {}
         judged: dict[tuple[str, Any], dict[str, Any]] = {}
+        windows: dict[tuple[str, Any], dict[str, Any]] = {}
+        events: pd.DataFrame | None = None  # the version's log by event time, read once
+        directory = cfg.serving.log.folder_in(root)
         memo: dict[str, Any] = {}
         sender = WebhookSender(hook, store=stores.metadata, sleep=sleep) if hook and send \
             else None
@@ -96,11 +131,17 @@ def evaluate_alerts(project_dir: str | Path = ".", overrides: list[str] | None =
                 if found.reference is None:
                     judged[key] = {"metrics": {}, "quality": {"rows": 0}}
                 else:
-                    since = None if w.by == "count" else now - w.seconds
-                    df = read_window(cfg.serving.log.folder_in(root),
-                                     model=cfg.models.name, version=row["version"],
-                                     since=since, until=now,
-                                     last=w.rows if w.by == "count" else None)
+                    if w.by == "event":
+                        if events is None:
+                            events = read_window(directory, model=cfg.models.name,
+                                                 version=row["version"], since=None,
+                                                 until=None, by="event", cfg=cfg)
+                        df, windows[key] = _event_window(events, now, w.seconds)
+                    else:
+                        since = None if w.by == "count" else now - w.seconds
+                        df = read_window(directory, model=cfg.models.name,
+                                         version=row["version"], since=since, until=now,
+                                         last=w.rows if w.by == "count" else None)
                     judged[key] = judge_frame(cfg, stores, row, found.reference, settings,
                                               df, manifest, memo)
             doc = judged[key]
@@ -110,7 +151,9 @@ def evaluate_alerts(project_dir: str | Path = ".", overrides: list[str] | None =
                               rows=_rows_for(rule.metric, metrics,
                                              int(doc["quality"].get("rows") or 0)),
                               at=at, detail={"window": f"{w.by} {w.size}",
-                                             "reference": found.state})
+                                             "reference": found.state,
+                                             **({"event": windows[key]} if key in windows
+                                                else {})})
             prev_row = previous.get(rule.name)
             prev = AlertState.from_row(prev_row) if prev_row is not None else None
             state, change = step(rule, prev, obs)
@@ -121,7 +164,8 @@ def evaluate_alerts(project_dir: str | Path = ".", overrides: list[str] | None =
                 continue
             done.append({"rule": rule.name, "state": state.state, "value": value,
                          "threshold": rule.threshold, "message": state.message,
-                         "episode": state.episode})
+                         "episode": state.episode, "rows": obs.rows,
+                         "window": {"by": w.by, "size": w.size, **windows.get(key, {})}})
             if change is not None:
                 transitions.append({"rule": rule.name, "from": change.from_state,
                                     "to": change.to_state, "message": change.message})

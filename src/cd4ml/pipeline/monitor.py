@@ -95,10 +95,14 @@ def _new_rows(cfg: Any, stores: Any, version: dict[str, Any], frames: dict[str, 
 def monitor(project_dir: str | Path = ".", overrides: list[str] | None = None, *,
             model: str | None = None, version: str | None = None,
             data: bool = False, log: bool = False, since: float | None = None,
-            until: float | None = None, last: int | None = None) -> dict[str, Any]:
+            until: float | None = None, last: int | None = None,
+            by: str = "time") -> dict[str, Any]:
     """The monitoring report of one version (default: the serving alias's) as a dict:
     ``data`` compares new source snapshots, ``log`` a window of the prediction log
-    (``since``/``until`` epoch seconds, ``last`` rows; ``cd4ml.pipeline.monitor_log``)."""
+    (``since``/``until`` epoch seconds, ``last`` rows; ``cd4ml.pipeline.monitor_log``),
+    by log time (``by="time"``) or by event time (``by="event"``: a forecast's date, a
+    tabular model's ``monitoring.event_time`` input, else the request's
+    ``X-Event-Time``; rows without one are left out and counted)."""
     from cd4ml.monitoring import DriftSettings, compare, reference_of
     from cd4ml.pipeline.run import open_project
 
@@ -137,5 +141,5 @@ def monitor(project_dir: str | Path = ".", overrides: list[str] | None = None, *
             from cd4ml.pipeline.monitor_log import log_section
 
             doc["log"] = log_section(cfg, root, stores, row, ref, settings, since=since,
-                                     until=until, last=last)
+                                     until=until, last=last, by=by)
         return doc

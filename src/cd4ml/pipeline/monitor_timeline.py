@@ -2,10 +2,15 @@
 judges one (``monitor_log``), for the dashboard's charts and for alert rules.
 
 Windows are consecutive: by log time (``by="time"``, ``size`` an age such as ``1h`` or
-``1d``, aligned to the epoch in UTC) or by count (``by="count"``, ``size`` rows, the last
-window possibly shorter). Each window gives its metrics (the names alert rules use), its
-per-column drift scores and states, the realized and estimated quality, and the output
-distribution (a histogram on the reference's bins) beside the reference's.
+``1d``, aligned to the epoch in UTC), by count (``by="count"``, ``size`` rows, the last
+window possibly shorter) or by event time (``by="event"``, ``size`` an age, aligned to
+the epoch in UTC like log time: a forecast's date, a tabular model's
+``monitoring.event_time`` input, else the request's ``X-Event-Time``; ``since`` and
+``until`` then bound event time, and the rows without one are left out and counted in
+the document's ``without_event_time``). Each window gives its metrics (the names alert
+rules use), its per-column drift scores and states, the realized and estimated quality,
+and the output distribution (a histogram on the reference's bins) beside the
+reference's.
 """
 
 from __future__ import annotations
@@ -23,15 +28,15 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def window_size(by: str, size: str | int) -> float | int:
-    """Seconds of a time window (``"1d"``) or rows of a count window; a ValueError naming
-    the value otherwise."""
+    """Seconds of a time or event window (``"1d"``) or rows of a count window; a
+    ValueError naming the value otherwise."""
     if by == "count":
         n = int(size)
         if n < 1:
             raise ValueError(f"window size {size!r}: a count window needs at least 1 row")
         return n
-    if by != "time":
-        raise ValueError(f"window by {by!r}: expected 'time' or 'count'")
+    if by not in ("time", "event"):
+        raise ValueError(f"window by {by!r}: expected 'time', 'count' or 'event'")
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", str(size).strip())
     if not m or float(m.group(1)) <= 0:
         raise ValueError(f"window size {size!r}: expected an age such as 15m, 1h, 1d or 7d")
@@ -39,14 +44,15 @@ def window_size(by: str, size: str | int) -> float | int:
 
 
 def _cuts(df: pd.DataFrame, by: str, size: float | int) -> list[tuple[int, int, Any, Any]]:
-    """(start row, end row, start, end) of each window of the sorted frame."""
+    """(start row, end row, start, end) of each window of the sorted frame (by event:
+    sorted by ``event_time``, which the windows cut)."""
     if not len(df):
         return []
     if by == "count":
         n = int(size)
         return [(i, min(i + n, len(df)), i, min(i + n, len(df)))
                 for i in range(0, len(df), n)]
-    ts = df["ts"].astype("int64").to_numpy() / 1e9
+    ts = df["event_time" if by == "event" else "ts"].astype("int64").to_numpy() / 1e9
     bucket = np.floor(ts / size).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
     ends = np.r_[starts[1:], len(df)]
@@ -73,7 +79,8 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
              model: str | None = None, version: str | None = None, by: str = "time",
              size: str | int = "1d", since: float | None = None,
              until: float | None = None) -> dict[str, Any]:
-    """The version's windows, oldest first, each with what ``cd4ml monitor`` reports."""
+    """The version's windows, oldest first, each with what ``cd4ml monitor`` reports
+    (``since``/``until``: epoch seconds of log time, or of event time with ``by="event"``)."""
     from cd4ml.monitoring import DriftSettings, reference_of
     from cd4ml.pipeline.monitor_log import judge_frame, output_map, read_window
     from cd4ml.pipeline.run import open_project
@@ -94,7 +101,11 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
         ref = found.reference
         manifest = stores.artifacts.get_json(row["digest"])
         df = read_window(cfg.serving.log.folder_in(root), model=name,
-                         version=row["version"], since=since, until=until)
+                         version=row["version"], since=since, until=until,
+                         by="event" if by == "event" else "time", cfg=cfg)
+        if by == "event":
+            doc.update(event_time=df.attrs["event_time"],
+                       without_event_time=df.attrs["without_event_time"])
         outs = output_map(manifest, list(ref.outputs))
         main = next(iter(ref.outputs), None)
         memo: dict[str, Any] = {}
@@ -104,9 +115,14 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
             col = outs.get(main) if main else None
             values = (part[col].to_numpy(np.float64) if col in part.columns
                       else np.array([]))
-            doc["windows"].append({
+            win: dict[str, Any] = {
                 "start": start, "end": end, "rows": b - a,
-                "first_ts": str(part["ts"].iloc[0]), "last_ts": str(part["ts"].iloc[-1]),
+                "first_ts": str(part["ts"].min()), "last_ts": str(part["ts"].max())}
+            if by == "event":
+                win.update(first_event=str(part["event_time"].iloc[0]),
+                           last_event=str(part["event_time"].iloc[-1]))
+            doc["windows"].append({
+                **win,
                 "metrics": judged["metrics"],
                 "drift": {c: {"state": d["state"], "drifted": d["drifted"],
                               "score": d["score"], "method": d["method"]}
