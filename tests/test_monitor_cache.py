@@ -23,7 +23,7 @@ from conftest import start_server, stop_server
 from tabular_projects import acs_path, acs_project
 
 from cd4ml.monitoring import DriftSettings, reference_of
-from cd4ml.pipeline.monitor_cache import Part, PartCache, cache_path, window_frame
+from cd4ml.pipeline.monitor_cache import SMALL_PARTS, PartCache, cache_path, window_frame
 from cd4ml.pipeline.monitor_log import judge_frame, read_window
 from cd4ml.pipeline.run import open_project, run_pipeline
 from cd4ml.predlog import block_index
@@ -33,13 +33,13 @@ INPUTS = ["AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC
 
 
 def _send(url: str, frame: pd.DataFrame, tag: str, *, feedback: bool = True,
-          pause: float = 0.3) -> list[tuple[str, list[int]]]:
-    """Requests of 250 rows, ``pause`` apart (so that they land in several blocks), each
-    with an event time (its person's year and a day), then their labels unless not."""
+          pause: float = 0.3, size: int = 250) -> list[tuple[str, list[int]]]:
+    """Requests of ``size`` rows, ``pause`` apart (so that they land in several blocks),
+    each with an event time (its person's year and a day), then their labels unless not."""
     sent = []
     with httpx.Client(base_url=url, timeout=60) as c:
-        for k, start in enumerate(range(0, len(frame), 250)):
-            part = frame.iloc[start:start + 250]
+        for k, start in enumerate(range(0, len(frame), size)):
+            part = frame.iloc[start:start + size]
             rid = f"{tag}-{k}"
             r = c.post("/predict", json=part[INPUTS].to_dict("records"), headers={
                 "X-Request-Id": rid,
@@ -111,7 +111,8 @@ class _Judge:
 
     def cached(self, cache: PartCache, **window: Any) -> dict[str, Any]:
         df = window_frame(self.cfg, self.root, self.stores, self.row, self.ref,
-                          self.manifest, {}, cache=cache, **window)
+                          self.manifest, {}, cache=cache, settings=self.settings, **window)
+        assert "monitor.recon" in df.columns or not len(df)  # derived once, in the cache
         return judge_frame(self.cfg, self.stores, self.row, self.ref, self.settings, df,
                            self.manifest, {})
 
@@ -128,7 +129,7 @@ def test_cached_windows_equal_direct_ones_and_a_new_day_costs_its_blocks(served)
         whole = {"since": None, "until": None}
         with PartCache(cache_path(j.root)) as cache:
             cold = j.cached(cache, **whole)
-            assert cache.written == len(blocks) and cache.read == 0
+            assert cache.written == len(blocks) and cache.read == 0  # decoded, not read back
         direct = j.direct(**whole)
         assert direct["rows"] == 2500 and direct["quality"]["state"] == "ok"
         assert direct["estimated"]["roc_auc"] is not None
@@ -140,7 +141,7 @@ def test_cached_windows_equal_direct_ones_and_a_new_day_costs_its_blocks(served)
                            {"since": None, "until": mid},
                            {"since": None, "until": None, "last": 777}):
                 _same(j.cached(cache, **window), j.direct(**window))
-            assert cache.written == 0 and cache.read >= len(blocks)
+            assert cache.written == 0 and cache.read >= 4
         # a window cut inside a block: rows of that block on both sides
         inside = float(np.median(
             [b.ts_min + (b.ts_max - b.ts_min) / 2 for b in blocks if b.ts_max > b.ts_min]
@@ -179,16 +180,29 @@ def test_cached_windows_equal_direct_ones_and_a_new_day_costs_its_blocks(served)
         j.close()
 
 
-def test_a_cache_row_for_a_segment_gone_is_dropped(served, tmp_path: Path) -> None:
-    proj = served[0]
+def test_small_parts_merge_and_a_segment_gone_drops_its_rows(served, tmp_path: Path) -> None:
+    """A cache filled a few blocks at a time (a monitor every minute) merges its small
+    parts, and windows read from merged parts equal direct ones; the blocks of a segment
+    no longer in the log leave the cache."""
+    proj, url, later = served
+    _send(url, later.iloc[:500], "c", size=20, pause=0.25)
     j = _Judge(proj)
     try:
+        blocks = block_index(j.directory)
+        assert len(blocks) > SMALL_PARTS + 1
         with PartCache(tmp_path / "c.db") as cache:
-            cache.put("s", [Part("seg-20000101T00-p1.db/1/x/0", 0, *([float("nan")] * 4),
-                                 None)])
-            assert cache.get("s", ["seg-20000101T00-p1.db/1/x/0"])
-            live = {b.segment for b in block_index(j.directory)}
-            assert cache.prune(live) == 1
-            assert cache.get("s", ["seg-20000101T00-p1.db/1/x/0"]) == {}
+            for k in range(1, len(blocks) + 1):  # one more block each round
+                until = float(np.nextafter(blocks[k - 1].ts_max, np.inf)) \
+                    if k < len(blocks) else None
+                j.cached(cache, since=None, until=until)
+            assert cache.merged > SMALL_PARTS
+            assert cache.written == len(blocks)
+            assert cache.size()["parts"] <= SMALL_PARTS + 1
+            _same(j.cached(cache, since=None, until=None), j.direct(since=None, until=None))
+            assert cache.prune({b.segment for b in blocks}) == 0
+            one = blocks[0].segment
+            gone = cache.prune({b.segment for b in blocks} - {one})
+            assert gone >= sum(b.segment == one for b in blocks)
+            assert cache.size(one) == {"blocks": 0}
     finally:
         j.close()

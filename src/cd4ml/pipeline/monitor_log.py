@@ -384,9 +384,10 @@ def _training_columns(stores: Any, manifest: dict[str, Any], df: pd.DataFrame,
 
 
 def derive(cfg: Any, stores: Any, ref: Any, df: pd.DataFrame, manifest: dict[str, Any],
-           memo: dict[str, Any]) -> pd.DataFrame:
+           memo: dict[str, Any], *, multivariate: bool = False) -> pd.DataFrame:
     """``df`` with the :data:`DERIVED` columns its version's reference calls for: what
-    :func:`judge_frame` would otherwise compute on every window, done once per row."""
+    :func:`judge_frame` would otherwise compute on every window, done once per row
+    (reconstruction errors with ``multivariate`` only)."""
     out = df
     outs = output_map(manifest, list(ref.outputs))
     if "calibrator" in ref.meta and outs.get("score") in df.columns and len(df):
@@ -396,7 +397,7 @@ def derive(cfg: Any, stores: Any, ref: Any, df: pd.DataFrame, manifest: dict[str
             "calibrator", Calibrator.from_dict(ref.meta["calibrator"]))
         out = out.assign(**{"monitor.p": cal.predict(
             df[outs["score"]].to_numpy(np.float64), _inputs(df))})
-    if cfg.task != "forecast" and "reconstruction" in ref.meta and len(df):
+    if multivariate and cfg.task != "forecast" and "reconstruction" in ref.meta and len(df):
         from cd4ml.monitoring.multivariate import Reconstruction
 
         rec = memo.get("reconstruction") or memo.setdefault(
