@@ -8,7 +8,7 @@ reference profile, the alert store and the server's metrics.
   ``cd4ml monitor`` judges one (drift per column, prediction histogram, quality realized
   and estimated, protected groups);
 - **feature** — one feature's reference summary beside the same column in one window
-  of logged inputs (``read_window``), as shares per bin or category;
+  of logged inputs (the monitor cache's ``window_frame``), as shares per bin or category;
 - **alerts** — :func:`firing_alerts`, the one place the dashboard asks the metadata
   store for alerts.
 """
@@ -101,16 +101,18 @@ def activity(directory: Path, *, model: str, version: int, since: float | None,
     return out
 
 
-def window_rows(directory: Path, window: dict[str, Any], *, by: str, model: str,
-                version: int, since: float | None, until: float | None) -> pd.DataFrame:
+def window_rows(cfg: Any, root: Path, stores: Any, row: dict[str, Any], ref: Any,
+                window: dict[str, Any], *, by: str, since: float | None,
+                until: float | None) -> pd.DataFrame:
     """The logged rows of one timeline window (time: its bounds; count: its rows of the
-    range, as the timeline cut them)."""
-    from cd4ml.pipeline.monitor_log import read_window
+    range, as the timeline cut them), from the monitor cache the timeline just filled."""
+    from cd4ml.pipeline.monitor_cache import window_frame
 
+    manifest = stores.artifacts.get_json(row["digest"])
     if by == "time":
-        return read_window(directory, model=model, version=version, since=window["start"],
-                           until=window["end"])
-    df = read_window(directory, model=model, version=version, since=since, until=until)
+        return window_frame(cfg, root, stores, row, ref, manifest, {}, since=window["start"],
+                            until=window["end"])
+    df = window_frame(cfg, root, stores, row, ref, manifest, {}, since=since, until=until)
     return df.iloc[int(window["start"]):int(window["end"])].reset_index(drop=True)
 
 

@@ -194,8 +194,8 @@ def served(d: Dashboard, request: Request, scraped: Scrape) -> View:
                 sel = wins[w["window"]]
                 feature = feature or max(sel["drift"], key=lambda c: (
                     bool(sel["drift"][c]["drifted"]), P.drift_intensity(sel["drift"][c]) or 0))
-                rows = S.window_rows(log_dir, sel, by=w["by"], model=name, version=ver,
-                                     since=w["since"], until=w["until"])
+                rows = S.window_rows(cfg, root, stores, row, found.reference, sel,
+                                     by=w["by"], since=w["since"], until=w["until"])
                 col = f"input.{feature}"
                 hist = S.feature_histogram(feats[feature],
                                            rows[col] if col in rows.columns else None)
@@ -259,7 +259,7 @@ def window(d: Dashboard, request: Request, scraped: Scrape) -> View:
     from cd4ml.dashboard.window_page import window_body
     from cd4ml.monitoring import reference_of
     from cd4ml.pipeline.monitor import monitor
-    from cd4ml.pipeline.monitor_log import read_window
+    from cd4ml.pipeline.monitor_cache import window_frame
 
     name, ref = request.path_params["name"], request.path_params["ref"]
     q = request.query_params
@@ -272,8 +272,9 @@ def window(d: Dashboard, request: Request, scraped: Scrape) -> View:
         with stores:
             row = stores.metadata.resolve(name, int(ref) if ref.isdigit() else ref)
             found = reference_of(row, stores.artifacts)
-            df = read_window(cfg.serving.log.folder_in(root), model=name,
-                             version=row["version"], since=since, until=until)
+            df = window_frame(cfg, root, stores, row, found.reference,
+                              stores.artifacts.get_json(row["digest"]), {}, since=since,
+                              until=until) if found.reference is not None else None
         for c, s in (found.reference.features.items() if found.reference else ()):
             col = f"input.{c}"
             if col in df.columns:

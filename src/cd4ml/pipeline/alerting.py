@@ -100,7 +100,10 @@ def evaluate_alerts(project_dir: str | Path = ".", overrides: list[str] | None =
     from cd4ml.monitoring import DriftSettings, reference_of
     from cd4ml.monitoring.alerts import AlertState, Observation, step
     from cd4ml.monitoring.webhook import WebhookSender
-    from cd4ml.pipeline.monitor_log import judge_frame, read_window
+    import numpy as np
+
+    from cd4ml.pipeline.monitor_cache import window_frame
+    from cd4ml.pipeline.monitor_log import judge_frame
     from cd4ml.pipeline.run import open_project
 
     now = time.time() if now is None else now
@@ -118,7 +121,6 @@ def evaluate_alerts(project_dir: str | Path = ".", overrides: list[str] | None =
         judged: dict[tuple[str, Any], dict[str, Any]] = {}
         windows: dict[tuple[str, Any], dict[str, Any]] = {}
         events: pd.DataFrame | None = None  # the version's log by event time, read once
-        directory = cfg.serving.log.folder_in(root)
         memo: dict[str, Any] = {}
         sender = WebhookSender(hook, store=stores.metadata, sleep=sleep) if hook and send \
             else None
@@ -132,16 +134,18 @@ def evaluate_alerts(project_dir: str | Path = ".", overrides: list[str] | None =
                     judged[key] = {"metrics": {}, "quality": {"rows": 0}}
                 else:
                     if w.by == "event":
-                        if events is None:
-                            events = read_window(directory, model=cfg.models.name,
-                                                 version=row["version"], since=None,
-                                                 until=None, by="event", cfg=cfg)
+                        if events is None:  # event times up to now, read once
+                            events = window_frame(
+                                cfg, root, stores, row, found.reference, manifest, memo,
+                                since=None, until=float(np.nextafter(now, np.inf)),
+                                by="event", settings=settings)
                         df, windows[key] = _event_window(events, now, w.seconds)
                     else:
                         since = None if w.by == "count" else now - w.seconds
-                        df = read_window(directory, model=cfg.models.name,
-                                         version=row["version"], since=since, until=now,
-                                         last=w.rows if w.by == "count" else None)
+                        df = window_frame(cfg, root, stores, row, found.reference,
+                                          manifest, memo, since=since, until=now,
+                                          last=w.rows if w.by == "count" else None,
+                                          settings=settings)
                     judged[key] = judge_frame(cfg, stores, row, found.reference, settings,
                                               df, manifest, memo)
             doc = judged[key]

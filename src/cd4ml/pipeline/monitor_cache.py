@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 
 
+_UTC_NS = "datetime64[ns, UTC]"
+
+
 def cache_path(root: Path) -> Path:
     """Where a project keeps its monitor cache."""
     return Path(root) / ".cd4ml" / "monitor-cache.db"
@@ -443,7 +446,8 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
          else df["ts"].astype("int64").to_numpy() / 1e9)
     df = df[(t >= lo) & (t < hi)]  # NaN (no event time) fails both
     if by == "event":
-        df = df.assign(event_time=pd.to_datetime(df["monitor.event"], unit="s", utc=True))
+        df = df.assign(event_time=pd.to_datetime(df["monitor.event"], unit="s",
+                                                 utc=True).astype(_UTC_NS))
         order = ["event_time", "ts", "request_id", "row"]
     else:
         order = ["ts", "request_id", "row"]
@@ -455,7 +459,7 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
     got = join_feedback(directory, df["request_id"].to_numpy(dtype=object),
                         df["row"].to_numpy(np.int64), inputs)
     df["actual"], df["reward"] = got["actual"], got["reward"]
-    df["feedback_ts"] = pd.to_datetime(got["feedback_ts"], unit="s", utc=True)
+    df["feedback_ts"] = pd.to_datetime(got["feedback_ts"], unit="s", utc=True).astype(_UTC_NS)
     if by == "event":
         df.attrs.update(event_time=event_source(cfg)[0],
                         without_event_time=sum(p.no_event for p in parts))
@@ -471,6 +475,6 @@ def _empty(directory: Path, row: dict[str, Any], by: str, cfg: Any,
     df = batches(directory, since=0.0, until=0.0, model=row["model_name"],
                  version=row["version"]).read_all().to_pandas()
     if by == "event":
-        df = df.assign(event_time=pd.Series([], dtype="datetime64[ns, UTC]"))
+        df = df.assign(event_time=pd.Series([], dtype=_UTC_NS))
         df.attrs.update(event_time=event_source(cfg)[0], without_event_time=no_event)
     return df

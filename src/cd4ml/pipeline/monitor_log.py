@@ -233,12 +233,16 @@ def log_section(cfg: Any, root: Any, stores: Any, row: dict[str, Any], ref: Any,
                 last: int | None = None, by: str = "time") -> dict[str, Any]:
     """The log side of a monitoring report, and the metrics alert rules watch; ``by``:
     whether ``since``, ``until`` and ``last`` are of log time or event time
-    (:func:`read_window`)."""
-    directory = cfg.serving.log.folder_in(root)
+    (:func:`read_window`). The rows come from the monitor cache
+    (:func:`~cd4ml.pipeline.monitor_cache.window_frame`: only blocks never read before
+    are decoded)."""
+    from cd4ml.pipeline.monitor_cache import window_frame
+
     manifest = stores.artifacts.get_json(row["digest"])
-    df = read_window(directory, model=row["model_name"], version=row["version"],
-                     since=since, until=until, last=last, by=by, cfg=cfg)
-    doc = judge_frame(cfg, stores, row, ref, settings, df, manifest)
+    memo: dict[str, Any] = {}
+    df = window_frame(cfg, root, stores, row, ref, manifest, memo, since=since, until=until,
+                      last=last, by=by, settings=settings)
+    doc = judge_frame(cfg, stores, row, ref, settings, df, manifest, memo)
     doc["window"] = {"by": by, "since": since, "until": until, "last": last,
                      "first_ts": str(df["ts"].min()) if len(df) else None,
                      "last_ts": str(df["ts"].max()) if len(df) else None}

@@ -11,6 +11,11 @@ the document's ``without_event_time``). Each window gives its metrics (the names
 rules use), its per-column drift scores and states, the realized and estimated quality,
 and the output distribution (a histogram on the reference's bins) beside the
 reference's.
+
+The rows come from the monitor cache (``monitor_cache``): a timeline decodes only the
+blocks of the log no window read before, and calls no model for the rows of the others
+(their calibrated probabilities and the training path's features are cached); what it
+still does per window is the statistics on the window's rows.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
     """The version's windows, oldest first, each with what ``cd4ml monitor`` reports
     (``since``/``until``: epoch seconds of log time, or of event time with ``by="event"``)."""
     from cd4ml.monitoring import DriftSettings, reference_of
-    from cd4ml.pipeline.monitor_log import judge_frame, output_map, read_window
+    from cd4ml.pipeline.monitor_cache import window_frame
+    from cd4ml.pipeline.monitor_log import judge_frame, output_map
     from cd4ml.pipeline.run import open_project
 
     step = window_size(by, size)
@@ -100,15 +106,15 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
             return doc
         ref = found.reference
         manifest = stores.artifacts.get_json(row["digest"])
-        df = read_window(cfg.serving.log.folder_in(root), model=name,
-                         version=row["version"], since=since, until=until,
-                         by="event" if by == "event" else "time", cfg=cfg)
+        memo: dict[str, Any] = {}
+        df = window_frame(cfg, root, stores, row, ref, manifest, memo, since=since,
+                          until=until, by="event" if by == "event" else "time",
+                          settings=settings)
         if by == "event":
             doc.update(event_time=df.attrs["event_time"],
                        without_event_time=df.attrs["without_event_time"])
         outs = output_map(manifest, list(ref.outputs))
         main = next(iter(ref.outputs), None)
-        memo: dict[str, Any] = {}
         for a, b, start, end in _cuts(df, by, step):
             part = df.iloc[a:b].reset_index(drop=True)
             judged = judge_frame(cfg, stores, row, ref, settings, part, manifest, memo)
