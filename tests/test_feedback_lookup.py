@@ -60,8 +60,34 @@ def long_log(model, tmp_path_factory: pytest.TempPathFactory):
                     feature_names=table.names, outputs=np.array([float(k)]),
                     table=table, rows=rows))
             assert plog.flush()
+        # labels for the last hour's client ids, an hour after their predictions
+        now[0] = t0 + (HOURS - 1) * 3600 + 1000
+        plog.add_feedback([{"request_id": f"client-{HOURS - 1}-{k}", "row": 0,
+                            "actual": float(k)} for k in range(1, 80, 2)])
     assert len(predlog.segments(d)) == HOURS
     return d, t0
+
+
+def test_a_late_window_asks_only_the_segments_from_its_start_for_its_feedback(
+        long_log) -> None:
+    """Feedback by id comes after its prediction, so a window of the last hour asks the
+    segments from that hour on (and one hour before, for clocks apart), not all 60; what
+    it joins is what asking every segment joins."""
+    from cd4ml.predlog.feedback import read_feedback
+
+    d, t0 = long_log
+    since = t0 + (HOURS - 1) * 3600
+    read = predlog.FeedbackRead()
+    df = predlog.batches(d, since=since, feedback_read=read).read_all().to_pandas()
+    assert read.segments <= 2 < HOURS
+    labelled = df[df["actual"].notna()]
+    assert len(labelled) == 40
+    assert (labelled["actual"] == labelled["request_id"].str.rsplit("-", n=1).str[1]
+            .astype(float)).all()
+    ids = set(df["request_id"])
+    every = read_feedback(d, ids, {}, predlog.FeedbackRead())
+    late = read_feedback(d, ids, {}, predlog.FeedbackRead(), since=since)
+    assert every.equals(late) and len(every) == 40
 
 
 def test_10000_unknown_ids_against_60_segments_take_one_visit_per_segment(

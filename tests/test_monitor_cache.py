@@ -206,3 +206,23 @@ def test_small_parts_merge_and_a_segment_gone_drops_its_rows(served, tmp_path: P
             assert cache.size(one) == {"blocks": 0}
     finally:
         j.close()
+
+
+def test_the_timeline_judges_again_only_windows_whose_rows_or_labels_changed(served) -> None:
+    from cd4ml.pipeline.monitor_timeline import timeline
+
+    proj, url, later = served
+    since = time.time()
+    sent = _send(url, later.iloc[:1000], "d", feedback=False)
+    first = timeline(proj, by="count", size=250, since=since)
+    assert [w["rows"] for w in first["windows"]] == [250] * 4 and first["reused"] == 0
+    again = timeline(proj, by="count", size=250, since=since)
+    assert again["reused"] == 4
+    _same(again["windows"], first["windows"])
+    with httpx.Client(base_url=url, timeout=60) as c:  # the second request's labels only
+        _feedback(c, sent[1:2])
+    late = timeline(proj, by="count", size=250, since=since)
+    assert late["reused"] == 3
+    assert [w["quality"]["rows"] for w in late["windows"]] == [0, 250, 0, 0]
+    for k in (0, 2, 3):
+        _same(late["windows"][k], first["windows"][k])

@@ -75,7 +75,7 @@ class DriftConfig(_Strict):
 #: nothing of ours, so the names are listed here).
 ALERT_METRICS: tuple[str, ...] = (
     "drift.share", "drift.columns", "drift.multivariate", "prediction.score", "skew.share",
-    "quality.degradation",
+    "quality.degradation", "concept.drift",
     "estimated.degradation", "errors.rate", "refused.rate", "latency.p99_ms", "log.dropped")
 #: ``quality.<m>`` (realized, on feedback) and ``estimated.<m>`` (without labels) exist
 #: for each of these task metrics.

@@ -7,26 +7,31 @@ names its segment, id and the writer session that wrote it). The first time moni
 reads a block for a model version, it decodes the block's rows of that version once,
 adds what costs a model call per row (:func:`~cd4ml.pipeline.monitor_log.derive`: the
 calibrated probability for CBPE, the reconstruction error, the training path's features
-for skew) and its event time, and keeps the result in ``.cd4ml/monitor-cache.db`` (one
-SQLite row per block and scope, the rows as compressed Arrow IPC, with the block's
-log-time and event-time range). A window is then the cached rows of the blocks it
-touches, cut exactly to the window (by log time, by event time or the last N rows),
-with the feedback joined afresh (labels arrive late: they are never cached). The
+for skew) and its event time, and keeps the result in ``.cd4ml/monitor-cache.db``: per
+block and scope its rows' log-time and event-time range, and the rows themselves in
+parts (Arrow IPC streams of up to :data:`PART_ROWS` rows: blocks decoded together are
+stored together, and small parts are merged). A window is then the cached rows of the
+blocks it touches, cut exactly to the window (by log time, by event time or the last N
+rows), with the feedback joined afresh (labels arrive late: they are never cached). The
 statistics are computed on those rows as before, so a window's figures equal what
 reading the log directly gives (a test holds them equal); nothing is approximated.
 
 What adding a day of log costs: decoding and deriving that day's blocks, once. Judging
 a window costs reading its cached rows (Arrow, no decoding of the log's own format, no
-model call) and the statistics on them, in proportion to the window. The scope of a
-cache row is the model version, its reference profile (by digest) and how event time is
-read, so a new reference or another event-time column never reads a stale row; the rows
-of segments that retention deleted are dropped (:meth:`PartCache.prune`). The cache is
-only ever a copy: deleting the file loses nothing.
+model call) and the statistics on them, in proportion to the window. A timeline also
+keeps each window's judgement under a fingerprint of its rows, their feedback and the
+settings (:meth:`PartCache.judged`): a window nothing changed in is not judged again,
+one whose labels came since is. The scope of a cache row is the model version, its
+reference profile (by digest), how event time is read and whether reconstruction errors
+are wanted, so a new reference or another event-time column never reads a stale row;
+the rows of segments that retention deleted are dropped (:meth:`PartCache.prune`). The
+cache is only ever a copy: deleting the file loses nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -35,7 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["PartCache", "window_frame", "CACHE_FORMAT", "cache_path"]
+__all__ = ["PartCache", "window_frame", "CACHE_FORMAT", "cache_path", "fingerprint",
+           "scope_of"]
 
 #: bumped whenever what a cache row holds changes: older rows are then never read
 CACHE_FORMAT = 2
@@ -56,6 +62,9 @@ CREATE INDEX IF NOT EXISTS blocks_segment ON blocks (segment);
 CREATE TABLE IF NOT EXISTS parts (
     id INTEGER PRIMARY KEY AUTOINCREMENT, scope TEXT NOT NULL, rows INTEGER NOT NULL,
     data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS judgements (
+    scope TEXT NOT NULL, window TEXT NOT NULL, fingerprint TEXT NOT NULL,
+    doc TEXT NOT NULL, PRIMARY KEY (scope, window)) WITHOUT ROWID;
 """
 
 
@@ -96,6 +105,7 @@ class PartCache:
         self.read = 0  #: stored parts read
         self.written = 0  #: blocks decoded and stored
         self.merged = 0  #: small parts merged into bigger ones
+        self.reused = 0  #: window judgements reused
         self._fresh: dict[int, Any] = {}  # parts this object just wrote, as tables
 
     def forget(self) -> None:
@@ -194,6 +204,21 @@ class PartCache:
         self.merged += merged
         return merged
 
+    def judged(self, scope: str, window: str, fingerprint: str) -> dict[str, Any] | None:
+        """The judgement kept for a window whose rows, feedback and settings had this
+        fingerprint (:func:`fingerprint`), or None."""
+        r = self._con.execute("SELECT fingerprint, doc FROM judgements WHERE scope = ? AND "
+                              "window = ?", (scope, window)).fetchone()
+        if r is None or r[0] != fingerprint:
+            return None
+        self.reused += 1
+        return dict(json.loads(r[1]))
+
+    def keep(self, scope: str, window: str, fingerprint: str, doc: dict[str, Any]) -> None:
+        """Keep a window's judgement under its fingerprint (replacing an older one)."""
+        self._con.execute("INSERT OR REPLACE INTO judgements VALUES (?, ?, ?, ?)",
+                          (scope, window, fingerprint, json.dumps(doc, default=_plain)))
+
     def size(self, segment: str | None = None) -> dict[str, int]:
         """Blocks known, parts stored and their bytes (of one segment's blocks, if
         given: blocks only)."""
@@ -228,6 +253,29 @@ class PartCache:
         return int(cur.rowcount)
 
 
+def fingerprint(df: pd.DataFrame, *settings: Any) -> str:
+    """What a window's judgement depends on: its rows (request id, row, log time), the
+    feedback joined to them (actual, reward and when it came) and ``settings`` (any
+    JSON-able values: the config sections judging reads). Late feedback changes it, so a
+    window judged before its labels came is judged again."""
+    h = hashlib.blake2b(digest_size=16)
+    cols = [c for c in ("request_id", "row", "ts", "actual", "reward", "feedback_ts")
+            if c in df.columns]
+    h.update(json.dumps([len(df), cols, settings], sort_keys=True, default=str).encode())
+    if len(df):
+        h.update(pd.util.hash_pandas_object(df[cols], index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _plain(v: Any) -> Any:
+    """A numpy value as JSON takes it."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
 class _Moved(Exception):
     """A part named by a block was merged away between the lookup and the read."""
 
@@ -244,9 +292,11 @@ def _table_ipc(table: Any) -> bytes:
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
+    # uncompressed: on the ACS benchmark's 210,000 rows zstd made the parts 3.5x smaller
+    # (26 MB against 91 MB, the log itself 79 MB) but took 1.37 s to read against 0.20 s,
+    # a third of a warm 28-day timeline (benchmarks/monitor_incremental.py)
     sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, table.schema,
-                        options=ipc.IpcWriteOptions(compression="zstd")) as w:
+    with ipc.new_stream(sink, table.schema) as w:
         w.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
 
@@ -286,7 +336,7 @@ def _concat_tables(tables: list[Any]) -> Any:
     return pa.concat_tables(fixed, promote_options="permissive")
 
 
-def _scope(cfg: Any, row: dict[str, Any], settings: Any) -> str:
+def scope_of(cfg: Any, row: dict[str, Any], settings: Any) -> str:
     """What a cache row depends on besides its block: the version, its reference profile,
     where event times come from, whether reconstruction errors are wanted."""
     from cd4ml.pipeline.monitor_log import event_source
@@ -399,7 +449,7 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
     if by not in ("time", "event"):
         raise ValueError(f"by == {by!r}, must be 'time' (log time) or 'event'")
     directory = cfg.serving.log.folder_in(root)
-    scope = _scope(cfg, row, settings)
+    scope = scope_of(cfg, row, settings)
     lo = -np.inf if since is None else since
     hi = np.inf if until is None else until
     infos = block_index(directory) if by == "event" else block_index(directory, since, until)
@@ -457,7 +507,8 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
     inputs = {c.removeprefix("input."): df[c].to_numpy(dtype=object)
               for c in df.columns if c.startswith("input.")}
     got = join_feedback(directory, df["request_id"].to_numpy(dtype=object),
-                        df["row"].to_numpy(np.int64), inputs)
+                        df["row"].to_numpy(np.int64), inputs,
+                        since=float(df["ts"].min().timestamp()) if len(df) else None)
     df["actual"], df["reward"] = got["actual"], got["reward"]
     df["feedback_ts"] = pd.to_datetime(got["feedback_ts"], unit="s", utc=True).astype(_UTC_NS)
     if by == "event":

@@ -327,6 +327,7 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
         if cfg.evaluation.metric in est:
             metrics["estimated.degradation"] = _degradation(est[cfg.evaluation.metric], held,
                                                             higher)
+    _where_and_why(cfg, ref, outs, df, doc, metrics, higher)
     if cfg.task != "forecast":
         doc["skew"] = _skew(stores, manifest, df, memo)
         metrics["skew.share"] = doc["skew"].get("share")
@@ -334,6 +335,44 @@ def judge_frame(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: 
     metrics["latency.p99_ms"] = float(np.quantile(lat, 0.99)) if len(lat) else None
     doc["metrics"] = metrics
     return doc
+
+
+def _where_and_why(cfg: Any, ref: Any, outs: dict[str, str], df: pd.DataFrame,
+                   doc: dict[str, Any], metrics: dict[str, float | None],
+                   higher: bool) -> None:
+    """Residuals by input on the labelled rows (where the model fails) and the
+    concept-drift verdict, into ``doc`` (and ``concept.drift`` into ``metrics``)."""
+    from cd4ml.monitoring.residuals import concept_verdict, residuals_by_input
+
+    quality = doc["quality"]
+    if quality["state"] == "ok":
+        lab = df[df["actual"].notna()].reset_index(drop=True)
+        frame = _inputs(lab)
+        if cfg.task == "forecast":  # by the request fields (series keys), not the date
+            date = f"{str(cfg.data.time).lower()}"
+            kinds = {c: "categorical" for c in frame.columns if c != date}
+            pred, binary = lab.get("output.prediction"), False
+        else:
+            kinds = {c: s.kind for c, s in ref.features.items()}
+            binary = "score" in outs
+            pred = lab.get(outs["score"]) if binary else lab.get("output.prediction")
+        if pred is None:
+            doc["residuals"] = {"state": "not computed", "message": (
+                "a multiclass classifier has no one residual per row")}
+        else:
+            doc["residuals"] = residuals_by_input(
+                frame, lab["actual"], pred, kinds=kinds, summaries=ref.features,
+                binary=binary)
+    gap = None
+    est, now = doc.get("estimated") or {}, metrics.get(f"quality.{cfg.evaluation.metric}")
+    if est.get(cfg.evaluation.metric) is not None and now is not None:
+        gap = _degradation(now, est[cfg.evaluation.metric], higher)
+    drift = doc["drift"]
+    drifted = None if drift.get("state") == "not applicable" else len(drift.get("drifted", []))
+    doc["concept"] = concept_verdict(degradation=metrics.get("quality.degradation"),
+                                     drifted_inputs=drifted, estimated_gap=gap)
+    metrics["concept.drift"] = (None if doc["concept"]["state"] == "not judged"
+                                else float(doc["concept"]["drifted"]))
 
 
 def _skew(stores: Any, manifest: dict[str, Any], df: pd.DataFrame,

@@ -87,8 +87,9 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
     """The version's windows, oldest first, each with what ``cd4ml monitor`` reports
     (``since``/``until``: epoch seconds of log time, or of event time with ``by="event"``)."""
     from cd4ml.monitoring import DriftSettings, reference_of
-    from cd4ml.pipeline.monitor_cache import window_frame
-    from cd4ml.pipeline.monitor_log import judge_frame, output_map
+    from cd4ml.pipeline.monitor_cache import (PartCache, cache_path, fingerprint, scope_of,
+                                              window_frame)
+    from cd4ml.pipeline.monitor_log import output_map
     from cd4ml.pipeline.run import open_project
 
     step = window_size(by, size)
@@ -107,33 +108,50 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
         ref = found.reference
         manifest = stores.artifacts.get_json(row["digest"])
         memo: dict[str, Any] = {}
-        df = window_frame(cfg, root, stores, row, ref, manifest, memo, since=since,
-                          until=until, by="event" if by == "event" else "time",
-                          settings=settings)
-        if by == "event":
-            doc.update(event_time=df.attrs["event_time"],
-                       without_event_time=df.attrs["without_event_time"])
-        outs = output_map(manifest, list(ref.outputs))
-        main = next(iter(ref.outputs), None)
-        for a, b, start, end in _cuts(df, by, step):
-            part = df.iloc[a:b].reset_index(drop=True)
-            judged = judge_frame(cfg, stores, row, ref, settings, part, manifest, memo)
-            col = outs.get(main) if main else None
-            values = (part[col].to_numpy(np.float64) if col in part.columns
-                      else np.array([]))
-            win: dict[str, Any] = {
-                "start": start, "end": end, "rows": b - a,
-                "first_ts": str(part["ts"].min()), "last_ts": str(part["ts"].max())}
+        with PartCache(cache_path(root)) as cache:
+            df = window_frame(cfg, root, stores, row, ref, manifest, memo, since=since,
+                              until=until, by="event" if by == "event" else "time",
+                              settings=settings, cache=cache)
             if by == "event":
-                win.update(first_event=str(part["event_time"].iloc[0]),
-                           last_event=str(part["event_time"].iloc[-1]))
-            doc["windows"].append({
-                **win,
-                "metrics": judged["metrics"],
-                "drift": {c: {"state": d["state"], "drifted": d["drifted"],
-                              "score": d["score"], "method": d["method"]}
-                          for c, d in judged["drift"]["columns"].items()},
-                "quality": judged["quality"], "estimated": judged.get("estimated"),
-                "prediction": {"output": main,
-                               "histogram": _histogram(ref.outputs.get(main), values)}})
+                doc.update(event_time=df.attrs["event_time"],
+                           without_event_time=df.attrs["without_event_time"])
+            outs = output_map(manifest, list(ref.outputs))
+            main = next(iter(ref.outputs), None)
+            scope = scope_of(cfg, row, settings)
+            judging = (cfg.monitoring.model_dump(mode="json"),
+                       cfg.evaluation.model_dump(mode="json"), row.get("metrics"))
+            for a, b, start, end in _cuts(df, by, step):
+                part = df.iloc[a:b].reset_index(drop=True)
+                key = f"{by}|{size}|{start}|{end}"
+                mark = fingerprint(part, judging)
+                win = cache.judged(scope, key, mark)
+                if win is None:
+                    win = _window(cfg, stores, row, ref, settings, part, manifest, memo,
+                                  by=by, start=start, end=end, outs=outs, main=main)
+                    cache.keep(scope, key, mark, win)
+                doc["windows"].append(win)
+        doc["reused"], doc["decoded"] = cache.reused, cache.written
         return doc
+
+
+def _window(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: Any,
+            part: pd.DataFrame, manifest: dict[str, Any], memo: dict[str, Any], *, by: str,
+            start: Any, end: Any, outs: dict[str, str], main: str | None) -> dict[str, Any]:
+    """One window's entry of the timeline."""
+    from cd4ml.pipeline.monitor_log import judge_frame
+
+    judged = judge_frame(cfg, stores, row, ref, settings, part, manifest, memo)
+    col = outs.get(main) if main else None
+    values = part[col].to_numpy(np.float64) if col in part.columns else np.array([])
+    win: dict[str, Any] = {"start": start, "end": end, "rows": len(part),
+                           "first_ts": str(part["ts"].min()), "last_ts": str(part["ts"].max())}
+    if by == "event":
+        win.update(first_event=str(part["event_time"].iloc[0]),
+                   last_event=str(part["event_time"].iloc[-1]))
+    return {**win, "metrics": judged["metrics"],
+            "drift": {c: {"state": d["state"], "drifted": d["drifted"], "score": d["score"],
+                          "method": d["method"]}
+                      for c, d in judged["drift"]["columns"].items()},
+            "quality": judged["quality"], "estimated": judged.get("estimated"),
+            "prediction": {"output": main,
+                           "histogram": _histogram(ref.outputs.get(main), values)}}

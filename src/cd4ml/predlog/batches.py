@@ -104,7 +104,8 @@ def batches(directory: str | Path, *, since: float | None = None, until: float |
     join = None
     if feedback:
         key_values = {f: v for f, v in plan.key_values.items() if v}
-        join = FeedbackJoin(read_feedback(directory, plan.ids, key_values, read))
+        join = FeedbackJoin(read_feedback(directory, plan.ids, key_values, read,
+                                          since=plan.ts_min))
     schema = plan.schema(with_inputs=with_inputs, with_features=with_features,
                          feedback=feedback, with_block=with_block)
     return pa.RecordBatchReader.from_batches(schema, _read(plan, keep, schema, join,
@@ -124,6 +125,7 @@ class _Plan:
     outputs: dict[str, None] = field(default_factory=dict)
     key_values: dict[str, set[str]] = field(default_factory=dict)
     inputs: bool = False
+    ts_min: float | None = None  #: the earliest ``ts_min`` of the blocks kept
 
     def schema(self, *, with_inputs: bool, with_features: bool, feedback: bool,
                with_block: bool = False) -> Any:
@@ -152,7 +154,7 @@ def _plan(directory: Path, since: float | None, until: float | None, keep: Any, 
     blocks keyed in ``only``, if given)."""
     plan = _Plan(inputs=inputs)
     tables = TableReader()
-    cols = "id, session, seq_first, meta, rows" + (", inputs" if inputs else "")
+    cols = "id, session, seq_first, ts_min, meta, rows" + (", inputs" if inputs else "")
     for path in in_window(directory, since, until):
         kept_blocks: list[int] = []
         for con, r in segment_rows(path, BLOCKS.format(cols=cols), window_args(since, until)):
@@ -163,6 +165,7 @@ def _plan(directory: Path, since: float | None, until: float | None, keep: Any, 
             if not kept.any():
                 continue
             kept_blocks.append(r["id"])
+            plan.ts_min = r["ts_min"] if plan.ts_min is None else min(plan.ts_min, r["ts_min"])
             groups: dict[tuple[Any, ...], None] = {}  # in the order of the records
             for k in np.flatnonzero(kept).tolist():
                 m = meta[k]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cd4ml.predlog.scan import visit
+from cd4ml.predlog.scan import in_window, visit
 from cd4ml.predlog.segments import dumps
 
 __all__ = ["FeedbackRead", "FeedbackJoin", "keyed_fields", "read_feedback", "str_values",
@@ -75,7 +75,7 @@ class FeedbackRead:
 
 def keyed_fields(directory: Path, read: FeedbackRead) -> set[str]:
     """The fields named by any feedback given by keys, in every segment."""
-    def fields(con: Any) -> list[str]:
+    def fields(con: Any, name: str) -> list[str]:
         read.queries += 1
         return [r[0] for r in con.execute(KEY_FIELDS) if r[0] is not None]
 
@@ -90,11 +90,24 @@ def str_values(values: Any) -> set[str]:
     return set(s[s.notna()].unique().tolist())
 
 
+#: how much earlier than its prediction a feedback item may be stamped (another
+#: process's clock): segments ending this long before a window's first prediction are
+#: still asked for its feedback by id
+CLOCK_SKEW_S = 3600.0
+
+
 def read_feedback(directory: Path, request_ids: Iterable[str],
-                  key_values: Mapping[str, set[str]], read: FeedbackRead) -> Any:
+                  key_values: Mapping[str, set[str]], read: FeedbackRead,
+                  since: float | None = None) -> Any:
     """The feedback that can match a window's predictions: by any of ``request_ids``,
     or by keys whose fields and values are among ``key_values`` (field -> values as
-    text); a DataFrame sorted by time, oldest first (segments in order on a tie)."""
+    text); a DataFrame sorted by time, oldest first (segments in order on a tie).
+
+    ``since``, the window's earliest prediction time: feedback by id comes after its
+    prediction (``/feedback`` refuses an id the log does not hold), so the segments of
+    periods that ended before it (less :data:`CLOCK_SKEW_S`) are not asked for it; a
+    window's feedback then costs the segments from its start on, not all of them.
+    Feedback by keys may come before a prediction: every segment is asked for that."""
     import pandas as pd
 
     ids = dumps(sorted(set(request_ids)))
@@ -102,19 +115,22 @@ def read_feedback(directory: Path, request_ids: Iterable[str],
         return pd.DataFrame(columns=list(_COLS))
     fields = dumps(sorted(key_values))
     pairs = dumps(sorted([f, v] for f, vs in key_values.items() for v in vs))
+    late = None if since is None else {
+        p.name for p in in_window(directory, since - CLOCK_SKEW_S, None)}
 
-    def rows(con: Any) -> list[tuple[Any, ...]]:
-        read.segments += 1
+    def rows(con: Any, name: str) -> list[tuple[Any, ...]]:
         got: list[tuple[Any, ...]] = []
-        if ids != b"[]":
+        if ids != b"[]" and (late is None or name in late):
             got += [tuple(r) for r in con.execute(BY_ID, (ids,))]
             read.queries += 1
         if key_values:
             got += [tuple(r) for r in con.execute(BY_KEYS, (fields, pairs))]
             read.queries += 1
+        read.segments += 1
         return got
 
-    found = [r for got in visit(directory, rows) for r in got]
+    wanted = None if key_values or late is None else late
+    found = [r for got in visit(directory, rows, only=wanted) for r in got]
     read.rows += len(found)
     fb = pd.DataFrame(found, columns=list(_COLS))
     return fb.sort_values("ts", kind="stable", ignore_index=True)
@@ -202,15 +218,15 @@ def _latest(index: Any, values: Any, ts: Any) -> tuple[Any, Any, Any]:
 
 def join_feedback(directory: str | Path, request_id: Any, row: Any,
                   fields: Mapping[str, Any], read: FeedbackRead | None = None,
-                  ) -> dict[str, Any]:
+                  since: float | None = None) -> dict[str, Any]:
     """``actual``, ``reward`` and ``feedback_ts`` (epoch seconds; NaN where none) of
     prediction rows already read (their request ids, rows and request fields), as
     :func:`~cd4ml.predlog.batches` joins them: only the feedback that can match these
-    rows is read."""
+    rows is read (``since``: their earliest prediction time, :func:`read_feedback`)."""
     directory = Path(directory)
     read = read if read is not None else FeedbackRead()
     keyed = keyed_fields(directory, read)
     key_values = {f: str_values(fields[f]) for f in keyed if f in fields}
     fb = read_feedback(directory, [str(r) for r in np.asarray(request_id, dtype=object)],
-                       {f: v for f, v in key_values.items() if v}, read)
+                       {f: v for f, v in key_values.items() if v}, read, since=since)
     return FeedbackJoin(fb).apply(request_id, row, fields)

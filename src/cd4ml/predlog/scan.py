@@ -94,16 +94,18 @@ def segment_rows(path: Path, sql: str,
         _skipped(path, exc)
 
 
-def visit(directory: Path, fn: Callable[[sqlite3.Connection], T]) -> Iterator[T]:
-    """``fn`` of each segment's connection (rows as ``sqlite3.Row``), oldest first."""
+def visit(directory: Path, fn: Callable[[sqlite3.Connection, str], T],
+          only: set[str] | None = None) -> Iterator[T]:
+    """``fn`` of each segment's connection (rows as ``sqlite3.Row``) and file name, oldest
+    first (``only``: the segments of these file names)."""
     for _, path in segments(directory):
-        if not path.exists():
+        if (only is not None and path.name not in only) or not path.exists():
             continue
         try:
             with closing(read_segment(path)) as con:
                 con.row_factory = sqlite3.Row
                 try:
-                    got = fn(con)
+                    got = fn(con, path.name)
                 except sqlite3.OperationalError as exc:
                     if "no such table" in str(exc):
                         continue
