@@ -123,3 +123,14 @@ def test_labels_turned_around_under_stable_inputs_are_concept_drift(served, acs)
     assert doc["concept"]["state"] == "suspected", doc["concept"]
     assert doc["metrics"]["concept.drift"] == 1.0
     assert doc["residuals"]["inputs"]["SEX"]["worst"][0] == "2"
+    # cd4ml monitor's printed report says it, and where
+    import io
+
+    from rich.console import Console
+
+    from cd4ml.monitoring.render import print_report
+
+    buf = io.StringIO()
+    print_report(Console(file=buf, width=200), monitor(proj, log=True, since=t1))
+    out = buf.getvalue()
+    assert "concept drift: suspected" in out and "SEX 2" in out, out

@@ -108,6 +108,15 @@ def print_report(console: Any, doc: dict[str, Any]) -> None:
                       f"{_fig(est['roc_auc'])}, accuracy {_fig(est['accuracy'])}"
                       + (f" ({'; '.join(est['undefined'].values())})"
                          if est.get("undefined") else ""))
+    concept = log.get("concept")
+    if concept is not None and concept["state"] != "not judged":
+        console.print(f"concept drift: {concept['state']} — {concept['message']}")
+    res = log.get("residuals") or {}
+    ranked = sorted((res.get("inputs") or {}).items(), key=lambda kv: -kv[1].get("excess", 0))
+    worst = [f"{c} {', '.join(v['worst'])}" for c, v in ranked if v.get("worst")]
+    if worst:
+        console.print(f"where it errs most, by input ({res['error_name']} "
+                      f"{_fig(res['error'])} overall): " + "; ".join(worst[:5]))
     skew = log.get("skew")
     if skew is not None:
         console.print(f"skew: {skew['state']}"

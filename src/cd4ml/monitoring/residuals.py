@@ -84,7 +84,8 @@ def residuals_by_input(frame: pd.DataFrame, actual: Any, predicted: Any, *,
                        ) -> dict[str, Any]:
     """Per input of ``frame`` (``columns``, default every one ``kinds`` names): its bins
     with rows, mean residual and error, and ``worst`` (bin labels, furthest above the
-    window's error first, bins of at least :data:`MIN_BIN_ROWS` rows). ``binary``: the
+    window's error first, bins of at least :data:`MIN_BIN_ROWS` rows) and ``excess``, how
+    far the worst bin's error is above the window's (0 if none is). ``binary``: the
     prediction is a positive-class probability and the error per bin is its Brier score;
     otherwise the mean absolute residual."""
     y = np.asarray(actual, dtype=np.float64)
@@ -116,7 +117,8 @@ def residuals_by_input(frame: pd.DataFrame, actual: Any, predicted: Any, *,
                          and overall is not None and b["error"] > overall),
                         key=lambda b: -b["error"])
         out["inputs"][c] = {"kind": kinds.get(c, "categorical"), "bins": bins,
-                            "worst": [b["bin"] for b in ranked[:3]]}
+                            "worst": [b["bin"] for b in ranked[:3]],
+                            "excess": ranked[0]["error"] - overall if ranked else 0.0}
     return out
 
 
@@ -139,11 +141,11 @@ def concept_verdict(*, degradation: float | None, drifted_inputs: int | None,
                 "message": f"quality within {min_effect:.0%} of the holdout"}
     if drifted_inputs:
         return {**doc, "state": "inputs drifted", "drifted": False, "message": (
-            f"quality {degradation:+.1%} against the holdout with {drifted_inputs} input "
+            f"quality {degradation:.1%} worse than the holdout with {drifted_inputs} input "
             f"column(s) drifted: the shift of the inputs may explain it")}
     why = []
     if worse:
-        why.append(f"quality {degradation:+.1%} against the holdout")
+        why.append(f"quality {degradation:.1%} worse than the holdout")
     if gap:
         why.append(f"realized {estimated_gap:.1%} below the estimate without labels")
     stable = "with no input column drifted" if drifted_inputs == 0 else \
