@@ -20,7 +20,6 @@ still does per window is the statistics on the window's rows.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,16 @@ import pandas as pd
 
 __all__ = ["timeline", "window_size"]
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
 def window_size(by: str, size: str | int) -> float | int:
-    """Seconds of a time or event window (``"1d"``) or rows of a count window; a
-    ValueError naming the value otherwise."""
+    """Seconds of a time or event window (``"1d"``, ``"1h30m"``: the durations config
+    takes, ``config.monitoring.parse_duration``) or rows of a count window; a ValueError
+    naming the value otherwise.
+
+    >>> window_size("time", "1h30m"), window_size("event", "7d"), window_size("count", 500)
+    (5400.0, 604800.0, 500)
+    """
+    from cd4ml.config.monitoring import parse_duration
+
     if by == "count":
         n = int(size)
         if n < 1:
@@ -42,10 +45,13 @@ def window_size(by: str, size: str | int) -> float | int:
         return n
     if by not in ("time", "event"):
         raise ValueError(f"window by {by!r}: expected 'time', 'count' or 'event'")
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", str(size).strip())
-    if not m or float(m.group(1)) <= 0:
+    try:
+        seconds = parse_duration(size)
+    except ValueError as exc:
+        raise ValueError(f"window size {size!r}: {exc}") from None
+    if seconds <= 0:
         raise ValueError(f"window size {size!r}: expected an age such as 15m, 1h, 1d or 7d")
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    return seconds
 
 
 def _cuts(df: pd.DataFrame, by: str, size: float | int) -> list[tuple[int, int, Any, Any]]:
