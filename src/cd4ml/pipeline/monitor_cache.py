@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cd4ml.pipeline.event_time import UTC_NS
+
 __all__ = ["PartCache", "window_frame", "CACHE_FORMAT", "cache_path", "fingerprint",
            "scope_of"]
 
@@ -68,7 +70,6 @@ CREATE TABLE IF NOT EXISTS judgements (
 """
 
 
-_UTC_NS = "datetime64[ns, UTC]"
 
 
 def cache_path(root: Path) -> Path:
@@ -339,7 +340,7 @@ def _concat_tables(tables: list[Any]) -> Any:
 def scope_of(cfg: Any, row: dict[str, Any], settings: Any) -> str:
     """What a cache row depends on besides its block: the version, its reference profile,
     where event times come from, whether reconstruction errors are wanted."""
-    from cd4ml.pipeline.monitor_log import event_source
+    from cd4ml.pipeline.event_time import event_source
 
     digest = (row.get("lineage") or {}).get("reference") or "-"
     multi = "mv" if settings is not None and settings.multivariate else "-"
@@ -349,7 +350,7 @@ def scope_of(cfg: Any, row: dict[str, Any], settings: Any) -> str:
 
 def _event_seconds(cfg: Any, df: pd.DataFrame) -> np.ndarray:
     """Each row's event time in epoch seconds (NaN where it has none)."""
-    from cd4ml.pipeline.monitor_log import event_times
+    from cd4ml.pipeline.event_time import event_times
 
     times = event_times(cfg, df)
     ns = times.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
@@ -443,7 +444,7 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
             ref: Any, manifest: dict[str, Any], memo: dict[str, Any], *,
             since: float | None, until: float | None, last: int | None, by: str,
             settings: Any) -> pd.DataFrame:
-    from cd4ml.pipeline.monitor_log import event_source
+    from cd4ml.pipeline.event_time import event_source
     from cd4ml.predlog import block_index, join_feedback, segments
 
     if by not in ("time", "event"):
@@ -497,7 +498,7 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
     df = df[(t >= lo) & (t < hi)]  # NaN (no event time) fails both
     if by == "event":
         df = df.assign(event_time=pd.to_datetime(df["monitor.event"], unit="s",
-                                                 utc=True).astype(_UTC_NS))
+                                                 utc=True).astype(UTC_NS))
         order = ["event_time", "ts", "request_id", "row"]
     else:
         order = ["ts", "request_id", "row"]
@@ -510,7 +511,7 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
                         df["row"].to_numpy(np.int64), inputs,
                         since=float(df["ts"].min().timestamp()) if len(df) else None)
     df["actual"], df["reward"] = got["actual"], got["reward"]
-    df["feedback_ts"] = pd.to_datetime(got["feedback_ts"], unit="s", utc=True).astype(_UTC_NS)
+    df["feedback_ts"] = pd.to_datetime(got["feedback_ts"], unit="s", utc=True).astype(UTC_NS)
     if by == "event":
         df.attrs.update(event_time=event_source(cfg)[0],
                         without_event_time=sum(p.no_event for p in parts))
@@ -520,12 +521,12 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
 def _empty(directory: Path, row: dict[str, Any], by: str, cfg: Any,
            no_event: int) -> pd.DataFrame:
     """A window with no row: the log reader's empty frame (its fixed columns)."""
-    from cd4ml.pipeline.monitor_log import event_source
+    from cd4ml.pipeline.event_time import event_source
     from cd4ml.predlog import batches
 
     df = batches(directory, since=0.0, until=0.0, model=row["model_name"],
                  version=row["version"]).read_all().to_pandas()
     if by == "event":
-        df = df.assign(event_time=pd.Series([], dtype=_UTC_NS))
+        df = df.assign(event_time=pd.Series([], dtype=UTC_NS))
         df.attrs.update(event_time=event_source(cfg)[0], without_event_time=no_event)
     return df

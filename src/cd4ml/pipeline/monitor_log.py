@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["log_section", "judge_frame", "read_window", "output_map", "derive", "DERIVED",
-           "event_times", "event_source"]
+__all__ = ["log_section", "judge_frame", "read_window", "output_map", "derive", "DERIVED"]
 
 #: The per-row figures that cost a model call, computed once per logged row
 #: (:func:`derive`; the monitor cache keeps them per block): the calibrated probability
@@ -45,11 +44,12 @@ def read_window(directory: Any, *, model: str, version: int, since: float | None
 
     ``by="time"``: ``since <= ts < until`` (log time, epoch seconds), oldest first;
     ``last`` keeps the latest N. ``by="event"`` (needs the project's ``cfg``): the
-    bounds are on each row's event time (:func:`event_times`, in the column
+    bounds are on each row's event time (``event_time.event_times``, in the column
     ``event_time``), rows without one left out and counted in
     ``df.attrs["without_event_time"]`` (of the version's whole log), the frame sorted by
     event time, then ``ts``, request and row; ``last`` keeps the latest N by event time.
     ``df.attrs["event_time"]`` says where the event times came from."""
+    from cd4ml.pipeline.event_time import UTC_NS, event_source, event_times
     from cd4ml.predlog import batches
 
     if by not in ("time", "event"):
@@ -81,7 +81,7 @@ def read_window(directory: Any, *, model: str, version: int, since: float | None
             if until is not None:
                 keep &= ev < pd.Timestamp(until, unit="s", tz="UTC")
             df, ev = df[keep.to_numpy()], ev[keep.to_numpy()]
-        df = df.assign(event_time=ev.astype(_UTC_NS))
+        df = df.assign(event_time=ev.astype(UTC_NS))
         order = ["event_time", "ts", "request_id", "row"]
     if len(df):
         df = df.sort_values(order, kind="stable").reset_index(drop=True)
@@ -90,71 +90,6 @@ def read_window(directory: Any, *, model: str, version: int, since: float | None
     if by == "event":
         df.attrs.update(event_time=what, without_event_time=int(missing))
     return df
-
-
-_UTC_NS = "datetime64[ns, UTC]"
-#: the years a time in nanoseconds holds (as the server bounds X-Event-Time)
-_YEARS = (pd.Timestamp("1678-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
-
-
-def event_source(cfg: Any) -> tuple[str, str]:
-    """Where a logged row's event time comes from, as (what, logged column): a
-    forecast's date field, a tabular model's ``monitoring.event_time`` input, else the
-    request's ``X-Event-Time`` header (``event_ts``)."""
-    if cfg.task == "forecast":
-        field = str(cfg.data.time).lower()  # the request field of data.time
-        return f"the forecast date ({field})", f"input.{field}"
-    if cfg.monitoring.event_time is not None:
-        field = cfg.monitoring.event_time
-        return f"the input {field} (monitoring.event_time)", f"input.{field}"
-    return "the X-Event-Time header", "event_ts"
-
-
-def event_times(cfg: Any, df: pd.DataFrame) -> pd.Series:
-    """Each row's event time (``datetime64[ns, UTC]``, index of ``df``; NaT where it has
-    none), from :func:`event_source`. A logged number is epoch seconds, text an ISO 8601
-    date or date-time (UTC unless it gives an offset) or epoch seconds; anything else,
-    or a time outside the years 1678-2261, is NaT.
-
-    >>> from types import SimpleNamespace as NS
-    >>> cfg = NS(task="classification", monitoring=NS(event_time="seen"))
-    >>> df = pd.DataFrame({"input.seen": ["2017-03-01", "2017-03-01T12:00+02:00",
-    ...                                   "1488369600", "soon", None, "2017-13-01"]})
-    >>> for t in event_times(cfg, df):
-    ...     print(t)
-    2017-03-01 00:00:00+00:00
-    2017-03-01 10:00:00+00:00
-    2017-03-01 12:00:00+00:00
-    NaT
-    NaT
-    NaT
-    >>> epoch = pd.DataFrame({"input.seen": [1488369600.5, 1.5e12]})  # 1.5e12: milliseconds
-    >>> [str(t) for t in event_times(cfg, epoch)]
-    ['2017-03-01 12:00:00.500000+00:00', 'NaT']
-    """
-    _, col = event_source(cfg)
-    if col not in df.columns:
-        return pd.Series(pd.NaT, index=df.index, dtype=_UTC_NS)
-    v = df[col]
-    if col == "event_ts" or isinstance(v.dtype, pd.DatetimeTZDtype):
-        return v.astype(_UTC_NS)
-    if pd.api.types.is_bool_dtype(v):
-        return pd.Series(pd.NaT, index=df.index, dtype=_UTC_NS)
-    if pd.api.types.is_numeric_dtype(v):
-        num, text = v.astype("float64"), pd.Series(False, index=v.index)
-    else:  # text (or mixed): a number in it is epoch seconds too
-        text = v.map(lambda x: isinstance(x, str)).astype(bool)
-        stripped = v[text].astype(str).str.strip()
-        num = pd.to_numeric(stripped, errors="coerce").reindex(v.index).astype("float64")
-    lo, hi = (t.timestamp() for t in _YEARS)
-    out = pd.to_datetime(num.where((num >= lo) & (num < hi)), unit="s",
-                         utc=True).astype(_UTC_NS)
-    iso = text & num.isna()
-    if iso.any():
-        got = pd.to_datetime(v[iso].astype(str).str.strip(), utc=True, errors="coerce",
-                             format="ISO8601")
-        out[iso] = got.where((got >= _YEARS[0]) & (got < _YEARS[1])).astype(_UTC_NS)
-    return out
 
 
 def output_map(manifest: dict[str, Any], reference_outputs: list[str]) -> dict[str, str]:
