@@ -34,7 +34,7 @@ def _tables(engine: sa.Engine) -> set[str]:
 def test_fresh_database_is_migrated_to_head(store: MetadataStore) -> None:
     assert {"alembic_version", *metadata_obj.tables} <= _tables(store.engine)
     with store.engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0002"
+        assert current_revision(conn) == head_revision() == "0003"
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
 
 

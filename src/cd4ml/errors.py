@@ -16,6 +16,7 @@ non-zero; the HTTP server maps it to a status code with :data:`HTTP_STATUS`.
     │   ├── LockedError        another run holds the project's lock
     │   ├── IntegrityError     stored bytes do not match the hash recorded for them
     │   ├── AliasConflictError an alias no longer holds the version a move expected
+    │   ├── RevisionConflictError a deployment changed since it was read (HTTP 409)
     │   └── NotFoundError      no such run, snapshot, artifact, model, version or alias
     ├── PipelineError          a stage failed; names the stage
     ├── ModelError             a model cannot be fitted, saved or loaded
@@ -44,6 +45,7 @@ __all__ = [
     "LockedError",
     "IntegrityError",
     "AliasConflictError",
+    "RevisionConflictError",
     "NotFoundError",
     "PipelineError",
     "ModelError",
@@ -118,6 +120,16 @@ class AliasConflictError(StoreError):
         super().__init__(message)
 
 
+class RevisionConflictError(StoreError):
+    """A write was refused: the object (a deployment) is at another revision than the
+    one it was read at (someone changed it meanwhile). ``found`` is the revision found."""
+
+    def __init__(self, message: str, *, expected: int | None = None,
+                 found: int | None = None) -> None:
+        self.expected, self.found = expected, found
+        super().__init__(message)
+
+
 class NotFoundError(StoreError):
     """A named object does not exist."""
 
@@ -168,6 +180,7 @@ HTTP_STATUS: dict[type[Cd4mlError], int] = {
     ConfigError: 400,
     LockedError: 409,
     AliasConflictError: 409,
+    RevisionConflictError: 409,
     IntegrityError: 500,
     UnavailableError: 503,
     DeadlineError: 504,

@@ -1,7 +1,9 @@
 """The metadata store: runs, data snapshots, the stage cache and the audit log.
 
 One class for SQLite and PostgreSQL, chosen by URL; the model registry's operations
-come from :class:`~cd4ml.store.registry_ops.RegistryOps`. Every method runs in one
+come from :class:`~cd4ml.store.registry_ops.RegistryOps`, alerts' from
+:class:`~cd4ml.store.alert_ops.AlertOps`, deployments' from
+:class:`~cd4ml.store.deployment_ops.DeploymentOps`. Every method runs in one
 transaction, so a killed process leaves either all of a change or none of it. Rows
 come back as plain dicts with timezone-aware UTC datetimes.
 
@@ -30,6 +32,7 @@ import sqlalchemy as sa
 from cd4ml.errors import NotFoundError, StoreError
 from cd4ml.store import _engine
 from cd4ml.store.alert_ops import AlertOps
+from cd4ml.store.deployment_ops import DeploymentOps
 from cd4ml.store.registry_ops import RegistryOps
 from cd4ml.store.tables import RUN_STATUSES, audit_events, runs, snapshots, stage_cache
 
@@ -44,7 +47,7 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-class MetadataStore(RegistryOps, AlertOps):
+class MetadataStore(RegistryOps, AlertOps, DeploymentOps):
     """Runs, snapshots, stage cache, model registry and audit log in one database.
 
     Parameters

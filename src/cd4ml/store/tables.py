@@ -6,8 +6,8 @@ every JSON column stores ``None`` as SQL ``NULL`` and non-finite floats as ``nul
 PostgreSQL accepts them).
 
 >>> sorted(metadata_obj.tables)  # doctest: +NORMALIZE_WHITESPACE
-['alert_deliveries', 'alerts', 'aliases', 'audit_events', 'model_versions', 'models', 'runs',
- 'snapshots', 'stage_cache']
+['alert_deliveries', 'alerts', 'aliases', 'audit_events', 'deployment_events', 'deployments',
+ 'model_versions', 'models', 'runs', 'snapshots', 'stage_cache']
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from cd4ml.store._json import to_jsonable
 
 __all__ = [
     "metadata_obj", "runs", "snapshots", "stage_cache", "models", "model_versions",
-    "aliases", "audit_events", "alerts", "alert_deliveries", "UTCDateTime", "JSONValue",
+    "aliases", "audit_events", "alerts", "alert_deliveries", "deployments",
+    "deployment_events", "UTCDateTime", "JSONValue",
     "RUN_STATUSES", "VERSION_KINDS", "ALERT_STATES", "DELIVERY_STATUSES",
 ]
 
@@ -199,4 +200,29 @@ alert_deliveries = sa.Table(
     sa.Column("last_error", sa.Text()),
     sa.Column("at", UTCDateTime(), nullable=False),
     sa.Index("ix_alert_deliveries_status", "status"),
+)
+
+# One row per named deployment: its current state (cd4ml.rollout.deployment's
+# DeploymentState as a dict) and revision, the number every write compares and sets.
+deployments = sa.Table(
+    "deployments", metadata_obj,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("state", JSONValue(), nullable=False),
+    sa.Column("revision", sa.Integer(), nullable=False),
+)
+
+# One row per change of a deployment (its whole history, what rollback restores from):
+# (name, revision) is unique, so two writers of the same revision cannot both land.
+deployment_events = sa.Table(
+    "deployment_events", metadata_obj,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("revision", sa.Integer(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text()),
+    sa.Column("from_state", JSONValue()),
+    sa.Column("to_state", JSONValue(), nullable=False),
+    sa.UniqueConstraint("name", "revision", name="uq_deployment_events_revision"),
 )

@@ -1,0 +1,150 @@
+"""Deployments as the project stores them: the default one, and each change written by
+compare-and-set (what ``cd4ml deploy``, ``cd4ml rollout …`` and ``cd4ml rollback`` do).
+
+A project with no stored deployment is served as today: :func:`effective_deployment`
+reads ``serving.alias`` as the deployment named after the model, strategy ``single``,
+the alias's version stable at share 1 (revision 0, ``extra["default"]``). Its first
+change stores it. The transitions themselves are the pure ones of
+:mod:`cd4ml.rollout.deployment`; here they meet the registry (which versions exist,
+what their gates said) and the store.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from cd4ml.errors import ConfigError, NotFoundError
+from cd4ml.rollout import deployment as dep
+from cd4ml.rollout.deployment import Arm, Candidate, Change, DeploymentState
+
+if TYPE_CHECKING:
+    from cd4ml.config import ProjectConfig
+    from cd4ml.store import Stores
+
+__all__ = ["effective_deployment", "default_deployment", "deployments", "candidate",
+           "deploy", "offer_candidate", "step", "rollback", "actor", "ACTOR_ENV", "ACTIONS"]
+
+#: who the audit log says changed a deployment, if set (else the OS user)
+ACTOR_ENV = "CD4ML_ACTOR"
+#: the transitions :func:`step` applies
+ACTIONS = {"promote": dep.promote, "pause": dep.pause, "abort": dep.abort}
+
+
+def actor() -> str:
+    """``$CD4ML_ACTOR``, or the OS user."""
+    return os.environ.get(ACTOR_ENV) or getpass.getuser()
+
+
+def candidate(stores: Stores, model: str, version: int) -> Candidate:
+    """Version ``version`` of ``model`` with its gate; NotFoundError when there is none."""
+    row = stores.metadata.resolve(model, int(version))
+    return Candidate(int(row["version"]), dep.gate_of(row))
+
+
+def _from_alias(stores: Stores, name: str, model: str, alias: str) -> DeploymentState:
+    version = stores.metadata.alias_version(model, alias)
+    arms: tuple[Arm, ...] = ()
+    if version is not None:
+        c = candidate(stores, model, version)
+        arms = (Arm(c.version, "stable", 1.0, c.gate),)
+    return DeploymentState(name=name, model=model, alias=alias, arms=arms)
+
+
+def default_deployment(stores: Stores, cfg: ProjectConfig) -> DeploymentState:
+    """``serving.alias`` as a deployment named after the model (not stored)."""
+    base = _from_alias(stores, cfg.models.name, cfg.models.name, cfg.serving.alias)
+    return replace(base, extra={"default": True})
+
+
+def _stored(stores: Stores, name: str) -> DeploymentState | None:
+    row = stores.metadata.get_deployment(name)
+    return None if row is None else DeploymentState.from_dict(row)
+
+
+def effective_deployment(stores: Stores, cfg: ProjectConfig,
+                         name: str | None = None) -> DeploymentState:
+    """The deployment ``name`` (default: the one serving ``serving.alias``): stored, or
+    the default one read from the alias. NotFoundError names the known ones."""
+    if name is not None:
+        found = _stored(stores, name)
+        if found is not None:
+            return found
+        if name == cfg.models.name:
+            return default_deployment(stores, cfg)
+        known = [d.name for d in deployments(stores, cfg)]
+        raise NotFoundError(f"no deployment {name!r}; deployments: {', '.join(known)}")
+    found = _stored(stores, cfg.models.name)
+    if found is not None:
+        return found
+    tracking = [d for d in map(DeploymentState.from_dict, stores.metadata.list_deployments())
+                if d.model == cfg.models.name and d.alias == cfg.serving.alias]
+    if len(tracking) > 1:
+        raise ConfigError(f"several deployments track it ({', '.join(d.name for d in tracking)}); "
+                          f"name one", key="serving.alias", value=cfg.serving.alias)
+    return tracking[0] if tracking else default_deployment(stores, cfg)
+
+
+def deployments(stores: Stores, cfg: ProjectConfig) -> list[DeploymentState]:
+    """Every stored deployment, and the default one while it is not stored."""
+    out = [DeploymentState.from_dict(d) for d in stores.metadata.list_deployments()]
+    if not any(d.name == cfg.models.name for d in out):
+        out.append(default_deployment(stores, cfg))
+    return sorted(out, key=lambda d: d.name)
+
+
+def _write(stores: Stores, state: DeploymentState, new: DeploymentState, change: Change,
+           who: str | None) -> DeploymentState:
+    stores.metadata.write_deployment(new, change, expected_revision=state.revision,
+                                     actor=who or actor())
+    return new
+
+
+def deploy(stores: Stores, cfg: ProjectConfig, name: str, *, alias: str | None = None,
+           strategy: str = "single", automation: str | None = None,
+           steps: Sequence[float] | None = None, split: float | None = None,
+           reason: str | None = None, who: str | None = None) -> DeploymentState:
+    """Create deployment ``name`` tracking ``alias`` (its version stable), or change its
+    strategy; refused while a rollout is in progress, or for another alias."""
+    state = _stored(stores, name)
+    if state is None and name == cfg.models.name:
+        state = default_deployment(stores, cfg)
+    if state is None:
+        state = _from_alias(stores, name, cfg.models.name, alias or cfg.serving.alias)
+    elif alias is not None and alias != state.alias:
+        raise ConfigError(f"deployment {name!r} tracks alias {state.alias!r}; a deployment "
+                          f"tracks one alias: deploy another name for {alias!r}",
+                          key="alias", value=alias)
+    new, change = dep.configure(state, strategy=strategy, automation=automation, steps=steps,
+                                split=split, reason=reason)
+    return _write(stores, state, new, change, who)
+
+
+def offer_candidate(stores: Stores, cfg: ProjectConfig, name: str, version: int, *,
+                    reason: str | None = None, who: str | None = None) -> DeploymentState:
+    """The tracked alias moved to ``version``: start the deployment's strategy with it."""
+    state = effective_deployment(stores, cfg, name)
+    new, change = dep.start_candidate(state, candidate(stores, state.model, version),
+                                      reason=reason)
+    return _write(stores, state, new, change, who)
+
+
+def step(stores: Stores, cfg: ProjectConfig, name: str, action: str, *,
+         reason: str | None = None, who: str | None = None) -> DeploymentState:
+    """``promote``, ``pause`` or ``abort`` the rollout of deployment ``name``."""
+    if action not in ACTIONS:
+        raise ConfigError(f"expected one of {', '.join(ACTIONS)}", key="action", value=action)
+    state = effective_deployment(stores, cfg, name)
+    new, change = ACTIONS[action](state, reason=reason)
+    return _write(stores, state, new, change, who)
+
+
+def rollback(stores: Stores, name: str, to_revision: int | None = None, *,
+             reason: str | None = None, who: str | None = None) -> DeploymentState:
+    """Restore deployment ``name``'s previous revision (or ``to_revision``) as a new one."""
+    restored: dict[str, Any] = stores.metadata.rollback_deployment(
+        name, to_revision, actor=who or actor(), reason=reason)
+    return DeploymentState.from_dict(restored)
