@@ -3,7 +3,8 @@ ACS classifier, production on version 2, four days of log with labels (the fourt
 ten years: AGEP drifts), and the alert rules evaluated once on it.
 
 Every page answers 200 with its content; every chart of the monitoring page is drawn
-with data (``data-points``); a query value that cannot be used is a 422 naming the
+with data (``data-points``), and a window's report charts where the model errs with the
+figures ``cd4ml monitor`` gives; a query value that cannot be used is a 422 naming the
 parameter, a run, model or version that does not exist a 404.
 """
 
@@ -138,6 +139,53 @@ def test_count_windows_a_chosen_feature_and_the_window_report(client: TestClient
     assert len([k for k in hist if k.startswith("hist-")]) == 16
     assert all(n > 0 for k, n in hist.items() if k.startswith("hist-"))
     assert "Training-serving skew" in rep.text and "jensenshannon" in rep.text
+
+
+def test_the_window_report_says_concept_drift_and_where_the_model_errs(
+        client: TestClient, project: tuple[Path, float]) -> None:
+    from html import escape
+
+    import pandas as pd
+
+    from cd4ml.dashboard.html import fmt
+    from cd4ml.pipeline.monitor import monitor
+
+    proj, t0 = project
+    since, until = t0 + 3 * DAY, t0 + 4 * DAY  # the aged day: AGEP and RELP drift
+    log = monitor(proj, model=MODEL, version="production", log=True, since=since,
+                  until=until)["log"]
+    concept, res = log["concept"], log["residuals"]
+    assert concept["state"] == "inputs drifted"  # worse than the holdout, inputs moved
+    iso = {k: pd.Timestamp(v, unit="s", tz="UTC").isoformat()
+           for k, v in (("since", since), ("until", until))}
+    page = client.get(f"/monitor/{MODEL}/production/window", params=iso)
+    assert page.status_code == 200
+    html = page.text
+    line = re.search(r'<p id="concept">(.*?)</p>', html).group(1)
+    assert f'<span class="badge warn">{concept["state"]}</span>' in line
+    assert escape(concept["message"]) in line
+    # the six inputs whose worst bin is furthest above the window's Brier score, in order
+    ranked = sorted(res["inputs"].items(), key=lambda kv: -kv[1]["excess"])[:6]
+    got = [(k, n) for k, n in charts(html).items() if k.startswith("residuals-")]
+    assert [k for k, _ in got] == [f"residuals-{c}" for c, _ in ranked]
+    assert ranked[0][0] == "AGEP"  # the aged input: the old are predicted worst
+    for (c, d), (_, points) in zip(ranked, got, strict=True):
+        drawn = [b for b in d["bins"] if b["error"] is not None]
+        assert points == len(drawn) > 0
+        fig = re.search(rf'<figure[^>]*data-chart="residuals-{c}".*?</figure>', html).group(0)
+        for b in drawn:  # each bar: its error, rows and mean residual, faded under 30 rows
+            title = (f"brier {b['bin']}: {b['error']:.4g} · {b['rows']:,} rows, mean "
+                     f"residual {fmt(b['mean_residual'])}")
+            pale = ' class="faded"' if b["rows"] < 30 else ""
+            assert re.search(rf"<rect{pale} [^>]*><title>{re.escape(escape(title))}</title>",
+                             fig), (c, title)
+        assert f"<title>window&#x27;s brier: {res['error']:.4g}</title>" in fig
+    assert 'class="faded"' in html  # RAC1P's small groups
+    # the served model's page gives the latest window's verdict from its metrics
+    served = client.get(f"/monitor/{MODEL}/production", params={"size": "1d"})
+    assert log["metrics"]["concept.drift"] == 0.0
+    assert re.search(r'<p id="concept-latest">[^<]*<span class="badge ok">not suspected',
+                     served.text)
 
 
 def test_a_version_without_traffic_says_why(client: TestClient) -> None:

@@ -3,7 +3,8 @@ Playwright with ``executable_path``: no browser download): mounted at /ui by a r
 ``cd4ml serve`` process, and alone under ``cd4ml ui`` (with ``--metrics-url`` pointing at
 that server, and for the Walmart forecast without one).
 
-Each page's charts must be rendered with data: every expected ``figure.chart`` has
+Each page's charts must be rendered with data (a window's report: where the model
+errs, per input): every expected ``figure.chart`` has
 ``data-points`` above 0 and its SVG a drawn size in the page. Screenshots are saved under
 ``test-artifacts/dashboard/`` (or ``$CD4ML_TEST_ARTIFACTS/dashboard``), printed at the
 start. Without a browser the tests skip, saying why; ``CD4ML_REQUIRE_BROWSER=1``
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import FAST, make_project, start_server, stop_server
-from dashboard_project import INPUTS, logged_acs_project
+from dashboard_project import DAY, INPUTS, logged_acs_project
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,10 +73,10 @@ def shots(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, float]]:
     """The logged ACS project served by `cd4ml serve` (dashboard at /ui), with fresh
-    traffic: 300 rows answered and two requests refused."""
-    proj, _ = logged_acs_project(tmp_path_factory.mktemp("dash-browser") / "acs")
+    traffic: 300 rows answered and two requests refused; and the log's first midnight."""
+    proj, t0 = logged_acs_project(tmp_path_factory.mktemp("dash-browser") / "acs")
     import pandas as pd
 
     rows = pd.read_parquet(proj / "data" / "employment.parquet")
@@ -89,7 +90,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
             assert c.post("/predict", json=[bad]).status_code == 422
             assert c.post("/predict", json=[{"AGEP": 30}]).status_code == 422
         time.sleep(0.5)  # the log's writer flushes every 200 ms
-        yield proj, url
+        yield proj, url, t0
     finally:
         stop_server(proc)
 
@@ -153,9 +154,10 @@ def assert_drawn(charts: dict[str, Any], keys: tuple[str, ...]) -> None:
         assert c["width"] > 200 and c["height"] > 20, (k, c)
 
 
-def test_the_dashboard_beside_the_model_server(browser: Any, served: tuple[Path, str],
+def test_the_dashboard_beside_the_model_server(browser: Any,
+                                                served: tuple[Path, str, float],
                                                 shots: Path) -> None:
-    proj, url = served
+    proj, url, _ = served
     page, charts = open_page(browser, f"{url}/ui/monitor/{MODEL}/production?size=1d",
                              shots / "serve-monitoring.png")
     assert_drawn(charts, MONITOR_CHARTS + ("refusals", "errors"))
@@ -187,9 +189,10 @@ def test_the_dashboard_beside_the_model_server(browser: Any, served: tuple[Path,
     assert httpx.get(f"{url}/ready").json()["version"] == 2
 
 
-def test_cd4ml_ui_alone_reads_a_servers_metrics(browser: Any, served: tuple[Path, str],
+def test_cd4ml_ui_alone_reads_a_servers_metrics(browser: Any,
+                                                served: tuple[Path, str, float],
                                                 shots: Path) -> None:
-    proj, url = served
+    proj, url, _ = served
     proc, ui = start_ui(proj, "--metrics-url", f"{url}/metrics")
     try:
         page, charts = open_page(browser, f"{ui}/monitor/{MODEL}/production",
@@ -202,6 +205,32 @@ def test_cd4ml_ui_alone_reads_a_servers_metrics(browser: Any, served: tuple[Path
         page.close()
     finally:
         stop_server(proc)
+
+
+def test_a_windows_report_charts_where_the_model_errs(browser: Any,
+                                                      served: tuple[Path, str, float],
+                                                      shots: Path) -> None:
+    from datetime import datetime, timezone
+    from urllib.parse import urlencode
+
+    _, url, t0 = served
+    day = [datetime.fromtimestamp(t0 + d * DAY, timezone.utc).isoformat() for d in (3, 4)]
+    query = urlencode({"since": day[0], "until": day[1]})  # the aged day, labelled
+    page, charts = open_page(browser, f"{url}/ui/monitor/{MODEL}/production/window?{query}",
+                             shots / "serve-window.png")
+    errs = [k for k in charts if k.startswith("residuals-")]
+    assert len(errs) == 6 and errs[0] == "residuals-AGEP", errs
+    assert_drawn(charts, tuple(errs))
+    assert "inputs drifted" in page.inner_text("#concept")
+    section = page.locator("#residuals")
+    age = section.locator('figure[data-chart="residuals-AGEP"]')
+    assert age.locator('g[data-series="brier"] rect').count() == charts["residuals-AGEP"][
+        "points"]
+    line = age.locator('g[data-series="window\'s brier"] path')  # the window's, dashed
+    assert line.count() == 1 and line.bounding_box()["width"] > 200
+    assert section.locator("rect.faded").count() > 0  # bins of fewer than 30 rows
+    section.screenshot(path=str(shots / "serve-window-residuals.png"))
+    page.close()
 
 
 def test_a_forecast_models_series_and_forecast(browser: Any, sample_dir: Path, shots: Path,

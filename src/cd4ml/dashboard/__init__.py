@@ -10,8 +10,9 @@ nothing is fetched from elsewhere, so it works offline.
 Pages (under the prefix): ``/`` overview · ``/runs``, ``/runs/{id}``,
 ``/runs/compare?a=&b=`` · ``/models``, ``/models/{name}/{version}`` · ``/audit`` ·
 ``/monitor/{name}/{alias or version}`` (traffic, latency, errors, refusals, drift,
-predictions, quality, protected groups, alerts, a forecast's series) and its
-``/window?since=&until=`` report.
+predictions, quality, protected groups, alerts with the latest window's concept-drift
+verdict, a forecast's series) and its ``/window?since=&until=`` report (with the
+concept-drift verdict and where the model errs, per input).
 
 It reads the metadata and artifact stores, the prediction log, and monitoring's results
 (``cd4ml.pipeline.monitor_timeline.timeline``, ``cd4ml.pipeline.monitor.monitor``); the

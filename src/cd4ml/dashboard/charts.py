@@ -226,13 +226,26 @@ def line_chart(key: str, title: str, series: Sequence[Series], *, x_time: bool =
 def bar_chart(key: str, title: str, labels: Sequence[str],
               groups: Sequence[tuple[str, Sequence[float | None]]], *,
               y_fmt: str | None = None, note: str = "", why: str = "",
-              width: int = W) -> str:
-    """Vertical bars: one bar per label and group (grouped side by side)."""
+              width: int = W, reference: tuple[str, float] | None = None,
+              faded: Sequence[bool] | None = None,
+              hovers: Sequence[str] | None = None) -> str:
+    """Vertical bars: one bar per label and group (grouped side by side).
+    ``reference``: (name, value) drawn as a dashed line across the chart (the window's
+    overall figure, say; not counted in ``data-points``); ``faded``: per label, its bars
+    drawn pale (too few rows to trust); ``hovers``: per label, text added to each bar's
+    ``<title>``.
+
+    >>> svg = bar_chart("b", "B", ["x", "y"], [("e", [0.2, 0.4])], reference=("all", 0.3),
+    ...                 faded=[False, True], hovers=["10 rows", "3 rows"])
+    >>> 'data-points="2"' in svg, svg.count('class="faded"'), "y: 0.4 · 3 rows" in svg
+    (True, 1, True)
+    """
     vals = [v for _, vs in groups for v in vs if v is not None and math.isfinite(v)]
     if not labels or not vals:
         return empty(key, title, why or "nothing to compare")
     w = width
-    lo, hi = min(0.0, min(vals)), max(vals)
+    ref = reference if reference is not None and math.isfinite(reference[1]) else None
+    lo, hi = min(0.0, min(vals)), max([*vals, *([ref[1]] if ref else [])])
     yt = nice_ticks(lo, hi)
     lo, hi = (yt[0], yt[-1]) if yt else (lo, hi)
     pw, ph = w - LEFT - RIGHT, H - TOP - BOTTOM - 14
@@ -258,16 +271,26 @@ def bar_chart(key: str, title: str, labels: Sequence[str],
             drawn += 1
             x = LEFT + slot * j + slot * 0.1 + bw * g
             y0, y1 = sorted((py(0.0), py(v)))
-            rects.append(f'<rect x="{x:.1f}" y="{y0:.1f}" width="{max(bw - 1, 1):.1f}" '
+            pale = ' class="faded"' if faded is not None and faded[j] else ""
+            more = f" · {hovers[j]}" if hovers is not None and hovers[j] else ""
+            rects.append(f'<rect{pale} x="{x:.1f}" y="{y0:.1f}" width="{max(bw - 1, 1):.1f}" '
                          f'height="{max(y1 - y0, 0.5):.1f}"><title>{escape(name)} '
                          f"{escape(labels[j])}: "
-                         f"{escape(format(v, y_fmt) if y_fmt else f'{v:.4g}')}</title></rect>")
+                         f"{escape(format(v, y_fmt) if y_fmt else f'{v:.4g}')}"
+                         f"{escape(more)}</title></rect>")
         body.append(f'<g class="bars s{g % 6}" data-series="{escape(name)}">'
                     + "".join(rects) + "</g>")
     body.append(f'<line class="axis" x1="{LEFT}" x2="{w - RIGHT}" y1="{py(0.0):.1f}" '
                 f'y2="{py(0.0):.1f}"/>')
-    return _figure(key, title, drawn, _svg("".join(body), width=w),
-                   _legend([(n, False) for n, _ in groups]), note)
+    keys = [(n, False) for n, _ in groups]
+    if ref is not None:
+        name, v = ref
+        text = format(v, y_fmt) if y_fmt else f"{v:.4g}"
+        body.append(f'<g class="line s{len(groups) % 6} dash" data-series="{escape(name)}">'
+                    f'<path d="M{LEFT},{py(v):.1f} H{w - RIGHT}"><title>{escape(name)}: '
+                    f"{escape(text)}</title></path></g>")
+        keys.append((name, True))
+    return _figure(key, title, drawn, _svg("".join(body), width=w), _legend(keys), note)
 
 
 def hbar_chart(key: str, title: str, items: Sequence[tuple[str, float]], *,

@@ -5,7 +5,8 @@ and refused requests by reason (the scrape), input drift per feature and window 
 feature's reference and current histograms, the prediction distribution per window
 beside the reference's, quality over time (realized on feedback, estimated without
 labels, the holdout's figure as reference), protected-group metrics over time, firing
-alerts, and for a forecast one series' history and forecast.
+alerts with the latest window's concept-drift verdict, and for a forecast one series'
+history and forecast.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from cd4ml.dashboard.promtext import ServerFigures
 from cd4ml.dashboard.served import Activity
 
 __all__ = ["server_section", "traffic_sections", "drift_section", "prediction_section",
-           "quality_section", "groups_section", "alerts_section", "forecast_section",
+           "quality_section", "groups_section", "latest_concept", "alerts_section",
+           "forecast_section",
            "window_x", "drift_intensity"]
 
 
@@ -258,14 +260,38 @@ def groups_section(doc: dict[str, Any], protected: list[str], metric: str) -> st
                    id="groups")
 
 
-def alerts_section(alerts: list[dict[str, Any]] | None, subject: str) -> str:
+def latest_concept(doc: dict[str, Any], links: Links, path: str,
+                   here: dict[str, Any]) -> str:
+    """The latest window's concept-drift verdict, from its ``concept.drift`` metric (the
+    timeline keeps the metrics, not the verdict's state and message: 1 is suspected, 0
+    not, missing not judged), with a link to the window's report, which says why."""
+    wins = doc["windows"]
+    if not wins:
+        return ""
+    last = wins[-1]
+    v = last["metrics"].get("concept.drift")
+    mark = (badge("suspected", "bad") if v == 1.0 else badge("not suspected", "ok")
+            if v == 0.0 else badge("not judged", "muted"))
+    why = ("" if "concept.drift" in last["metrics"] else
+           " (this window was judged before the verdict existed)")
+    report = links.a("its report", path + "/window", **_bounds(last, doc, here))
+    return (f'<p id="concept-latest">Concept drift in the latest window (from '
+            f"{esc(when(window_x(last, doc['by'])))}): {mark}{esc(why)}; {report} says "
+            f"why and where the model errs.</p>")
+
+
+def alerts_section(alerts: list[dict[str, Any]] | None, subject: str,
+                   concept: str = "") -> str:
+    """Firing alerts, after ``concept`` (:func:`latest_concept`'s line)."""
     if alerts is None:
-        return section("Alerts", '<p class="why" id="alerts-none">no alert store yet: this '
-                       "cd4ml's metadata store has no alerts table</p>", id="alerts")
+        return section("Alerts", concept, '<p class="why" id="alerts-none">no alert store '
+                       "yet: this cd4ml's metadata store has no alerts table</p>", id="alerts")
     if not alerts:
-        return section("Alerts", f"<p>No alert firing on {esc(subject)}.</p>", id="alerts")
-    return section("Alerts", table(["rule", "severity", "metric", "value", "threshold",
-                                    "firing since (UTC)", "rows", "message"], [
+        return section("Alerts", concept, f"<p>No alert firing on {esc(subject)}.</p>",
+                       id="alerts")
+    return section("Alerts", concept, table(["rule", "severity", "metric", "value",
+                                             "threshold", "firing since (UTC)", "rows",
+                                             "message"], [
         [a.get("rule"), badge(str(a.get("severity") or "firing"), "bad"), a.get("metric"),
          fmt(a.get("value")), fmt(a.get("threshold")), when(a.get("fired_at")),
          a.get("rows"), a.get("message")] for a in alerts], cls="alerts"), id="alerts")

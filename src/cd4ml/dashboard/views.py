@@ -232,7 +232,7 @@ def served(d: Dashboard, request: Request, scraped: Scrape) -> View:
         P.prediction_section(doc),
         P.quality_section(doc, metric, (row.get("metrics") or {}).get(metric)),
         P.groups_section(doc, list(cfg.evaluation.protected), metric),
-        P.alerts_section(alerts, f"{name}@{ver}"),
+        P.alerts_section(alerts, f"{name}@{ver}", P.latest_concept(doc, d.links, path, here)),
         P.forecast_section(fc, fc_problem, d.links, path, here) if cfg.task == "forecast"
         else ""])
     return f"{name}@{ref}", body, "Monitoring"
