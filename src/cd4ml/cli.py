@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cd4ml.cli_rollout import register as _register_rollout
 from cd4ml.errors import Cd4mlError, ValidationFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -627,6 +628,9 @@ def example_data(dest: Path,
 
     what = fetch_example(dataset, dest, shared)
     err.print(what)
+
+
+_register_rollout(app)  # deploy, rollout ..., rollback (cd4ml.cli_rollout)
 
 
 def _fail(exc: BaseException) -> None:

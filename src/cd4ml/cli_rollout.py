@@ -1,0 +1,154 @@
+"""``cd4ml deploy``, ``cd4ml rollout …`` and ``cd4ml rollback``: a project's deployments,
+changed in the metadata store directly (compare-and-set on their revision, audited).
+
+Who changed it is ``$CD4ML_ACTOR``, else the OS user. A refusal (bad shares or steps, a
+version that does not exist or failed its gate, a deployment changed meanwhile, nothing
+to roll back) is one line on stderr and exit 1, the deployment unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cd4ml.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from cd4ml.rollout.deployment import DeploymentState
+
+__all__ = ["register", "rollout_app"]
+
+rollout_app = typer.Typer(help="A deployment's rollout: status, promote, pause, abort, "
+                               "candidate.", no_args_is_help=True)
+
+Project = Annotated[Path, typer.Option("-p", "--project", help="project folder (cd4ml.yaml)")]
+Json = Annotated[bool, typer.Option("--json", help="one JSON document on stdout")]
+Reason = Annotated[str | None, typer.Option("--reason", help="why (kept in the audit log)")]
+
+
+@contextmanager
+def _project(project: Path) -> Iterator[tuple[Any, Any]]:
+    from cd4ml.pipeline.run import open_project
+
+    cfg, _, stores, _ = open_project(project)
+    with stores:
+        yield cfg, stores
+
+
+def _steps(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigError("expected shares separated by commas, e.g. 0.05,0.25,0.5,1",
+                          key="--steps", value=text) from None
+
+
+def _doc(state: DeploymentState) -> dict[str, Any]:
+    return {**state.to_dict(), "stored": not state.extra.get("default"),
+            "shares": state.shares()}
+
+
+def _line(state: DeploymentState) -> str:
+    stored = "" if not state.extra.get("default") else ", default: serving.alias"
+    return (f"{state.name} (revision {state.revision}, {state.model}@{state.alias}, "
+            f"{state.automation}{stored}): {state.describe()}")
+
+
+def _done(state: DeploymentState) -> None:
+    sys.stdout.write(_line(state) + "\n")
+
+
+def deploy(name: str,
+           alias: Annotated[str | None, typer.Option(
+               "--alias", help="the registry alias it tracks (default serving.alias)")] = None,
+           strategy: Annotated[str, typer.Option(
+               "--strategy", help="single | shadow | canary | ab | bandit | bluegreen")
+           ] = "single",
+           steps: Annotated[str | None, typer.Option(
+               "--steps", help="canary shares, e.g. 0.05,0.25,0.5,1")] = None,
+           split: Annotated[float | None, typer.Option(
+               "--split", help="an A/B or bandit candidate's first share")] = None,
+           automation: Annotated[str | None, typer.Option(
+               "--automation", help="manual | assisted | automatic")] = None,
+           reason: Reason = None, project: Project = Path(".")) -> None:
+    """Create deployment NAME tracking an alias, or change its strategy."""
+    from cd4ml.rollout import manage
+
+    with _project(project) as (cfg, stores):
+        _done(manage.deploy(stores, cfg, name, alias=alias, strategy=strategy,
+                            automation=automation, steps=_steps(steps), split=split,
+                            reason=reason))
+
+
+@rollout_app.command("status")
+def status(name: Annotated[str | None, typer.Argument()] = None, json_: Json = False,
+           project: Project = Path(".")) -> None:
+    """Each deployment (or NAME): versions, roles, shares, status and revision."""
+    from cd4ml.rollout import manage
+
+    with _project(project) as (cfg, stores):
+        found = [manage.effective_deployment(stores, cfg, name)] if name is not None \
+            else manage.deployments(stores, cfg)
+        history = {d.name: stores.metadata.deployment_history(d.name) for d in found}
+    if json_:
+        docs = [{**_doc(d), "history": history[d.name]} for d in found]
+        sys.stdout.write(json.dumps(docs[0] if name is not None else docs, indent=2,
+                                    default=str) + "\n")
+        return
+    for d in found:
+        _done(d)
+
+
+def _step(action: str) -> Any:
+    def command(name: str, reason: Reason = None, project: Project = Path(".")) -> None:
+        from cd4ml.rollout import manage
+
+        with _project(project) as (cfg, stores):
+            _done(manage.step(stores, cfg, name, action, reason=reason))
+
+    command.__doc__ = {"promote": "One step forward: the next canary step, the switch, or "
+                                  "the finish.",
+                       "pause": "Hold the rollout where it is.",
+                       "abort": "Stop the rollout: the stable version alone serves."}[action]
+    return command
+
+
+for _action in ("promote", "pause", "abort"):
+    rollout_app.command(_action)(_step(_action))
+
+
+@rollout_app.command("candidate")
+def candidate(name: str, version: int, reason: Reason = None,
+              project: Project = Path(".")) -> None:
+    """Start NAME's strategy with VERSION as candidate (what an alias move does)."""
+    from cd4ml.rollout import manage
+
+    with _project(project) as (cfg, stores):
+        _done(manage.offer_candidate(stores, cfg, name, version, reason=reason))
+
+
+def rollback(name: str,
+             to: Annotated[int | None, typer.Option(
+                 "--to", help="the revision to restore (default: the previous one)")] = None,
+             reason: Reason = None, project: Project = Path(".")) -> None:
+    """Restore deployment NAME's previous revision (or --to N) as a new revision."""
+    from cd4ml.rollout import manage
+
+    with _project(project) as (_, stores):
+        _done(manage.rollback(stores, name, to, reason=reason))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``deploy``, ``rollout …`` and ``rollback`` to the ``cd4ml`` app."""
+    app.command("deploy")(deploy)
+    app.add_typer(rollout_app, name="rollout")
+    app.command("rollback")(rollback)
