@@ -183,6 +183,8 @@ def test_the_default_deployment_and_its_first_change(store: MetadataStore,
     assert first["from_state"]["extra"] == {"default": True}  # what it was before: the alias
     back = manage.rollback(stores, "sales", who="ann")  # type: ignore[arg-type]
     assert [a.version for a in back.arms] == [1] and back.revision == 2
+    now = manage.effective_deployment(stores, cfg)  # type: ignore[arg-type]
+    assert (now.revision, now.extra) == (2, {})  # stored now: not the default any more
 
 
 def test_a_database_at_the_alerts_schema_is_upgraded(db_url: str, tmp_path: Any) -> None:

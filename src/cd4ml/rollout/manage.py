@@ -60,9 +60,16 @@ def default_deployment(stores: Stores, cfg: ProjectConfig) -> DeploymentState:
     return replace(base, extra={"default": True})
 
 
+def _from_row(row: dict[str, Any]) -> DeploymentState:
+    """A stored state (a rollback to revision 0 restores the default's dict: once stored,
+    it is not the default any more)."""
+    state = DeploymentState.from_dict(row)
+    return replace(state, extra={k: v for k, v in state.extra.items() if k != "default"})
+
+
 def _stored(stores: Stores, name: str) -> DeploymentState | None:
     row = stores.metadata.get_deployment(name)
-    return None if row is None else DeploymentState.from_dict(row)
+    return None if row is None else _from_row(row)
 
 
 def effective_deployment(stores: Stores, cfg: ProjectConfig,
@@ -80,7 +87,7 @@ def effective_deployment(stores: Stores, cfg: ProjectConfig,
     found = _stored(stores, cfg.models.name)
     if found is not None:
         return found
-    tracking = [d for d in map(DeploymentState.from_dict, stores.metadata.list_deployments())
+    tracking = [d for d in map(_from_row, stores.metadata.list_deployments())
                 if d.model == cfg.models.name and d.alias == cfg.serving.alias]
     if len(tracking) > 1:
         raise ConfigError(f"several deployments track it ({', '.join(d.name for d in tracking)}); "
@@ -90,7 +97,7 @@ def effective_deployment(stores: Stores, cfg: ProjectConfig,
 
 def deployments(stores: Stores, cfg: ProjectConfig) -> list[DeploymentState]:
     """Every stored deployment, and the default one while it is not stored."""
-    out = [DeploymentState.from_dict(d) for d in stores.metadata.list_deployments()]
+    out = [_from_row(d) for d in stores.metadata.list_deployments()]
     if not any(d.name == cfg.models.name for d in out):
         out.append(default_deployment(stores, cfg))
     return sorted(out, key=lambda d: d.name)
@@ -147,4 +154,4 @@ def rollback(stores: Stores, name: str, to_revision: int | None = None, *,
     """Restore deployment ``name``'s previous revision (or ``to_revision``) as a new one."""
     restored: dict[str, Any] = stores.metadata.rollback_deployment(
         name, to_revision, actor=who or actor(), reason=reason)
-    return DeploymentState.from_dict(restored)
+    return _from_row(restored)
