@@ -226,3 +226,34 @@ def test_the_timeline_judges_again_only_windows_whose_rows_or_labels_changed(ser
     assert [w["quality"]["rows"] for w in late["windows"]] == [0, 250, 0, 0]
     for k in (0, 2, 3):
         _same(late["windows"][k], first["windows"][k])
+
+
+def test_a_timeline_by_time_reads_only_windows_that_changed(served) -> None:
+    """Windows of log time whose blocks are those they were judged on and whose requests
+    got no label since are not read at all; a label for one request re-reads its window
+    only, and the figures equal a timeline judged afresh."""
+    from cd4ml.pipeline.monitor_timeline import timeline
+
+    proj, url, later = served
+    since = time.time()
+    sent = []
+    for k in range(3):  # three 20-second windows, a request each
+        sent += _send(url, later.iloc[k * 250:(k + 1) * 250], f"w{k}", feedback=False,
+                      pause=0)
+        time.sleep(20)
+    first = timeline(proj, by="time", size="20s", since=since)
+    n = len(first["windows"])
+    assert n >= 3 and sum(w["rows"] for w in first["windows"]) == 750
+    again = timeline(proj, by="time", size="20s", since=since)
+    assert again["reused"] == n and again["read"] == 0 and again["decoded"] == 0
+    _same(again["windows"], first["windows"])
+    with httpx.Client(base_url=url, timeout=60) as c:
+        _feedback(c, sent[1:2])
+    late = timeline(proj, by="time", size="20s", since=since)
+    assert late["reused"] == n - 1 and late["read"] >= 1
+    labelled = [w["quality"]["rows"] for w in late["windows"]]
+    assert sorted(labelled) == [0] * (n - 1) + [250]
+    cache_path(proj).unlink()  # judged afresh from nothing: the same figures
+    for suffix in ("-wal", "-shm"):
+        cache_path(proj).with_name(cache_path(proj).name + suffix).unlink(missing_ok=True)
+    _same(timeline(proj, by="time", size="20s", since=since)["windows"], late["windows"])

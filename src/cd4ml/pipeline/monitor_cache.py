@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,8 @@ import pandas as pd
 
 from cd4ml.pipeline.event_time import UTC_NS
 
-__all__ = ["PartCache", "window_frame", "CACHE_FORMAT", "cache_path", "fingerprint",
-           "scope_of"]
+__all__ = ["PartCache", "window_frame", "block_parts", "CACHE_FORMAT", "cache_path",
+           "fingerprint", "scope_of"]
 
 #: bumped whenever what a cache row holds changes: older rows are then never read
 CACHE_FORMAT = 2
@@ -67,6 +68,12 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS judgements (
     scope TEXT NOT NULL, window TEXT NOT NULL, fingerprint TEXT NOT NULL,
     doc TEXT NOT NULL, PRIMARY KEY (scope, window)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS window_ids (
+    scope TEXT NOT NULL, window TEXT NOT NULL, ids BLOB NOT NULL,
+    PRIMARY KEY (scope, window)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marks (
+    scope TEXT NOT NULL, name TEXT NOT NULL, marks TEXT NOT NULL,
+    PRIMARY KEY (scope, name)) WITHOUT ROWID;
 """
 
 
@@ -205,20 +212,51 @@ class PartCache:
         self.merged += merged
         return merged
 
-    def judged(self, scope: str, window: str, fingerprint: str) -> dict[str, Any] | None:
+    def judged(self, scope: str, window: str, fingerprint: str,
+               touched: set[str] | None = None) -> dict[str, Any] | None:
         """The judgement kept for a window whose rows, feedback and settings had this
-        fingerprint (:func:`fingerprint`), or None."""
+        fingerprint (:func:`fingerprint`), or None; None too if any of its requests is
+        in ``touched`` (request ids that got feedback since)."""
         r = self._con.execute("SELECT fingerprint, doc FROM judgements WHERE scope = ? AND "
                               "window = ?", (scope, window)).fetchone()
         if r is None or r[0] != fingerprint:
             return None
+        if touched and (self.window_ids(scope, window) or set()) & touched:
+            return None
         self.reused += 1
         return dict(json.loads(r[1]))
 
-    def keep(self, scope: str, window: str, fingerprint: str, doc: dict[str, Any]) -> None:
-        """Keep a window's judgement under its fingerprint (replacing an older one)."""
-        self._con.execute("INSERT OR REPLACE INTO judgements VALUES (?, ?, ?, ?)",
-                          (scope, window, fingerprint, json.dumps(doc, default=_plain)))
+    def keep(self, scope: str, window: str, fingerprint: str, doc: dict[str, Any],
+             ids: set[str] | None = None) -> None:
+        """Keep a window's judgement under its fingerprint (replacing an older one), and
+        the request ids of its rows if given (:meth:`window_ids`)."""
+        with self._con:
+            self._con.execute("BEGIN IMMEDIATE")
+            self._con.execute("INSERT OR REPLACE INTO judgements VALUES (?, ?, ?, ?)",
+                              (scope, window, fingerprint, json.dumps(doc, default=_plain)))
+            if ids is not None:
+                blob = zlib.compress("\n".join(sorted(ids)).encode(), 1)
+                self._con.execute("INSERT OR REPLACE INTO window_ids VALUES (?, ?, ?)",
+                                  (scope, window, blob))
+
+    def window_ids(self, scope: str, window: str) -> set[str] | None:
+        """The request ids of a judged window's rows (None if not kept)."""
+        r = self._con.execute("SELECT ids FROM window_ids WHERE scope = ? AND window = ?",
+                              (scope, window)).fetchone()
+        if r is None:
+            return None
+        text = zlib.decompress(r[0]).decode()
+        return set(text.split("\n")) if text else set()
+
+    def marks(self, scope: str, name: str) -> dict[str, int] | None:
+        """The feedback marks (``predlog.feedback_marks``) kept under ``name``."""
+        r = self._con.execute("SELECT marks FROM marks WHERE scope = ? AND name = ?",
+                              (scope, name)).fetchone()
+        return None if r is None else {k: int(v) for k, v in json.loads(r[0]).items()}
+
+    def set_marks(self, scope: str, name: str, marks: dict[str, int]) -> None:
+        self._con.execute("INSERT OR REPLACE INTO marks VALUES (?, ?, ?)",
+                          (scope, name, json.dumps(marks)))
 
     def size(self, segment: str | None = None) -> dict[str, int]:
         """Blocks known, parts stored and their bytes (of one segment's blocks, if
@@ -407,6 +445,25 @@ def _decode(cache: PartCache, scope: str, cfg: Any, stores: Any, ref: Any, setti
                  else Part(b.key, 0, 0, np.nan, np.nan, np.nan, np.nan) for b in chunk]
         out.update({p.key: p for p in cache.put(scope, parts, table)})
     return out
+
+
+def block_parts(cfg: Any, root: Path, stores: Any, row: dict[str, Any], ref: Any,
+                manifest: dict[str, Any], memo: dict[str, Any], *, since: float | None,
+                until: float | None, by: str, settings: Any, cache: PartCache) -> list[Part]:
+    """What the cache knows of each block of the range (of log time; every block for
+    ``by="event"``), the blocks never read decoded and stored first: their rows of the
+    version, and those rows' log-time and event-time ranges."""
+    from cd4ml.predlog import block_index
+
+    directory = cfg.serving.log.folder_in(root)
+    scope = scope_of(cfg, row, settings)
+    infos = block_index(directory) if by == "event" else block_index(directory, since, until)
+    found = cache.get(scope, [b.key for b in infos])
+    missing = [b for b in infos if b.key not in found]
+    if missing:
+        found.update(_decode(cache, scope, cfg, stores, ref, settings, manifest, memo,
+                             directory, row, missing))
+    return [found[b.key] for b in infos]
 
 
 def window_frame(cfg: Any, root: Path, stores: Any, row: dict[str, Any], ref: Any,

@@ -26,7 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["timeline", "window_size"]
+__all__ = ["timeline", "window_size", "MAX_BUCKETS"]
+
+#: windows of time a timeline tells apart by their blocks; blocks spread over more (event
+#: times scattered over years in small windows) are read and judged all at once
+MAX_BUCKETS = 5000
 
 def window_size(by: str, size: str | int) -> float | int:
     """Seconds of a time or event window (``"1d"``, ``"1h30m"``: the durations config
@@ -54,21 +58,10 @@ def window_size(by: str, size: str | int) -> float | int:
     return seconds
 
 
-def _cuts(df: pd.DataFrame, by: str, size: float | int) -> list[tuple[int, int, Any, Any]]:
-    """(start row, end row, start, end) of each window of the sorted frame (by event:
-    sorted by ``event_time``, which the windows cut)."""
-    if not len(df):
-        return []
-    if by == "count":
-        n = int(size)
-        return [(i, min(i + n, len(df)), i, min(i + n, len(df)))
-                for i in range(0, len(df), n)]
-    ts = df["event_time" if by == "event" else "ts"].astype("int64").to_numpy() / 1e9
-    bucket = np.floor(ts / size).astype(np.int64)
-    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-    ends = np.r_[starts[1:], len(df)]
-    return [(int(a), int(b), float(bucket[a] * size), float((bucket[a] + 1) * size))
-            for a, b in zip(starts, ends, strict=True)]
+def _count_cuts(rows: int, size: int) -> list[tuple[int, int]]:
+    """(start row, end row) of each count window of ``rows`` rows, the last possibly
+    shorter."""
+    return [(i, min(i + size, rows)) for i in range(0, rows, size)]
 
 
 def _histogram(ref: Any, values: np.ndarray, bins: int = 20) -> dict[str, Any]:
@@ -93,8 +86,7 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
     """The version's windows, oldest first, each with what ``cd4ml monitor`` reports
     (``since``/``until``: epoch seconds of log time, or of event time with ``by="event"``)."""
     from cd4ml.monitoring import DriftSettings, reference_of
-    from cd4ml.pipeline.monitor_cache import (PartCache, cache_path, fingerprint, scope_of,
-                                              window_frame)
+    from cd4ml.pipeline.monitor_cache import PartCache, cache_path, scope_of
     from cd4ml.pipeline.monitor_log import output_map
     from cd4ml.pipeline.run import open_project
 
@@ -114,30 +106,133 @@ def timeline(project_dir: str | Path = ".", overrides: list[str] | None = None, 
         ref = found.reference
         manifest = stores.artifacts.get_json(row["digest"])
         memo: dict[str, Any] = {}
+        outs = output_map(manifest, list(ref.outputs))
+        main = next(iter(ref.outputs), None)
+        scope = scope_of(cfg, row, settings)
+        judging = (cfg.monitoring.model_dump(mode="json"),
+                   cfg.evaluation.model_dump(mode="json"), row.get("metrics"))
         with PartCache(cache_path(root)) as cache:
-            df = window_frame(cfg, root, stores, row, ref, manifest, memo, since=since,
-                              until=until, by="event" if by == "event" else "time",
-                              settings=settings, cache=cache)
-            if by == "event":
-                doc.update(event_time=df.attrs["event_time"],
-                           without_event_time=df.attrs["without_event_time"])
-            outs = output_map(manifest, list(ref.outputs))
-            main = next(iter(ref.outputs), None)
-            scope = scope_of(cfg, row, settings)
-            judging = (cfg.monitoring.model_dump(mode="json"),
-                       cfg.evaluation.model_dump(mode="json"), row.get("metrics"))
-            for a, b, start, end in _cuts(df, by, step):
-                part = df.iloc[a:b].reset_index(drop=True)
-                key = f"{by}|{size}|{start}|{end}"
-                mark = fingerprint(part, judging)
-                win = cache.judged(scope, key, mark)
-                if win is None:
-                    win = _window(cfg, stores, row, ref, settings, part, manifest, memo,
-                                  by=by, start=start, end=end, outs=outs, main=main)
-                    cache.keep(scope, key, mark, win)
-                doc["windows"].append(win)
-        doc["reused"], doc["decoded"] = cache.reused, cache.written
+            if by == "count":
+                _by_count(doc, cfg, root, stores, row, ref, settings, manifest, memo, cache,
+                          scope=scope, judging=judging, size=size, step=int(step),
+                          since=since, until=until, outs=outs, main=main)
+            else:
+                _by_time(doc, cfg, root, stores, row, ref, settings, manifest, memo, cache,
+                         scope=scope, judging=judging, by=by, size=size, step=float(step),
+                         since=since, until=until, outs=outs, main=main)
+        doc.update(reused=cache.reused, decoded=cache.written, read=cache.read)
         return doc
+
+
+def _by_count(doc: dict[str, Any], cfg: Any, root: Path, stores: Any, row: dict[str, Any],
+              ref: Any, settings: Any, manifest: dict[str, Any], memo: dict[str, Any],
+              cache: Any, *, scope: str, judging: Any, size: Any, step: int,
+              since: float | None, until: float | None, outs: dict[str, str],
+              main: str | None) -> None:
+    """Count windows: the range's rows read once and cut; a window whose rows and
+    feedback have the fingerprint of its last judgement is not judged again."""
+    from cd4ml.pipeline.monitor_cache import fingerprint, window_frame
+
+    df = window_frame(cfg, root, stores, row, ref, manifest, memo, since=since, until=until,
+                      settings=settings, cache=cache)
+    for start, end in _count_cuts(len(df), step):
+        part = df.iloc[start:end].reset_index(drop=True)
+        key = f"count|{size}|{since}|{start}|{end}"
+        mark = fingerprint(part, judging)
+        win = cache.judged(scope, key, mark)
+        if win is None:
+            win = _window(cfg, stores, row, ref, settings, part, manifest, memo, by="count",
+                          start=start, end=end, outs=outs, main=main)
+            cache.keep(scope, key, mark, win)
+        doc["windows"].append(win)
+
+
+def _by_time(doc: dict[str, Any], cfg: Any, root: Path, stores: Any, row: dict[str, Any],
+             ref: Any, settings: Any, manifest: dict[str, Any], memo: dict[str, Any],
+             cache: Any, *, scope: str, judging: Any, by: str, size: Any, step: float,
+             since: float | None, until: float | None, outs: dict[str, str],
+             main: str | None) -> None:
+    """Windows of log or event time, each read on its own: one whose blocks are those it
+    was judged on and whose requests got no feedback since (new feedback is what the
+    log's feedback holds past the marks kept at the last timeline) is not read at all."""
+    import hashlib
+    import json
+
+    from cd4ml.pipeline.event_time import event_source
+    from cd4ml.pipeline.monitor_cache import block_parts, window_frame
+    from cd4ml.predlog import feedback_after, feedback_marks
+
+    directory = cfg.serving.log.folder_in(root)
+    name = f"marks|{by}|{size}"
+    now_marks, old_marks = feedback_marks(directory), cache.marks(scope, name)
+    fresh = feedback_after(directory, old_marks) if old_marks is not None else None
+    keyed = fresh is None or bool(fresh["keys"].notna().any())  # may match any window
+    new_ids = set() if fresh is None else set(fresh["request_id"].dropna().astype(str))
+    parts = block_parts(cfg, root, stores, row, ref, manifest, memo, since=since,
+                        until=until, by=by, settings=settings, cache=cache)
+    if by == "event":
+        doc.update(event_time=event_source(cfg)[0],
+                   without_event_time=sum(p.no_event for p in parts))
+    spans = []
+    for p in parts:
+        lo, hi = (p.ev_min, p.ev_max) if by == "event" else (p.ts_min, p.ts_max)
+        if (p.rows - (p.no_event if by == "event" else 0)) <= 0 or not np.isfinite(lo):
+            continue
+        lo, hi = max(lo, -np.inf if since is None else since), \
+            min(hi, np.inf if until is None else until)
+        if lo <= hi:
+            spans.append((int(np.floor(lo / step)), int(np.floor(hi / step)), p.key))
+    buckets: dict[int, list[str]] = {}
+    whole: pd.DataFrame | None = None  # the range read at once, when it had to be
+    if sum(b - a + 1 for a, b, _ in spans) <= MAX_BUCKETS:
+        for a, b, key in spans:
+            for k in range(a, b + 1):
+                buckets.setdefault(k, []).append(key)
+    elif spans:  # blocks spread over more windows than can be told apart: judge them all
+        keyed = True
+        lo_k, hi_k = min(a for a, _, _ in spans), max(b for _, b, _ in spans)
+        whole = window_frame(cfg, root, stores, row, ref, manifest, memo, since=since,
+                             until=until, by=by, settings=settings, cache=cache)
+        t = (whole["event_time"] if by == "event" else whole["ts"]).astype(
+            "int64").to_numpy() / 1e9
+        for k in np.unique(np.floor(t / step).astype(np.int64)).tolist():
+            if lo_k <= k <= hi_k:
+                buckets[k] = [f"all:{len(whole)}"]
+    keys: dict[int, tuple[str, str]] = {}
+    got: dict[int, dict[str, Any] | None] = {}
+    for k in sorted(buckets):
+        start, end = float(k * step), float((k + 1) * step)
+        lo = start if since is None else max(start, since)
+        hi = end if until is None else min(end, until)
+        keys[k] = (f"{by}|{size}|{lo}|{hi}", hashlib.blake2b(json.dumps(
+            [sorted(buckets[k]), judging], sort_keys=True, default=str).encode(),
+            digest_size=16).hexdigest())
+        got[k] = None if keyed else cache.judged(scope, *keys[k], touched=new_ids)
+    todo = [k for k, win in got.items() if win is None]
+    runs: list[list[int]] = []
+    for k in todo:  # consecutive windows to judge again are read together
+        if runs and k == runs[-1][-1] + 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    for run in runs if whole is None else [todo]:
+        lo = run[0] * step if since is None else max(run[0] * step, since)
+        hi = (run[-1] + 1) * step if until is None else min((run[-1] + 1) * step, until)
+        df = whole if whole is not None else window_frame(
+            cfg, root, stores, row, ref, manifest, memo, since=lo, until=hi, by=by,
+            settings=settings, cache=cache)
+        t = (df["event_time"] if by == "event" else df["ts"]).astype("int64").to_numpy() / 1e9
+        bucket = np.floor(t / step).astype(np.int64)
+        for k in run:
+            part = df[bucket == k].reset_index(drop=True)
+            if not len(part):  # its blocks' range reaches it, none of their rows do
+                continue
+            got[k] = _window(cfg, stores, row, ref, settings, part, manifest, memo, by=by,
+                             start=float(k * step), end=float((k + 1) * step), outs=outs,
+                             main=main)
+            cache.keep(scope, *keys[k], got[k], ids=set(part["request_id"].astype(str)))
+    doc["windows"] = [win for _, win in sorted(got.items()) if win is not None]
+    cache.set_marks(scope, name, now_marks)
 
 
 def _window(cfg: Any, stores: Any, row: dict[str, Any], ref: Any, settings: Any,

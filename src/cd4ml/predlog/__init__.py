@@ -67,7 +67,8 @@ window's predictions is read, through the ``feedback_request`` index, and counte
 """
 
 from cd4ml.predlog.batches import batches
-from cd4ml.predlog.feedback import FeedbackRead, join_feedback
+from cd4ml.predlog.feedback import (FeedbackRead, feedback_after, feedback_marks,
+                                    join_feedback)
 from cd4ml.predlog.losses import recover_losses
 from cd4ml.predlog.lookup import Lookup, find_request, find_requests
 from cd4ml.predlog.reader import (export_parquet, parse_time, predictions, query,
@@ -81,4 +82,4 @@ from cd4ml.predlog.writer import PredictionLog
 __all__ = ["PredictionLog", "LogRecord", "FeatureTable", "segments", "query", "predictions",
            "status", "find_request", "find_requests", "Lookup", "export_parquet", "parse_time",
            "recover_losses", "batches", "FeedbackRead", "block_index", "BlockInfo",
-           "join_feedback"]
+           "join_feedback", "feedback_marks", "feedback_after"]

@@ -34,7 +34,7 @@ from cd4ml.predlog.scan import in_window, visit
 from cd4ml.predlog.segments import dumps
 
 __all__ = ["FeedbackRead", "FeedbackJoin", "keyed_fields", "read_feedback", "str_values",
-           "join_feedback",
+           "join_feedback", "feedback_marks", "feedback_after",
            "BY_ID", "BY_KEYS", "KEY_FIELDS"]
 
 _COLS = ("ts", "request_id", "row", "keys", "actual", "reward")
@@ -230,3 +230,28 @@ def join_feedback(directory: str | Path, request_id: Any, row: Any,
     fb = read_feedback(directory, [str(r) for r in np.asarray(request_id, dtype=object)],
                        {f: v for f, v in key_values.items() if v}, read, since=since)
     return FeedbackJoin(fb).apply(request_id, row, fields)
+
+
+def feedback_marks(directory: str | Path) -> dict[str, int]:
+    """How far each segment's feedback goes (its largest rowid; feedback is only ever
+    appended): what :func:`feedback_after` later takes to give what came since."""
+    def mark(con: Any, name: str) -> tuple[str, int]:
+        return name, int(con.execute("SELECT COALESCE(MAX(rowid), 0) FROM feedback")
+                         .fetchone()[0])
+
+    return dict(visit(Path(directory), mark))
+
+
+def feedback_after(directory: str | Path, marks: Mapping[str, int]) -> Any:
+    """The feedback stored since ``marks`` (:func:`feedback_marks`): per segment, the rows
+    after its mark (all of a segment the marks do not name), as a DataFrame of
+    ``ts, request_id, row, keys, actual, reward``."""
+    import pandas as pd
+
+    def rows(con: Any, name: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in con.execute(
+            "SELECT ts, request_id, row, keys, actual, reward FROM feedback WHERE rowid > ?",
+            (int(marks.get(name, 0)),))]
+
+    return pd.DataFrame([r for got in visit(Path(directory), rows) for r in got],
+                        columns=list(_COLS))
