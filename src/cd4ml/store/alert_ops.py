@@ -19,14 +19,14 @@ transaction.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from cd4ml.errors import NotFoundError, StoreError
+from cd4ml.store.mixin import StoreMixin
 from cd4ml.store.tables import ALERT_STATES, DELIVERY_STATUSES, alert_deliveries, alerts
 
 __all__ = ["AlertOps", "AlertWrite", "AlertRecord", "TransitionRecord", "ALERT_ACTOR",
@@ -104,16 +104,8 @@ def _same(found: Row | None, previous: AlertRecord | None) -> bool:
         (previous.episode, previous.state, previous.updated_at)
 
 
-class AlertOps:
+class AlertOps(StoreMixin):
     """Mixin of :class:`~cd4ml.store.metadata.MetadataStore` for alerts."""
-
-    if TYPE_CHECKING:  # provided by MetadataStore
-        def _read(self) -> AbstractContextManager[sa.Connection]: ...
-        def _write(self) -> AbstractContextManager[sa.Connection]: ...
-        def _now(self) -> dt.datetime: ...
-        def _audit(self, conn: sa.Connection, *, at: dt.datetime, actor: str, action: str,
-                   object: str, detail: Mapping[str, Any] | None,
-                   reason: str | None) -> int: ...
 
     # -- states --------------------------------------------------------------------
 

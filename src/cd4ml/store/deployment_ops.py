@@ -15,14 +15,13 @@ its event and its audit entry are written in one transaction.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from cd4ml.errors import ConfigError, NotFoundError, RevisionConflictError, StoreError
+from cd4ml.store.mixin import StoreMixin
 from cd4ml.store.tables import deployment_events, deployments
 
 __all__ = ["DeploymentOps", "DeploymentRecord", "ChangeRecord", "deployment_object"]
@@ -64,16 +63,8 @@ def _brief(state: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return {k: state.get(k) for k in ("strategy", "status", "arms", "revision")}
 
 
-class DeploymentOps:
+class DeploymentOps(StoreMixin):
     """Mixin of :class:`~cd4ml.store.metadata.MetadataStore` for deployments."""
-
-    if TYPE_CHECKING:  # provided by MetadataStore
-        def _read(self) -> AbstractContextManager[sa.Connection]: ...
-        def _write(self) -> AbstractContextManager[sa.Connection]: ...
-        def _now(self) -> dt.datetime: ...
-        def _audit(self, conn: sa.Connection, *, at: dt.datetime, actor: str, action: str,
-                   object: str, detail: Mapping[str, Any] | None,
-                   reason: str | None) -> int: ...
 
     # -- reads ---------------------------------------------------------------------
 
