@@ -237,23 +237,23 @@ def test_a_timeline_by_time_reads_only_windows_that_changed(served) -> None:
     proj, url, later = served
     since = time.time()
     sent = []
-    for k in range(3):  # three 20-second windows, a request each
+    for k in range(3):  # three 5-second windows, a request each
         sent += _send(url, later.iloc[k * 250:(k + 1) * 250], f"w{k}", feedback=False,
                       pause=0)
-        time.sleep(20)
-    first = timeline(proj, by="time", size="20s", since=since)
+        time.sleep(5)
+    first = timeline(proj, by="time", size="5s", since=since)
     n = len(first["windows"])
     assert n >= 3 and sum(w["rows"] for w in first["windows"]) == 750
-    again = timeline(proj, by="time", size="20s", since=since)
+    again = timeline(proj, by="time", size="5s", since=since)
     assert again["reused"] == n and again["read"] == 0 and again["decoded"] == 0
     _same(again["windows"], first["windows"])
     with httpx.Client(base_url=url, timeout=60) as c:
         _feedback(c, sent[1:2])
-    late = timeline(proj, by="time", size="20s", since=since)
+    late = timeline(proj, by="time", size="5s", since=since)
     assert late["reused"] == n - 1 and late["read"] >= 1
     labelled = [w["quality"]["rows"] for w in late["windows"]]
     assert sorted(labelled) == [0] * (n - 1) + [250]
     cache_path(proj).unlink()  # judged afresh from nothing: the same figures
     for suffix in ("-wal", "-shm"):
         cache_path(proj).with_name(cache_path(proj).name + suffix).unlink(missing_ok=True)
-    _same(timeline(proj, by="time", size="20s", since=since)["windows"], late["windows"])
+    _same(timeline(proj, by="time", size="5s", since=since)["windows"], late["windows"])
