@@ -458,12 +458,24 @@ def block_parts(cfg: Any, root: Path, stores: Any, row: dict[str, Any], ref: Any
     directory = cfg.serving.log.folder_in(root)
     scope = scope_of(cfg, row, settings)
     infos = block_index(directory) if by == "event" else block_index(directory, since, until)
-    found = cache.get(scope, [b.key for b in infos])
-    missing = [b for b in infos if b.key not in found]
+    found: dict[str, Part] = {}
+    _known(cache, scope, cfg, stores, ref, settings, manifest, memo, directory, row, infos,
+           found)
+    return [found[b.key] for b in infos]
+
+
+def _known(cache: PartCache, scope: str, cfg: Any, stores: Any, ref: Any, settings: Any,
+           manifest: dict[str, Any], memo: dict[str, Any], directory: Path,
+           row: dict[str, Any], blocks: list[Any], found: dict[str, Part]) -> bool:
+    """Every one of ``blocks`` into ``found``: from the cache, or decoded and stored now;
+    whether any was decoded."""
+    want = [b for b in blocks if b.key not in found]
+    found.update(cache.get(scope, [b.key for b in want]))
+    missing = [b for b in want if b.key not in found]
     if missing:
         found.update(_decode(cache, scope, cfg, stores, ref, settings, manifest, memo,
                              directory, row, missing))
-    return [found[b.key] for b in infos]
+    return bool(missing)
 
 
 def window_frame(cfg: Any, root: Path, stores: Any, row: dict[str, Any], ref: Any,
@@ -517,13 +529,8 @@ def _window(cache: PartCache, cfg: Any, root: Path, stores: Any, row: dict[str, 
     def ensure(blocks: list[Any]) -> None:
         """Every one of ``blocks`` in ``found``: from the cache, or decoded now."""
         nonlocal decoded
-        want = [b for b in blocks if b.key not in found]
-        found.update(cache.get(scope, [b.key for b in want]))
-        missing = [b for b in want if b.key not in found]
-        if missing:
-            found.update(_decode(cache, scope, cfg, stores, ref, settings, manifest, memo,
-                                 directory, row, missing))
-            decoded = True
+        decoded |= _known(cache, scope, cfg, stores, ref, settings, manifest, memo,
+                          directory, row, blocks, found)
 
     if last is not None and by == "time":  # the newest blocks until N rows are held
         newest = sorted(infos, key=lambda b: b.ts_max, reverse=True)
