@@ -79,6 +79,12 @@ def deploy(name: str,
                "--split", help="an A/B or bandit candidate's first share")] = None,
            automation: Annotated[str | None, typer.Option(
                "--automation", help="manual | assisted | automatic")] = None,
+           key: Annotated[str | None, typer.Option(
+               "--key", help="the request field the split is sticky by (e.g. Store); "
+                             "'' for none (by request id)")] = None,
+           fallback: Annotated[str | None, typer.Option(
+               "--fallback", help="a request without the key: request_id | refuse | "
+                                  "arm:stable")] = None,
            reason: Reason = None, project: Project = Path(".")) -> None:
     """Create deployment NAME tracking an alias, or change its strategy."""
     from cd4ml.rollout import manage
@@ -86,7 +92,7 @@ def deploy(name: str,
     with _project(project) as (cfg, stores):
         _done(manage.deploy(stores, cfg, name, alias=alias, strategy=strategy,
                             automation=automation, steps=_steps(steps), split=split,
-                            reason=reason))
+                            key=key, fallback=fallback, reason=reason))
 
 
 @rollout_app.command("status")

@@ -111,6 +111,15 @@ class ServingConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(5005, ge=1, le=65535)
     alias: str = "production"
+    deployment: str | None = Field(None, description=(
+        "the deployment this server serves (cd4ml deploy); default: the one tracking "
+        "serving.alias, else serving.alias itself as a single deployment"))
+    keep_loaded: int = Field(3, ge=1, le=16, description=(
+        "model versions a worker keeps loaded: those the deployment names, then the most "
+        "recent others (a rollback to one of them needs no load)"))
+    shadow_queue: int = Field(256, ge=1, description=(
+        "requests waiting for the shadow versions per worker; more are not shadowed "
+        "(counted in cd4ml_shadow_requests_total{outcome=\"dropped\"})"))
     workers: int = Field(1, ge=1, le=64)
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(10_000_000, ge=1024)

@@ -134,6 +134,10 @@ class DeploymentState:
     split: float = 0.5
     status: str = "stable"
     revision: int = 0
+    #: the request field the split is sticky by (A/B, canary); None: by request id
+    key: str | None = None
+    #: what a request without ``key`` gets (:data:`cd4ml.rollout.sticky.FALLBACKS`)
+    fallback: str = "request_id"
     extra: dict[str, Any] = field(default_factory=dict)  #: e.g. ``{"default": True}``
 
     # -- reading -------------------------------------------------------------------
@@ -153,6 +157,13 @@ class DeploymentState:
             return next((a for a in self.arms if a.role == "shadow"), None)
         return None
 
+    @property
+    def salt(self) -> str:
+        """The sticky split's salt: the deployment and its rollout's candidate, so a unit
+        keeps its arm while the canary's share grows, and each new rollout draws anew."""
+        cand = self.candidate
+        return f"{self.name}:v{cand.version if cand else 0}"
+
     def shares(self) -> dict[str, float]:
         """``{"v3": 0.95, "v4": 0.05}``: the live arms' shares."""
         return {f"v{a.version}": float(a.share or 0.0) for a in self.arms
@@ -170,7 +181,8 @@ class DeploymentState:
                 "strategy": self.strategy, "automation": self.automation,
                 "arms": [a.to_dict() for a in self.arms], "steps": list(self.steps),
                 "step": self.step, "split": self.split, "status": self.status,
-                "revision": self.revision, "extra": dict(self.extra)}
+                "revision": self.revision, "key": self.key, "fallback": self.fallback,
+                "extra": dict(self.extra)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DeploymentState:
@@ -183,7 +195,8 @@ class DeploymentState:
                            a.get("gate", "passed")) for a in d["arms"]),
             steps=tuple(float(x) for x in d["steps"]), step=d.get("step"),
             split=float(d.get("split", 0.5)), status=d["status"],
-            revision=int(d["revision"]), extra=dict(d.get("extra") or {}))
+            revision=int(d["revision"]), key=d.get("key"),
+            fallback=d.get("fallback") or "request_id", extra=dict(d.get("extra") or {}))
 
     # -- checking ------------------------------------------------------------------
 
@@ -198,6 +211,13 @@ class DeploymentState:
         if not self.name or not isinstance(self.name, str):
             raise _bad("name", self.name, "expected a non-empty name")
         _check_steps(self.steps)
+        if self.key is not None and (not isinstance(self.key, str) or not self.key.strip()):
+            raise _bad("key", self.key, "expected the name of a request field, or none")
+        if not (self.fallback in ("request_id", "refuse") or (
+                isinstance(self.fallback, str) and self.fallback.startswith("arm:")
+                and self.fallback[4:] in ROLES)):
+            raise _bad("fallback", self.fallback, "expected request_id, refuse or arm:ROLE "
+                                                  "(e.g. arm:stable)")
         if not (isinstance(self.split, (int, float)) and 0.0 < self.split < 1.0):
             raise _bad("split", self.split, "expected the candidate's share, in (0, 1)")
         versions = [a.version for a in self.arms]
@@ -273,6 +293,7 @@ def _pct(share: float) -> str:
 
 def configure(state: DeploymentState, *, strategy: str, automation: str | None = None,
               steps: Sequence[float] | None = None, split: float | None = None,
+              key: str | None = None, fallback: str | None = None,
               reason: str | None = None) -> tuple[DeploymentState, Change]:
     """The deployment under a new strategy (or new steps, split, automation); its stable
     version stays. Refused while a rollout is in progress: promote or abort it first."""
@@ -290,7 +311,9 @@ def configure(state: DeploymentState, *, strategy: str, automation: str | None =
                                         if strategy == "canary" else "")
     return _next(state, "configure", summary, reason, strategy=strategy, arms=arms,
                  automation=automation or state.automation, steps=new_steps,
-                 split=state.split if split is None else split, step=None, status="stable")
+                 split=state.split if split is None else split, step=None, status="stable",
+                 key=state.key if key is None else (key or None),
+                 fallback=fallback or state.fallback)
 
 
 def start_candidate(state: DeploymentState, candidate: Candidate, *,

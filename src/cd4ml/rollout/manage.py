@@ -113,6 +113,7 @@ def _write(stores: Stores, state: DeploymentState, new: DeploymentState, change:
 def deploy(stores: Stores, cfg: ProjectConfig, name: str, *, alias: str | None = None,
            strategy: str = "single", automation: str | None = None,
            steps: Sequence[float] | None = None, split: float | None = None,
+           key: str | None = None, fallback: str | None = None,
            reason: str | None = None, who: str | None = None) -> DeploymentState:
     """Create deployment ``name`` tracking ``alias`` (its version stable), or change its
     strategy; refused while a rollout is in progress, or for another alias."""
@@ -126,7 +127,7 @@ def deploy(stores: Stores, cfg: ProjectConfig, name: str, *, alias: str | None =
                           f"tracks one alias: deploy another name for {alias!r}",
                           key="alias", value=alias)
     new, change = dep.configure(state, strategy=strategy, automation=automation, steps=steps,
-                                split=split, reason=reason)
+                                split=split, key=key, fallback=fallback, reason=reason)
     return _write(stores, state, new, change, who)
 
 
