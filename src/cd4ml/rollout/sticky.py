@@ -39,8 +39,8 @@ from typing import Any, NamedTuple
 
 from cd4ml.errors import ConfigError, RequestError, short_repr
 
-__all__ = ["arm_for", "arms_for", "assign", "check_shares", "unit", "Assignment", "FALLBACKS",
-           "SHARE_TOLERANCE"]
+__all__ = ["arm_for", "arms_for", "assign", "check_shares", "unit", "Assignment", "Split",
+           "FALLBACKS", "SHARE_TOLERANCE"]
 
 #: How far from 1 the shares' sum may be.
 SHARE_TOLERANCE = 1e-9
@@ -184,3 +184,47 @@ def assign(request: Mapping[str, Any], key_field: str, shares: Mapping[str, floa
         raise RequestError(f"{key_field}: {problem}",
                            [{"field": key_field, "value": None, "problem": problem}])
     return Assignment(fallback[4:], "fallback")
+
+
+class Split:
+    """Shares and salt checked once, for many requests (the server's router).
+
+    ``arm(key)`` is :func:`arm_for`; ``of_request(request_id)`` is the arm a request
+    without a key gets under the ``request_id`` fallback (as :func:`assign` draws it).
+
+    >>> split = Split({"stable": 0.9, "candidate": 0.1}, "exp-1")
+    >>> split.arm("store-17"), split.of_request("r-1") == assign(
+    ...     {}, "store", {"stable": 0.9, "candidate": 0.1}, "exp-1", request_id="r-1").arm
+    ('stable', True)
+    """
+
+    __slots__ = ("shares", "salt", "_names", "_cum", "_last")
+
+    def __init__(self, shares: Mapping[str, float], salt: str) -> None:
+        self.shares = check_shares(shares)
+        self.salt = salt
+        self._names = list(self.shares)
+        acc, cum = 0.0, []
+        for s in self.shares.values():
+            acc += s
+            cum.append(acc)
+        self._cum = cum
+        self._last = max(j for j, s in enumerate(self.shares.values()) if s > 0)
+
+    def _at(self, u: float) -> str:
+        i = bisect.bisect_right(self._cum, u)
+        return self._names[i if i < len(self._names) else self._last]
+
+    def arm(self, key: str) -> str:
+        """The arm of the unit ``key``."""
+        return self._at(unit(key, self.salt))
+
+    def of_request(self, request_id: str) -> str:
+        """The arm of a request without a key, drawn by its request id."""
+        return self._at(unit(f"request:{request_id}", self.salt))
+
+    @staticmethod
+    def key_text(value: Any) -> str | None:
+        """A request's key value as the text hashed (1, 1.0 and "1" are one unit), None
+        when missing, "" when it names no unit (a list, a boolean: refused)."""
+        return _key_text(value)

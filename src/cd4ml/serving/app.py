@@ -26,19 +26,21 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cd4ml.config import ServingConfig
-from cd4ml.errors import (Cd4mlError, MissingExtraError, RequestError, UnavailableError,
-                          http_status)
+from cd4ml.errors import (Cd4mlError, MissingExtraError, NotFoundError, RequestError,
+                          UnavailableError, http_status)
 from cd4ml.serving.contracts import REASONS, Contract, contract_for
 from cd4ml.serving.feedback import check_feedback
 from cd4ml.serving.guard import JSON, Guard
-from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
+from cd4ml.serving.hotswap import ModelHolder
 from cd4ml.serving.jsonbody import parse_json
 from cd4ml.serving.limits import read_checked
+from cd4ml.serving.router import Route, Router, RoutingTable, ShadowJob, ShadowRunner
 from cd4ml.predlog import PredictionLog
 
 try:
@@ -53,17 +55,28 @@ try:
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
-__all__ = ["ModelHolder", "Runtime", "create_app"]
+__all__ = ["ModelHolder", "Runtime", "Scored", "create_app"]
 
 log = logging.getLogger("cd4ml.serve")
 
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A request's answer: the version that gave it, its contract and the outputs."""
+
+    model: Any
+    contract: Contract
+    outputs: np.ndarray
+
+
 class Runtime:
-    """What the routes share: the model holder, the prediction log, the settings, and
-    the contract of each loaded version (:mod:`cd4ml.serving.contracts`)."""
+    """What the routes share: the router (which version answers), the prediction log,
+    the settings, and the contract of each loaded version
+    (:mod:`cd4ml.serving.contracts`)."""
 
     def __init__(self, holder: ModelHolder, settings: ServingConfig,
-                 plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
-                 draining: threading.Event | None = None, guard: Guard | None = None) -> None:
+                 plog: PredictionLog | None = None, watcher: Any | None = None,
+                 draining: threading.Event | None = None, guard: Guard | None = None,
+                 router: Router | None = None) -> None:
         self.holder, self.settings, self.plog, self.watcher = holder, settings, plog, watcher
         #: what every POST must show before its body is read (:mod:`cd4ml.serving.guard`)
         self.guard = guard or Guard.of(settings.allowed_origins, None)
@@ -78,9 +91,18 @@ class Runtime:
         holder.listeners.append(self._on_swap)
         # a version's contract (and the log's view of it) is ready before its requests
         holder.listeners.append(lambda old, new: self.contract(new))
+        if router is None:
+            router = Router(holder)
+            router.follow_holder(METRICS)
+        self.router = router
+        router.listeners.append(self._on_table)
+        #: the shadows' thread, made when a table first names a shadow
+        self.shadows: ShadowRunner | None = None
         if holder.current is not None:
             self._on_swap(None, holder.current)
             self.contract(holder.current)
+        if router.table is not None:
+            self._on_table(None, router.table)
 
     @staticmethod
     def _on_swap(old: Any, new: Any) -> None:
@@ -88,6 +110,13 @@ class Runtime:
             METRICS.model_info.labels(old.name, str(old.version)).set(0)
             METRICS.swaps.inc()
         METRICS.model_info.labels(new.name, str(new.version)).set(1)
+
+    def _on_table(self, old: RoutingTable | None, new: RoutingTable) -> None:
+        for r in (*new.live, *new.shadows):
+            self.contract(r.model)
+        if new.shadows and self.shadows is None:
+            self.shadows = ShadowRunner(self._shadow, maxsize=self.settings.shadow_queue,
+                                        metrics=METRICS)
 
     def contract(self, model: Any) -> Contract:
         """The contract of a loaded version (made once per version)."""
@@ -109,32 +138,97 @@ class Runtime:
             return False, f"loading the model{why}"
         return True, "ready"
 
-    async def score(self, request: Request, model: Any, records: list[Any], endpoint: str,
+    def table(self) -> RoutingTable:
+        """The routing table now; 503 while nothing is loaded."""
+        t = self.router.table
+        if t is None:
+            raise UnavailableError("the model is still loading; retry shortly "
+                                   "(GET /ready says when)")
+        return t
+
+    async def score(self, request: Request, records: list[Any], endpoint: str,
                     raw: bytes = b"", content_type: str = "", *,
-                    matrix: np.ndarray | None = None) -> np.ndarray:
-        """Validate, encode or look up features, predict once, log; the one path of every
-        protocol. ``matrix``: every input in signature order (a v2 2-D tensor), instead
-        of ``records``. The record logged carries the request's event time, if its
+                    matrix: np.ndarray | None = None, version: int | None = None,
+                    ) -> Scored:
+        """Choose the version (:mod:`cd4ml.serving.router`), validate, encode or look up
+        features, predict once, log; the one path of every protocol. ``matrix``: every
+        input in signature order (a v2 2-D tensor), instead of ``records``; ``version``:
+        that live version answers (a v2 request naming it). A version other than the
+        incumbent that raises is counted against it and the incumbent answers. The
+        record logged carries the version's role and the request's event time, if its
         ``X-Event-Time`` gave one (checked with the body, :mod:`cd4ml.serving.guard`)."""
-        c = self.contract(model)
-        prep = c.check(records) if matrix is None else c.check_matrix(matrix)
-        if c.threaded(prep):
-            outputs = await run_in_threadpool(c.predict, prep)
-        else:
-            outputs = c.predict(prep)
+        table = self.table()
         ctx = context_of(request)
+        if version is not None:
+            route = table.pinned(version)
+            if route is None:
+                raise NotFoundError(f"version {version} is not served here; served: "
+                                    + ", ".join(f"version {r.version}" for r in table.live))
+        else:
+            route = table.choose(records, matrix, ctx.request_id)
+        try:
+            c, prep, outputs = await self._predict(route, records, matrix)
+        except RequestError:
+            if route.refused is not None:
+                route.refused.inc()
+            raise
+        except Exception as exc:
+            if route is table.incumbent:
+                if route.error is not None:
+                    route.error.inc()
+                raise
+            if route.error is not None:
+                route.error.inc()
+            log.warning("version %s (%s) failed, answered by version %s: %s", route.version,
+                        route.role, table.incumbent.version, exc,
+                        extra={"event": "route_failed", "version": route.version,
+                               "role": route.role})
+            route = table.incumbent
+            c, prep, outputs = await self._predict(route, records, matrix)
+        model = route.model
         ctx.model_version = model.version
+        latency = time.perf_counter() - ctx.t0
+        if route.ok is not None:
+            route.ok.inc()
+            route.latency.observe(latency)
         if self.plog is not None:  # may refuse the request (serving.log.when_full: reject)
             self.plog.append(c.log_record(ctx.request_id, time.time(), endpoint,
-                                          (time.perf_counter() - ctx.t0) * 1000, prep,
-                                          outputs, content_type, raw, ctx.event_ts))
+                                          latency * 1000, prep, outputs, content_type, raw,
+                                          ctx.event_ts, route.role))
         key = (model.name, model.version, endpoint)
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = METRICS.predictions.labels(
                 model.name, str(model.version), endpoint)
         counter.inc(len(outputs))
-        return outputs
+        if table.shadows and self.shadows is not None:
+            self.shadows.offer(ShadowJob(records, matrix, ctx.request_id, endpoint,
+                                         content_type, ctx.event_ts, table.shadows))
+        return Scored(model, c, outputs)
+
+    async def _predict(self, route: Route, records: list[Any], matrix: np.ndarray | None,
+                       ) -> tuple[Contract, Any, np.ndarray]:
+        c = self.contract(route.model)
+        prep = c.check(records) if matrix is None else c.check_matrix(matrix)
+        if c.threaded(prep):
+            outputs = await run_in_threadpool(c.predict, prep)
+        else:
+            outputs = c.predict(prep)
+        return c, prep, outputs
+
+    def _shadow(self, route: Route, job: ShadowJob) -> None:
+        """A shadow's copy of a request: predicted and logged with role ``shadow`` (the
+        live request's id; no body, the live record has it), never answered."""
+        t0 = time.perf_counter()
+        c = self.contract(route.model)
+        prep = c.check(job.records) if job.matrix is None else c.check_matrix(job.matrix)
+        outputs = c.predict(prep)
+        if route.latency is not None:
+            route.latency.observe(time.perf_counter() - t0)
+        if self.plog is not None:
+            self.plog.append(c.log_record(job.request_id, time.time(), job.endpoint,
+                                          (time.perf_counter() - t0) * 1000, prep, outputs,
+                                          job.content_type, b"", job.event_ts, "shadow"))
 
     def refused(self, endpoint: str, exc: RequestError) -> None:
         """Count a refused request once per (field, reason) it broke; a field outside
@@ -186,7 +280,8 @@ def _parse_json(raw: bytes) -> Any:
 
 
 def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
-               plog: PredictionLog | None = None, watcher: ModelWatcher | None = None,
+               plog: PredictionLog | None = None, watcher: Any | None = None,
+               router: Router | None = None,
                max_batch_rows: int | None = None, max_body_bytes: int | None = None,
                startup_wait_s: float = 0,
                draining: threading.Event | None = None,
@@ -206,7 +301,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     if upd:
         s = s.model_copy(update=upd)
     rt = Runtime(holder, s, plog, watcher, draining,
-                 Guard.of(s.allowed_origins, feedback_token))
+                 Guard.of(s.allowed_origins, feedback_token), router)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -221,6 +316,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
             rt.draining.set()
             if watcher is not None:
                 watcher.stop()
+            if rt.shadows is not None:
+                rt.shadows.close()
             if plog is not None:
                 plog.close()
                 log.info("prediction log flushed and closed: %d written", plog.written,
@@ -271,6 +368,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         info: dict[str, Any] = {"status": "ok", "model": m.name if m else None,
                                 "version": m.version if m else None,
                                 **(rt.contract(m).health() if m else {"forecast_table": None})}
+        if rt.router.table is not None:
+            info["deployment"] = rt.router.table.describe()
         if plog is not None:
             info["prediction_log"] = {"dir": str(plog.dir), **plog.counts(),
                                       "recovered_losses": sum(x["lost"]
@@ -298,9 +397,9 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     async def predict(request: Request) -> JSONResponse:
         raw, _ = await read_checked(request, rt.guard, s.max_body_bytes, JSON)
         rows, single = _rows_of(_parse_json(raw), s.max_batch_rows)
-        model = holder.model  # one version answers the whole request
-        preds = rt.contract(model).answer_rows(await rt.score(
-            request, model, rows, "/predict", raw, "application/json"))
+        got = await rt.score(request, rows, "/predict", raw, "application/json")
+        model = got.model  # one version answers the whole request
+        preds = got.contract.answer_rows(got.outputs)
         ctx = context_of(request)
         out: dict[str, Any] = {"model": model.name, "version": model.version,
                                "request_id": ctx.request_id, "predictions": preds}
@@ -338,7 +437,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
 
         async def score(records: list[Any]) -> np.ndarray:
             try:
-                return await rt.score(request, m, records, "/")
+                return (await rt.score(request, records, "/")).outputs
             except RequestError as exc:  # the page shows it: counted here
                 rt.refused("/", exc)
                 raise

@@ -87,13 +87,14 @@ class ForecastContract:
 
     def log_record(self, request_id: str, ts: float, endpoint: str, latency_ms: float,
                    rows: np.ndarray, outputs: np.ndarray, content_type: str,
-                   raw: bytes, event_ts: float | None = None) -> LogRecord:
+                   raw: bytes, event_ts: float | None = None,
+                   arm: str = "stable") -> LogRecord:
         m = self.model
         return LogRecord(
             request_id=request_id, ts=ts, model=m.name, version=m.version,
             endpoint=endpoint, latency_ms=latency_ms, records=(), features=None,
             feature_names=self.feature_names, outputs=outputs, content_type=content_type,
-            request=raw, arm="main", table=self.table, rows=rows, event_ts=event_ts)
+            request=raw, arm=arm, table=self.table, rows=rows, event_ts=event_ts)
 
     # -- answers -------------------------------------------------------------------
     @staticmethod
@@ -189,13 +190,14 @@ class TabularContract:
 
     def log_record(self, request_id: str, ts: float, endpoint: str, latency_ms: float,
                    enc: Any, outputs: np.ndarray, content_type: str,
-                   raw: bytes, event_ts: float | None = None) -> LogRecord:
+                   raw: bytes, event_ts: float | None = None,
+                   arm: str = "stable") -> LogRecord:
         m = self.model
         return LogRecord(
             request_id=request_id, ts=ts, model=m.name, version=m.version,
             endpoint=endpoint, latency_ms=latency_ms, records=enc.raw, features=enc.X,
             feature_names=self.feature_names, outputs=self.log_outputs(outputs),
-            content_type=content_type, request=raw, arm="main",
+            content_type=content_type, request=raw, arm=arm,
             output_names=self.output_names, event_ts=event_ts)
 
     # -- answers -------------------------------------------------------------------

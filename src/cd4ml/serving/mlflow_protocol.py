@@ -196,7 +196,7 @@ def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         if len(records) > max_rows:
             raise RequestError(f"{len(records)} rows is more than the limit of {max_rows} "
                                f"per request (serving.max_batch_rows)", status=413)
-        preds = await rt.score(request, m, records, "/invocations", raw, ctype)
-        return json_answer({"predictions": c.mlflow_predictions(preds)})
+        got = await rt.score(request, records, "/invocations", raw, ctype)
+        return json_answer({"predictions": got.contract.mlflow_predictions(got.outputs)})
 
     return r

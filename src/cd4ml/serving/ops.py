@@ -90,6 +90,23 @@ class _Metrics:
                                      "Model versions that failed to load or warm up")
         self.ready = Gauge("cd4ml_ready", "1 when this worker is ready for traffic",
                            multiprocess_mode="livemin")
+        # the router (:mod:`cd4ml.serving.router`): which version answered, in which role
+        self.routed = Counter("cd4ml_routed_requests",
+                              "Requests routed to a version of a deployment, by outcome: ok, "
+                              "error (the version raised; the request was answered by the "
+                              "incumbent), refused (invalid input)",
+                              ["deployment", "version", "role", "outcome"])
+        self.routed_latency = Histogram("cd4ml_routed_latency_seconds",
+                                        "Time from the request's arrival to its prediction, "
+                                        "per version and role",
+                                        ["deployment", "version", "role"],
+                                        buckets=_LATENCY_BUCKETS)
+        self.shadow = Counter("cd4ml_shadow_requests",
+                              "Requests copied to a shadow version, by outcome: ok, error, "
+                              "dropped (its queue was full)", ["deployment", "version", "outcome"])
+        self.deployment_revision = Gauge("cd4ml_deployment_revision",
+                                         "The deployment revision this worker routes by",
+                                         ["deployment"], multiprocess_mode="livemin")
 
 
 METRICS = _Metrics()

@@ -19,7 +19,8 @@ from typing import Any
 
 from cd4ml.serving.app import create_app
 from cd4ml.serving.guard import feedback_token_from_env
-from cd4ml.serving.hotswap import ModelHolder, ModelWatcher
+from cd4ml.serving.hotswap import ModelHolder
+from cd4ml.serving.router import DeploymentWatcher, Router
 from cd4ml.serving.ops import METRICS, log_config
 from cd4ml.predlog import PredictionLog
 
@@ -58,6 +59,7 @@ def app_from_env() -> Any:
     """The app factory each worker runs (``cd4ml serve`` passes its settings by env)."""
     from cd4ml.config import load_config
     from cd4ml.registry.loader import load_version
+    from cd4ml.rollout.manage import effective_deployment
     from cd4ml.store import open_stores
 
     opts = json.loads(os.environ[_ENV])
@@ -86,23 +88,28 @@ def app_from_env() -> Any:
             stores_box["s"] = open_stores(cfg.store, root)
         return stores_box["s"]
 
-    def resolve() -> dict[str, Any]:
-        r = stores().metadata.resolve(cfg.models.name, s.alias)
-        return {"version": r["version"], "digest": r["digest"]}
+    def resolve() -> tuple[Any, dict[int, dict[str, Any]]]:
+        st = stores()
+        state = effective_deployment(st, cfg, s.deployment)
+        rows = {a.version: st.metadata.resolve(state.model, a.version) for a in state.arms}
+        return state, rows
 
     def load(row: dict[str, Any]) -> Any:
         st = stores()
-        return load_version(st.metadata, st.artifacts, cfg.models.name, row["version"],
+        return load_version(st.metadata, st.artifacts, row["model_name"], row["version"],
                             forecast_table=s.forecast_table)
 
     holder = ModelHolder()
-    watcher = ModelWatcher(holder, resolve=resolve, load=load, interval_s=s.poll_interval_s,
-                           on_load_error=lambda exc: METRICS.load_failures.inc())
+    router = Router(holder)
+    watcher = DeploymentWatcher(router, resolve=resolve, load=load,
+                                interval_s=s.poll_interval_s, keep_loaded=s.keep_loaded,
+                                metrics=METRICS,
+                                on_load_error=lambda exc: METRICS.load_failures.inc())
     draining = threading.Event()
     _install_drain(s.drain_s, draining)
     METRICS.ready.set(0)
     workers = int(opts.get("workers") or s.workers)
-    return create_app(holder, settings=s, plog=plog, watcher=watcher,
+    return create_app(holder, settings=s, plog=plog, watcher=watcher, router=router,
                       startup_wait_s=600 if workers > 1 else 0, draining=draining,
                       feedback_token=feedback_token_from_env())
 

@@ -61,10 +61,14 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         if version is not None and not (version.isascii() and version.isdigit()):
             raise V2Error(f"model {name!r} version {version!r} is not a version number "
                           f"(versions are whole numbers; loaded: version {m.version})")
-        if version is not None and version != str(m.version):
+        if version is None:
+            return m
+        table = rt.router.table
+        live = {str(r.version): r.model for r in table.live} if table else {}
+        if version not in live:
             raise V2Error(f"model {name!r} version {version!r} is not loaded; loaded: "
-                          f"version {m.version}", 404)
-        return m
+                          + ", ".join(f"version {v}" for v in live or [str(m.version)]), 404)
+        return live[version]
 
     @r.get("/v2")
     async def server_meta() -> dict[str, Any]:
@@ -131,7 +135,8 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         ctype = ctype or "application/json"
         fields = list(m.fields)
         if c.matrix and matrix(req):
-            return await _infer_matrix(request, m, c, req, values, body, ctype)
+            return await _infer_matrix(request, m, c, req, values, body, ctype,
+                                       None if version is None else int(version))
         no_output(req, MATRIX_OUTPUT, "it answers one tensor per input")
         dtypes = {t["name"]: t["datatype"].upper() for t in req["inputs"]}
         unknown = sorted(set(values) - set(fields))
@@ -161,12 +166,14 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         if rows > max_rows:
             raise V2Error(f"{rows} rows is more than the limit of {max_rows} per request", 413)
         records = [{f: values[f][i] for f in fields} for i in range(rows)]
-        preds = await rt.score(request, m, records, "/v2/infer", body, ctype)
-        return encode_response(_head(m, req), selected_outputs(req, c.v2_outputs(preds)))
+        got = await rt.score(request, records, "/v2/infer", body, ctype,
+                             version=None if version is None else int(version))
+        return encode_response(_head(got.model, req),
+                               selected_outputs(req, got.contract.v2_outputs(got.outputs)))
 
     async def _infer_matrix(request: Request, m: Any, c: Any, req: dict[str, Any],
                             values: dict[str, list[Any]], body: bytes,
-                            ctype: str) -> Response:
+                            ctype: str, version: int | None) -> Response:
         """One 2-D tensor of every input in signature order, answered as MLServer's
         LightGBM runtime answers (:func:`mlserver_outputs`)."""
         ((tname, flat),) = values.items()
@@ -189,7 +196,8 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
         # values at a float32-rounded schema bound count as the bound (tabular_encode)
         single = t["datatype"].upper() in ("FP32", "FP16")
         M = np.asarray(flat, dtype=np.float32 if single else np.float64).reshape(rows, k)
-        preds = await rt.score(request, m, [], "/v2/infer", body, ctype, matrix=M)
+        got = await rt.score(request, [], "/v2/infer", body, ctype, matrix=M, version=version)
+        m, c, preds = got.model, got.contract, got.outputs
         # MLServer's answer: its id is the request's, else a fresh one (here the
         # server's request id, which the prediction log holds), and empty parameters
         head = {"model_name": m.name, "model_version": str(m.version),
