@@ -51,8 +51,9 @@ from cd4ml.errors import ConfigError, RequestError
 from cd4ml.serving.routes import CONTEXT_KEY
 
 __all__ = ["Guard", "JSON", "V2_INFER", "MLFLOW", "TOKEN_ENV", "feedback_token_from_env",
-           "media_type", "normalize_origin", "OriginRefused", "UnsupportedMediaType",
-           "TokenRequired", "EVENT_TIME_HEADER", "parse_event_time"]
+           "token_from_env", "bearer_problem", "media_type", "normalize_origin",
+           "OriginRefused", "UnsupportedMediaType", "TokenRequired", "EVENT_TIME_HEADER",
+           "parse_event_time"]
 
 #: the environment variable holding the optional ``/feedback`` token
 TOKEN_ENV = "CD4ML_FEEDBACK_TOKEN"
@@ -179,16 +180,42 @@ def feedback_token_from_env(environ: Mapping[str, str] | None = None) -> str | N
     ...
     cd4ml.errors.ConfigError: CD4ML_FEEDBACK_TOKEN = '  ': is set but empty, ...
     """
+    return token_from_env(TOKEN_ENV, "/feedback open", environ)
+
+
+def token_from_env(name: str, leaves: str,
+                   environ: Mapping[str, str] | None = None) -> str | None:
+    """A bearer token from the environment variable ``name`` (stripped); None when it is
+    not set; a ConfigError when it is set but empty (what that would leave: ``leaves``).
+    Tokens never come from ``cd4ml.yaml``: every run stores its config as params."""
     env = os.environ if environ is None else environ
-    raw = env.get(TOKEN_ENV)
+    raw = env.get(name)
     if raw is None:
         return None
     if not raw.strip():
-        raise ConfigError("is set but empty, which would leave /feedback open while "
-                          "looking protected; set a token (python -c \"import secrets; "
-                          "print(secrets.token_urlsafe(32))\") or unset it",
-                          key=TOKEN_ENV, value=raw)
+        raise ConfigError(f"is set but empty, which would leave {leaves} while looking "
+                          f"protected; set a token (python -c \"import secrets; "
+                          f"print(secrets.token_urlsafe(32))\") or unset it",
+                          key=name, value=raw)
     return raw.strip()
+
+
+def bearer_problem(authorization: str | None, token: str) -> str | None:
+    """None when ``authorization`` is ``Bearer <token>`` (compared in constant time with
+    :func:`hmac.compare_digest`); else ``"missing"`` (no bearer credentials) or
+    ``"wrong"`` (another token).
+
+    >>> bearer_problem("Bearer s3", "s3"), bearer_problem(None, "s3"), bearer_problem(
+    ...     "Basic s3", "s3"), bearer_problem("bearer s4", "s3")
+    (None, 'missing', 'missing', 'wrong')
+    """
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if not authorization or scheme.lower() != "bearer":
+        return "missing"
+    if hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
+                           token.encode("utf-8", "surrogateescape")):
+        return None
+    return "wrong"
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,12 +280,11 @@ class Guard:
         return got
 
     def _check_token(self, auth: str | None, method: str, path: str) -> None:
-        scheme, _, given = (auth or "").strip().partition(" ")
-        if not auth or scheme.lower() != "bearer":
+        assert self.feedback_token is not None
+        problem = bearer_problem(auth, self.feedback_token)
+        if problem == "missing":
             raise TokenRequired(f"{method} {path} needs 'Authorization: Bearer <token>': "
                                 f"this server was started with {TOKEN_ENV}")
-        assert self.feedback_token is not None
-        if not hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"),
-                                   self.feedback_token.encode("utf-8", "surrogateescape")):
+        if problem is not None:
             raise TokenRequired(f"{method} {path}: the bearer token is not the one this "
                                 f"server was started with ({TOKEN_ENV}); nothing was stored")
