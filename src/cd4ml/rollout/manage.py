@@ -7,6 +7,12 @@ the alias's version stable at share 1 (revision 0, ``extra["default"]``). Its fi
 change stores it. The transitions themselves are the pure ones of
 :mod:`cd4ml.rollout.deployment`; here they meet the registry (which versions exist,
 what their gates said) and the store.
+
+Every change is a compare-and-set on the revision it was computed from. A caller that
+read the deployment earlier (an admin's form, ``If-Match``) passes that revision as
+``expected_revision``: if the deployment is at another one now, the change is refused
+with :class:`~cd4ml.errors.RevisionConflictError` (HTTP 409), the refusal audited, and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.errors import ConfigError, NotFoundError
+from cd4ml.errors import ConfigError, NotFoundError, RevisionConflictError
 from cd4ml.rollout import deployment as dep
 from cd4ml.rollout.deployment import Arm, Candidate, Change, DeploymentState
 
@@ -103,6 +109,22 @@ def deployments(stores: Stores, cfg: ProjectConfig) -> list[DeploymentState]:
     return sorted(out, key=lambda d: d.name)
 
 
+def _expect(stores: Stores, state: DeploymentState, expected: int | None, action: str,
+            who: str | None) -> None:
+    """Refuse (audited, as the store refuses a stale write) when the caller computed its
+    change from another revision than the one ``state`` is at."""
+    if expected is None or expected == state.revision:
+        return
+    stores.metadata.audit("deployment_refused", f"deployment:{state.name}",
+                          actor=who or actor(), detail={"action": action,
+                                                        "expected": expected,
+                                                        "found": state.revision})
+    raise RevisionConflictError(
+        f"deployment {state.name!r} not changed ({action}): expected it at revision "
+        f"{expected}, found {state.revision} (changed by someone else meanwhile; read it "
+        f"again and retry)", expected=expected, found=state.revision)
+
+
 def _write(stores: Stores, state: DeploymentState, new: DeploymentState, change: Change,
            who: str | None) -> DeploymentState:
     stores.metadata.write_deployment(new, change, expected_revision=state.revision,
@@ -114,7 +136,8 @@ def deploy(stores: Stores, cfg: ProjectConfig, name: str, *, alias: str | None =
            strategy: str = "single", automation: str | None = None,
            steps: Sequence[float] | None = None, split: float | None = None,
            key: str | None = None, fallback: str | None = None,
-           reason: str | None = None, who: str | None = None) -> DeploymentState:
+           reason: str | None = None, who: str | None = None,
+           expected_revision: int | None = None) -> DeploymentState:
     """Create deployment ``name`` tracking ``alias`` (its version stable), or change its
     strategy; refused while a rollout is in progress, or for another alias."""
     state = _stored(stores, name)
@@ -126,33 +149,40 @@ def deploy(stores: Stores, cfg: ProjectConfig, name: str, *, alias: str | None =
         raise ConfigError(f"deployment {name!r} tracks alias {state.alias!r}; a deployment "
                           f"tracks one alias: deploy another name for {alias!r}",
                           key="alias", value=alias)
+    _expect(stores, state, expected_revision, "configure", who)
     new, change = dep.configure(state, strategy=strategy, automation=automation, steps=steps,
                                 split=split, key=key, fallback=fallback, reason=reason)
     return _write(stores, state, new, change, who)
 
 
 def offer_candidate(stores: Stores, cfg: ProjectConfig, name: str, version: int, *,
-                    reason: str | None = None, who: str | None = None) -> DeploymentState:
+                    reason: str | None = None, who: str | None = None,
+                    expected_revision: int | None = None) -> DeploymentState:
     """The tracked alias moved to ``version``: start the deployment's strategy with it."""
     state = effective_deployment(stores, cfg, name)
+    _expect(stores, state, expected_revision, "candidate", who)
     new, change = dep.start_candidate(state, candidate(stores, state.model, version),
                                       reason=reason)
     return _write(stores, state, new, change, who)
 
 
 def step(stores: Stores, cfg: ProjectConfig, name: str, action: str, *,
-         reason: str | None = None, who: str | None = None) -> DeploymentState:
+         reason: str | None = None, who: str | None = None,
+         expected_revision: int | None = None) -> DeploymentState:
     """``promote``, ``pause`` or ``abort`` the rollout of deployment ``name``."""
     if action not in ACTIONS:
         raise ConfigError(f"expected one of {', '.join(ACTIONS)}", key="action", value=action)
     state = effective_deployment(stores, cfg, name)
+    _expect(stores, state, expected_revision, action, who)
     new, change = ACTIONS[action](state, reason=reason)
     return _write(stores, state, new, change, who)
 
 
 def rollback(stores: Stores, name: str, to_revision: int | None = None, *,
-             reason: str | None = None, who: str | None = None) -> DeploymentState:
+             reason: str | None = None, who: str | None = None,
+             expected_revision: int | None = None) -> DeploymentState:
     """Restore deployment ``name``'s previous revision (or ``to_revision``) as a new one."""
     restored: dict[str, Any] = stores.metadata.rollback_deployment(
-        name, to_revision, actor=who or actor(), reason=reason)
+        name, to_revision, actor=who or actor(), reason=reason,
+        expected_revision=expected_revision)
     return _from_row(restored)
