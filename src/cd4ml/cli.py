@@ -86,6 +86,8 @@ def run(project: Project = Path("."), set_: Sets = None,
         new = "registered" if r["new"] else "already registered as"
         out.print(f"{new} [bold]{r['model']} v{r['version']}[/] ({r['kind']}: {r['recipe']})"
                   + (f" → alias {r['alias']}" if r.get("alias") else ""))
+        for line in r.get("deployments") or ():
+            out.print(f"  deployment {line}")
     if outcome.message:
         out.print(outcome.message)
 
@@ -257,8 +259,13 @@ def promote(model: str, version: int,
         current = expect if expect is not None else md.alias_version(model, alias)
         previous = md.set_alias(model, alias, version, expected=current,
                                 actor=getpass.getuser(), reason=reason)
+        from cd4ml.rollout.manage import on_alias_moved
+
+        started = on_alias_moved(stores, model, alias, version, reason=reason)
     was = f" (was v{previous})" if previous is not None else ""
     out.print(f"{model}@{alias} → v{version}{was}")
+    for line in started:
+        out.print(f"  deployment {line}")
 
 
 @app.command()

@@ -119,6 +119,11 @@ def _register(ctx: RunContext, stores: Stores, cfg: ProjectConfig,
         reg.update(version=done.version, new=True)
         refused = done.refused[0] if done.refused else None
     if refused is None:
+        if alias:
+            from cd4ml.rollout.manage import on_alias_moved
+
+            reg["deployments"] = on_alias_moved(stores, name, alias, reg["version"],
+                                                reason=why, who="cd4ml run")
         return reg, why
     reg.update(alias=None, alias_refused={"alias": alias, "expected": refused.expected,
                                           "found": refused.found})

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from cd4ml.config import ProjectConfig
     from cd4ml.store import Stores
 
-__all__ = ["effective_deployment", "default_deployment", "deployments", "candidate",
+__all__ = ["on_alias_moved", "effective_deployment", "default_deployment", "deployments", "candidate",
            "deploy", "offer_candidate", "step", "rollback", "actor", "ACTOR_ENV", "ACTIONS"]
 
 #: who the audit log says changed a deployment, if set (else the OS user)
@@ -186,3 +186,38 @@ def rollback(stores: Stores, name: str, to_revision: int | None = None, *,
         name, to_revision, actor=who or actor(), reason=reason,
         expected_revision=expected_revision)
     return _from_row(restored)
+
+
+def on_alias_moved(stores: Stores, model: str, alias: str, version: int, *,
+                   reason: str | None = None, who: str | None = None) -> list[str]:
+    """The alias ``model@alias`` now names ``version``: each stored deployment tracking
+    it starts its strategy with that version as candidate (``single`` swaps it in at
+    once). A deployment with no stored state follows the alias as today's hot swap does,
+    with nothing to do here. Returns one line per deployment: what it did, or why it
+    refused (a version that failed its gate offered to a canary, say); a refusal leaves
+    that deployment unchanged and never undoes the alias move."""
+    out = []
+    for row in stores.metadata.list_deployments():
+        state = _from_row(row)
+        if state.model != model or state.alias != alias:
+            continue
+        if any(a.version == int(version) for a in state.arms
+               if a.role in ("stable", "blue") or a is state.candidate):
+            out.append(f"{state.name}: v{version} already serves it ({state.describe()})")
+            continue
+        for attempt in range(3):  # an admin's change in between: read it again
+            try:
+                new, change = dep.start_candidate(state, candidate(stores, model, version),
+                                                  reason=reason)
+                _write(stores, state, new, change, who)
+                out.append(f"{state.name}: {change.summary}")
+                break
+            except RevisionConflictError:
+                state = _stored(stores, state.name) or state
+                if attempt == 2:
+                    out.append(f"{state.name}: not started: changed by someone else "
+                               f"three times; start it with cd4ml rollout candidate")
+            except ConfigError as exc:
+                out.append(f"{state.name}: unchanged: {exc}")
+                break
+    return out

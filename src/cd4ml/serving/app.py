@@ -168,23 +168,24 @@ class Runtime:
             route = table.choose(records, matrix, ctx.request_id)
         try:
             c, prep, outputs = await self._predict(route, records, matrix)
-        except RequestError:
-            if route.refused is not None:
-                route.refused.inc()
-            raise
         except Exception as exc:
-            if route is table.incumbent:
-                if route.error is not None:
-                    route.error.inc()
+            if route is table.incumbent or version is not None:
+                _count(route.refused if isinstance(exc, RequestError) else route.error)
                 raise
-            if route.error is not None:
-                route.error.inc()
+            # the candidate failed: the incumbent answers; if it refuses too, the input
+            # was bad (refused, counted once), else the failure was the candidate's
+            inc = table.incumbent
+            try:
+                c, prep, outputs = await self._predict(inc, records, matrix)
+            except RequestError:
+                _count(inc.refused if isinstance(exc, RequestError) else route.error)
+                raise
+            _count(route.error)
             log.warning("version %s (%s) failed, answered by version %s: %s", route.version,
-                        route.role, table.incumbent.version, exc,
+                        route.role, inc.version, exc,
                         extra={"event": "route_failed", "version": route.version,
                                "role": route.role})
-            route = table.incumbent
-            c, prep, outputs = await self._predict(route, records, matrix)
+            route = inc
         model = route.model
         ctx.model_version = model.version
         latency = time.perf_counter() - ctx.t0
@@ -240,6 +241,11 @@ class Runtime:
                  for e in exc.errors if isinstance(e, dict)} or {("(other)", "(other)")}
         for field, reason in sorted(pairs):
             METRICS.refusals.labels(endpoint, field, reason).inc()
+
+
+def _count(counter: Any) -> None:
+    if counter is not None:
+        counter.inc()
 
 
 def _rows_of(body: Any, limit: int) -> tuple[list[Any], bool]:
