@@ -145,7 +145,8 @@ def test_a_sticky_split_keeps_each_unit_on_one_version(served) -> None:
     _ok(proj, "rollout", "abort", NAME)
 
 
-def test_a_shadow_answers_copies_that_never_reach_the_client(served) -> None:
+def test_a_shadow_answers_copies_that_never_reach_the_client(served, sample_dir: Path,
+                                                            ) -> None:
     proj, url, _ = served
     _ok(proj, "deploy", NAME, "--strategy", "shadow")
     _ok(proj, "rollout", "candidate", NAME, "1")
@@ -167,6 +168,31 @@ def test_a_shadow_answers_copies_that_never_reach_the_client(served) -> None:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     assert 'cd4ml_shadow_requests_total{deployment="walmart-weekly-sales",outcome="ok",' \
            'version="1"}' in text
+    # labels arrive (the real sales of the same week a year before stand in for them)
+    import pandas as pd
+    from sklearn.metrics import mean_absolute_error
+
+    tr = pd.read_csv(sample_dir / "train.csv.zip")
+    week = tr[(tr.Store == 1) & (tr.Date == "2011-11-04")].set_index("Dept")["Weekly_Sales"]
+    actual = {a["request_id"]: float(week[d]) for a, d in
+              zip(answers, [d for d in DEPTS for _ in range(3)], strict=True)}
+    with httpx.Client(base_url=url, timeout=10) as c:
+        r = c.post("/feedback", json=[{"request_id": i, "actual": y} for i, y in actual.items()])
+        assert r.status_code == 200 and r.json()["accepted"] == len(actual), r.text
+    import json
+
+    doc = json.loads(_ok(proj, "rollout", "shadow", NAME, "--json"))
+    assert doc["pairs"] >= len(ids) and doc["unpaired"] == 0 and doc["output"] == "number"
+    mine = live.merge(shadow, on=["request_id", "row"], suffixes=("_l", "_s"))
+    y = mine.request_id.map(actual)
+    assert doc["labelled"] == len(ids)
+    assert doc["quality"]["live_mae"] == pytest.approx(mean_absolute_error(y, mine.prediction_l))
+    assert doc["quality"]["shadow_mae"] == pytest.approx(
+        mean_absolute_error(y, mine.prediction_s))
+    assert doc["agreement"]["mean_abs_difference"] == pytest.approx(
+        mean_absolute_error(mine.prediction_l, mine.prediction_s))
+    text = _ok(proj, "rollout", "shadow", NAME)
+    assert f"shadow v1 of {NAME}: {doc['pairs']} answers paired" in text
     _ok(proj, "rollout", "abort", NAME)
 
 

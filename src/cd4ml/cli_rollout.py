@@ -142,6 +142,50 @@ def candidate(name: str, version: int, reason: Reason = None,
         _done(manage.offer_candidate(stores, cfg, name, version, reason=reason))
 
 
+@rollout_app.command("shadow")
+def shadow(name: str,
+           version: Annotated[int | None, typer.Option(
+               "--version", help="the shadow version (default: the deployment's shadow)")
+           ] = None,
+           since: Annotated[str | None, typer.Option(
+               "--since", help="a duration back from now (7d, 12h) or a time")] = None,
+           json_: Json = False, project: Project = Path(".")) -> None:
+    """NAME's shadow paired with the live answers per request: agreement, and which
+    is right more often once labels came."""
+    from cd4ml.pipeline.monitor_shadow import shadow_report
+    from cd4ml.predlog import parse_time
+    from cd4ml.rollout import manage
+
+    with _project(project) as (cfg, stores):
+        state = manage.effective_deployment(stores, cfg, name)
+    if version is None:
+        version = next((a.version for a in state.arms if a.role == "shadow"), None)
+        if version is None:
+            raise ConfigError(f"deployment {name!r} has no shadow now; name one with "
+                              f"--version", key="--version", value=None)
+    doc = shadow_report(cfg.serving.log.folder_in(project.resolve()), model=state.model,
+                        shadow_version=version,
+                        since=None if since is None else parse_time(since))
+    if json_:
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        return
+    lines = [f"shadow v{version} of {name}: {doc['pairs']} answers paired with the live "
+             f"ones ({doc['unpaired']} unpaired)"]
+    agree = doc.get("agreement")
+    if isinstance(agree, float):
+        lines.append(f"  same label: {agree:.1%}")
+    elif agree:
+        lines.append(f"  mean |live - shadow| {agree['mean_abs_difference']:.4g}, "
+                     f"within 1 %: {agree['within_1_percent']:.1%}")
+    q = doc.get("quality")
+    if q:
+        lines.append("  on " + f"{doc['labelled']} labelled: " + ", ".join(
+            f"{k} {v:.4g}" for k, v in q.items() if isinstance(v, float)))
+    if doc.get("note"):
+        lines.append(f"  {doc['note']}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def rollback(name: str,
              to: Annotated[int | None, typer.Option(
                  "--to", help="the revision to restore (default: the previous one)")] = None,
