@@ -2,7 +2,8 @@
 
 A wrong key or type fails with the file, the key path, the bad value and what is
 allowed; ``--set key.path=value`` overrides any key before validation. The sections live
-in ``sections`` (training), ``serving`` (stores, the log, the server) and ``monitoring``;
+in ``sections`` (training), ``serving`` (stores, the log, the server), ``monitoring``
+and ``rollout`` (the rollout controller);
 ``project`` checks them together and ``loading`` reads the file.
 
 >>> from cd4ml.errors import ConfigError
@@ -23,6 +24,7 @@ from cd4ml.config.loading import (apply_overrides, config_hash, load_config, par
 from cd4ml.config.monitoring import (DRIFT_METHODS, DriftColumnConfig, DriftConfig,
                                      MonitoringConfig)
 from cd4ml.config.project import ProjectConfig
+from cd4ml.config.rollout import RolloutConfig
 from cd4ml.config.sections import (DEFAULT_BASELINE, DEFAULT_METRIC, ColumnPolicy, DataConfig,
                                    EvaluationConfig, FeaturesConfig, GateConfig, GroupGapRule,
                                    InputsConfig, JoinConfig, ModelsConfig, ModelSpec,
@@ -37,5 +39,5 @@ __all__ = [
     "InputsConfig", "ModelSpec", "ModelsConfig", "ValidationConfig", "SplitConfig",
     "EvaluationConfig", "GroupGapRule", "GateConfig", "RegistryConfig", "StoreConfig",
     "PredictionLogConfig", "ServingConfig", "MonitoringConfig", "DriftConfig",
-    "DriftColumnConfig", "DRIFT_METHODS", "TaskKind",
+    "DriftColumnConfig", "DRIFT_METHODS", "TaskKind", "RolloutConfig",
 ]

@@ -12,6 +12,7 @@ from cd4ml.config.sections import (DEFAULT_BASELINE, DEFAULT_METRIC, DataConfig,
                                    RegistryConfig, SplitConfig, TaskKind,
                                    SPLIT_KEYS, SPLIT_REQUIRED)
 from cd4ml.config.monitoring import MonitoringConfig
+from cd4ml.config.rollout import RolloutConfig
 from cd4ml.config.serving import ServingConfig, StoreConfig
 
 
@@ -32,6 +33,7 @@ class ProjectConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     @model_validator(mode="before")
     @classmethod
