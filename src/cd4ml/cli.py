@@ -278,20 +278,21 @@ def serve(project: Project = Path("."), set_: Sets = None,
               "--ui/--no-ui", help="the dashboard at /ui beside the model server")] = True,
           ) -> None:
     """Serve the production model: form at /, POST /predict, /v2 and /invocations, the
-    dashboard at /ui; the alert rules are evaluated every monitoring.interval_s by a
-    process of their own."""
+    dashboard at /ui, the admin API at /admin (with CD4ML_ADMIN_TOKEN); the alert rules
+    are evaluated every monitoring.interval_s by a process of their own."""
     import os
 
-    from cd4ml.serving.server import FACTORY
+    from cd4ml.rollout.admin_api import admin_token_from_env
     from cd4ml.serving.server import serve as _serve
 
-    if ui:  # each worker's factory reads where the project is (uvicorn passes no args)
-        os.environ[_UI_ENV] = json.dumps({"project_dir": str(project.resolve()),
-                                          "overrides": list(set_ or [])})
+    admin_token_from_env()  # an empty CD4ML_ADMIN_TOKEN: refused now, in one line
+    # each worker's factory reads where the project is (uvicorn passes no args)
+    os.environ[_UI_ENV] = json.dumps({"project_dir": str(project.resolve()),
+                                      "overrides": list(set_ or []), "ui": ui})
     watcher = _alert_watcher(project, set_, port, host)
     try:
         _serve(project, overrides=set_, port=port, host=host, workers=workers,
-               factory="cd4ml.cli:serve_with_dashboard" if ui else FACTORY)
+               factory="cd4ml.cli:serve_app")
     finally:
         if watcher is not None and watcher.poll() is None:
             watcher.terminate()
@@ -330,21 +331,26 @@ _UI_ENV = "CD4ML_UI"
 UI_PREFIX = "/ui"
 
 
-def serve_with_dashboard() -> Any:
+def serve_app() -> Any:
     """The app factory of ``cd4ml serve`` (each worker): the model server as
-    ``app_from_env`` builds it, with the dashboard at ``/ui`` beside it, reading the
-    server's own ``/metrics`` in process. Requests outside ``/ui`` reach the model server
-    unchanged (:class:`cd4ml.dashboard.Beside`)."""
+    ``app_from_env`` builds it, the admin API at ``/admin`` beside it
+    (:mod:`cd4ml.rollout.admin_api`) and, unless ``--no-ui``, the dashboard at ``/ui``,
+    reading the server's own ``/metrics`` in process. Other requests reach the model
+    server unchanged (:class:`cd4ml.dashboard.Beside`)."""
     import os
 
     from cd4ml.dashboard import Beside, asgi_metrics, create_dashboard
+    from cd4ml.rollout.admin_api import PREFIX, admin_from_project
     from cd4ml.serving.server import app_from_env
 
     server = app_from_env()
     opts = json.loads(os.environ[_UI_ENV])
+    app = Beside(server, admin_from_project(opts["project_dir"], opts["overrides"]), PREFIX)
+    if not opts["ui"]:
+        return app
     ui = create_dashboard(opts["project_dir"], opts["overrides"],
                           metrics_text=asgi_metrics(server), prefix=UI_PREFIX)
-    return Beside(server, ui, UI_PREFIX)
+    return Beside(app, ui, UI_PREFIX)
 
 
 @app.command("ui")
