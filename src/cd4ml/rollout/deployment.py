@@ -39,7 +39,7 @@ from cd4ml.errors import ConfigError
 from cd4ml.rollout.sticky import check_shares
 
 __all__ = ["DeploymentState", "Arm", "Candidate", "Change", "start_candidate", "promote",
-           "pause", "abort", "configure", "gate_of", "STRATEGIES", "AUTOMATIONS", "ROLES",
+           "pause", "abort", "configure", "reweight", "gate_of", "STRATEGIES", "AUTOMATIONS", "ROLES",
            "LIVE_ROLES", "STATUSES", "GATES", "SERVABLE_GATES"]
 
 STRATEGIES = ("single", "shadow", "canary", "ab", "bandit", "bluegreen")
@@ -419,3 +419,23 @@ def abort(state: DeploymentState, *, reason: str | None = None,
     return _next(state, "abort", f"aborted v{cand.version}; v{inc.version} serves alone",
                  reason, arms=(_stable_arm(state, inc.version, inc.gate),),
                  status="aborted", step=None)
+
+
+def reweight(state: DeploymentState, shares: Mapping[str, float], *,
+             reason: str | None = None) -> tuple[DeploymentState, Change]:
+    """A bandit's (or an A/B test's) live arms at new ``shares`` (``{"v1": 0.3, "v2":
+    0.7}``, by :meth:`DeploymentState.shares`' names; summing to 1), the roles unchanged:
+    what the rollout controller writes as the policy's split adapts."""
+    _in_progress(state, "reweight")
+    if state.strategy not in ("ab", "bandit"):
+        raise _bad("strategy", state.strategy, "only an ab or bandit deployment's shares "
+                                               "are set by weight")
+    live = state.shares()
+    if set(shares) != set(live):
+        raise _bad("shares", dict(shares), f"expected a share for each live arm: "
+                                           f"{', '.join(sorted(live))}")
+    arms = tuple(replace(a, share=float(shares[f"v{a.version}"])) if a.role in LIVE_ROLES
+                 else a for a in state.arms)
+    summary = "shares " + ", ".join(f"v{a.version} {_pct(a.share or 0.0)}" for a in arms
+                                     if a.role in LIVE_ROLES)
+    return _next(state, "reweight", summary, reason, arms=arms)
