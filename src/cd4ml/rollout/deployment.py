@@ -39,8 +39,8 @@ from cd4ml.errors import ConfigError
 from cd4ml.rollout.sticky import check_shares
 
 __all__ = ["DeploymentState", "Arm", "Candidate", "Change", "start_candidate", "promote",
-           "pause", "abort", "configure", "reweight", "gate_of", "STRATEGIES", "AUTOMATIONS", "ROLES",
-           "LIVE_ROLES", "STATUSES", "GATES", "SERVABLE_GATES"]
+           "pause", "abort", "configure", "reweight", "gate_of", "STRATEGIES", "AUTOMATIONS",
+           "ROLES", "LIVE_ROLES", "STATUSES", "GATES", "SERVABLE_GATES"]
 
 STRATEGIES = ("single", "shadow", "canary", "ab", "bandit", "bluegreen")
 AUTOMATIONS = ("manual", "assisted", "automatic")
