@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cd4ml.cli_rollout import register as _register_rollout
+from cd4ml.cli_rollout import start_controller
 from cd4ml.errors import Cd4mlError, ValidationFailed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -279,7 +280,8 @@ def serve(project: Project = Path("."), set_: Sets = None,
           ) -> None:
     """Serve the production model: form at /, POST /predict, /v2 and /invocations, the
     dashboard at /ui, the admin API at /admin (with CD4ML_ADMIN_TOKEN); the alert rules
-    are evaluated every monitoring.interval_s by a process of their own."""
+    are evaluated every monitoring.interval_s, and rollouts decided every
+    rollout.interval_s, each by a process of its own."""
     import os
 
     from cd4ml.rollout.admin_api import admin_token_from_env
@@ -290,16 +292,18 @@ def serve(project: Project = Path("."), set_: Sets = None,
     os.environ[_UI_ENV] = json.dumps({"project_dir": str(project.resolve()),
                                       "overrides": list(set_ or []), "ui": ui})
     watcher = _alert_watcher(project, set_, port, host)
+    controller = start_controller(project, set_, port, host)  # cd4ml.cli_rollout
     try:
         _serve(project, overrides=set_, port=port, host=host, workers=workers,
                factory="cd4ml.cli:serve_app")
     finally:
-        if watcher is not None and watcher.poll() is None:
-            watcher.terminate()
-            try:
-                watcher.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - never outlive the server
-                watcher.kill()
+        for helper in (watcher, controller):
+            if helper is not None and helper.poll() is None:
+                helper.terminate()
+                try:
+                    helper.wait(timeout=10)
+                except Exception:  # noqa: BLE001 - never outlive the server
+                    helper.kill()
 
 
 def _alert_watcher(project: Path, set_: list[str] | None, port: int | None,

@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 
     from cd4ml.rollout.deployment import DeploymentState
 
-__all__ = ["register", "rollout_app"]
+__all__ = ["register", "rollout_app", "start_controller"]
 
 rollout_app = typer.Typer(help="A deployment's rollout: status, promote, pause, abort, "
-                               "candidate.", no_args_is_help=True)
+                               "candidate, shadow, controller.", no_args_is_help=True)
 
 Project = Annotated[Path, typer.Option("-p", "--project", help="project folder (cd4ml.yaml)")]
 Json = Annotated[bool, typer.Option("--json", help="one JSON document on stdout")]
@@ -105,13 +105,30 @@ def status(name: Annotated[str | None, typer.Argument()] = None, json_: Json = F
         found = [manage.effective_deployment(stores, cfg, name)] if name is not None \
             else manage.deployments(stores, cfg)
         history = {d.name: stores.metadata.deployment_history(d.name) for d in found}
+        decided = {d.name: _controller_events(stores, d) for d in found}
     if json_:
-        docs = [{**_doc(d), "history": history[d.name]} for d in found]
+        docs = [{**_doc(d), "history": history[d.name], "controller": decided[d.name]}
+                for d in found]
         sys.stdout.write(json.dumps(docs[0] if name is not None else docs, indent=2,
                                     default=str) + "\n")
         return
     for d in found:
         _done(d)
+        for kind, e in decided[d.name].items():
+            sys.stdout.write(f"  {kind} (revision {e['revision']}, {e['at']:%Y-%m-%d %H:%M:%S}"
+                             f" UTC, {e['actor']}): {e['reason']}\n")
+
+
+def _controller_events(stores: Any, state: DeploymentState) -> dict[str, Any]:
+    """The rollout controller's latest analysis, A/B comparison and bandit shares of
+    ``state``'s rollout (:func:`cd4ml.rollout.controller.latest`), by kind."""
+    from cd4ml.rollout.controller import latest
+
+    if state.extra.get("default"):
+        return {}
+    return {k: {"at": e["at"], "actor": e["actor"], "reason": e["reason"],
+                "revision": (e["detail"] or {}).get("revision"), "detail": e["detail"]}
+            for k, e in latest(stores, state.name).items()}
 
 
 def _step(action: str) -> Any:
@@ -195,6 +212,73 @@ def rollback(name: str,
 
     with _project(project) as (_, stores):
         _done(manage.rollback(stores, name, to, reason=reason))
+
+
+Sets = Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")]
+
+
+@rollout_app.command("controller")
+def controller(project: Project = Path("."), set_: Sets = None,
+               every: Annotated[float | None, typer.Option(
+                   "--every", min=0.1, help="look every this many seconds until stopped "
+                   "(default rollout.interval_s)")] = None,
+               once: Annotated[bool, typer.Option(
+                   "--once", help="one look, then exit (the lock held elsewhere: exit 1)")
+               ] = False,
+               metrics_url: Annotated[str | None, typer.Option(
+                   "--metrics-url", help="the server's /metrics (default serving.host:"
+                   "serving.port); 'none': judge without the server's counters")] = None,
+               json_: Json = False,
+               parent: Annotated[int | None, typer.Option(
+                   "--parent", hidden=True, help="stop when this pid is no longer the "
+                   "parent")] = None) -> None:
+    """The rollout controller: canary steps analysed and decided, a bandit's split
+    adapted, an A/B test compared, by each deployment's automation; one per project."""
+    from cd4ml.config import load_config
+    from cd4ml.rollout import watch
+
+    cfg, _ = load_config(project.resolve(), set_)  # a bad --set: one line, exit 1
+    url = None if (metrics_url or "").lower() == "none" else \
+        metrics_url or watch.metrics_url(cfg)
+    scrape = watch.scraper(url) if url else None
+
+    def emit(entries: list[dict[str, Any]]) -> None:
+        if json_:
+            sys.stdout.write(json.dumps(entries, default=str) + "\n")
+            sys.stdout.flush()
+            return
+        for e in entries:
+            sys.stdout.write(f"{e['deployment']} (revision {e['revision']}, {e['strategy']}, "
+                             f"{e['automation']}): {e['action']}: {e.get('reason', '')}\n")
+        sys.stdout.flush()
+
+    if once:
+        emit(watch.run_once(project, set_, metrics=scrape))
+        return
+    watch.watch(project, set_, every=every or cfg.rollout.interval_s or 30.0, metrics=scrape,
+                parent=parent, on_tick=emit if json_ else None)
+
+
+def start_controller(project: Path, set_: list[str] | None, port: int | None,
+                     host: str | None) -> Any:
+    """``cd4ml rollout controller --every rollout.interval_s`` beside ``cd4ml serve`` (a
+    process of its own, scraping the server's /metrics, stopping with it; one per
+    project, by its lock); None when ``rollout.interval_s`` is 0."""
+    import os
+    import subprocess
+
+    from cd4ml.config import load_config
+    from cd4ml.rollout.watch import metrics_url
+
+    cfg, _ = load_config(project.resolve(), set_)
+    if not cfg.rollout.interval_s:
+        return None
+    args = [sys.executable, "-m", "cd4ml.cli", "rollout", "controller", "-p",
+            str(project.resolve()), "--every", str(cfg.rollout.interval_s), "--metrics-url",
+            metrics_url(cfg, port, host), "--parent", str(os.getpid())]
+    for s_ in set_ or []:
+        args += ["--set", s_]
+    return subprocess.Popen(args)
 
 
 def register(app: typer.Typer) -> None:

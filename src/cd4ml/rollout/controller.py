@@ -1,0 +1,449 @@
+"""The rollout controller: each deployment in progress looked at, and decided by its
+``automation`` (manual: nothing runs; assisted: it proposes, a person decides; automatic:
+it decides). Servers only read what it writes.
+
+One :meth:`Controller.tick` visits every stored deployment that is ``progressing``:
+
+- **canary** — a step's clock starts when the controller first sees its revision (and
+  takes the server's router counters then, the step's baseline); once ``rollout.step_s``
+  has passed, the step's analysis (:mod:`cd4ml.rollout.analysis`) judges the canary
+  against the stable on the router's counts and latency since the baseline and on
+  monitoring's judgement of each one's window of the log since the step's revision was
+  written. Failed aborts at once (assisted and automatic: the stable serves alone);
+  automatic promotes on Successful (the next step, or the finish) and pauses for a
+  person on Inconclusive; assisted records the analysis, proposing the step, and waits
+  for ``cd4ml rollout promote``. Without metrics (the server unreachable) the step
+  waits; with no metrics source at all the server's checks are left out (``skipped``);
+- **bandit** — every ``rollout.bandit.update_s`` the arms' rewards since the candidate
+  started (:func:`cd4ml.rollout.signals.outcomes`) give a :class:`~cd4ml.rollout.
+  bandit.BanditState` and the policy's shares, floored at ``min_share``; written as the
+  arms' shares (automatic) when one moves by more than ``min_change``, so every worker
+  routes by them through the store; assisted records them as a proposal;
+- **ab** — every ``rollout.ab.look_s`` the arms are compared on their outcomes by
+  :func:`~cd4ml.rollout.abtest.compare` and :func:`~cd4ml.rollout.abtest.recommend`
+  (the always-valid mSPRT, its running p-value carried from the previous look), the
+  result recorded; automatic promotes "B better", aborts "A better" and pauses on "no
+  detectable difference".
+
+Every decision goes through :func:`cd4ml.rollout.manage.step` (or the store's
+compare-and-set for shares) as ``who="controller"`` with the analysis's one-line
+reason; analyses and proposals that change nothing are audited as
+``deployment_analysis``, ``deployment_ab`` and ``deployment_bandit`` events
+(:func:`record`, read back by :func:`latest`). A deployment changed by someone else
+meanwhile (RevisionConflictError) is left for the next tick. Clocks and the metrics
+source are injected (``clock``, ``metrics_source``) so a tick is testable alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cd4ml.errors import RevisionConflictError
+from cd4ml.rollout import analysis as an
+from cd4ml.rollout.routed import Routed
+
+if TYPE_CHECKING:
+    from cd4ml.config import ProjectConfig
+    from cd4ml.rollout.deployment import DeploymentState
+    from cd4ml.store import Stores
+
+__all__ = ["Controller", "record", "latest", "WHO", "EVENTS"]
+
+log = logging.getLogger("cd4ml.rollout")
+#: who the audit log says made the controller's changes
+WHO = "controller"
+#: the audit actions of what the controller records without a state change
+EVENTS = ("deployment_analysis", "deployment_ab", "deployment_bandit")
+
+
+def _object(name: str) -> str:
+    from cd4ml.store.deployment_ops import deployment_object
+
+    return deployment_object(name)
+
+
+def record(stores: Stores, state: DeploymentState, kind: str, detail: dict[str, Any],
+           reason: str, who: str = WHO) -> int:
+    """Audit ``deployment_<kind>`` (analysis, ab, bandit) of ``state``'s revision."""
+    return stores.metadata.audit(f"deployment_{kind}", _object(state.name), actor=who,
+                                 detail={"revision": state.revision, **detail},
+                                 reason=reason)
+
+
+def latest(stores: Stores, name: str, kind: str | None = None,
+           limit: int = 200) -> dict[str, dict[str, Any]]:
+    """The latest recorded event of each kind (``analysis``, ``ab``, ``bandit``) of
+    deployment ``name`` among its last ``limit`` audit entries: ``{kind: entry}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in stores.metadata.list_audit(limit, object=_object(name)):
+        k = str(e["action"]).removeprefix("deployment_")
+        if e["action"] in EVENTS and k not in out and kind in (None, k):
+            out[k] = e
+    return out
+
+
+@dataclass
+class _Step:
+    """A canary step as this controller saw it begin."""
+
+    began: float  #: the clock when first seen
+    metrics: Routed | None  #: the router's counters then (None: no metrics source)
+    analysed: float | None = None  #: the clock at its last analysis
+    recorded: str | None = None  #: the result last recorded (assisted)
+
+
+class Controller:
+    """Decides the rollouts of one project (see the module's docstring).
+
+    ``metrics_source``: a callable returning the server's Prometheus text (``""`` when
+    it cannot be read); None: no server metrics (the error-rate and latency checks are
+    skipped). ``clock``: epoch seconds.
+    """
+
+    def __init__(self, cfg: ProjectConfig, root: str | Path, stores: Stores, *,
+                 metrics_source: Callable[[], str] | None = None,
+                 clock: Callable[[], float] = time.time, who: str = WHO) -> None:
+        self.cfg, self.root, self.stores = cfg, Path(root), stores
+        self.metrics_source, self.clock, self.who = metrics_source, clock, who
+        self._steps: dict[tuple[str, int], _Step] = {}
+        self._looked: dict[tuple[str, str], float] = {}  # (deployment, kind) -> clock
+
+    # -- the round -------------------------------------------------------------------
+
+    def tick(self) -> list[dict[str, Any]]:
+        """One look at every deployment in progress; what was done, one dict each."""
+        from cd4ml.rollout import manage
+
+        out = []
+        for state in manage.deployments(self.stores, self.cfg):
+            if state.status != "progressing" or state.extra.get("default"):
+                continue
+            entry = {"deployment": state.name, "strategy": state.strategy,
+                     "automation": state.automation, "revision": state.revision}
+            try:
+                entry.update(self._visit(state))
+            except RevisionConflictError as exc:
+                entry.update(action="conflict", reason=f"{exc}; retried on the next tick")
+            except Exception as exc:  # noqa: BLE001 - one deployment must not stop the rest
+                log.exception("rollout controller: deployment %s", state.name)
+                entry.update(action="error", reason=f"{type(exc).__name__}: {exc}")
+            out.append(entry)
+        live = {(e["deployment"], e["revision"]) for e in out}
+        self._steps = {k: v for k, v in self._steps.items() if k in live}
+        return out
+
+    def _visit(self, state: DeploymentState) -> dict[str, Any]:
+        if state.automation == "manual":
+            return {"action": "none", "reason": "automation manual: a person decides"}
+        if state.strategy == "canary":
+            return self._canary(state)
+        if state.strategy == "bandit":
+            return self._bandit(state)
+        if state.strategy == "ab":
+            return self._ab(state)
+        return {"action": "none", "reason": f"strategy {state.strategy}: a person decides"}
+
+    def _scrape(self, name: str) -> Routed | None:
+        """The router's figures of deployment ``name`` now; None when unavailable."""
+        assert self.metrics_source is not None
+        try:
+            text = self.metrics_source()
+        except Exception as exc:  # noqa: BLE001 - the server is starting or gone
+            log.warning("rollout controller: metrics unavailable: %s", exc)
+            return None
+        return Routed.parse(text, name) if text else None
+
+    def _decide(self, state: DeploymentState, action: str, reason: str) -> dict[str, Any]:
+        from cd4ml.rollout import manage
+
+        new = manage.step(self.stores, self.cfg, state.name, action, reason=reason,
+                          who=self.who, expected_revision=state.revision)
+        return {"action": action, "reason": reason, "to": new.describe(),
+                "to_revision": new.revision}
+
+    # -- canary ----------------------------------------------------------------------
+
+    def _canary(self, state: DeploymentState) -> dict[str, Any]:
+        now, key = self.clock(), (state.name, state.revision)
+        step = self._steps.get(key)
+        if step is None:
+            metrics = None
+            if self.metrics_source is not None:
+                metrics = self._scrape(state.name)
+                if metrics is None:
+                    return {"action": "wait", "reason": "the server's metrics are "
+                                                        "unavailable: the step starts later"}
+            step = self._steps[key] = _Step(began=now, metrics=metrics)
+            return {"action": "step began", "reason": f"step {state.step} began; analysis "
+                                                      f"in {self.cfg.rollout.step_s:g} s"}
+        since = step.analysed if step.analysed is not None else step.began
+        left = self.cfg.rollout.step_s - (now - since)
+        if left > 0:
+            return {"action": "wait", "reason": f"analysis in {left:.0f} s"}
+        current = None
+        if self.metrics_source is not None:
+            current = self._scrape(state.name)
+            if current is None:
+                return {"action": "wait", "reason": "the server's metrics are unavailable"}
+        result = self.analyse(state, step.metrics, current)
+        step.analysed = now
+        doc = result.to_dict()
+        line = f"analysis {result.reason}"
+        if result.result == an.FAILED:
+            record(self.stores, state, "analysis", {**doc, "decision": "abort"}, line, self.who)
+            return {**self._decide(state, "abort", line), "analysis": doc}
+        if state.automation == "automatic":
+            action = "promote" if result.result == an.SUCCESSFUL else "pause"
+            record(self.stores, state, "analysis", {**doc, "decision": action}, line, self.who)
+            return {**self._decide(state, action, line), "analysis": doc}
+        proposal = "promote" if result.result == an.SUCCESSFUL else "wait for a person"
+        if step.recorded != result.result:  # assisted: recorded when the result changes
+            record(self.stores, state, "analysis", {**doc, "proposal": proposal},
+                   f"{line}; proposes: {proposal} (cd4ml rollout promote {state.name})",
+                   self.who)
+            step.recorded = result.result
+        return {"action": "propose", "proposal": proposal, "reason": line, "analysis": doc}
+
+    def analyse(self, state: DeploymentState, before: Routed | None,
+                now: Routed | None) -> an.Analysis:
+        """The analysis of ``state``'s current canary step: the router's figures since
+        ``before`` (both None: no metrics source) and each arm's log window since the
+        step's revision was written."""
+        checks = self.cfg.rollout.analysis
+        stable, cand = state.incumbent, state.candidate
+        assert stable is not None and cand is not None
+        results: list[an.MetricResult] = []
+        skipped: dict[str, str] = {}
+        if now is None:
+            for name in ("error_rate", "latency"):
+                skipped[name] = "no server metrics (cd4ml rollout controller --metrics-url)"
+        else:
+            delta = now.since(before)
+            c = checks.error_rate
+            if c.enabled:
+                results.append(an.error_rate(
+                    delta.counts_of(cand.version, cand.role),
+                    delta.counts_of(stable.version, stable.role),
+                    max_increase=c.max_increase, min_samples=c.min_samples))
+            else:
+                skipped["error_rate"] = "disabled"
+            lc = checks.latency
+            if lc.enabled:
+                results.append(an.latency(
+                    delta.latency_of(cand.version, cand.role),
+                    delta.latency_of(stable.version, stable.role), quantile=lc.quantile,
+                    max_ratio=lc.max_ratio, min_increase_ms=lc.min_increase_ms,
+                    min_samples=lc.min_samples))
+            else:
+                skipped["latency"] = "disabled"
+        self._log_checks(state, results, skipped)
+        return an.Analysis(tuple(results), skipped)
+
+    def _began_at(self, state: DeploymentState, action: str | None = None) -> float | None:
+        """When ``state``'s revision was written (``action``: the latest event of that
+        action instead), epoch seconds."""
+        hist = self.stores.metadata.deployment_history(state.name)
+        for e in reversed(hist):
+            if (e["action"] == action) if action else (e["revision"] == state.revision):
+                return float(e["at"].timestamp())
+        return None
+
+    def _log_checks(self, state: DeploymentState, results: list[an.MetricResult],
+                    skipped: dict[str, str]) -> None:
+        from cd4ml.rollout.signals import judge_version
+        from cd4ml.tasks import task_of
+
+        checks, cfg = self.cfg.rollout.analysis, self.cfg
+        wanted = [n for n in ("drift", "quality", "estimated") if getattr(checks, n).enabled]
+        skipped.update({n: "disabled" for n in ("drift", "quality", "estimated")
+                        if n not in wanted})
+        if not wanted:
+            return
+        stable, cand = state.incumbent, state.candidate
+        assert stable is not None and cand is not None
+        since = self._began_at(state)
+        docs = {who: judge_version(cfg, self.root, self.stores, state.model, arm.version,
+                                   arm.role, since=since)
+                for who, arm in (("canary", cand), ("stable", stable))}
+        missing = [f"v{a.version}: {docs[w]['message']}" for w, a in
+                   (("canary", cand), ("stable", stable)) if docs[w]["state"] != "ok"]
+        if missing:
+            skipped.update({n: "; ".join(missing) for n in wanted})
+            return
+        c, s = docs["canary"], docs["stable"]
+        if "drift" in wanted:
+            if c["drift"].get("state") == "not applicable":
+                skipped["drift"] = c["drift"]["message"]
+            else:
+                d = checks.drift
+                results.append(an.drift(
+                    c["metrics"].get("drift.share"), int(c["rows"]),
+                    max_share=d.max_share or cfg.monitoring.drift.drift_share,
+                    min_samples=d.min_samples, stable_share=s["metrics"].get("drift.share"),
+                    drifted=c["drift"].get("drifted") or ()))
+        metric = cfg.evaluation.metric
+        higher = task_of(cfg.task).higher_is_better(metric)
+        if "quality" in wanted:
+            q = checks.quality
+            results.append(an.quality(
+                metric, _num(c["metrics"].get(f"quality.{metric}")),
+                _num(s["metrics"].get(f"quality.{metric}")), int(c["quality"].get("rows") or 0),
+                int(s["quality"].get("rows") or 0), higher_is_better=higher,
+                max_degradation=q.max_degradation, min_samples=q.min_samples))
+        if "estimated" in wanted:
+            if "estimated" not in c or "estimated" not in s:
+                skipped["estimated"] = ("no estimate without labels: binary classifiers "
+                                        "with a calibrated reference only")
+            else:
+                e = checks.estimated
+                m = metric if f"estimated.{metric}" in c["metrics"] else "roc_auc"
+                results.append(an.quality(
+                    m, _num(c["metrics"].get(f"estimated.{m}")),
+                    _num(s["metrics"].get(f"estimated.{m}")), int(c["rows"]), int(s["rows"]),
+                    higher_is_better=True, max_degradation=e.max_degradation,
+                    min_samples=e.min_samples, name="estimated", rows="rows"))
+
+    # -- bandit and A/B --------------------------------------------------------------
+
+    def _due(self, state: DeploymentState, kind: str, every: float) -> float | None:
+        """Seconds left before the next look of ``kind`` (None: due now, and marked)."""
+        now, key = self.clock(), (state.name, kind)
+        last = self._looked.get(key)
+        if last is not None and now - last < every:
+            return every - (now - last)
+        self._looked[key] = now
+        return None
+
+    def _arms(self, state: DeploymentState) -> dict[str, tuple[int, str]]:
+        return {f"v{a.version}": (a.version, a.role) for a in state.arms
+                if a.role in ("stable", "arm")}
+
+    def _bandit(self, state: DeploymentState) -> dict[str, Any]:
+        from cd4ml.rollout import bandit as bd
+        from cd4ml.rollout import deployment as dep
+        from cd4ml.rollout.signals import outcomes
+
+        b = self.cfg.rollout.bandit
+        left = self._due(state, "bandit", b.update_s)
+        if left is not None:
+            return {"action": "wait", "reason": f"shares computed again in {left:.0f} s"}
+        arms = self._arms(state)
+        got = outcomes(self.cfg, self.root, state.model, arms,
+                       since=self._began_at(state, "candidate"), source=b.outcome,
+                       binary=b.reward == "binary")
+        sign = 1.0 if got.higher_is_better else -1.0  # an error is a negative reward
+        values = {a: sign * v for a, v in got.values.items()}
+        ignored = dict(got.ignored)
+        if b.reward == "binary" and not got.higher_is_better:
+            ignored["an absolute error is no binary reward (rollout.bandit.reward: "
+                    "continuous)"] = sum(len(v) for v in values.values())
+            values = {a: v[:0] for a, v in values.items()}
+        names = list(arms)
+        st = bd.BanditState(tuple(names), tuple(len(values[a]) for a in names),
+                            tuple(float(values[a].sum()) for a in names),
+                            tuple(float((values[a] ** 2).sum()) for a in names))
+        policy = (bd.ThompsonSampling(reward=b.reward) if b.policy == "thompson"
+                  else bd.EpsilonGreedy(epsilon=b.epsilon, reward=b.reward))
+        shares = _floored(policy.shares(st, seed=b.seed), b.min_share)
+        current = state.shares()
+        moved = max(abs(shares[a] - current.get(a, 0.0)) for a in names)
+        doc = {"state": st.to_dict(), "shares": shares, "current": current,
+               "policy": repr(policy), "outcomes": got.to_dict(), "ignored": ignored}
+        pulls = ", ".join(f"{a} {n:,} rewards, mean {s / n:.4g}" if n else f"{a} none"
+                          for a, n, s in zip(st.arms, st.pulls, st.total))
+        line = (f"bandit {b.policy}: {pulls}; shares "
+                + ", ".join(f"{a} {shares[a] * 100:.3g} %" for a in names)
+                + (f"; ignored {sum(ignored.values())} ({'; '.join(ignored)})" if ignored
+                   else ""))
+        if moved <= b.min_change:
+            return {"action": "none", "reason": f"{line}: moved {moved * 100:.2g} points, "
+                                                f"not more than {b.min_change * 100:g}",
+                    "bandit": doc}
+        if state.automation != "automatic":
+            record(self.stores, state, "bandit", {**doc, "proposal": "reweight"},
+                   f"{line}; proposes these shares", self.who)
+            return {"action": "propose", "proposal": "reweight", "reason": line, "bandit": doc}
+        new, change = dep.reweight(state, shares, reason=line)
+        self.stores.metadata.write_deployment(new, change, expected_revision=state.revision,
+                                              actor=self.who)
+        return {"action": "reweight", "reason": line, "to": new.describe(),
+                "to_revision": new.revision, "bandit": doc}
+
+    def _ab(self, state: DeploymentState) -> dict[str, Any]:
+        from cd4ml.rollout import abtest
+        from cd4ml.rollout.signals import outcomes
+
+        ab = self.cfg.rollout.ab
+        left = self._due(state, "ab", ab.look_s)
+        if left is not None:
+            return {"action": "wait", "reason": f"next look in {left:.0f} s"}
+        inc, cand = state.incumbent, state.candidate
+        assert inc is not None and cand is not None
+        since = self._began_at(state, "candidate")
+        got = outcomes(self.cfg, self.root, state.model, self._arms(state), since=since,
+                       source=ab.outcome)
+        a, b = (abtest.ArmStats.of(got.values[f"v{x.version}"]) for x in (inc, cand))
+        prev = latest(self.stores, state.name, "ab").get("ab")
+        previous = None
+        if prev is not None and (prev["detail"] or {}).get("candidate") == cand.version \
+                and (prev["detail"] or {}).get("since") == since:
+            seq = prev["detail"]["sequential"]
+            previous = abtest.Sequential(*(math.nan,) * 4, *(_nan(seq.get(k)) for k in (
+                "pvalue", "ci_low", "ci_high")), ab.alpha)
+        c = abtest.compare(a, b, higher_is_better=got.higher_is_better, alpha=ab.alpha,
+                           tau=ab.tau, previous=previous)
+        rec = abtest.recommend(c, min_effect=ab.min_effect, min_n=ab.min_n, max_n=ab.max_n)
+        s = c.sequential
+        doc = {"candidate": cand.version, "since": since, "outcome": got.to_dict(),
+               "a": {"version": inc.version, "n": int(a.n), "mean": _num(a.mean)},
+               "b": {"version": cand.version, "n": int(b.n), "mean": _num(b.mean)},
+               "diff": _num(c.diff), "relative": _num(c.relative),
+               "sequential": {"pvalue": _num(s.pvalue), "ci_low": _num(s.ci_low),
+                              "ci_high": _num(s.ci_high)},
+               "welch_pvalue": _num(c.welch.pvalue), "decision": rec.decision,
+               "reason": rec.reason, "more_per_arm": rec.more_per_arm}
+        line = (f"A/B v{cand.version} vs v{inc.version} on {got.kind}: "
+                f"{_mean(b)} vs {_mean(a)} ({int(b.n):,} and {int(a.n):,}): "
+                f"{rec.decision} ({rec.reason})")
+        action = {abtest.B_BETTER: "promote", abtest.A_BETTER: "abort",
+                  abtest.NO_DIFFERENCE: "pause"}.get(rec.decision)
+        if state.automation == "automatic" and action is not None:
+            record(self.stores, state, "ab", {**doc, "decision": action}, line, self.who)
+            return {**self._decide(state, action, line), "ab": doc}
+        record(self.stores, state, "ab", {**doc, "proposal": action or "keep collecting"},
+               line, self.who)
+        return {"action": "propose" if action else "none", "proposal": action,
+                "reason": line, "ab": doc}
+
+
+def _num(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _nan(x: Any) -> float:
+    v = _num(x)
+    return math.nan if v is None else v
+
+
+def _mean(s: Any) -> str:
+    return "-" if not s.n else f"{float(s.mean):.4g}"
+
+
+def _floored(shares: dict[str, float], floor: float) -> dict[str, float]:
+    """Each share at least ``floor`` (``floor + (1 - k·floor)·p``), rounded to 1e-4, the
+    last taking what the others leave so they sum to 1."""
+    names = list(shares)
+    k = len(names)
+    out = {a: round(floor + (1 - k * floor) * shares[a], 4) for a in names[:-1]}
+    out[names[-1]] = round(1.0 - sum(out.values()), 10)
+    return out
