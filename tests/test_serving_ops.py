@@ -22,7 +22,7 @@ from cd4ml.config import ServingConfig
 from cd4ml.registry.loader import load_model
 from cd4ml import predlog
 from cd4ml.serving.app import ModelHolder, create_app
-from cd4ml.serving.hotswap import ModelWatcher
+from cd4ml.serving.router import DeploymentWatcher, Router
 
 NAME = "walmart-weekly-sales"
 ROW = {"store": 1, "dept": 1, "date": "2012-11-02"}
@@ -174,10 +174,12 @@ def test_readiness_is_false_while_the_model_loads(trained_project: Path) -> None
     cfg, _ = load_config(trained_project)
     gate = threading.Event()
 
-    def resolve() -> dict:
+    def resolve() -> tuple:
+        from cd4ml.rollout.manage import effective_deployment
+
         with open_stores(cfg.store, trained_project) as st:
-            r = st.metadata.resolve(NAME, "production")
-            return {"version": r["version"], "digest": r["digest"]}
+            state = effective_deployment(st, cfg)
+            return state, {a.version: st.metadata.resolve(NAME, a.version) for a in state.arms}
 
     def load(row: dict):
         gate.wait(30)  # the real load, held back until the test has looked
@@ -185,8 +187,10 @@ def test_readiness_is_false_while_the_model_loads(trained_project: Path) -> None
             return load_version(st.metadata, st.artifacts, NAME, row["version"])
 
     holder = ModelHolder()
-    watcher = ModelWatcher(holder, resolve=resolve, load=load, interval_s=0.1)
-    with TestClient(create_app(holder, watcher=watcher, settings=ServingConfig())) as c:
+    router = Router(holder)
+    watcher = DeploymentWatcher(router, resolve=resolve, load=load, interval_s=0.1)
+    with TestClient(create_app(holder, watcher=watcher, router=router,
+                               settings=ServingConfig())) as c:
         for path in ("/ready", "/health", "/ping", "/v2/health/ready"):
             assert c.get(path).status_code == 503, path
         assert "loading" in c.get("/ready").json()["reason"]
