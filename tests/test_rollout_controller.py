@@ -449,3 +449,13 @@ def test_cd4ml_serve_runs_one_controller_that_walks_a_canary(project) -> None:
             run_once(proj)
     finally:
         stop_server(proc)
+
+
+def test_the_readmes_rollout_section_is_a_valid_config() -> None:
+    from cd4ml.config.loading import parse_yaml
+    from cd4ml.config.rollout import RolloutConfig
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = text.split("### The rollout controller")[1].split("```yaml")[1].split("```")[0]
+    got = RolloutConfig.model_validate(parse_yaml(block)["rollout"])
+    assert got == RolloutConfig()  # the README shows the defaults

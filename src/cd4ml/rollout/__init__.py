@@ -11,7 +11,15 @@ controller calls them and writes deployment state that servers only read.
   Welch's fixed-horizon test, an always-valid sequential test (mSPRT) and a
   recommendation that says when enough data has arrived;
 - :mod:`~cd4ml.rollout.bandit` — Thompson sampling and ε-greedy over two or more arms,
-  their state a small JSON-safe record, and a seeded simulator.
+  their state a small JSON-safe record, and a seeded simulator;
+- :mod:`~cd4ml.rollout.routed` and :mod:`~cd4ml.rollout.analysis` — a canary step's
+  analysis: the router's counts and latency histograms from a server's ``/metrics``,
+  and each check Successful, Failed or Inconclusive.
+
+The controller that uses them (:mod:`~cd4ml.rollout.controller`, reading the log
+through :mod:`~cd4ml.rollout.signals`, run by :mod:`~cd4ml.rollout.watch`) and the
+deployments' storage (:mod:`~cd4ml.rollout.manage`) are not pure; none of them is
+imported by ``import cd4ml.rollout``.
 """
 
 from cd4ml.rollout.abtest import (ArmStats, Comparison, Recommendation, Sequential, Welch,
