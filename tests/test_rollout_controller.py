@@ -413,7 +413,9 @@ def test_cd4ml_serve_runs_one_controller_that_walks_a_canary(project) -> None:
     proj = project[0]
     sets = ["serving.deployment=served", "serving.poll_interval_s=0.2", "rollout.interval_s=0.3",
             "rollout.step_s=1", "rollout.analysis.error_rate.min_samples=10",
-            "rollout.analysis.latency.min_samples=10", "rollout.analysis.drift.enabled=false",
+            "rollout.analysis.latency.min_samples=10",
+            "rollout.analysis.latency.min_increase_ms=200",  # a p99 of ~20 requests: a max
+            "rollout.analysis.drift.enabled=false",
             "rollout.analysis.quality.enabled=false",
             "rollout.analysis.estimated.enabled=false"]
     cfg, _, stores, _ = open_project(proj)
