@@ -90,7 +90,9 @@ def start(proj: Path, tmp: Path, workers: int) -> Any:
     srv = servers.start(f"cd4ml-w{workers}-{port}",
                         [CD4ML, "serve", "-p", str(proj), "--port", str(port), "--no-ui",
                          "--workers", str(workers), "--set", f"serving.poll_interval_s={POLL}",
-                         "--set", f"serving.log.dir={tmp / f'log-{port}'}"],
+                         "--set", f"serving.log.dir={tmp / f'log-{port}'}",
+                         # no controller and no alert rounds beside it: the server alone
+                         "--set", "rollout.interval_s=0", "--set", "monitoring.interval_s=0"],
                         f"http://127.0.0.1:{port}", tmp)
     servers.wait_ready(srv, ["/ready"])
     return srv
