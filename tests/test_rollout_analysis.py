@@ -14,7 +14,7 @@ import pytest
 
 from cd4ml.rollout.analysis import (FAILED, INCONCLUSIVE, SUCCESSFUL, Analysis, MetricResult,
                                     drift, error_rate, latency, overall, quality)
-from cd4ml.rollout.routed import Counts, Histogram, Routed, histogram_quantile
+from cd4ml.rollout.routed import Counts, Routed, histogram_quantile
 
 INF = math.inf
 INPUTS = ["AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC",

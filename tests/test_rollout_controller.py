@@ -444,8 +444,8 @@ def test_cd4ml_serve_runs_one_controller_that_walks_a_canary(project) -> None:
         assert (last["action"], last["actor"]) == ("promote", "controller")
         assert last["reason"].startswith("analysis Successful: error_rate: ")
         # one controller per project: this one waits for the server's lock
-        from cd4ml.rollout.watch import run_once
         from cd4ml.errors import LockedError
+        from cd4ml.rollout.watch import run_once
 
         with pytest.raises(LockedError):
             run_once(proj)

@@ -46,7 +46,7 @@ from typing import Any
 from cd4ml.rollout.routed import Counts, Histogram
 
 __all__ = ["MetricResult", "Analysis", "overall", "error_rate", "latency", "drift", "quality",
-           "SUCCESSFUL", "FAILED", "INCONCLUSIVE", "RESULTS"]
+           "finite", "SUCCESSFUL", "FAILED", "INCONCLUSIVE", "RESULTS"]
 
 SUCCESSFUL, FAILED, INCONCLUSIVE = "Successful", "Failed", "Inconclusive"
 RESULTS = (SUCCESSFUL, FAILED, INCONCLUSIVE)
@@ -66,7 +66,7 @@ class MetricResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "result": self.result, "reason": self.reason,
-                "canary": _finite(self.canary), "stable": _finite(self.stable),
+                "canary": finite(self.canary), "stable": finite(self.stable),
                 "samples": self.samples}
 
     @classmethod
@@ -75,8 +75,17 @@ class MetricResult:
                    int(d.get("samples") or 0))
 
 
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
+def finite(x: Any) -> float | None:
+    """``x`` as a float if it is a finite number, else None (NaN, inf, None, text).
+
+    >>> finite(0.5), finite(float("nan")), finite(None), finite("x")
+    (0.5, None, None, None)
+    """
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
 
 
 def overall(results: Sequence[MetricResult]) -> str:

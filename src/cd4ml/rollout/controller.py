@@ -14,11 +14,12 @@ One :meth:`Controller.tick` visits every stored deployment that is ``progressing
   person on Inconclusive; assisted records the analysis, proposing the step, and waits
   for ``cd4ml rollout promote``. Without metrics (the server unreachable) the step
   waits; with no metrics source at all the server's checks are left out (``skipped``);
-- **bandit** — every ``rollout.bandit.update_s`` the arms' rewards since the candidate
-  started (:func:`cd4ml.rollout.signals.outcomes`) give a :class:`~cd4ml.rollout.
-  bandit.BanditState` and the policy's shares, floored at ``min_share``; written as the
-  arms' shares (automatic) when one moves by more than ``min_change``, so every worker
-  routes by them through the store; assisted records them as a proposal;
+- **bandit** (:mod:`cd4ml.rollout.experiments`, as A/B) — every
+  ``rollout.bandit.update_s`` the arms' rewards since the candidate started
+  (:func:`cd4ml.rollout.signals.outcomes`) give a :class:`~cd4ml.rollout.bandit.
+  BanditState` and the policy's shares, floored at ``min_share``; written as the arms'
+  shares (automatic) when one moves by more than ``min_change``, so every worker routes
+  by them through the store; assisted records them as a proposal;
 - **ab** — every ``rollout.ab.look_s`` the arms are compared on their outcomes by
   :func:`~cd4ml.rollout.abtest.compare` and :func:`~cd4ml.rollout.abtest.recommend`
   (the always-valid mSPRT, its running p-value carried from the previous look), the
@@ -37,7 +38,6 @@ source are injected (``clock``, ``metrics_source``) so a tick is testable alone.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,10 +143,10 @@ class Controller:
             return {"action": "none", "reason": "automation manual: a person decides"}
         if state.strategy == "canary":
             return self._canary(state)
-        if state.strategy == "bandit":
-            return self._bandit(state)
-        if state.strategy == "ab":
-            return self._ab(state)
+        if state.strategy in ("bandit", "ab"):
+            from cd4ml.rollout.experiments import ab_look, bandit_look
+
+            return (bandit_look if state.strategy == "bandit" else ab_look)(self, state)
         return {"action": "none", "reason": f"strategy {state.strategy}: a person decides"}
 
     def _scrape(self, name: str) -> Routed | None:
@@ -159,7 +159,7 @@ class Controller:
             return None
         return Routed.parse(text, name) if text else None
 
-    def _decide(self, state: DeploymentState, action: str, reason: str) -> dict[str, Any]:
+    def decide(self, state: DeploymentState, action: str, reason: str) -> dict[str, Any]:
         from cd4ml.rollout import manage
 
         new = manage.step(self.stores, self.cfg, state.name, action, reason=reason,
@@ -197,11 +197,11 @@ class Controller:
         line = f"analysis {result.reason}"
         if result.result == an.FAILED:
             record(self.stores, state, "analysis", {**doc, "decision": "abort"}, line, self.who)
-            return {**self._decide(state, "abort", line), "analysis": doc}
+            return {**self.decide(state, "abort", line), "analysis": doc}
         if state.automation == "automatic":
             action = "promote" if result.result == an.SUCCESSFUL else "pause"
             record(self.stores, state, "analysis", {**doc, "decision": action}, line, self.who)
-            return {**self._decide(state, action, line), "analysis": doc}
+            return {**self.decide(state, action, line), "analysis": doc}
         proposal = "promote" if result.result == an.SUCCESSFUL else "wait for a person"
         if step.recorded != result.result:  # assisted: recorded when the result changes
             record(self.stores, state, "analysis", {**doc, "proposal": proposal},
@@ -245,7 +245,7 @@ class Controller:
         self._log_checks(state, results, skipped)
         return an.Analysis(tuple(results), skipped)
 
-    def _began_at(self, state: DeploymentState, action: str | None = None) -> float | None:
+    def began_at(self, state: DeploymentState, action: str | None = None) -> float | None:
         """When ``state``'s revision was written (``action``: the latest event of that
         action instead), epoch seconds."""
         hist = self.stores.metadata.deployment_history(state.name)
@@ -267,7 +267,7 @@ class Controller:
             return
         stable, cand = state.incumbent, state.candidate
         assert stable is not None and cand is not None
-        since = self._began_at(state)
+        since = self.began_at(state)
         docs = {who: judge_version(cfg, self.root, self.stores, state.model, arm.version,
                                    arm.role, since=since)
                 for who, arm in (("canary", cand), ("stable", stable))}
@@ -292,8 +292,8 @@ class Controller:
         if "quality" in wanted:
             q = checks.quality
             results.append(an.quality(
-                metric, _num(c["metrics"].get(f"quality.{metric}")),
-                _num(s["metrics"].get(f"quality.{metric}")), int(c["quality"].get("rows") or 0),
+                metric, an.finite(c["metrics"].get(f"quality.{metric}")),
+                an.finite(s["metrics"].get(f"quality.{metric}")), int(c["quality"].get("rows") or 0),
                 int(s["quality"].get("rows") or 0), higher_is_better=higher,
                 max_degradation=q.max_degradation, min_samples=q.min_samples))
         if "estimated" in wanted:
@@ -304,14 +304,14 @@ class Controller:
                 e = checks.estimated
                 m = metric if f"estimated.{metric}" in c["metrics"] else "roc_auc"
                 results.append(an.quality(
-                    m, _num(c["metrics"].get(f"estimated.{m}")),
-                    _num(s["metrics"].get(f"estimated.{m}")), int(c["rows"]), int(s["rows"]),
+                    m, an.finite(c["metrics"].get(f"estimated.{m}")),
+                    an.finite(s["metrics"].get(f"estimated.{m}")), int(c["rows"]), int(s["rows"]),
                     higher_is_better=True, max_degradation=e.max_degradation,
                     min_samples=e.min_samples, name="estimated", rows="rows"))
 
     # -- bandit and A/B --------------------------------------------------------------
 
-    def _due(self, state: DeploymentState, kind: str, every: float) -> float | None:
+    def due(self, state: DeploymentState, kind: str, every: float) -> float | None:
         """Seconds left before the next look of ``kind`` (None: due now, and marked)."""
         now, key = self.clock(), (state.name, kind)
         last = self._looked.get(key)
@@ -320,130 +320,6 @@ class Controller:
         self._looked[key] = now
         return None
 
-    def _arms(self, state: DeploymentState) -> dict[str, tuple[int, str]]:
+    def arms(self, state: DeploymentState) -> dict[str, tuple[int, str]]:
         return {f"v{a.version}": (a.version, a.role) for a in state.arms
                 if a.role in ("stable", "arm")}
-
-    def _bandit(self, state: DeploymentState) -> dict[str, Any]:
-        from cd4ml.rollout import bandit as bd
-        from cd4ml.rollout import deployment as dep
-        from cd4ml.rollout.signals import outcomes
-
-        b = self.cfg.rollout.bandit
-        left = self._due(state, "bandit", b.update_s)
-        if left is not None:
-            return {"action": "wait", "reason": f"shares computed again in {left:.0f} s"}
-        arms = self._arms(state)
-        got = outcomes(self.cfg, self.root, state.model, arms,
-                       since=self._began_at(state, "candidate"), source=b.outcome,
-                       binary=b.reward == "binary")
-        sign = 1.0 if got.higher_is_better else -1.0  # an error is a negative reward
-        values = {a: sign * v for a, v in got.values.items()}
-        ignored = dict(got.ignored)
-        if b.reward == "binary" and not got.higher_is_better:
-            ignored["an absolute error is no binary reward (rollout.bandit.reward: "
-                    "continuous)"] = sum(len(v) for v in values.values())
-            values = {a: v[:0] for a, v in values.items()}
-        names = list(arms)
-        st = bd.BanditState(tuple(names), tuple(len(values[a]) for a in names),
-                            tuple(float(values[a].sum()) for a in names),
-                            tuple(float((values[a] ** 2).sum()) for a in names))
-        policy = (bd.ThompsonSampling(reward=b.reward) if b.policy == "thompson"
-                  else bd.EpsilonGreedy(epsilon=b.epsilon, reward=b.reward))
-        shares = _floored(policy.shares(st, seed=b.seed), b.min_share)
-        current = state.shares()
-        moved = max(abs(shares[a] - current.get(a, 0.0)) for a in names)
-        doc = {"state": st.to_dict(), "shares": shares, "current": current,
-               "policy": repr(policy), "outcomes": got.to_dict(), "ignored": ignored}
-        pulls = ", ".join(f"{a} {n:,} rewards, mean {s / n:.4g}" if n else f"{a} none"
-                          for a, n, s in zip(st.arms, st.pulls, st.total))
-        line = (f"bandit {b.policy}: {pulls}; shares "
-                + ", ".join(f"{a} {shares[a] * 100:.3g} %" for a in names)
-                + (f"; ignored {sum(ignored.values())} ({'; '.join(ignored)})" if ignored
-                   else ""))
-        if moved <= b.min_change:
-            return {"action": "none", "reason": f"{line}: moved {moved * 100:.2g} points, "
-                                                f"not more than {b.min_change * 100:g}",
-                    "bandit": doc}
-        if state.automation != "automatic":
-            record(self.stores, state, "bandit", {**doc, "proposal": "reweight"},
-                   f"{line}; proposes these shares", self.who)
-            return {"action": "propose", "proposal": "reweight", "reason": line, "bandit": doc}
-        new, change = dep.reweight(state, shares, reason=line)
-        self.stores.metadata.write_deployment(new, change, expected_revision=state.revision,
-                                              actor=self.who)
-        return {"action": "reweight", "reason": line, "to": new.describe(),
-                "to_revision": new.revision, "bandit": doc}
-
-    def _ab(self, state: DeploymentState) -> dict[str, Any]:
-        from cd4ml.rollout import abtest
-        from cd4ml.rollout.signals import outcomes
-
-        ab = self.cfg.rollout.ab
-        left = self._due(state, "ab", ab.look_s)
-        if left is not None:
-            return {"action": "wait", "reason": f"next look in {left:.0f} s"}
-        inc, cand = state.incumbent, state.candidate
-        assert inc is not None and cand is not None
-        since = self._began_at(state, "candidate")
-        got = outcomes(self.cfg, self.root, state.model, self._arms(state), since=since,
-                       source=ab.outcome)
-        a, b = (abtest.ArmStats.of(got.values[f"v{x.version}"]) for x in (inc, cand))
-        prev = latest(self.stores, state.name, "ab").get("ab")
-        previous = None
-        if prev is not None and (prev["detail"] or {}).get("candidate") == cand.version \
-                and (prev["detail"] or {}).get("since") == since:
-            seq = prev["detail"]["sequential"]
-            previous = abtest.Sequential(*(math.nan,) * 4, *(_nan(seq.get(k)) for k in (
-                "pvalue", "ci_low", "ci_high")), ab.alpha)
-        c = abtest.compare(a, b, higher_is_better=got.higher_is_better, alpha=ab.alpha,
-                           tau=ab.tau, previous=previous)
-        rec = abtest.recommend(c, min_effect=ab.min_effect, min_n=ab.min_n, max_n=ab.max_n)
-        s = c.sequential
-        doc = {"candidate": cand.version, "since": since, "outcome": got.to_dict(),
-               "a": {"version": inc.version, "n": int(a.n), "mean": _num(a.mean)},
-               "b": {"version": cand.version, "n": int(b.n), "mean": _num(b.mean)},
-               "diff": _num(c.diff), "relative": _num(c.relative),
-               "sequential": {"pvalue": _num(s.pvalue), "ci_low": _num(s.ci_low),
-                              "ci_high": _num(s.ci_high)},
-               "welch_pvalue": _num(c.welch.pvalue), "decision": rec.decision,
-               "reason": rec.reason, "more_per_arm": rec.more_per_arm}
-        line = (f"A/B v{cand.version} vs v{inc.version} on {got.kind}: "
-                f"{_mean(b)} vs {_mean(a)} ({int(b.n):,} and {int(a.n):,}): "
-                f"{rec.decision} ({rec.reason})")
-        action = {abtest.B_BETTER: "promote", abtest.A_BETTER: "abort",
-                  abtest.NO_DIFFERENCE: "pause"}.get(rec.decision)
-        if state.automation == "automatic" and action is not None:
-            record(self.stores, state, "ab", {**doc, "decision": action}, line, self.who)
-            return {**self._decide(state, action, line), "ab": doc}
-        record(self.stores, state, "ab", {**doc, "proposal": action or "keep collecting"},
-               line, self.who)
-        return {"action": "propose" if action else "none", "proposal": action,
-                "reason": line, "ab": doc}
-
-
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _nan(x: Any) -> float:
-    v = _num(x)
-    return math.nan if v is None else v
-
-
-def _mean(s: Any) -> str:
-    return "-" if not s.n else f"{float(s.mean):.4g}"
-
-
-def _floored(shares: dict[str, float], floor: float) -> dict[str, float]:
-    """Each share at least ``floor`` (``floor + (1 - k·floor)·p``), rounded to 1e-4, the
-    last taking what the others leave so they sum to 1."""
-    names = list(shares)
-    k = len(names)
-    out = {a: round(floor + (1 - k * floor) * shares[a], 4) for a in names[:-1]}
-    out[names[-1]] = round(1.0 - sum(out.values()), 10)
-    return out
