@@ -160,3 +160,25 @@ def acs_project(dest: Path, changes: dict[str, Any] | None = None, *,
     config["evaluation"] = {**config["evaluation"], "min_group_size": 300, "bootstrap": 100}
     config.pop("serving", None)
     return _write(dest, config, changes)
+
+
+def wine_rollout_project(dest: Path) -> Path:
+    """Wine with three versions: v1 the baseline served because nothing passed (an
+    impossible gate), v2 a candidate that passed (production moved to it), v3 the same
+    bundle registered as a version whose gate failed."""
+    from cd4ml.config import load_config
+    from cd4ml.pipeline.run import run_pipeline
+    from cd4ml.store import open_stores
+
+    proj = wine_project(dest)
+    first = run_pipeline(proj, ["gate.max_metric=0.0001"])
+    assert first.registered and first.registered["kind"] == "baseline"
+    second = run_pipeline(proj)
+    assert second.registered and second.registered["version"] == 2
+    cfg, _ = load_config(proj)
+    with open_stores(cfg.store, proj) as stores:
+        v2 = stores.metadata.resolve("wine", 2)
+        stores.metadata.register_version("wine", digest=v2["digest"], kind="candidate",
+                                         model_type="lightgbm", gate={"passed": False},
+                                         actor="test")
+    return proj

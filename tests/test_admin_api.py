@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import start_server, stop_server
-from tabular_projects import wine_project
+from tabular_projects import wine_rollout_project
 
 import store_fixtures as fx  # noqa: E402  (tests/ is on pythonpath)
 
@@ -57,20 +57,7 @@ def environ(**values: str | None) -> Iterator[None]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """v1: the baseline served because nothing passed; v2: a candidate that passed
     (production); v3: a version whose gate failed."""
-    from cd4ml.config import load_config
-    from cd4ml.pipeline.run import run_pipeline
-    from cd4ml.store import open_stores
-
-    proj = wine_project(tmp_path_factory.mktemp("admin"))
-    assert run_pipeline(proj, ["gate.max_metric=0.0001"]).registered["kind"] == "baseline"
-    assert run_pipeline(proj).registered["version"] == 2
-    cfg, _ = load_config(proj)
-    with open_stores(cfg.store, proj) as stores:
-        v2 = stores.metadata.resolve(NAME, 2)
-        stores.metadata.register_version(NAME, digest=v2["digest"], kind="candidate",
-                                         model_type="lightgbm", gate={"passed": False},
-                                         actor="test")
-    return proj
+    return wine_rollout_project(tmp_path_factory.mktemp("admin"))
 
 
 @pytest.fixture(scope="module")

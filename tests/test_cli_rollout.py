@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tabular_projects import wine_project
+from tabular_projects import wine_rollout_project
 
 from cd4ml.cli import main
 
@@ -20,25 +20,9 @@ NAME = "wine"
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """v1: the baseline served because nothing passed (an impossible gate); v2: a
-    candidate that passed (production moved to it); v3: a version whose gate failed."""
-    from cd4ml.pipeline.run import run_pipeline
-    from cd4ml.store import open_stores
-
-    proj = wine_project(tmp_path_factory.mktemp("rollout"))
-    first = run_pipeline(proj, ["gate.max_metric=0.0001"])
-    assert first.registered and first.registered["kind"] == "baseline"
-    second = run_pipeline(proj)
-    assert second.registered and second.registered["version"] == 2
-    from cd4ml.config import load_config
-
-    cfg, _ = load_config(proj)
-    with open_stores(cfg.store, proj) as stores:
-        v2 = stores.metadata.resolve(NAME, 2)
-        stores.metadata.register_version(NAME, digest=v2["digest"], kind="candidate",
-                                         model_type="lightgbm", gate={"passed": False},
-                                         actor="test")
-    return proj
+    """v1: the baseline served because nothing passed; v2: a candidate that passed
+    (production); v3: a version whose gate failed."""
+    return wine_rollout_project(tmp_path_factory.mktemp("rollout"))
 
 
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, proj: Path,

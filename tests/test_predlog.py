@@ -493,8 +493,8 @@ def test_an_empty_or_missing_log_answers_every_query(tmp_path: Path) -> None:
 def test_across_a_swap_each_request_is_logged_with_its_own_versions_features(
         model, tmp_path: Path) -> None:
     """The server keeps the last model's feature table at hand (one identity test per
-    request); a request still in flight on the old version when the alias moved is
-    logged with the old version's table, the others with the new one's."""
+    request); requests routed to version 1, then 2, then 1 again (a rollback), then 2
+    are each logged with their own version's table, never the last one's."""
     import asyncio
     import copy
 
@@ -511,13 +511,15 @@ def test_across_a_swap_each_request_is_logged_with_its_own_versions_features(
     rt = Runtime(holder, ServingConfig(), plog)
 
     def score(m, rid: str) -> None:
+        if holder.current is not m:
+            holder.swap(m)  # the router follows the holder of an app built around it
         scope = {"type": "http", CONTEXT_KEY: RequestContext(rid, time.perf_counter())}
-        asyncio.run(rt.score(Request(scope), m, ROWS[:2], "/predict"))
+        got = asyncio.run(rt.score(Request(scope), ROWS[:2], "/predict"))
+        assert got.model is m
 
     score(model, "a")
-    holder.swap(v2)
     score(v2, "b")
-    score(model, "c")  # began on version 1 before the swap
+    score(model, "c")  # rolled back to version 1
     score(v2, "d")
     plog.close()
     df = predlog.predictions(tmp_path / "log")
