@@ -102,6 +102,7 @@ def test_a_canary_through_the_cli(project: Path, capsys: Any, monkeypatch: Any) 
     (["deploy", NAME, "--strategy", "rainbow"], "strategy = 'rainbow': expected one of"),
     (["deploy", NAME, "--strategy", "ab", "--split", "1.5"], "split = 1.5"),
     (["deploy", NAME, "--alias", "staging"], "deployment 'wine' tracks alias 'production'"),
+    (["deploy", "other", "--alias", "typo"], "model 'wine' has no alias 'typo'; aliases: "),
     (["rollout", "promote", NAME], "no rollout of deployment 'wine' is in progress to promote"),
     (["rollout", "status", "nope"], "no deployment 'nope'; deployments: wine"),
     (["rollback", "nope"], "deployment 'nope' has no history to roll back"),

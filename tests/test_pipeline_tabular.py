@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from tabular_projects import acs_project, bike_project, wine_project
 
-from cd4ml.errors import Cd4mlError, ConfigError, DataError
+from cd4ml.errors import ConfigError, DataError
 from cd4ml.pipeline.run import open_project, run_pipeline
 from cd4ml.registry.loader import load_model
 

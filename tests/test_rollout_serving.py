@@ -129,9 +129,13 @@ def test_a_sticky_split_keeps_each_unit_on_one_version(served) -> None:
         for _ in range(8):
             for d in DEPTS:
                 seen[d].add(_predict(c, d)["version"])
+        # a forecast's fields match in any case, and so does the key: Dept is dept
+        cased = {d: c.post("/predict", json={"Store": 1, "Dept": d, "Date": "2012-11-02"},
+                           headers={"connection": "close"}).json()["version"] for d in DEPTS}
         # without the key: the documented fallback (by request id), not an error
         no_key = c.post("/predict", json={"store": 1, "date": "2012-11-02"})
     assert all(len(v) == 1 for v in seen.values()), seen
+    assert cased == {d: next(iter(v)) for d, v in seen.items()}
     shares = {f"v{a['version']}": a["share"] for a in state["arms"]}
     salt = f"{NAME}:v1"
     # what another process computes (a restart, another machine) is what was served
@@ -168,6 +172,12 @@ def test_a_shadow_answers_copies_that_never_reach_the_client(served, sample_dir:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     assert 'cd4ml_shadow_requests_total{deployment="walmart-weekly-sales",outcome="ok",' \
            'version="1"}' in text
+    # the copies were scored by a process of their own, which wrote the shadow records
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    sh = health["shadows"]
+    assert sh["runs_in"] == "process" and sh["alive"] and sh["pid"] != health["pid"]
+    assert list((proj / ".cd4ml" / "predictions").rglob(f"seg-*-p{sh['pid']}.db")), \
+        "the shadow process writes the log itself"
     # labels arrive (the real sales of the same week a year before stand in for them)
     import pandas as pd
     from sklearn.metrics import mean_absolute_error

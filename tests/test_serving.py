@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST, make_project
 from fastapi.testclient import TestClient
 
 import cd4ml
 from cd4ml.features import compute_features
-from cd4ml.pipeline.run import open_project, run_pipeline
+from cd4ml.pipeline.run import open_project
 from cd4ml.registry.bundle import load_parts, read_manifest
 from cd4ml.serving.app import ModelHolder, create_app
 

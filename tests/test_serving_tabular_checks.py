@@ -11,7 +11,6 @@ probabilities), feedback by request id, and the export joining them.
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np

@@ -145,6 +145,8 @@ def deploy(stores: Stores, cfg: ProjectConfig, name: str, *, alias: str | None =
         state = default_deployment(stores, cfg)
     if state is None:
         state = _from_alias(stores, name, cfg.models.name, alias or cfg.serving.alias)
+        if not state.arms:  # a new deployment that would serve nothing: say what exists
+            stores.metadata.resolve(cfg.models.name, state.alias)
     elif alias is not None and alias != state.alias:
         raise ConfigError(f"deployment {name!r} tracks alias {state.alias!r}; a deployment "
                           f"tracks one alias: deploy another name for {alias!r}",

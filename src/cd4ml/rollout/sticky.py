@@ -169,21 +169,8 @@ def assign(request: Mapping[str, Any], key_field: str, shares: Mapping[str, floa
     elif fallback not in ("request_id", "refuse"):
         raise ConfigError(f"expected one of {', '.join(FALLBACKS)}", key="fallback",
                           value=fallback)
-    text = _key_text(request.get(key_field))
-    if text == "":
-        problem = "expected a string or a number (the unit the split is sticky by)"
-        raise RequestError(f"{key_field} = {short_repr(request.get(key_field))}: {problem}",
-                           [{"field": key_field, "value": short_repr(request.get(key_field)),
-                             "problem": problem}])
-    if text is not None:
-        return Assignment(_pick(unit(text, salt), checked), "key")
-    if fallback == "request_id":
-        return Assignment(_pick(unit(f"request:{request_id}", salt), checked), "request_id")
-    if fallback == "refuse":
-        problem = "missing: the split is sticky by it (fallback: refuse)"
-        raise RequestError(f"{key_field}: {problem}",
-                           [{"field": key_field, "value": None, "problem": problem}])
-    return Assignment(fallback[4:], "fallback")
+    return Split(checked, salt).assign(key_field, request.get(key_field),
+                                       request_id=request_id, fallback=fallback)
 
 
 class Split:
@@ -223,8 +210,25 @@ class Split:
         """The arm of a request without a key, drawn by its request id."""
         return self._at(unit(f"request:{request_id}", self.salt))
 
-    @staticmethod
-    def key_text(value: Any) -> str | None:
-        """A request's key value as the text hashed (1, 1.0 and "1" are one unit), None
-        when missing, "" when it names no unit (a list, a boolean: refused)."""
-        return _key_text(value)
+    def assign(self, key_field: str, value: Any, *, request_id: str,
+               fallback: str = "request_id") -> Assignment:
+        """The arm of a request whose ``key_field`` holds ``value`` (None: absent), or
+        by ``fallback`` without it; for ``arm:NAME`` the arm is NAME, ``by`` says
+        ``fallback``. A key that names no unit (a list, a boolean) is refused, and so
+        is a request without it under ``refuse`` (RequestError naming the field)."""
+        text = _key_text(value)
+        if text:
+            return Assignment(self._at(unit(text, self.salt)), "key")
+        if text == "":
+            problem = "expected a string or a number (the unit the split is sticky by)"
+            raise RequestError(f"{key_field} = {short_repr(value)}: {problem}",
+                               [{"field": key_field, "value": short_repr(value),
+                                 "problem": problem, "reason": "wrong_type"}])
+        if fallback == "request_id":
+            return Assignment(self.of_request(request_id), "request_id")
+        if fallback == "refuse":
+            problem = "missing: the split is sticky by it (fallback: refuse)"
+            raise RequestError(f"{key_field}: {problem}",
+                               [{"field": key_field, "value": None, "problem": problem,
+                                 "reason": "missing_field"}])
+        return Assignment(fallback[4:], "fallback")

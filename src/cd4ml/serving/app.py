@@ -41,6 +41,7 @@ from cd4ml.serving.hotswap import ModelHolder
 from cd4ml.serving.jsonbody import parse_json
 from cd4ml.serving.limits import read_checked
 from cd4ml.serving.router import Route, Router, RoutingTable, ShadowJob, ShadowRunner
+from cd4ml.serving.shadow_process import ShadowProcess, ShadowSpec
 from cd4ml.predlog import PredictionLog
 
 try:
@@ -76,7 +77,8 @@ class Runtime:
     def __init__(self, holder: ModelHolder, settings: ServingConfig,
                  plog: PredictionLog | None = None, watcher: Any | None = None,
                  draining: threading.Event | None = None, guard: Guard | None = None,
-                 router: Router | None = None) -> None:
+                 router: Router | None = None,
+                 shadow_spec: ShadowSpec | None = None) -> None:
         self.holder, self.settings, self.plog, self.watcher = holder, settings, plog, watcher
         #: what every POST must show before its body is read (:mod:`cd4ml.serving.guard`)
         self.guard = guard or Guard.of(settings.allowed_origins, None)
@@ -96,8 +98,10 @@ class Runtime:
             router.follow_holder(METRICS)
         self.router = router
         router.listeners.append(self._on_table)
-        #: the shadows' thread, made when a table first names a shadow
-        self.shadows: ShadowRunner | None = None
+        #: where the shadows' copies go, made when a table first names a shadow: a
+        #: process of its own with ``shadow_spec`` (``cd4ml serve``), else a thread
+        self.shadow_spec = shadow_spec
+        self.shadows: ShadowRunner | ShadowProcess | None = None
         if holder.current is not None:
             self._on_swap(None, holder.current)
             self.contract(holder.current)
@@ -115,8 +119,10 @@ class Runtime:
         for r in (*new.live, *new.shadows):
             self.contract(r.model)
         if new.shadows and self.shadows is None:
-            self.shadows = ShadowRunner(self._shadow, maxsize=self.settings.shadow_queue,
-                                        metrics=METRICS)
+            n = self.settings.shadow_queue
+            self.shadows = (ShadowProcess(self.shadow_spec, maxsize=n, metrics=METRICS)
+                            if self.shadow_spec is not None else
+                            ShadowRunner(self._shadow, maxsize=n, metrics=METRICS))
 
     def contract(self, model: Any) -> Contract:
         """The contract of a loaded version (made once per version)."""
@@ -291,7 +297,8 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
                max_batch_rows: int | None = None, max_body_bytes: int | None = None,
                startup_wait_s: float = 0,
                draining: threading.Event | None = None,
-               feedback_token: str | None = None) -> Any:
+               feedback_token: str | None = None,
+               shadow_spec: ShadowSpec | None = None) -> Any:
     """The ASGI app (FastAPI inside :class:`OpsMiddleware`).
 
     With ``startup_wait_s`` the app's startup waits (that long at most) for the first
@@ -299,7 +306,10 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     that the shared socket never hands a request to a worker that is still loading.
     With one worker the port opens at once and ``/ready`` says 503 until the model is in.
     With ``feedback_token`` (``cd4ml serve`` reads it from ``CD4ML_FEEDBACK_TOKEN``),
-    ``POST /feedback`` needs it as ``Authorization: Bearer <token>``.
+    ``POST /feedback`` needs it as ``Authorization: Bearer <token>``. With
+    ``shadow_spec`` (the project, as ``cd4ml serve`` gives it), shadow versions are
+    scored in a process of their own (:mod:`cd4ml.serving.shadow_process`), else on a
+    thread of this one.
     """
     s = settings or ServingConfig()
     upd = {k: v for k, v in (("max_batch_rows", max_batch_rows),
@@ -307,7 +317,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     if upd:
         s = s.model_copy(update=upd)
     rt = Runtime(holder, s, plog, watcher, draining,
-                 Guard.of(s.allowed_origins, feedback_token), router)
+                 Guard.of(s.allowed_origins, feedback_token), router, shadow_spec)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -371,11 +381,14 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
     @app.get("/health")
     async def health() -> JSONResponse:
         m = holder.current
-        info: dict[str, Any] = {"status": "ok", "model": m.name if m else None,
+        info: dict[str, Any] = {"status": "ok", "pid": os.getpid(),
+                                "model": m.name if m else None,
                                 "version": m.version if m else None,
                                 **(rt.contract(m).health() if m else {"forecast_table": None})}
         if rt.router.table is not None:
             info["deployment"] = rt.router.table.describe()
+        if rt.shadows is not None:
+            info["shadows"] = rt.shadows.status()
         if plog is not None:
             info["prediction_log"] = {"dir": str(plog.dir), **plog.counts(),
                                       "recovered_losses": sum(x["lost"]

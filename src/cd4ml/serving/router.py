@@ -23,8 +23,9 @@ its digest changes, and its share goes to the incumbent), keeps up to
 in. The :class:`~cd4ml.serving.hotswap.ModelHolder` holds the *primary* version, the
 one with the largest share, which the pages, the OpenAPI document and ``/health`` describe.
 
-A shadow gets a copy of each request after the answer is sent, on a thread of its own
-with a bounded queue (:class:`ShadowRunner`): its answer is logged with role
+A shadow gets a copy of each request after the answer is sent, through a bounded queue:
+to a process of its own under ``cd4ml serve`` (:mod:`cd4ml.serving.shadow_process`),
+else to a thread (:class:`ShadowRunner`). Its answer is logged with role
 ``shadow`` and the live request's id, never returned; a full queue drops the copy and
 counts it (``cd4ml_shadow_requests_total{outcome="dropped"}``).
 
@@ -45,9 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from cd4ml.errors import RequestError, short_repr
 from cd4ml.rollout.deployment import DeploymentState
 from cd4ml.rollout.sticky import Split
+from cd4ml.serving.contracts import contract_class
 from cd4ml.serving.hotswap import ModelHolder, warm_up
 
 __all__ = ["Route", "RoutingTable", "Router", "DeploymentWatcher", "ShadowRunner",
@@ -105,6 +106,8 @@ class RoutingTable:
     by_arm: Mapping[str, Route] = field(default_factory=dict)
     #: the key's position in the signature, for a request given as one matrix
     key_index: int | None = None
+    #: the key matched in any case (``Store`` is ``store``), as the model's fields are
+    key_any_case: bool = False
 
     @property
     def primary(self) -> Route:
@@ -133,25 +136,16 @@ class RoutingTable:
                 value = matrix[0, self.key_index]
                 value = None if value != value else float(value)  # NaN: missing
         elif records and isinstance(records[0], Mapping):
-            value = records[0].get(self.key)
-        text = Split.key_text(value)
-        if text:
-            return self.by_arm[split.arm(text)]
-        if text == "":
-            problem = "expected a string or a number (the unit the split is sticky by)"
-            raise RequestError(f"{self.key} = {short_repr(value)}: {problem}",
-                               [{"field": self.key, "value": short_repr(value),
-                                 "problem": problem, "reason": "wrong_type"}])
-        fb = self.fallback
-        if fb == "request_id":
-            return self.by_arm[split.of_request(request_id)]
-        if fb == "refuse":
-            problem = "missing: the split is sticky by it (fallback: refuse)"
-            raise RequestError(f"{self.key}: {problem}",
-                               [{"field": self.key, "value": None, "problem": problem,
-                                 "reason": "missing_field"}])
-        role = fb[4:]
-        return next((r for r in self.live if r.role == role), self.incumbent)
+            rec = records[0]
+            value = rec.get(self.key)
+            if value is None and self.key_any_case:
+                low = self.key.lower()
+                value = next((v for k, v in rec.items()
+                              if isinstance(k, str) and k.lower() == low), None)
+        a = split.assign(self.key, value, request_id=request_id, fallback=self.fallback)
+        if a.by != "fallback":
+            return self.by_arm[a.arm]
+        return next((r for r in self.live if r.role == a.arm), self.incumbent)
 
     def describe(self) -> dict[str, Any]:
         """What ``/health`` says of it."""
@@ -200,13 +194,14 @@ def build_table(state: DeploymentState, models: Mapping[int, Any], metrics: Any 
     if len(taking) > 1:
         split = Split({r.arm: float(r.share or 0.0) for r in built}, state.salt)
     live = tuple(taking) if split is None and taking else tuple(built)
-    key_index = None
+    key_index, any_case = None, False
     if state.key is not None:
         fields = list(getattr(incumbent.model, "fields", ()) or ())
         key_index = fields.index(state.key) if state.key in fields else None
+        any_case = not contract_class(incumbent.model).case_sensitive
     return RoutingTable(state.name, state.revision, incumbent, live or (incumbent,),
                         tuple(shadows), split, state.key, state.fallback,
-                        {r.arm: r for r in built}, key_index)
+                        {r.arm: r for r in built}, key_index, any_case)
 
 
 class Router:
@@ -406,6 +401,10 @@ class ShadowRunner:
                     log.warning("shadow version %s failed: %s", r.version, exc,
                                 extra={"event": "shadow_failed", "version": r.version})
             self.done += 1
+
+    def status(self) -> dict[str, Any]:
+        """``/health``'s view: where the shadows run and how far they are."""
+        return {"runs_in": "thread", "scored": self.done, "waiting": self.jobs.qsize()}
 
     def close(self, timeout: float = 5) -> None:
         """Finish the queued copies (up to ``timeout``), then stop."""

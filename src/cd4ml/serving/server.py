@@ -21,10 +21,11 @@ from cd4ml.serving.app import create_app
 from cd4ml.serving.guard import feedback_token_from_env
 from cd4ml.serving.hotswap import ModelHolder
 from cd4ml.serving.router import DeploymentWatcher, Router
+from cd4ml.serving.shadow_process import ShadowSpec
 from cd4ml.serving.ops import METRICS, log_config
 from cd4ml.predlog import PredictionLog
 
-__all__ = ["app_from_env", "serve", "FACTORY"]
+__all__ = ["app_from_env", "open_log", "serve", "FACTORY"]
 
 log = logging.getLogger("cd4ml.serve")
 
@@ -55,6 +56,22 @@ def _install_drain(drain_s: float, draining: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
+def open_log(s: Any, root: Path) -> PredictionLog | None:
+    """The prediction log a worker (or its shadow process) writes, or None if off."""
+    if not s.log.enabled:
+        return None
+    return PredictionLog(s.log.folder_in(root),
+                         flush_interval_ms=s.log.flush_interval_ms,
+                         max_unflushed=s.log.max_unflushed,
+                         max_unflushed_bytes=s.log.max_unflushed_bytes,
+                         max_block_bytes=s.log.max_block_bytes,
+                         max_stored_body_bytes=s.log.max_stored_body_bytes,
+                         when_full=s.log.when_full,
+                         rotate_hours=s.log.rotate_hours,
+                         retention_days=s.log.retention_days,
+                         store_request=s.log.store_request)
+
+
 def app_from_env() -> Any:
     """The app factory each worker runs (``cd4ml serve`` passes its settings by env)."""
     from cd4ml.config import load_config
@@ -66,18 +83,8 @@ def app_from_env() -> Any:
     root = Path(opts["project_dir"])
     cfg, _ = load_config(root, opts.get("overrides") or [])
     s = cfg.serving
-    plog = None
-    if s.log.enabled:
-        plog = PredictionLog(s.log.folder_in(root),
-                             flush_interval_ms=s.log.flush_interval_ms,
-                             max_unflushed=s.log.max_unflushed,
-                             max_unflushed_bytes=s.log.max_unflushed_bytes,
-                             max_block_bytes=s.log.max_block_bytes,
-                             max_stored_body_bytes=s.log.max_stored_body_bytes,
-                             when_full=s.log.when_full,
-                             rotate_hours=s.log.rotate_hours,
-                             retention_days=s.log.retention_days,
-                             store_request=s.log.store_request)
+    plog = open_log(s, root)
+    if plog is not None:
         lost = sum(x["lost"] for x in plog.recovered)
         if lost:
             METRICS.log_lost.inc(lost)
@@ -111,7 +118,8 @@ def app_from_env() -> Any:
     workers = int(opts.get("workers") or s.workers)
     return create_app(holder, settings=s, plog=plog, watcher=watcher, router=router,
                       startup_wait_s=600 if workers > 1 else 0, draining=draining,
-                      feedback_token=feedback_token_from_env())
+                      feedback_token=feedback_token_from_env(),
+                      shadow_spec=ShadowSpec(str(root), tuple(opts.get("overrides") or ())))
 
 
 #: the app factory each worker runs by default
