@@ -2,8 +2,8 @@
 
 Usage (one command; trains examples/walmart first if it has no model):
 
-    .venv/bin/python benchmarks/rollout_router.py            # ~6 min
-    options: --project DIR  --duration 10  --connections 8  --out FILE
+    .venv/bin/python benchmarks/rollout_router.py            # ~12 min
+    options: --project DIR  --duration 10  --rounds 3  --connections 8  --out FILE
 
 On a copy of the project (its deployments are changed; the original is not), with the
 version the alias names registered a second time as version N+1 (the same bundle, so
@@ -13,12 +13,15 @@ the prediction log on, ``POST /predict`` with one row, for each deployment:
 - ``single``: the default deployment (``serving.alias``), as before the router;
 - ``canary``: 50 % to the candidate, split by request id;
 - ``ab``: 50 % split sticky by the request's ``store``;
-- ``shadow``: the stable answers, the candidate answers a copy off the request path;
+- ``shadow``: the stable answers; the candidate answers a copy in the worker's shadow
+  process (its CPU is in the process group's, so it counts here);
 - ``bluegreen``: switched to green, blue kept loaded.
 
 Saturation (``wrk -c 8``, closed loop): requests/s and the server's CPU per request (the
 process group's user + system time over the run, divided by the answers), and each
-strategy's extra CPU per request against ``single`` (goal ≤ 20 µs).
+strategy's extra CPU per request against ``single`` (goal ≤ 20 µs). Each measurement
+runs ``--rounds`` times, the strategies interleaved in a rotating order, and the median
+is reported (one 10 s run moves by ±25 µs from run to run on 2 cores).
 
 Shadow cost at a fixed offered rate: half of ``single``'s measured saturation, sent by
 an open-loop client of this script (asyncio, keep-alive connections, each request sent
@@ -192,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--project", type=Path, default=ROOT / "examples" / "walmart")
     ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved rounds of each measurement (the median is reported)")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -211,21 +216,27 @@ def main(argv: list[str] | None = None) -> int:
         # 1. saturation, one worker, per strategy
         srv = start(proj, tmp, 1)
         try:
-            sat: dict[str, Any] = {}
-            for strategy in ("single", "canary", "ab", "shadow", "bluegreen"):
-                rev = set_strategy(proj, name, strategy, v_new)
-                wait_revision(srv.url, rev)
-                run_wrk(srv.url, script, connections=args.connections, duration_s=2)  # warm
-                sat[strategy] = saturate(srv, script, args.duration, args.connections)
-                console.print(f"{strategy:10s} {sat[strategy]}")
+            runs: dict[str, list[dict[str, Any]]] = {}
+            names = ("single", "canary", "ab", "shadow", "bluegreen")
+            for k in range(args.rounds):  # interleaved, each round in another order
+                for strategy in names[k % len(names):] + names[:k % len(names)]:
+                    rev = set_strategy(proj, name, strategy, v_new)
+                    wait_revision(srv.url, rev)
+                    run_wrk(srv.url, script, connections=args.connections, duration_s=2)
+                    r = saturate(srv, script, args.duration, args.connections)
+                    runs.setdefault(strategy, []).append(r)
+                    console.print(f"round {k + 1} {strategy:10s} {r}")
+            sat = {s_: {key: float(np.median([r[key] for r in rs])) for key in rs[0]}
+                   for s_, rs in runs.items()}
             base = sat["single"]["cpu_us_per_request"]
-            for s in sat.values():
-                s["extra_cpu_us"] = round(s["cpu_us_per_request"] - base, 1)
+            for s_ in sat.values():
+                s_["extra_cpu_us"] = round(s_["cpu_us_per_request"] - base, 1)
+            doc["saturation_runs"] = runs
             doc["saturation"] = sat
             # 2. shadow at half the saturation rate
             rate = sat["single"]["req_s"] / 2
             fixed = {}
-            for strategy in ("single", "shadow", "single", "shadow"):  # interleaved twice
+            for strategy in ("single", "shadow") * args.rounds:  # interleaved
                 rev = set_strategy(proj, name, strategy, v_new)
                 wait_revision(srv.url, rev)
                 servers.wait_idle(srv)

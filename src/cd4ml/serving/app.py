@@ -123,6 +123,8 @@ class Runtime:
             self.shadows = (ShadowProcess(self.shadow_spec, maxsize=n, metrics=METRICS)
                             if self.shadow_spec is not None else
                             ShadowRunner(self._shadow, maxsize=n, metrics=METRICS))
+        if new.shadows and self.shadows is not None:
+            self.shadows.prepare(new.shadows)
 
     def contract(self, model: Any) -> Contract:
         """The contract of a loaded version (made once per version)."""

@@ -402,6 +402,9 @@ class ShadowRunner:
                                 extra={"event": "shadow_failed", "version": r.version})
             self.done += 1
 
+    def prepare(self, routes: Any) -> None:
+        """Nothing to do: the routes' versions are this process's, loaded."""
+
     def status(self) -> dict[str, Any]:
         """``/health``'s view: where the shadows run and how far they are."""
         return {"runs_in": "thread", "scored": self.done, "waiting": self.jobs.qsize()}

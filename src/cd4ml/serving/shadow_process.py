@@ -3,31 +3,42 @@
 A shadow's copy of a request costs about as much as the request itself (checking the
 rows, encoding them, calling the model). Run on a thread of the worker, that work took
 the worker's interpreter from the live requests and doubled their CPU; live p99 grew
-many times over at half the saturation rate. Here the worker only hands a copy of the
-request to a bounded queue (never waiting: a full queue drops the copy, counted as
-``dropped``) and a process of its own, on the other core, does the rest:
+many times over at half the saturation rate. Here the worker keeps only the copies
+(a list append per request) and a process of its own, on the other core, does the rest:
 
-- it takes every copy waiting (up to :data:`BATCH`), checks each against each shadow
+- the worker sends what it holds as one message, every :data:`SEND_EVERY` copies or
+  :data:`SEND_AFTER_S` after the first (a timer on its event loop), over a Unix
+  ``SOCK_SEQPACKET`` socket pair that never blocks it: a message the socket has no
+  room for (the process is behind) is dropped whole and counted as ``dropped``;
+- the process takes every message waiting, checks each copy against each shadow
   version's signature, predicts once per version for all the copies that passed (one
   model call for many requests), and appends the answers to the prediction log with
   role ``shadow`` under the live request's id (its own writer session; the log is made
   for several writing processes);
 - it loads the shadow versions from the registry itself, by name and version, keeping
   ``serving.keep_loaded`` of them;
-- it sends the outcome counts and latencies back; one thread of the worker, asleep on
-  that queue, adds them to ``cd4ml_shadow_requests_total`` and the shadow role's
-  ``cd4ml_routed_latency_seconds`` (so ``/metrics`` shows them with one worker or many).
+- it sends the outcome counts and latencies back on a second socket pair; one thread of
+  the worker, asleep on it, adds them to ``cd4ml_shadow_requests_total`` and the shadow
+  role's ``cd4ml_routed_latency_seconds`` (so ``/metrics`` shows them with one worker or
+  many).
 
-A process that dies is started again (at most once per :data:`RESTART_S`) when the queue
-is next found full. In-process apps (``create_app`` without a project) keep the thread
-of :class:`cd4ml.serving.router.ShadowRunner`.
+The process is ``python -m cd4ml.serving.shadow_process`` (it imports nothing of the
+worker's ``__main__``); it ends when the worker's end of the socket closes, so it never
+outlives its worker. One that dies is started again (at most once per
+:data:`RESTART_S`) on the next send. In-process apps (``create_app`` without a project)
+keep the thread of :class:`cd4ml.serving.router.ShadowRunner`.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import logging
-import multiprocessing
-import queue
+import logging.config
+import pickle
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -39,12 +50,19 @@ import numpy as np
 
 from cd4ml.serving.router import ShadowJob
 
-__all__ = ["ShadowSpec", "ShadowCopy", "ShadowProcess", "BATCH", "RESTART_S"]
+__all__ = ["ShadowSpec", "ShadowCopy", "ShadowProcess", "score_batch", "BATCH",
+           "SEND_EVERY", "SEND_AFTER_S", "RESTART_S"]
 
 log = logging.getLogger("cd4ml.serve")
 
 #: copies scored together at most (one model call per shadow version for all of them)
-BATCH = 256
+BATCH = 512
+#: the worker sends its copies once it holds this many ...
+SEND_EVERY = 64
+#: ... or this long after the first of them
+SEND_AFTER_S = 0.02
+#: a message's size at most (a bigger batch is sent in parts; a bigger copy is dropped)
+MAX_MESSAGE = 128 * 1024
 #: a dead shadow process is started again at most this often
 RESTART_S = 10.0
 
@@ -57,7 +75,7 @@ class ShadowSpec:
     overrides: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ShadowCopy:
     """A copy of one answered request, as it crosses to the shadow process: the
     versions by name and number (the process loads its own), never the objects."""
@@ -70,6 +88,20 @@ class ShadowCopy:
     endpoint: str
     content_type: str
     event_ts: float | None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # by its fields: a tenth of the default reduction's cost for a slotted class
+        return (ShadowCopy, (self.deployment, self.versions, self.records, self.matrix,
+                             self.request_id, self.endpoint, self.content_type,
+                             self.event_ts))
+
+
+@dataclass(frozen=True, slots=True)
+class Warm:
+    """Load these versions now (sent when a routing table first names them), so the
+    first copies do not wait for a load."""
+
+    versions: tuple[tuple[str, int], ...]
 
 
 @dataclass(slots=True)
@@ -87,23 +119,38 @@ class Outcomes:
 
 
 class ShadowProcess:
-    """The worker's side: :meth:`offer` never blocks; :meth:`close` finishes the queue."""
+    """The worker's side: :meth:`offer` never blocks; :meth:`close` lets the process
+    finish what it was sent."""
 
     def __init__(self, spec: ShadowSpec, *, maxsize: int, metrics: Any = None) -> None:
-        self.spec, self.maxsize, self.metrics = spec, maxsize, metrics
-        self._ctx = multiprocessing.get_context("spawn")
+        self.spec, self.metrics = spec, metrics
+        #: copies held before a send, at most (``serving.shadow_queue``)
+        self.maxsize = maxsize
         self.done = 0
+        self.sent = 0
+        self._pending: list[ShadowCopy] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._lock = threading.Lock()  # offer() from a thread as well as the loop
         self._last_start = 0.0
+        self._closed = False
         self._start()
 
     def _start(self) -> None:
         self._last_start = time.monotonic()
-        self.jobs: Any = self._ctx.Queue(maxsize=self.maxsize)
-        self.results: Any = self._ctx.Queue()
-        self.proc = self._ctx.Process(target=run, args=(self.spec, self.jobs, self.results),
-                                      name="cd4ml-shadow", daemon=True)
-        self.proc.start()
-        self._collector = threading.Thread(target=self._collect, args=(self.results,),
+        jobs, their_jobs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        results, their_results = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        jobs.setblocking(False)
+        cmd = [sys.executable, "-m", "cd4ml.serving.shadow_process",
+               "--jobs-fd", str(their_jobs.fileno()),
+               "--results-fd", str(their_results.fileno()),
+               "--project", self.spec.project_dir,
+               *(a for o in self.spec.overrides for a in ("--set", o))]
+        self.proc = subprocess.Popen(cmd, pass_fds=(their_jobs.fileno(),
+                                                    their_results.fileno()))
+        their_jobs.close()
+        their_results.close()
+        self.jobs, self.results = jobs, results
+        self._collector = threading.Thread(target=self._collect, args=(results,),
                                            name="cd4ml-shadow-results", daemon=True)
         self._collector.start()
 
@@ -111,35 +158,85 @@ class ShadowProcess:
         if self.metrics is not None:
             self.metrics.shadow.labels(deployment, str(version), outcome).inc(n)
 
+    def _drop(self, copies: list[ShadowCopy]) -> None:
+        for c in copies:
+            for _, version in c.versions:
+                self._count(c.deployment, version, "dropped")
+
+    def prepare(self, routes: Any) -> None:
+        """Have the process load the versions of ``routes`` before their first copy."""
+        if self._closed or self.proc.poll() is not None:
+            return
+        try:
+            self.jobs.send(pickle.dumps([Warm(tuple((r.model.name, r.version)
+                                                    for r in routes))]))
+        except OSError:
+            pass  # full or gone: the first copies load them instead
+
     def offer(self, job: ShadowJob) -> bool:
+        """Hold a copy of ``job`` for the next send (never waits)."""
         routes = job.routes
         copy = ShadowCopy(routes[0].deployment,
                           tuple((r.model.name, r.version) for r in routes),
                           list(job.records), job.matrix, job.request_id, job.endpoint,
                           job.content_type, job.event_ts)
-        try:
-            self.jobs.put_nowait(copy)
-            return True
-        except queue.Full:
-            for r in routes:
-                self._count(r.deployment, r.version, "dropped")
-            if not self.proc.is_alive() and time.monotonic() - self._last_start > RESTART_S:
-                log.error("the shadow process ended (exit code %s); starting it again",
-                          self.proc.exitcode, extra={"event": "shadow_process_restarted"})
-                self._start()
-            return False
+        with self._lock:
+            if len(self._pending) >= self.maxsize:
+                self._drop([copy])
+                return False
+            self._pending.append(copy)
+            n = len(self._pending)
+        if n >= SEND_EVERY:
+            self.send()
+        elif n == 1:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(SEND_AFTER_S, self.send)
+            except RuntimeError:  # not on an event loop: nothing would fire a timer
+                self.send()
+        return True
 
-    def _collect(self, results: Any) -> None:
+    def send(self) -> None:
+        """Send the copies held (never waits: what the socket has no room for is
+        dropped and counted)."""
+        with self._lock:
+            copies, self._pending = self._pending, []
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if not copies:
+            return
+        if self._closed:
+            self._drop(copies)
+            return
+        if self.proc.poll() is not None:
+            self._drop(copies)
+            if time.monotonic() - self._last_start > RESTART_S:
+                log.error("the shadow process ended (exit code %s); starting it again",
+                          self.proc.returncode, extra={"event": "shadow_process_restarted"})
+                self.jobs.close()
+                self._start()
+            return
+        for part in _parts(copies):
+            try:
+                self.jobs.send(part.data)
+                self.sent += len(part.copies)
+            except (BlockingIOError, OSError):  # full (behind), too big, or gone
+                self._drop(part.copies)
+
+    def _collect(self, results: socket.socket) -> None:
         """Add what the process reports to the worker's metrics (a thread asleep on the
-        queue between reports)."""
+        socket between reports)."""
         while True:
-            msg = results.get()
-            if msg is None:
+            try:
+                data = results.recv(MAX_MESSAGE)
+            except OSError:
                 return
+            if not data:
+                return
+            msg: Outcomes = pickle.loads(data)
             for (version, outcome), n in msg.counts.items():
                 self._count(msg.deployment, version, outcome, n)
-                if outcome != "dropped":
-                    self.done += n
+                self.done += n
             if self.metrics is not None:
                 for version, secs in msg.latencies.items():
                     hist = self.metrics.routed_latency.labels(msg.deployment, str(version),
@@ -149,21 +246,38 @@ class ShadowProcess:
 
     def status(self) -> dict[str, Any]:
         """``/health``'s view: where the shadows run and how far they are."""
-        return {"runs_in": "process", "pid": self.proc.pid, "alive": self.proc.is_alive(),
-                "scored": self.done, "waiting": self.jobs.qsize()}
+        return {"runs_in": "process", "pid": self.proc.pid,
+                "alive": self.proc.poll() is None, "sent": self.sent, "scored": self.done,
+                "waiting": len(self._pending)}
 
     def close(self, timeout: float = 5) -> None:
-        """Let the process score what is queued (up to ``timeout``), then stop it."""
+        """Send what is held, let the process score it (up to ``timeout``), then stop."""
+        self.send()
+        self._closed = True
+        self.jobs.close()  # the process reads to the end, then sees the close
         try:
-            self.jobs.put(None, timeout=timeout)
-        except queue.Full:
-            pass
-        self.proc.join(timeout)
-        if self.proc.is_alive():
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             self.proc.terminate()
-            self.proc.join(1)
-            self.results.put(None)
+            self.proc.wait(5)
         self._collector.join(timeout)
+        self.results.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    copies: list[ShadowCopy]
+    data: bytes
+
+
+def _parts(copies: list[ShadowCopy]) -> list[_Part]:
+    """``copies`` as messages of at most :data:`MAX_MESSAGE` bytes (halved until each
+    fits; a single copy too big is sent alone and refused by the socket)."""
+    data = pickle.dumps(copies, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) <= MAX_MESSAGE or len(copies) == 1:
+        return [_Part(copies, data)]
+    half = len(copies) // 2
+    return _parts(copies[:half]) + _parts(copies[half:])
 
 
 # -- the shadow process ------------------------------------------------------------------
@@ -197,8 +311,8 @@ class _Versions:
         self.stores.close()
 
 
-def run(spec: ShadowSpec, jobs: Any, results: Any) -> None:
-    """The shadow process: score what is queued until ``None`` comes."""
+def run(spec: ShadowSpec, jobs: socket.socket, results: socket.socket) -> None:
+    """The shadow process: score what the worker sends until its socket closes."""
     from cd4ml.config import load_config
     from cd4ml.serving.server import open_log
 
@@ -207,28 +321,54 @@ def run(spec: ShadowSpec, jobs: Any, results: Any) -> None:
     plog = open_log(cfg.serving, root)
     versions = _Versions(cfg, root)
     try:
-        stop = False
-        while not stop:
-            first = jobs.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < BATCH:
+        while True:
+            jobs.setblocking(True)
+            data = jobs.recv(MAX_MESSAGE)
+            if not data:
+                break  # the worker closed its end
+            batch: list[Any] = pickle.loads(data)
+            jobs.setblocking(False)
+            while len(batch) < BATCH:  # and whatever else is waiting
                 try:
-                    nxt = jobs.get_nowait()
-                except queue.Empty:
+                    more = jobs.recv(MAX_MESSAGE)
+                except BlockingIOError:
                     break
-                if nxt is None:
-                    stop = True
+                if not more:
                     break
-                batch.append(nxt)
+                batch.extend(pickle.loads(more))
+            for w in (x for x in batch if isinstance(x, Warm)):
+                for name, version in w.versions:
+                    try:
+                        versions.contract(name, version)
+                    except Exception as exc:  # noqa: BLE001 - said again by its copies
+                        log.warning("shadow version %s could not be loaded: %s", version,
+                                    exc, extra={"event": "shadow_failed",
+                                                "version": version})
+            batch = [x for x in batch if isinstance(x, ShadowCopy)]
             for out in score_batch(batch, versions, plog):
-                results.put(out)
+                results.send(pickle.dumps(out, protocol=pickle.HIGHEST_PROTOCOL))
     finally:
         if plog is not None:
             plog.close()
         versions.close()
-        results.put(None)
+        results.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m cd4ml.serving.shadow_process",
+                                 description="a cd4ml serve worker's shadow versions")
+    ap.add_argument("--jobs-fd", type=int, required=True)
+    ap.add_argument("--results-fd", type=int, required=True)
+    ap.add_argument("--project", required=True)
+    ap.add_argument("--set", action="append", default=[], dest="overrides")
+    a = ap.parse_args(argv)
+    from cd4ml.serving.ops import log_config
+
+    logging.config.dictConfig(log_config())  # the worker's JSON lines, on its stderr
+    jobs = socket.socket(fileno=a.jobs_fd)
+    results = socket.socket(fileno=a.results_fd)
+    run(ShadowSpec(a.project, tuple(a.overrides)), jobs, results)
+    return 0
 
 
 def score_batch(batch: list[ShadowCopy], versions: Any, plog: Any) -> list[Outcomes]:
@@ -279,3 +419,10 @@ def score_batch(batch: list[ShadowCopy], versions: Any, plog: Any) -> list[Outco
         out.add(version, "ok", len(checked))
         out.latencies.setdefault(version, []).extend([per] * len(checked))
     return list(outs.values())
+
+
+if __name__ == "__main__":
+    # run as the imported module, so what it pickles names cd4ml.serving.shadow_process
+    from cd4ml.serving import shadow_process
+
+    raise SystemExit(shadow_process.main())
