@@ -9,6 +9,8 @@ BIN     = $(VENV)/bin
 EXAMPLE = examples/walmart
 SHARED ?= ../shared/data/walmart
 PORT   ?= 5005
+# the test suite's processes (pytest-xdist); each test file runs whole in one of them
+TEST_WORKERS ?= 2
 EMPLOYMENT = examples/employment
 SHARED_ACS ?= ../shared/data/acs-employment-ma
 
@@ -33,7 +35,7 @@ serve:
 demo: run serve
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: data
 	$(BIN)/python benchmarks/pipeline_walltime.py
