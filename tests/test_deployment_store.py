@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from cd4ml.errors import ConfigError, NotFoundError, RevisionConflictError, http_status
 from cd4ml.rollout import manage
-from cd4ml.rollout.deployment import (Arm, Candidate, DeploymentState, promote,
+from cd4ml.serving.deployment import (Arm, Candidate, DeploymentState, promote,
                                       start_candidate)
 from cd4ml.store import MetadataStore
 from cd4ml.store.deployment_ops import deployment_object

@@ -13,7 +13,7 @@ import pytest
 
 from cd4ml.errors import ConfigError, DataError
 from cd4ml.rollout.abtest import ArmStats, Sequential, compare, horizon, msprt, recommend, welch
-from cd4ml.rollout.sticky import arms_for
+from cd4ml.serving.sticky import arms_for
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK, LOOKS, EXPERIMENTS = 200, 100, 500  # a look every 200 per arm, up to 20,000

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cd4ml.errors import ConfigError
-from cd4ml.rollout.deployment import (Arm, Candidate, DeploymentState, abort, configure,
+from cd4ml.serving.deployment import (Arm, Candidate, DeploymentState, abort, configure,
                                       gate_of, pause, promote, start_candidate)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,9 +160,9 @@ def test_transitions_that_make_no_sense_are_refused() -> None:
 
 def test_deployment_module_is_pure() -> None:
     """It imports nothing of cd4ml but errors and rollout's share check (no store)."""
-    tree = ast.parse((ROOT / "src/cd4ml/rollout/deployment.py").read_text())
+    tree = ast.parse((ROOT / "src/cd4ml/serving/deployment.py").read_text())
     ours = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
             and n.module and n.module.startswith("cd4ml")}
     ours |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
              if a.name.startswith("cd4ml")}
-    assert ours == {"cd4ml.errors", "cd4ml.rollout.sticky"}
+    assert ours == {"cd4ml.errors", "cd4ml.serving.sticky"}

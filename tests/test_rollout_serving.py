@@ -117,7 +117,7 @@ def test_an_alias_move_starts_a_canary_and_it_takes_its_share(served) -> None:
 
 
 def test_a_sticky_split_keeps_each_unit_on_one_version(served) -> None:
-    from cd4ml.rollout.sticky import arm_for
+    from cd4ml.serving.sticky import arm_for
 
     proj, url, proc = served
     _ok(proj, "deploy", NAME, "--strategy", "ab", "--split", "0.5", "--key", "dept")

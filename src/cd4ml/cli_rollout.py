@@ -21,7 +21,7 @@ from cd4ml.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from cd4ml.rollout.deployment import DeploymentState
+    from cd4ml.serving.deployment import DeploymentState
 
 __all__ = ["register", "rollout_app", "start_controller"]
 
@@ -121,8 +121,8 @@ def status(name: Annotated[str | None, typer.Argument()] = None, json_: Json = F
 
 def _controller_events(stores: Any, state: DeploymentState) -> dict[str, Any]:
     """The rollout controller's latest analysis, A/B comparison and bandit shares of
-    ``state``'s rollout (:func:`cd4ml.rollout.controller.latest`), by kind."""
-    from cd4ml.rollout.controller import latest
+    ``state``'s rollout (:func:`cd4ml.rollout.events.latest`), by kind."""
+    from cd4ml.rollout.events import latest
 
     if state.extra.get("default"):
         return {}

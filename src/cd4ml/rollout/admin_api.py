@@ -66,7 +66,7 @@ from cd4ml.serving.guard import JSON, Guard, bearer_problem, media_type, token_f
 
 if TYPE_CHECKING:
     from cd4ml.config import ProjectConfig
-    from cd4ml.rollout.deployment import DeploymentState
+    from cd4ml.serving.deployment import DeploymentState
     from cd4ml.store import Stores
 
 __all__ = ["create_admin", "admin_from_project", "admin_token_from_env", "TOKEN_ENV",

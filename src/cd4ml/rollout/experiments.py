@@ -7,11 +7,11 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from cd4ml.rollout.analysis import finite
-from cd4ml.rollout.controller import latest, record
+from cd4ml.rollout.events import latest, record
 
 if TYPE_CHECKING:
     from cd4ml.rollout.controller import Controller
-    from cd4ml.rollout.deployment import DeploymentState
+    from cd4ml.serving.deployment import DeploymentState
 
 __all__ = ["bandit_look", "ab_look"]
 
@@ -19,7 +19,7 @@ __all__ = ["bandit_look", "ab_look"]
 def bandit_look(ctl: Controller, state: DeploymentState) -> dict[str, Any]:
     """A bandit's shares from its arms' rewards (the controller's module text)."""
     from cd4ml.rollout import bandit as bd
-    from cd4ml.rollout import deployment as dep
+    from cd4ml.serving import deployment as dep
     from cd4ml.rollout.signals import outcomes
 
     b = ctl.cfg.rollout.bandit

@@ -5,8 +5,9 @@ A project with no stored deployment is served as today: :func:`effective_deploym
 reads ``serving.alias`` as the deployment named after the model, strategy ``single``,
 the alias's version stable at share 1 (revision 0, ``extra["default"]``). Its first
 change stores it. The transitions themselves are the pure ones of
-:mod:`cd4ml.rollout.deployment`; here they meet the registry (which versions exist,
-what their gates said) and the store.
+:mod:`cd4ml.serving.deployment`; here they meet the registry (which versions exist,
+what their gates said) and the store. Reading is :mod:`cd4ml.serving.deployments`'s
+(the servers read deployments too, and import nothing of ``rollout``).
 
 Every change is a compare-and-set on the revision it was computed from. A caller that
 read the deployment earlier (an admin's form, ``If-Match``) passes that revision as
@@ -20,12 +21,14 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from cd4ml.errors import ConfigError, NotFoundError, RevisionConflictError
-from cd4ml.rollout import deployment as dep
-from cd4ml.rollout.deployment import Arm, Candidate, Change, DeploymentState
+from cd4ml.errors import ConfigError, RevisionConflictError
+from cd4ml.serving import deployment as dep
+from cd4ml.serving.deployment import Change, DeploymentState
+from cd4ml.serving.deployments import (candidate, default_deployment, deployments,
+                                       effective_deployment, from_alias, from_row,
+                                       stored_deployment)
 
 if TYPE_CHECKING:
     from cd4ml.config import ProjectConfig
@@ -43,70 +46,6 @@ ACTIONS = {"promote": dep.promote, "pause": dep.pause, "abort": dep.abort}
 def actor() -> str:
     """``$CD4ML_ACTOR``, or the OS user."""
     return os.environ.get(ACTOR_ENV) or getpass.getuser()
-
-
-def candidate(stores: Stores, model: str, version: int) -> Candidate:
-    """Version ``version`` of ``model`` with its gate; NotFoundError when there is none."""
-    row = stores.metadata.resolve(model, int(version))
-    return Candidate(int(row["version"]), dep.gate_of(row))
-
-
-def _from_alias(stores: Stores, name: str, model: str, alias: str) -> DeploymentState:
-    version = stores.metadata.alias_version(model, alias)
-    arms: tuple[Arm, ...] = ()
-    if version is not None:
-        c = candidate(stores, model, version)
-        arms = (Arm(c.version, "stable", 1.0, c.gate),)
-    return DeploymentState(name=name, model=model, alias=alias, arms=arms)
-
-
-def default_deployment(stores: Stores, cfg: ProjectConfig) -> DeploymentState:
-    """``serving.alias`` as a deployment named after the model (not stored)."""
-    base = _from_alias(stores, cfg.models.name, cfg.models.name, cfg.serving.alias)
-    return replace(base, extra={"default": True})
-
-
-def _from_row(row: dict[str, Any]) -> DeploymentState:
-    """A stored state (a rollback to revision 0 restores the default's dict: once stored,
-    it is not the default any more)."""
-    state = DeploymentState.from_dict(row)
-    return replace(state, extra={k: v for k, v in state.extra.items() if k != "default"})
-
-
-def _stored(stores: Stores, name: str) -> DeploymentState | None:
-    row = stores.metadata.get_deployment(name)
-    return None if row is None else _from_row(row)
-
-
-def effective_deployment(stores: Stores, cfg: ProjectConfig,
-                         name: str | None = None) -> DeploymentState:
-    """The deployment ``name`` (default: the one serving ``serving.alias``): stored, or
-    the default one read from the alias. NotFoundError names the known ones."""
-    if name is not None:
-        found = _stored(stores, name)
-        if found is not None:
-            return found
-        if name == cfg.models.name:
-            return default_deployment(stores, cfg)
-        known = [d.name for d in deployments(stores, cfg)]
-        raise NotFoundError(f"no deployment {name!r}; deployments: {', '.join(known)}")
-    found = _stored(stores, cfg.models.name)
-    if found is not None:
-        return found
-    tracking = [d for d in map(_from_row, stores.metadata.list_deployments())
-                if d.model == cfg.models.name and d.alias == cfg.serving.alias]
-    if len(tracking) > 1:
-        raise ConfigError(f"several deployments track it ({', '.join(d.name for d in tracking)}); "
-                          f"name one", key="serving.alias", value=cfg.serving.alias)
-    return tracking[0] if tracking else default_deployment(stores, cfg)
-
-
-def deployments(stores: Stores, cfg: ProjectConfig) -> list[DeploymentState]:
-    """Every stored deployment, and the default one while it is not stored."""
-    out = [_from_row(d) for d in stores.metadata.list_deployments()]
-    if not any(d.name == cfg.models.name for d in out):
-        out.append(default_deployment(stores, cfg))
-    return sorted(out, key=lambda d: d.name)
 
 
 def _expect(stores: Stores, state: DeploymentState, expected: int | None, action: str,
@@ -140,11 +79,11 @@ def deploy(stores: Stores, cfg: ProjectConfig, name: str, *, alias: str | None =
            expected_revision: int | None = None) -> DeploymentState:
     """Create deployment ``name`` tracking ``alias`` (its version stable), or change its
     strategy; refused while a rollout is in progress, or for another alias."""
-    state = _stored(stores, name)
+    state = stored_deployment(stores, name)
     if state is None and name == cfg.models.name:
         state = default_deployment(stores, cfg)
     if state is None:
-        state = _from_alias(stores, name, cfg.models.name, alias or cfg.serving.alias)
+        state = from_alias(stores, name, cfg.models.name, alias or cfg.serving.alias)
         if not state.arms:  # a new deployment that would serve nothing: say what exists
             stores.metadata.resolve(cfg.models.name, state.alias)
     elif alias is not None and alias != state.alias:
@@ -187,7 +126,7 @@ def rollback(stores: Stores, name: str, to_revision: int | None = None, *,
     restored: dict[str, Any] = stores.metadata.rollback_deployment(
         name, to_revision, actor=who or actor(), reason=reason,
         expected_revision=expected_revision)
-    return _from_row(restored)
+    return from_row(restored)
 
 
 def on_alias_moved(stores: Stores, model: str, alias: str, version: int, *,
@@ -200,7 +139,7 @@ def on_alias_moved(stores: Stores, model: str, alias: str, version: int, *,
     that deployment unchanged and never undoes the alias move."""
     out = []
     for row in stores.metadata.list_deployments():
-        state = _from_row(row)
+        state = from_row(row)
         if state.model != model or state.alias != alias:
             continue
         if any(a.version == int(version) for a in state.arms
@@ -215,7 +154,7 @@ def on_alias_moved(stores: Stores, model: str, alias: str, version: int, *,
                 out.append(f"{state.name}: {change.summary}")
                 break
             except RevisionConflictError:
-                state = _stored(stores, state.name) or state
+                state = stored_deployment(stores, state.name) or state
                 if attempt == 2:
                     out.append(f"{state.name}: not started: changed by someone else "
                                f"three times; start it with cd4ml rollout candidate")

@@ -1,6 +1,6 @@
 """The router: the one place the server chooses which model version answers a request.
 
-A deployment (:mod:`cd4ml.rollout.deployment`) says which versions serve it, in which
+A deployment (:mod:`cd4ml.serving.deployment`) says which versions serve it, in which
 roles and shares. Each worker keeps the versions it names loaded and routes by a
 :class:`RoutingTable` built from one revision of that state: the live routes with their
 shares, the shadows, and the incumbent (``stable``, or ``blue``) that answers when no
@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from cd4ml.rollout.deployment import DeploymentState
-from cd4ml.rollout.sticky import Split
+from cd4ml.serving.deployment import DeploymentState
+from cd4ml.serving.sticky import Split
 from cd4ml.serving.contracts import contract_class
 from cd4ml.serving.hotswap import ModelHolder, warm_up
 

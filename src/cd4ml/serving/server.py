@@ -23,9 +23,9 @@ from cd4ml.serving.hotswap import ModelHolder
 from cd4ml.serving.router import DeploymentWatcher, Router
 from cd4ml.serving.shadow_process import ShadowSpec
 from cd4ml.serving.ops import METRICS, log_config
-from cd4ml.predlog import PredictionLog
+from cd4ml.serving.prediction_log import open_log
 
-__all__ = ["app_from_env", "open_log", "serve", "FACTORY"]
+__all__ = ["app_from_env", "serve", "FACTORY"]
 
 log = logging.getLogger("cd4ml.serve")
 
@@ -56,27 +56,11 @@ def _install_drain(drain_s: float, draining: threading.Event) -> None:
         signal.signal(sig, handler)
 
 
-def open_log(s: Any, root: Path) -> PredictionLog | None:
-    """The prediction log a worker (or its shadow process) writes, or None if off."""
-    if not s.log.enabled:
-        return None
-    return PredictionLog(s.log.folder_in(root),
-                         flush_interval_ms=s.log.flush_interval_ms,
-                         max_unflushed=s.log.max_unflushed,
-                         max_unflushed_bytes=s.log.max_unflushed_bytes,
-                         max_block_bytes=s.log.max_block_bytes,
-                         max_stored_body_bytes=s.log.max_stored_body_bytes,
-                         when_full=s.log.when_full,
-                         rotate_hours=s.log.rotate_hours,
-                         retention_days=s.log.retention_days,
-                         store_request=s.log.store_request)
-
-
 def app_from_env() -> Any:
     """The app factory each worker runs (``cd4ml serve`` passes its settings by env)."""
     from cd4ml.config import load_config
     from cd4ml.registry.loader import load_version
-    from cd4ml.rollout.manage import effective_deployment
+    from cd4ml.serving.deployments import effective_deployment
     from cd4ml.store import open_stores
 
     opts = json.loads(os.environ[_ENV])

@@ -314,7 +314,7 @@ class _Versions:
 def run(spec: ShadowSpec, jobs: socket.socket, results: socket.socket) -> None:
     """The shadow process: score what the worker sends until its socket closes."""
     from cd4ml.config import load_config
-    from cd4ml.serving.server import open_log
+    from cd4ml.serving.prediction_log import open_log
 
     root = Path(spec.project_dir)
     cfg, _ = load_config(root, list(spec.overrides))

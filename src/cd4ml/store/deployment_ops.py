@@ -1,7 +1,7 @@
 """Deployment operations of the metadata store: current states, their history, rollback.
 
 A deployment is one row (its state as JSON and its revision) plus one event per change.
-The state's meaning lives in :mod:`cd4ml.rollout.deployment`; the store does not import
+The state's meaning lives in :mod:`cd4ml.serving.deployment`; the store does not import
 it and keeps what it is given (any object with ``name``, ``revision`` and ``to_dict()``).
 
 Every write is a compare-and-set on the revision: the caller says which revision it
@@ -30,7 +30,7 @@ Row = dict[str, Any]
 
 
 class DeploymentRecord(Protocol):
-    """A deployment state (``cd4ml.rollout.deployment.DeploymentState``)."""
+    """A deployment state (``cd4ml.serving.deployment.DeploymentState``)."""
 
     @property
     def name(self) -> str: ...
@@ -40,7 +40,7 @@ class DeploymentRecord(Protocol):
 
 
 class ChangeRecord(Protocol):
-    """What a transition did (``cd4ml.rollout.deployment.Change``)."""
+    """What a transition did (``cd4ml.serving.deployment.Change``)."""
 
     @property
     def action(self) -> str: ...

@@ -202,7 +202,7 @@ alert_deliveries = sa.Table(
     sa.Index("ix_alert_deliveries_status", "status"),
 )
 
-# One row per named deployment: its current state (cd4ml.rollout.deployment's
+# One row per named deployment: its current state (cd4ml.serving.deployment's
 # DeploymentState as a dict) and revision, the number every write compares and sets.
 deployments = sa.Table(
     "deployments", metadata_obj,

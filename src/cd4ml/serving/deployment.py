@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cd4ml.errors import ConfigError
-from cd4ml.rollout.sticky import check_shares
+from cd4ml.serving.sticky import check_shares
 
 __all__ = ["DeploymentState", "Arm", "Candidate", "Change", "start_candidate", "promote",
            "pause", "abort", "configure", "reweight", "gate_of", "STRATEGIES", "AUTOMATIONS",
@@ -136,7 +136,7 @@ class DeploymentState:
     revision: int = 0
     #: the request field the split is sticky by (A/B, canary); None: by request id
     key: str | None = None
-    #: what a request without ``key`` gets (:data:`cd4ml.rollout.sticky.FALLBACKS`)
+    #: what a request without ``key`` gets (:data:`cd4ml.serving.sticky.FALLBACKS`)
     fallback: str = "request_id"
     extra: dict[str, Any] = field(default_factory=dict)  #: e.g. ``{"default": True}``
 
