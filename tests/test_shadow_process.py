@@ -115,3 +115,34 @@ def test_the_process_loads_the_version_writes_the_log_and_reports_back(
     assert sorted(df.request_id.unique()) == sorted(f"p-{i}" for i in range(20))
     assert len(df) == 40 and set(df.arm) == {"shadow"}
     assert list(logdir.rglob(f"seg-*-p{pid}.db")), "written by the shadow process"
+
+
+def test_a_shadow_process_that_dies_is_started_again(project: tuple[Path, list[dict]],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import cd4ml.serving.shadow_process as sp_mod
+
+    monkeypatch.setattr(sp_mod, "RESTART_S", 0.0)  # at once, not after 10 s
+    proj, rows = project
+    sp = ShadowProcess(ShadowSpec(str(proj)), maxsize=64)
+    model = type("V", (), {"name": NAME, "version": 1})()
+    route = Route(NAME, model, "shadow", None)
+
+    def job(i: int) -> ShadowJob:
+        return ShadowJob(rows[i:i + 1], None, f"again-{i}", "/predict", "application/json",
+                         None, (route,))
+
+    try:
+        first = sp.proc.pid
+        sp.proc.kill()
+        sp.proc.wait(10)
+        assert not sp.status()["alive"]
+        sp.offer(job(0))  # found dead at this send: dropped, and the process started again
+        assert sp.proc.pid != first and sp.status()["alive"]
+        for i in range(1, 6):
+            sp.offer(job(i))
+        deadline = time.monotonic() + 60
+        while sp.done < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        sp.close()
+    assert sp.done == 5
