@@ -62,39 +62,21 @@ def cli(proj: Path, *args: str) -> str:
 def build(proj: Path) -> list[dict[str, Any]]:
     """v1 stable (production), v2 needing ``lot`` (staging); the requests' rows."""
     import numpy as np
-    from tabular_servables import fit_parts, wine_parts, write_project
+    from tabular_servables import fit_parts, register, wine_parts, write_project
 
     from cd4ml.data.schema import Column, Schema
 
     write_project(proj, name=NAME, task="classification", target="target")
     parts, df = wine_parts()
-    register(proj, NAME, parts)
+    passed = {"passed": True}  # live roles need a passed gate
+    register(proj, NAME, parts, gate=passed)
     lot = df.assign(lot=np.random.default_rng(0).integers(1, 9, len(df)).astype(float))
     cols = [Column(name=c, type="float", min=float(lot[c].min()), max=float(lot[c].max()))
             for c in lot.columns if c != "target"]
     schema = Schema(name="wine", columns=[*cols, Column(name="target", type="int")])
     register(proj, NAME, fit_parts(lot, schema, "target", task="classification", trees=30),
-             alias="staging")
+             alias="staging", gate=passed)
     return df.drop(columns=["target"]).to_dict("records")
-
-
-def register(proj: Path, name: str, parts: tuple[Any, ...], alias: str = "production") -> int:
-    """Save ``parts`` as a tabular bundle, register it with a passed gate, move ``alias``."""
-    from cd4ml.config import load_config
-    from cd4ml.registry.bundle import save_tabular_bundle
-    from cd4ml.store import open_stores
-
-    spec, transform, predictor, X = parts
-    cfg, _ = load_config(proj)
-    with open_stores(cfg.store, proj) as st:
-        digest = save_tabular_bundle(
-            st.artifacts, model_name=name, recipe="lightgbm", kind="candidate",
-            predictor=predictor, spec=spec, transform=transform, rows=X,
-            trained_on={"rows": len(X)})
-        return st.metadata.register_version(
-            name, digest=digest, kind="candidate", model_type="lightgbm",
-            gate={"passed": True}, set_aliases={alias: "any"}, actor="benchmark",
-            reason="rollout_abort").version
 
 
 def health_revision(url: str) -> int:

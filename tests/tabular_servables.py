@@ -89,9 +89,10 @@ def write_project(proj: Path, *, name: str, task: str, target: str,
 
 
 def register(proj: Path, name: str, parts: tuple[Any, ...], *, alias: str = "production",
-             decision_threshold: float | None = None) -> int:
-    """Save a tabular bundle of ``parts`` in the project's store, register it, move
-    ``alias`` to it; returns its version."""
+             decision_threshold: float | None = None,
+             gate: dict[str, Any] | None = None) -> int:
+    """Save a tabular bundle of ``parts`` in the project's store, register it (with
+    ``gate``, if given), move ``alias`` to it; returns its version."""
     from cd4ml.config import load_config
     from cd4ml.registry.bundle import save_tabular_bundle
     from cd4ml.store import open_stores
@@ -105,7 +106,8 @@ def register(proj: Path, name: str, parts: tuple[Any, ...], *, alias: str = "pro
             trained_on={"rows": len(X)}, decision_threshold=decision_threshold)
         reg = st.metadata.register_version(
             name, digest=digest, kind="candidate", model_type="lightgbm",
-            set_aliases={alias: "any"}, actor="test", reason="test bundle")
+            set_aliases={alias: "any"}, actor="test", reason="test bundle",
+            **({"gate": gate} if gate is not None else {}))
     return reg.version
 
 
