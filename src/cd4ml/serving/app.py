@@ -118,12 +118,12 @@ class Runtime:
     def _on_table(self, old: RoutingTable | None, new: RoutingTable) -> None:
         for r in (*new.live, *new.shadows):
             self.contract(r.model)
-        if new.shadows and self.shadows is None:
-            n = self.settings.shadow_queue
-            self.shadows = (ShadowProcess(self.shadow_spec, maxsize=n, metrics=METRICS)
-                            if self.shadow_spec is not None else
-                            ShadowRunner(self._shadow, maxsize=n, metrics=METRICS))
-        if new.shadows and self.shadows is not None:
+        if new.shadows:
+            if self.shadows is None:
+                n = self.settings.shadow_queue
+                self.shadows = (ShadowProcess(self.shadow_spec, maxsize=n, metrics=METRICS)
+                                if self.shadow_spec is not None else
+                                ShadowRunner(self._shadow, maxsize=n, metrics=METRICS))
             self.shadows.prepare(new.shadows)
 
     def contract(self, model: Any) -> Contract:

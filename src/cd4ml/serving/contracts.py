@@ -196,8 +196,8 @@ class TabularContract:
     def predict_many(self, encs: list[Any]) -> list[np.ndarray]:
         """Several requests' encoded rows predicted in one call, split back per request
         (the shadow process's batches)."""
-        return _split(self.model.predict_encoded(np.concatenate([e.X for e in encs])),
-                      [e.X for e in encs])
+        Xs = [e.X for e in encs]
+        return _split(self.model.predict_encoded(np.concatenate(Xs)), Xs)
 
     def log_record(self, request_id: str, ts: float, endpoint: str, latency_ms: float,
                    enc: Any, outputs: np.ndarray, content_type: str,

@@ -225,24 +225,28 @@ class ShadowProcess:
 
     def _collect(self, results: socket.socket) -> None:
         """Add what the process reports to the worker's metrics (a thread asleep on the
-        socket between reports)."""
-        while True:
-            try:
-                data = results.recv(MAX_MESSAGE)
-            except OSError:
-                return
-            if not data:
-                return
-            msg: Outcomes = pickle.loads(data)
-            for (version, outcome), n in msg.counts.items():
-                self._count(msg.deployment, version, outcome, n)
-                self.done += n
-            if self.metrics is not None:
-                for version, secs in msg.latencies.items():
-                    hist = self.metrics.routed_latency.labels(msg.deployment, str(version),
-                                                              "shadow")
-                    for s in secs:
-                        hist.observe(s)
+        socket between reports); it closes the socket when the process's end closes."""
+        with results:
+            while True:
+                try:
+                    data = results.recv(MAX_MESSAGE)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self._add(pickle.loads(data))
+
+    def _add(self, msg: Outcomes) -> None:
+        """Add one report to the counts and the metrics."""
+        for (version, outcome), n in msg.counts.items():
+            self._count(msg.deployment, version, outcome, n)
+            self.done += n
+        if self.metrics is not None:
+            for version, secs in msg.latencies.items():
+                hist = self.metrics.routed_latency.labels(msg.deployment, str(version),
+                                                          "shadow")
+                for s in secs:
+                    hist.observe(s)
 
     def status(self) -> dict[str, Any]:
         """``/health``'s view: where the shadows run and how far they are."""
@@ -261,7 +265,6 @@ class ShadowProcess:
             self.proc.terminate()
             self.proc.wait(5)
         self._collector.join(timeout)
-        self.results.close()
 
 
 @dataclass(frozen=True, slots=True)
