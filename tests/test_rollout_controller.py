@@ -30,9 +30,10 @@ INPUTS = ["AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP", "CIT", "MIG", "MIL", "ANC
 STEP_S = 600.0
 #: small enough for a test's few hundred rows
 FAST = ["rollout.analysis.error_rate.min_samples=20", "rollout.analysis.latency.min_samples=20",
-        # a p99 of 30 in-process requests is their slowest: a pause of the test's process
-        # is not the canary's regression (the slow canary below is 300 ms slower)
-        "rollout.analysis.latency.min_increase_ms=100",
+        # a p99 of 30 in-process requests is their slowest, read from a histogram bucket
+        # (0.1-0.25 s holds a 0.11 s pause): a pause of the test's process on a busy machine
+        # is not the canary's regression (the slow canary below is 2 s slower)
+        "rollout.analysis.latency.min_increase_ms=1000",
         "rollout.analysis.drift.min_samples=100", "rollout.analysis.quality.min_samples=100",
         "rollout.analysis.estimated.min_samples=100", f"rollout.step_s={STEP_S}",
         "rollout.bandit.update_s=60", "rollout.ab.look_s=60", "rollout.ab.min_n=50"]
@@ -234,7 +235,7 @@ def test_a_canary_that_raises_is_aborted_at_once(world: World) -> None:
 def test_a_slow_canary_is_aborted_even_when_assisted(world: World) -> None:
     world.deploy("slow", "canary", "assisted", steps=[0.1, 1.0])
     world.tick("slow")
-    _step_traffic(world, "slow", slow_s=0.3)
+    _step_traffic(world, "slow", slow_s=2.0)
     done = world.tick("slow", STEP_S)
     assert done["action"] == "abort" and "latency_p99 Failed" in done["reason"]
     assert world.state("slow").status == "aborted"
@@ -414,7 +415,7 @@ def test_cd4ml_serve_runs_one_controller_that_walks_a_canary(project) -> None:
     sets = ["serving.deployment=served", "serving.poll_interval_s=0.2", "rollout.interval_s=0.3",
             "rollout.step_s=1", "rollout.analysis.error_rate.min_samples=10",
             "rollout.analysis.latency.min_samples=10",
-            "rollout.analysis.latency.min_increase_ms=200",  # a p99 of ~20 requests: a max
+            "rollout.analysis.latency.min_increase_ms=1000",  # a p99 of ~20 requests: a max
             "rollout.analysis.drift.enabled=false",
             "rollout.analysis.quality.enabled=false",
             "rollout.analysis.estimated.enabled=false"]
