@@ -3,6 +3,7 @@ evaluation, gate, registry."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -71,6 +72,26 @@ class FeaturesConfig(_Strict):
     static: list[str] = Field(default_factory=list, description="per-series attributes")
     categorical: list[str] = Field(default_factory=list)
     series_keys_as_features: bool = True
+    holidays: list[str] = Field(default_factory=list, description=(
+        "holidays whose placement relative to each target period is a feature: built-in "
+        "super_bowl, easter, labor_day, thanksgiving, christmas, or a name of "
+        "holiday_dates"))
+    holiday_dates: dict[str, list[dt.date]] = Field(default_factory=dict, description=(
+        "any other calendar: holiday name -> its dates (every year the data and the "
+        "forecasts span)"))
+    holiday_window: int = Field(4, ge=1, description=(
+        "periods before and after a holiday that get a position; farther is missing"))
+    period_label: Literal["end", "start"] = Field("end", description=(
+        "the date names the last day of its period (Walmart's weeks end on Friday) or "
+        "its first"))
+
+    @field_validator("holiday_dates")
+    @classmethod
+    def _dates_given(cls, v: dict[str, list[dt.date]]) -> dict[str, list[dt.date]]:
+        for name, days in v.items():
+            if not days:
+                raise ValueError(f"holiday {name!r} has no dates")
+        return v
 
     @model_validator(mode="after")
     def _lags_reach_no_future(self) -> FeaturesConfig:

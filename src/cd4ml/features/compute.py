@@ -26,6 +26,7 @@ import pandas as pd
 
 from cd4ml.config import DataConfig, FeaturesConfig
 from cd4ml.errors import DataError
+from cd4ml.features.holidays import holiday_feature_names, holiday_features
 
 __all__ = ["FeatureSpec", "compute_features", "spec_from_config", "to_grid"]
 
@@ -49,6 +50,10 @@ class FeatureSpec:
     static: list[str] = field(default_factory=list)
     categories: dict[str, list[Any]] = field(default_factory=dict)
     series_keys_as_features: bool = True
+    holidays: list[str] = field(default_factory=list)
+    holiday_dates: dict[str, list[str]] = field(default_factory=dict)  #: ISO dates
+    holiday_window: int = 4
+    period_label: str = "end"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,6 +77,7 @@ class FeatureSpec:
         names = list(self.keys) if self.series_keys_as_features else []
         names += list(self.static)
         names += [f"cal_{c}" for c in self.calendar]
+        names += holiday_feature_names(self.holidays, self.seasonal_lags[0])
         for c, mode in self.covariates.items():
             names.append(c if mode == "known_ahead" else f"{c}_lag{self.horizon}")
         names += [f"lag_{k}" for k in self.lags]
@@ -98,7 +104,11 @@ def spec_from_config(data: DataConfig, feats: FeaturesConfig, panel: pd.DataFram
         rolling_windows=list(feats.rolling_windows), rolling_stats=list(feats.rolling_stats),
         calendar=list(feats.calendar), covariates=dict(feats.covariates),
         static=list(feats.static), categories=cats,
-        series_keys_as_features=feats.series_keys_as_features)
+        series_keys_as_features=feats.series_keys_as_features,
+        holidays=list(feats.holidays), holiday_window=feats.holiday_window,
+        holiday_dates={h: [d.isoformat() for d in days]
+                       for h, days in feats.holiday_dates.items() if h in feats.holidays},
+        period_label=feats.period_label)
 
 
 def to_grid(panel: pd.DataFrame, spec: FeatureSpec) -> tuple[int, int]:
@@ -177,6 +187,11 @@ def compute_features(panel: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         out[c] = col(c)
     for part in spec.calendar:
         out[f"cal_{part}"] = np.broadcast_to(_calendar(dates, part), shape)
+    if spec.holidays:
+        hol = holiday_features(dates, spec.holidays, frequency_days=spec.frequency_days,
+                               period_label=spec.period_label, window=spec.holiday_window,
+                               lag=spec.seasonal_lags[0], table=spec.holiday_dates)
+        out.update({n: np.broadcast_to(v, shape) for n, v in hol.items()})
     for c, mode in spec.covariates.items():
         if mode == "known_ahead":
             out[c] = col(c)

@@ -38,6 +38,7 @@ def _check(cfg: ProjectConfig) -> None:
     for group in ("candidates", "baselines"):
         for i, spec in enumerate(getattr(cfg.models, group) or []):
             adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
+    _check_holidays(cfg)
     higher = task.higher_is_better(metric)
     if higher and cfg.gate.max_metric is not None:
         raise ConfigError(f"{metric} is higher-is-better: use gate.min_metric",
@@ -51,3 +52,17 @@ def _check(cfg: ProjectConfig) -> None:
             raise ConfigError(f"not a group metric of task {cfg.task}; known: "
                               f"{', '.join(allowed)}", key=f"gate.max_group_gap.{i}.metric",
                               value=rule.metric)
+
+
+def _check_holidays(cfg: ProjectConfig) -> None:
+    from cd4ml.features.holidays import BUILT_IN
+
+    feats = cfg.features
+    known = [*BUILT_IN, *(n for n in feats.holiday_dates if n not in BUILT_IN)]
+    for i, h in enumerate(feats.holidays):
+        if h not in known:
+            raise ConfigError(f"not a known holiday; known: {', '.join(known)} (or give "
+                              f"its dates in features.holiday_dates)",
+                              key=f"features.holidays.{i}", value=h)
+        if feats.holidays.index(h) != i:
+            raise ConfigError("listed twice", key=f"features.holidays.{i}", value=h)
