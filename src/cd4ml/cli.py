@@ -72,7 +72,8 @@ def run(project: Project = Path("."), set_: Sets = None,
         shown = {m for t in TASKS.values() for m in t.metrics} | {"r2", "ece"}
         t = Table("metric", "value", box=None)
         for k, v in sorted(outcome.metrics.items()):
-            if k.startswith(("holdout.", "validation.")) and k.split(".")[-1] in shown:
+            last = k.split(".")[-1].removesuffix("_without_fallback")
+            if k.startswith(("holdout.", "validation.")) and last in shown:
                 t.add_row(k, _fmt(v))
         out.print(t)
     if outcome.gate:

@@ -138,11 +138,32 @@ class InputsConfig(_Strict):
                                              description="per-column overrides")
 
 
+class FallbackSpec(_Strict):
+    """Forecasts: per slice, give way to a baseline where the model lost on validation."""
+
+    by: list[str] = Field(min_length=1, description=(
+        "slice columns: series keys or static columns (e.g. [Dept])"))
+    to: str | None = Field(None, description=(
+        "the baseline given way to (a models.baselines name; default: gate.baseline, "
+        "else the first baseline)"))
+    blend: bool = Field(True, description=(
+        "per slice the model's weight among 0, 0.25, 0.5, 0.75, 1; false: the model or "
+        "the baseline"))
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _one_column(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     type: str = Field(description="a model type of cd4ml.training.adapters (checked when "
                                   "the project loads)")
     params: dict[str, Any] = Field(default_factory=dict)
+    fallback: FallbackSpec | None = Field(None, description=(
+        "forecast candidates: blend with or fall back to a baseline per slice, chosen on "
+        "validation"))
 
 
 class ModelsConfig(_Strict):

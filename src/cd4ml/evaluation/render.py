@@ -25,6 +25,9 @@ def render_gate(report: Mapping[str, Any]) -> str:
         lines.append(f"not gated: {len(skipped)} slice(s) — "
                      + ", ".join(f"{s['column']}={s['value']}" for s in skipped[:10])
                      + (", ..." if len(skipped) > 10 else ""))
+    fb = report.get("fallback")
+    if fb:
+        lines.append(_fallback_text(fb, report["metric"]))
     small = report.get("groups_not_gated") or []
     if small:
         lines.append(f"not gated: {len(small)} group(s) — "
@@ -32,6 +35,22 @@ def render_gate(report: Mapping[str, Any]) -> str:
                                  for g in small[:10])
                      + (", ..." if len(small) > 10 else ""))
     return "\n".join(lines)
+
+
+def _fallback_text(fb: Mapping[str, Any], metric: str) -> str:
+    """One line: which slices gave way to the baseline (chosen on validation), and the
+    model alone's figure on the judged window."""
+    by = ", ".join(fb["by"])
+    parts = []
+    for s in fb["slices"][:8]:
+        key = ",".join(f"{k}={v}" for k, v in s["slice"].items())
+        parts.append(f"{key} {s['model_weight']:g}")
+    more = ", ..." if len(fb["slices"]) > 8 else ""
+    alone = fb.get("without_fallback", {}).get(metric)
+    return (f"fallback: {len(fb['slices'])} slice(s) by {by} give way to {fb['to']} "
+            f"(model weight, chosen on {fb['chosen_on']}): {', '.join(parts)}{more}; "
+            f"{fb['rows_mixed']:,} of {fb['rows']:,} rows mixed; the model alone: "
+            f"{metric} {_fmt(alone)}")
 
 
 def _group_text(g: Mapping[str, Any], metric: str) -> str:

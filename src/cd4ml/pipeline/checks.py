@@ -39,6 +39,7 @@ def _check(cfg: ProjectConfig) -> None:
         for i, spec in enumerate(getattr(cfg.models, group) or []):
             adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
     _check_holidays(cfg)
+    _check_fallbacks(cfg)
     higher = task.higher_is_better(metric)
     if higher and cfg.gate.max_metric is not None:
         raise ConfigError(f"{metric} is higher-is-better: use gate.min_metric",
@@ -66,3 +67,27 @@ def _check_holidays(cfg: ProjectConfig) -> None:
                               key=f"features.holidays.{i}", value=h)
         if feats.holidays.index(h) != i:
             raise ConfigError("listed twice", key=f"features.holidays.{i}", value=h)
+
+
+def _check_fallbacks(cfg: ProjectConfig) -> None:
+    """A fallback's slice columns must reach the model as features; its baseline must be
+    one of the project's."""
+    baselines = [b.name for b in cfg.models.baselines or []]
+    for i, spec in enumerate(cfg.models.candidates):
+        fb = spec.fallback
+        if fb is None:
+            continue
+        where = f"models.candidates.{i}.fallback"
+        if cfg.task != "forecast":
+            raise ConfigError("a fallback to a baseline per slice is for forecasts only",
+                              key=where, value=spec.name)
+        feats = [*(cfg.data.series or [] if cfg.features.series_keys_as_features else []),
+                 *cfg.features.static]
+        for j, col in enumerate(fb.by):
+            if col not in feats:
+                raise ConfigError(f"not a slice the model sees; slice columns: series keys "
+                                  f"or static columns {feats}", key=f"{where}.by.{j}",
+                                  value=col)
+        if fb.to is not None and fb.to not in baselines:
+            raise ConfigError(f"not a baseline of models.baselines {baselines}",
+                              key=f"{where}.to", value=fb.to)

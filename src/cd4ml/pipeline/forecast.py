@@ -48,23 +48,28 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
     ev_dump = ev.model_dump(mode="json")
     seed = cfg.models.seed
     all_specs = [*cfg.models.candidates, *cfg.models.baselines]
+    baseline_specs = [b.model_dump(mode="json") for b in cfg.models.baselines or []]
     for spec in all_specs:
+        extra = {}
+        if spec.fallback is not None:
+            extra["fallback_baseline"] = _fallback_baseline(cfg, spec.fallback.to)
         stages.append(Stage(f"candidate:{spec.name}", f"{MSTEPS}:validate_candidate",
                             inputs=model_inputs,
                             params={"spec": spec.model_dump(mode="json"), "seed": seed,
-                                    "evaluation": ev_dump}, libraries=_ML_LIBS))
+                                    "evaluation": ev_dump, **extra}, libraries=_ML_LIBS))
     stages.append(Stage("select", f"{MSTEPS}:select",
                         inputs=tuple(f"candidate:{s.name}.report" for s in all_specs),
                         params={"metric": ev.metric, "names": [s.name for s in all_specs],
                                 "baselines": [b.name for b in cfg.models.baselines],
                                 "specs": [s.model_dump(mode="json")
-                                          for s in cfg.models.candidates]}))
+                                          for s in cfg.models.candidates],
+                                "baseline_specs": baseline_specs}))
     for b in cfg.models.baselines:
         stages.append(Stage(f"holdout:{b.name}", f"{MSTEPS}:holdout", inputs=model_inputs,
                             params={"spec": b.model_dump(mode="json"), "seed": seed,
                                     "evaluation": ev_dump}, libraries=_ML_LIBS))
     stages.append(Stage("holdout:selected", f"{MSTEPS}:holdout",
-                        inputs=(*model_inputs, "select.spec"),
+                        inputs=(*model_inputs, "select.spec", "select.fallback"),
                         params={"seed": seed, "evaluation": ev_dump}, libraries=_ML_LIBS))
     stages.append(Stage("gate", f"{MSTEPS}:gate",
                         inputs=("holdout:selected.report", "holdout:selected.name",
@@ -75,10 +80,21 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                                           for b in cfg.models.baselines]}))
     bundle_params = {"seed": seed, "evaluation": ev_dump, "model_name": cfg.models.name}
     stages.append(Stage("bundle:selected", f"{MSTEPS}:bundle",
-                        inputs=(*model_inputs, "select.spec"), when="gate.passed",
+                        inputs=(*model_inputs, "select.spec", "select.fallback"),
+                        when="gate.passed",
                         params={**bundle_params, "kind": "candidate"}, libraries=_ML_LIBS))
     stages.append(Stage("bundle:baseline", f"{MSTEPS}:bundle",
                         inputs=(*model_inputs, "gate.best_baseline_spec"), when="gate.failed",
                         params={**bundle_params, "kind": "baseline"}, libraries=_ML_LIBS))
     stages.append(reference_stage(cfg, ("panel.panel", "features.spec")))
     return stages
+
+
+def _fallback_baseline(cfg: ProjectConfig, name: str | None) -> dict[str, Any]:
+    """The spec of the baseline a candidate gives way to: ``name``, else the gate's
+    baseline, else the first."""
+    baselines = cfg.models.baselines or []
+    if name is None and cfg.gate.baseline != "best":
+        name = cfg.gate.baseline
+    spec = next((b for b in baselines if b.name == name), baselines[0])
+    return spec.model_dump(mode="json")

@@ -60,12 +60,19 @@ def _metrics(results: dict[str, StageResult], metric: str) -> dict[str, float]:
     for name, res in results.items():
         if name.startswith("candidate:") and res.outputs.get("report"):
             out[f"validation.{name.split(':', 1)[1]}.{metric}"] = res.outputs["metric"]
+            alone = res.outputs["report"].get("fallback", {}).get("without_fallback", {})
+            if metric in alone:  # the model alone, before it gave way anywhere
+                out[f"validation.{name.split(':', 1)[1]}.{metric}_without_fallback"] = \
+                    float(alone[metric])
         if name.startswith("holdout:") and res.outputs.get("report"):
             who = res.outputs["name"] if name == "holdout:selected" else name.split(":", 1)[1]
             tag = "holdout.selected" if name == "holdout:selected" else f"holdout.{who}"
             for k, v in res.outputs["report"]["overall"].items():
                 if isinstance(v, (int, float)) and k not in ("n",):
                     out[f"{tag}.{k}"] = float(v)
+            alone = res.outputs["report"].get("fallback", {}).get("without_fallback", {})
+            if metric in alone:
+                out[f"{tag}.{metric}_without_fallback"] = float(alone[metric])
     return out
 
 

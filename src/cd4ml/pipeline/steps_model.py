@@ -16,8 +16,10 @@ from cd4ml.config import EvaluationConfig, GateConfig, ModelSpec
 from cd4ml.errors import PipelineError
 from cd4ml.evaluation import apply_gate, compare, evaluate, evaluation_weights
 from cd4ml.features import FeatureSpec
+from cd4ml.registry.blend import BlendPredictor
 from cd4ml.registry.bundle import save_bundle
 from cd4ml.registry.predictors import SeriesBaselinePredictor
+from cd4ml.training.fallback import SliceWeight, choose_weights
 from cd4ml.training.fit import fit_model
 
 __all__ = ["validate_candidate", "select", "holdout", "gate", "bundle"]
@@ -34,9 +36,12 @@ def _weights(pnl: pd.DataFrame, ev: EvaluationConfig) -> np.ndarray:
 
 def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
                    ev: EvaluationConfig, fit_end: str, score: tuple[str, str],
+                   fallback: dict[str, Any] | None = None,
                    ) -> tuple[dict[str, Any], pd.DataFrame]:
     """The report of a fit up to ``fit_end`` scored on the ``score`` window, and the
-    scored rows (series keys, date, prediction, actual)."""
+    scored rows (series keys, date, prediction, actual). With a ``fallback`` (its
+    baseline's spec, and the weights chosen on validation, or none yet: choose them on
+    this window), the model gives way to the baseline per slice."""
     pnl = ctx.frame(inputs["panel.panel"])
     X = ctx.frame(inputs["features.features"])
     fspec = FeatureSpec.from_dict(inputs["features.spec"])
@@ -49,20 +54,70 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
     rows = ((t >= lo) & (t <= hi)).to_numpy() & ~np.isnan(y)
     if not rows.any():
         raise PipelineError(f"no rows with a known target between {lo.date()} and {hi.date()}")
-    pred = model.predict(X.to_numpy(np.float32)[rows])
+    Xs = X.to_numpy(np.float32)[rows]
+    pred = model.predict(Xs)
     step = pd.Timedelta(days=fspec.frequency_days)
     frame = pnl.loc[rows, [*dict.fromkeys([*fspec.keys, *ev.slices])]].copy()
-    frame["_y"], frame["_p"], frame["_w"] = y[rows], pred, w[rows]
+    frame["_y"], frame["_w"] = y[rows], w[rows]
     frame["_ahead"] = ((t[rows] - pd.Timestamp(fit_end)) / step).to_numpy()
+    gave_way = None
+    if fallback is not None:
+        alone = evaluate(frame.assign(_p=pred), pred="_p", target="_y", weight="_w",
+                         slices=[], horizon_col=None)["overall"]
+        base = fit_model(ModelSpec(**fallback["baseline"]), X[fit_rows], y[fit_rows],
+                         w[fit_rows], seed=seed, keys=fspec.keys)
+        by = fallback["by"]
+        weights = fallback.get("weights")
+        chosen = None
+        if weights is None:  # validation: choose here
+            chosen = choose_weights(X.loc[rows, by], y[rows], w[rows], pred, base.predict(Xs),
+                                    blend=fallback["blend"], metric=ev.metric)
+            weights = [[*c.values, c.model_weight] for c in chosen]
+        model = BlendPredictor(model, base, by=by, weights=weights,
+                               baseline_name=fallback["baseline"]["name"])
+        pred = model.predict(Xs)
+        gave_way = _fallback_report(fallback, weights, chosen, fspec, alone, model, Xs)
+    frame["_p"] = pred
     report = evaluate(frame, pred="_p", target="_y", weight="_w", slices=ev.slices,
                       horizon_col="_ahead")
     report["fit"] = {"end": fit_end, "rows": int(fit_rows.sum())}
     report["scored"] = {"start": score[0], "end": score[1], "rows": int(rows.sum())}
     if isinstance(model, SeriesBaselinePredictor):
-        report["fallbacks"] = model.fallback_counts(X.to_numpy(np.float32)[rows])
+        report["fallbacks"] = model.fallback_counts(Xs)
+    if gave_way is not None:
+        report["fallback"] = gave_way
     scored = pnl.loc[rows, [*fspec.keys, fspec.time]].reset_index(drop=True)
     scored["prediction"], scored["actual"] = pred, y[rows]
     return report, scored
+
+
+def _fallback_report(fallback: dict[str, Any], weights: list[list[float]],
+                     chosen: list[SliceWeight] | None, fspec: FeatureSpec,
+                     alone: dict[str, Any], model: BlendPredictor, Xs: np.ndarray,
+                     ) -> dict[str, Any]:
+    """What gave way, in the data's own values: the weights (and, where they were
+    chosen, each slice's validation errors), the model alone's figures, the share of
+    scored rows that were mixed."""
+    by = fallback["by"]
+
+    def named(values: list[float]) -> dict[str, Any]:
+        out = {}
+        for col, v in zip(by, values, strict=True):
+            cats = fspec.categories.get(col)
+            out[col] = cats[int(v)] if cats is not None else (int(v) if v == int(v) else v)
+        return out
+
+    if chosen is not None:
+        slices = [{"slice": named(list(c.values)), "model_weight": c.model_weight,
+                   "model": c.model_error, "baseline": c.baseline_error,
+                   "mixed": c.mixed_error, "rows": c.rows} for c in chosen]
+    else:
+        slices = [{"slice": named(r[:-1]), "model_weight": r[-1]} for r in weights]
+    a = model.model_weight(Xs)
+    return {"by": by, "to": fallback["baseline"]["name"], "blend": fallback["blend"],
+            "chosen_on": "this window" if chosen is not None else "validation",
+            "weights": weights, "slices": slices, "without_fallback": alone,
+            "rows_mixed": int((a < 1).sum()), "rows": int(len(a))}
 
 
 def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
@@ -70,8 +125,13 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     """Fit on the training window, score the validation window."""
     w = inputs["split.windows"]
     ev = EvaluationConfig(**params["evaluation"])
-    report, _ = _fit_and_score(ctx, inputs, ModelSpec(**params["spec"]), params["seed"], ev,
-                               w["train_end"], (w["validation_start"], w["validation_end"]))
+    spec = ModelSpec(**params["spec"])
+    fallback = None
+    if spec.fallback is not None:
+        fallback = {"by": spec.fallback.by, "blend": spec.fallback.blend,
+                    "baseline": params["fallback_baseline"]}
+    report, _ = _fit_and_score(ctx, inputs, spec, params["seed"], ev, w["train_end"],
+                               (w["validation_start"], w["validation_end"]), fallback)
     report.pop("slices", None)
     return {"report": report, "metric": report["overall"][ev.metric]}
 
@@ -86,7 +146,13 @@ def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     spec = next((s for s in params["specs"] if s["name"] == best), None)
     # a classifier's decision threshold, fixed or chosen on validation (None otherwise)
     threshold = reports[best]["overall"].get("threshold") if best else None
-    return {"selected": best, "spec": spec, "leaderboard": board, "threshold": threshold}
+    # the weights the selected recipe chose on validation, for the holdout and the bundle
+    chosen = reports[best].get("fallback") if best else None
+    fallback = None if chosen is None else {
+        "by": chosen["by"], "blend": chosen["blend"], "weights": chosen["weights"],
+        "baseline": next(b for b in params["baseline_specs"] if b["name"] == chosen["to"])}
+    return {"selected": best, "spec": spec, "leaderboard": board, "threshold": threshold,
+            "fallback": fallback}
 
 
 def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +164,9 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
     w = inputs["split.windows"]
     ev = EvaluationConfig(**params["evaluation"])
     report, scored = _fit_and_score(ctx, inputs, ModelSpec(**spec), params["seed"], ev,
-                                    w["validation_end"], (w["holdout_start"], w["holdout_end"]))
+                                    w["validation_end"], (w["holdout_start"], w["holdout_end"]),
+                                    inputs.get("select.fallback") if "spec" not in params
+                                    else None)
     return {"report": report, "name": spec["name"], "outputs": ctx.put_frame(scored)}
 
 
@@ -120,6 +188,8 @@ def gate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, 
     if cand is not None:
         report = apply_gate(cand, baselines, cfg, metric=metric, higher=params.get("higher"))
         report["candidate"] = inputs["holdout:selected.name"]
+        if cand.get("fallback"):  # what gave way, explained beside the verdict
+            report["fallback"] = cand["fallback"]
         out.update(passed=bool(report["passed"]), report=report,
                    candidate=report["candidate"])
     out["failed"] = not out["passed"]
@@ -136,8 +206,15 @@ def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     ev = EvaluationConfig(**params["evaluation"])
     y = pd.to_numeric(pnl[fspec.target]).to_numpy(dtype=np.float64)
     rows = ~np.isnan(y)
-    model = fit_model(ModelSpec(**spec), X[rows], y[rows], _weights(pnl, ev)[rows],
-                      seed=params["seed"], keys=fspec.keys)
+    w = _weights(pnl, ev)[rows]
+    model = fit_model(ModelSpec(**spec), X[rows], y[rows], w, seed=params["seed"],
+                      keys=fspec.keys)
+    fallback = inputs.get("select.fallback") if "select.spec" in inputs else None
+    if fallback is not None:  # the weights chosen on validation, with their baseline refit
+        base = fit_model(ModelSpec(**fallback["baseline"]), X[rows], y[rows], w,
+                         seed=params["seed"], keys=fspec.keys)
+        model = BlendPredictor(model, base, by=fallback["by"], weights=fallback["weights"],
+                               baseline_name=fallback["baseline"]["name"])
     t = pnl[fspec.time]
     trained_on = {"start": str(t[rows].min().date()), "end": str(t[rows].max().date()),
                   "rows": int(rows.sum()),

@@ -20,6 +20,7 @@ from cd4ml.errors import ModelError
 from cd4ml.registry.baselines import (CONSTANT_KINDS, ConstantPredictor,
                                       SeasonalNaivePredictor, SeriesBaselinePredictor,
                                       SeriesMeanPredictor)
+from cd4ml.registry.blend import BlendPredictor
 from cd4ml.registry.predictor_base import Predictor, file_of, import_extra, meta_args
 
 __all__ = ["Predictor", "LightGBMPredictor", "LightGBMClassifierPredictor",
@@ -264,6 +265,7 @@ PREDICTORS: dict[str, type[Predictor]] = {
     "seasonal_naive": SeasonalNaivePredictor,
     "series_mean": SeriesMeanPredictor,
     **{kind: ConstantPredictor for kind in CONSTANT_KINDS},
+    "blend": BlendPredictor,
 }
 
 
