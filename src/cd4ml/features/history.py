@@ -11,15 +11,16 @@ needs ``k + 1`` periods of history for one known training row:
   missing on every training row, so the validation fit never sees it.
 - ``seasonal_naive``, ``seasonal_mean``, ``seasonal_mean3``: ``s1 + 1``, ``s1`` the first
   whole year back (``j * seasonal_period``) that is at least the horizon; all
-  ``seasonal_years`` years from ``s_last + 1``. Falls back: missing before (models take
-  missing values), ``seasonal_mean`` averages the years there are, and
+  ``seasonal_years`` years from ``s_last + 1`` (``seasonal_mean3`` a period earlier: it
+  reads ``s1 - 1`` too). Falls back: missing before (models take missing values),
+  ``seasonal_mean`` averages the years there are, and
   ``seasonal_baseline`` is the rolling level until a year is there.
 - ``roll_<stat>_w``: ``horizon + 1`` (std: ``+ 2``), the whole window from
   ``horizon + w``. Falls back: partial windows.
 - ``trend_w``: ``horizon + seasonal_period + 1``. Falls back: missing.
 
 :func:`check_history` refuses, before any fit, a split whose training window (the
-validation fit's, the shortest) is shorter than the refused rows need, with the numbers
+validation fit's, the shortest) is shorter than a refused feature needs, with the numbers
 and the config keys.
 
 >>> from cd4ml.config import FeaturesConfig
