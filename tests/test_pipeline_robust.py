@@ -146,6 +146,14 @@ def test_a_failing_tabular_candidate_and_recency_weighted_mean_baseline(tmp_path
     assert "could not fit: The 'fit_intercept' parameter of LinearRegression" in \
         out.failed["candidate:linear_regression"]
     assert out.selected == "lightgbm" and out.registered, out.message
+    from starlette.testclient import TestClient
+
+    from cd4ml.dashboard import create_dashboard
+
+    page = TestClient(create_dashboard(proj)).get(f"/runs/{out.run_id}")
+    assert page.status_code == 200
+    assert "<th>error</th>" in page.text and "LinearRegression must be an instance" in page.text
+    assert 'data-chart="leaderboard" data-points="2"' in page.text  # lightgbm, mean
 
     df = pd.read_csv(BIKE_CSV, parse_dates=["dteday"])
     fit = df[df.dteday < "2012-07-01"]  # training and validation rows: the holdout fit
@@ -281,3 +289,62 @@ def test_recency_is_refused_where_it_cannot_apply(sample_dir: Path, tmp_path: Pa
                                           "26: task classification has no time to age rows "
                                           "by: split by time"):
         run_pipeline(acs)
+
+
+# -- the gate when a model failed on the holdout ---------------------------------------
+def test_the_gate_skips_baselines_that_failed_and_says_why_it_cannot_judge(
+        sample_dir: Path) -> None:
+    """steps_model.gate on reports of real holdout rows (the last 39 sample weeks): the
+    candidate predicts last year's week, the baselines the series mean and median."""
+    from cd4ml.config import GateConfig
+    from cd4ml.evaluation import evaluate
+    from cd4ml.pipeline.steps_model import gate
+
+    tr = pd.read_csv(sample_dir / "train.csv.zip", parse_dates=["Date"])
+    tr = tr.sort_values(["Dept", "Date"]).reset_index(drop=True)
+    tr["last_year"] = tr.groupby("Dept").Weekly_Sales.shift(52)
+    for stat in ("mean", "median"):
+        tr[stat] = tr.groupby("Dept").Weekly_Sales.transform(stat)
+    hold = tr[tr.Date > np.sort(tr.Date.unique())[-40]].copy()
+    hold["w"] = np.where(hold.IsHoliday, 5.0, 1.0)
+    report = {c: evaluate(hold, pred=c, target="Weekly_Sales", weight="w")
+              for c in ("last_year", "mean", "median")}
+    specs = [{"name": "series_mean", "type": "series_mean", "params": {}},
+             {"name": "series_median", "type": "seasonal_naive", "params": {}}]
+
+    def judge(cand: Any, mean: Any, median: Any, baseline: str = "best",
+              cand_error: str | None = None) -> dict[str, Any]:
+        inputs = {"holdout:selected.report": cand, "holdout:selected.name": "lightgbm",
+                  "holdout:selected.error": cand_error,
+                  "holdout:series_mean.report": mean,
+                  "holdout:series_mean.error": None if mean else "ModelError: mean broke",
+                  "holdout:series_median.report": median,
+                  "holdout:series_median.error": None if median else "ModelError: median broke"}
+        params = {"gate": GateConfig(baseline=baseline).model_dump(mode="json"),
+                  "metric": "wmae", "baselines": ["series_mean", "series_median"],
+                  "specs": specs}
+        return gate(None, inputs, params)
+
+    both = judge(report["last_year"], report["mean"], report["median"])
+    assert both["report"] is not None and both["note"] is None
+    assert both["passed"] == both["report"]["passed"] and both["report"]["baseline"] in \
+        ("series_mean", "series_median")
+    # the gate's own baseline failed: no verdict, the other baseline is bundled
+    named = judge(report["last_year"], None, report["median"], baseline="series_mean")
+    assert not named["passed"] and named["report"] is None
+    assert named["note"] == ("the gate's baseline could not be evaluated on the holdout: "
+                             "series_mean: ModelError: mean broke")
+    assert named["best_baseline"] == "series_median" and named["bundle_baseline"]
+    # "best" of the baselines left
+    one = judge(report["last_year"], None, report["median"])
+    assert one["report"]["baseline"] == "series_median" and one["note"] is None
+    # no baseline left: nothing to bundle
+    none = judge(report["last_year"], None, None)
+    assert none["best_baseline"] is None and not none["bundle_baseline"]
+    assert "series_mean: ModelError: mean broke; series_median: ModelError: median broke" \
+        in none["note"]
+    # the selected candidate failed on the holdout: the best baseline is bundled
+    cand = judge(None, report["mean"], report["median"], cand_error="ModelError: boom")
+    assert cand["note"] == ("the selected candidate lightgbm could not be evaluated on the "
+                            "holdout: ModelError: boom")
+    assert cand["bundle_baseline"] and not cand["passed"]
