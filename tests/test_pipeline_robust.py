@@ -101,6 +101,13 @@ def test_a_failing_candidate_is_reported_and_the_others_are_compared(
     assert "candidate:lightgbm" in ran and ran["candidate:lightgbm"].outputs["error"] is None
     assert "candidate:random_forest" not in ran and fixed.failed == {}
 
+    before = state(proj)  # a bad half-life: refused in one line, the stores unchanged
+    bad = cli_run(proj, "models.candidates.1.params.recency_half_life=-2")
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
+        f"error: {proj / 'cd4ml.yaml'}: models.candidates.1.params.recency_half_life = -2: "
+        f"must be a number of weeks > 0 (the age at which a row counts half)"]
+    assert state(proj) == before
+
 
 def test_no_candidate_left_the_baselines_decide_and_nothing_left_fails_in_one_line(
         sample_dir: Path, tmp_path: Path) -> None:
