@@ -130,3 +130,35 @@ def test_a_tabular_fallback_is_refused(tmp_path: Path) -> None:
     bad = _cli(proj, "run", "--set", "models.candidates.0.fallback={by: [alcohol]}")
     line = bad.stderr.strip()
     assert bad.returncode != 0 and "\n" not in line and "forecasts only" in line, line
+
+
+def test_metric_weights_off_fits_every_row_once(sample_dir: Path) -> None:
+    """``params.metric_weights: false``: the same model as a fit without weights."""
+    from cd4ml.config import ModelSpec
+    from cd4ml.errors import ModelError
+    from cd4ml.training.fit import fit_model
+
+    tr = pd.read_csv(sample_dir / "train.csv.zip")
+    X = pd.DataFrame({"Dept": tr.Dept.astype(float), "week": pd.to_datetime(tr.Date)
+                      .dt.isocalendar().week.astype(float)})
+    y = tr.Weekly_Sales.to_numpy(float)
+    w = np.where(tr.IsHoliday, 5.0, 1.0)
+
+    def fit(params: dict, weights) -> str:
+        spec = ModelSpec(name="m", type="lightgbm", params={"n_estimators": 20, **params})
+        return fit_model(spec, X, y, weights, keys=["Dept"]).booster.model_to_string()
+
+    plain = fit({}, None)
+    assert fit({"metric_weights": False}, w) == plain != fit({}, w)
+    with pytest.raises(ModelError, match=r"params.metric_weights = 'no': expected true"):
+        fit({"metric_weights": "no"}, w)
+
+
+def test_a_bad_metric_weights_is_refused_when_the_project_loads(tmp_path: Path,
+                                                                sample_dir: Path) -> None:
+    proj = make_project(tmp_path, sample_dir)
+    bad = _cli(proj, "run", "--set", "models.candidates.0.params.metric_weights=maybe")
+    line = bad.stderr.strip()
+    assert bad.returncode != 0 and "\n" not in line and \
+        "models.candidates.0.params.metric_weights" in line and "'maybe'" in line, line
+    assert not (proj / ".cd4ml").exists()

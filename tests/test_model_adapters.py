@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from adapter_data import BY_TASK, Dataset, acs, one_blas_thread, walmart, wine  # noqa: F401
 
@@ -257,3 +258,44 @@ def test_the_test_data_is_what_it_claims(data: Callable) -> None:
     a = acs("classification")
     assert a.X.shape == (3000, 16) and set(a.y) == {0, 1}
     assert a.categorical is not None and len(a.categorical) == 15
+
+
+def _times(d: Dataset) -> pd.Series:
+    """Each row's time: the Walmart week; the tabular rows a day apart in file order."""
+    if "panel" in d.extra:
+        return d.extra["panel"]["Date"]
+    return pd.Series(pd.Timestamp("2015-01-01") + pd.to_timedelta(np.arange(len(d.y)), "D"))
+
+
+@pytest.mark.parametrize(("model_type", "task", "ds"), CASES, ids=IDS)
+def test_recency_weighting_is_the_hand_computed_weights_or_refused(
+        data: Callable, model_type: str, task: str, ds: str) -> None:
+    """``recency_half_life`` is exactly weights 0.5 ** (age weeks / half-life) from the
+    latest row, times the rows' own: the same bytes as those weights given by hand (so
+    the library never sees the parameter); a model that takes no weights refuses it."""
+    d = data(ds, task)
+    t = _times(d)
+    half_life = 8
+    if not ADAPTERS[model_type].weighted:
+        with pytest.raises(ModelError, match=f"models.{model_type}.params.recency_half_life: "
+                                             f"{model_type} does not take sample weights"):
+            fit_model(spec(model_type, recency_half_life=half_life), d.X, d.y, d.w,
+                      seed=0, times=t, **d.fit_kw())
+        return
+    age = (t.max() - t).dt.days.to_numpy() / 7
+    recency = 0.5 ** (age / half_life)
+    assert recency.min() < 0.5 < recency.max() == 1.0  # old rows count less
+    by_hand = (np.ones(len(d.y)) if d.w is None else d.w) * recency
+    weighted = fit_model(spec(model_type, recency_half_life=half_life), d.X, d.y, d.w,
+                         seed=0, times=t, **d.fit_kw())
+    plain = fit_model(spec(model_type), d.X, d.y, by_hand, seed=0, **d.fit_kw())
+    assert weighted.to_files() == plain.to_files()
+    np.testing.assert_array_equal(weighted.predict(d.matrix()), plain.predict(d.matrix()))
+    with pytest.raises(ModelError, match="needs each training row's time"):
+        fit_model(spec(model_type, recency_half_life=half_life), d.X, d.y, d.w, seed=0,
+                  **d.fit_kw())
+    for bad in (0, -4, "26"):
+        with pytest.raises(ModelError, match=rf"recency_half_life = {re.escape(repr(bad))}: "
+                                             rf"must be a number of weeks > 0"):
+            fit_model(spec(model_type, recency_half_life=bad), d.X, d.y, d.w, seed=0,
+                      times=t, **d.fit_kw())

@@ -50,6 +50,10 @@ def run(project: Project = Path("."), set_: Sets = None,
     def report(event: str, stage: Stage, res: StageResult | None) -> None:
         if event == "start":
             err.print(f"[cyan]▶[/] {stage.name} …")
+        elif res is not None and res.outputs.get("error"):  # a model that failed alone
+            how = f"{res.seconds:.1f}s" if event == "ran" else "cached"
+            err.print(f"  [red]✗[/] {stage.name} ({how}): ", end="")
+            err.print(res.outputs["error"], markup=False, soft_wrap=True)  # not markup
         elif event == "ran" and res is not None:
             err.print(f"  [green]✓[/] {stage.name} ({res.seconds:.1f}s)")
         elif event == "cached":
@@ -76,6 +80,9 @@ def run(project: Project = Path("."), set_: Sets = None,
             if k.startswith(("holdout.", "validation.")) and last in shown:
                 t.add_row(k, _fmt(v))
         out.print(t)
+    for name, error in outcome.failed.items():
+        out.print(f"[red]failed[/] {name}: ", end="")
+        out.print(error, markup=False, soft_wrap=True)
     if outcome.gate:
         from cd4ml.evaluation import render_gate
 

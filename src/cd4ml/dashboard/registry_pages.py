@@ -94,12 +94,16 @@ def run_page(md: Any, cfg: Any, links: Links, run_id: str) -> str:
     if summ.get("message"):
         parts.append(f"<p>{esc(summ['message'])}</p>")
     if board:
+        scored = [b for b in board if not b.get("error")]  # failed models: no metric
         parts.append(bar_chart("leaderboard", f"validation {metric} per candidate",
-                               [str(b["model"]) for b in board],
-                               [(metric, [b.get(metric) for b in board])], width=WIDE))
-        parts.append(table(["rank", "model", "baseline", metric, "improvement %"], [[
-            b.get("rank"), b.get("model"), "yes" if b.get("is_baseline") else "",
-            fmt(b.get(metric)), fmt(b.get("improvement_pct"))] for b in board]))
+                               [str(b["model"]) for b in scored],
+                               [(metric, [b.get(metric) for b in scored])], width=WIDE))
+        errors = any(b.get("error") for b in board)
+        parts.append(table(["rank", "model", "baseline", metric, "improvement %",
+                            *(["error"] if errors else [])], [[
+            b.get("rank") or "–", b.get("model"), "yes" if b.get("is_baseline") else "",
+            fmt(b.get(metric)), fmt(b.get("improvement_pct")),
+            *([b.get("error") or ""] if errors else [])] for b in board]))
     out = [section("Run", *parts)]
     if r.get("gate"):
         out.append(section("Gate", _gate_table(r["gate"])))

@@ -193,42 +193,57 @@ def improvement_pct(value: float, reference: float, metric: str, *,
 
 def compare(reports: Mapping[str, Report], metric: str, *,
             baselines: Collection[str] | None = None,
-            higher: bool | None = None) -> list[dict[str, Any]]:
+            higher: bool | None = None,
+            failed: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """A leaderboard of ``reports`` by their overall ``metric``, best first.
 
-    Each row: ``rank``, ``model``, ``is_baseline``, the metric value, ``n``, and
+    Each row: ``rank``, ``model``, ``is_baseline``, the metric value, ``n``,
     ``improvement_pct`` over ``reference`` (the best of ``baselines``; without
-    ``baselines``, the best report). Best is the lowest value, or the highest for metrics
-    where higher is better (:func:`higher_is_better`). Ties keep name order.
+    ``baselines``, the best report) and ``error`` (None). Best is the lowest value, or the
+    highest for metrics where higher is better (:func:`higher_is_better`). Ties keep name
+    order. ``failed`` (model -> error) are models that could not be evaluated: they come
+    last, unranked, with their error and no metric; a baseline among them is no reference
+    (when every baseline failed, ``improvement_pct`` and ``reference`` are None).
 
     >>> reps = {"gbm": {"overall": {"wmae": 90.0, "n": 3}},
     ...         "naive": {"overall": {"wmae": 100.0, "n": 3}},
     ...         "mean": {"overall": {"wmae": 120.0, "n": 3}}}
-    >>> for row in compare(reps, "wmae", baselines=["naive", "mean"]):
-    ...     print(row["rank"], row["model"], row["wmae"], row["improvement_pct"])
-    1 gbm 90.0 10.0
-    2 naive 100.0 0.0
-    3 mean 120.0 -20.0
+    >>> for row in compare(reps, "wmae", baselines=["naive", "mean"],
+    ...                    failed={"forest": "ModelError: no training rows"}):
+    ...     print(row["rank"], row["model"], row["wmae"], row["improvement_pct"], row["error"])
+    1 gbm 90.0 10.0 None
+    2 naive 100.0 0.0 None
+    3 mean 120.0 -20.0 None
+    None forest None None ModelError: no training rows
     """
     if metric not in METRIC_NAMES and higher is None:
         raise ValueError(f"metric == {metric!r}, must be one of {sorted(METRIC_NAMES)}")
     if not reports:
         raise ValueError("reports is empty; compare needs at least one report")
-    unknown = sorted(set(baselines or ()) - set(reports))
+    failed = dict(failed or {})
+    both = sorted(set(reports) & set(failed))
+    if both:
+        raise ValueError(f"models {both} have both a report and an error")
+    unknown = sorted(set(baselines or ()) - set(reports) - set(failed))
     if unknown:
         raise ValueError(f"baselines {unknown} are not among the reports {sorted(reports)}")
     values = {name: _overall(rep, metric, f"report {name!r}") for name, rep in reports.items()}
     up = higher_is_better(metric, higher)
     sign = -1.0 if up else 1.0
     order = sorted(values, key=lambda name: (sign * values[name], name))
-    pool = [n for n in order if n in set(baselines)] if baselines else order
-    reference = pool[0]
-    return [{"rank": i, "model": name, "is_baseline": name in set(baselines or ()),
+    base = set(baselines or ())
+    pool = [n for n in order if n in base] if baselines else order
+    reference = pool[0] if pool else None
+    rows = [{"rank": i, "model": name, "is_baseline": name in base,
              metric: values[name], "n": reports[name]["overall"].get("n"),
-             "improvement_pct": improvement_pct(values[name], values[reference], metric,
-                                                higher=up),
-             "reference": reference}
+             "improvement_pct": None if reference is None else improvement_pct(
+                 values[name], values[reference], metric, higher=up),
+             "reference": reference, "error": None}
             for i, name in enumerate(order, start=1)]
+    rows += [{"rank": None, "model": name, "is_baseline": name in base, metric: None,
+              "n": None, "improvement_pct": None, "reference": reference, "error": error}
+             for name, error in failed.items()]
+    return rows
 
 
 def _overall(report: Report, metric: str, who: str) -> float:

@@ -1,5 +1,6 @@
-"""Checks of a project that need more than its config: the model types against the
-adapter registry, the metric and the gate rules against the task.
+"""Checks of a project that need more than its config: the model types (and their
+``recency_half_life``) against the adapter registry, the metric and the gate rules
+against the task.
 
 ``cd4ml.config`` imports nothing of ours, so it takes a model type or a metric as a
 string; these checks run when a project loads (``open_project``), before any stage, with
@@ -8,11 +9,11 @@ the config's one-line errors.
 
 from __future__ import annotations
 
-from cd4ml.config import ProjectConfig
+from cd4ml.config import ModelSpec, ProjectConfig
 from cd4ml.errors import ConfigError
 from cd4ml.tasks import task_of
 
-__all__ = ["check_project", "RATE_METRICS"]
+__all__ = ["check_project", "age_column", "RATE_METRICS"]
 
 #: group-gap metrics that are rates of a binary classifier's decisions
 RATE_METRICS = ("tpr", "fpr", "selection_rate")
@@ -29,6 +30,43 @@ def check_project(cfg: ProjectConfig, *, file: str | None = None) -> None:
         raise ConfigError(exc.problem, key=exc.key, value=exc.value, file=file) from None
 
 
+def age_column(cfg: ProjectConfig) -> str | None:
+    """The column a tabular task's rows are aged by for ``params.recency_half_life``:
+    ``split.column`` (``split.by: time``), else ``monitoring.event_time``; a forecast's
+    rows are aged by ``data.time``."""
+    if cfg.task == "forecast":
+        return cfg.data.time
+    if cfg.split.method(cfg.task) == "time":
+        return cfg.split.column
+    return cfg.monitoring.event_time
+
+
+def _check_recency(cfg: ProjectConfig, spec: ModelSpec, weighted: bool, where: str) -> None:
+    mw = spec.params.get("metric_weights", True)
+    if not isinstance(mw, bool):
+        raise ConfigError("expected true (fit with the metric's row weights) or false "
+                          "(every row once)", key=f"{where}.params.metric_weights", value=mw)
+    value = spec.params.get("recency_half_life")
+    if value is None:
+        return
+    from cd4ml.errors import ModelError
+    from cd4ml.training.recency import HALF_LIFE, check_half_life
+
+    key = f"{where}.params.{HALF_LIFE}"
+    try:
+        check_half_life(value, where=key)
+    except ModelError:
+        raise ConfigError("must be a number of weeks > 0 (the age at which a row counts "
+                          "half)", key=key, value=value) from None
+    if not weighted:
+        raise ConfigError(f"{spec.type} does not take sample weights; recency weighting "
+                          f"is for models that do", key=key, value=value)
+    if age_column(cfg) is None:
+        raise ConfigError(f"task {cfg.task} has no time to age rows by: split by time "
+                          f"(split.by: time, split.column) or name a time input in "
+                          f"monitoring.event_time", key=key, value=value)
+
+
 def _check(cfg: ProjectConfig) -> None:
     from cd4ml.training.adapters import adapter_for
 
@@ -37,7 +75,8 @@ def _check(cfg: ProjectConfig) -> None:
     task.check_metric(metric)
     for group in ("candidates", "baselines"):
         for i, spec in enumerate(getattr(cfg.models, group) or []):
-            adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
+            adapter = adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
+            _check_recency(cfg, spec, adapter.weighted, f"models.{group}.{i}")
     _check_holidays(cfg)
     _check_fallbacks(cfg)
     higher = task.higher_is_better(metric)

@@ -8,6 +8,10 @@
                                                                        │
                                                gate ─▶ bundle:selected (if passed)
                                                    └─▶ bundle:baseline (if not)
+
+The split refuses, before any fit, a training window too short for the features
+(:mod:`cd4ml.features.history`). A model that cannot be fitted fails alone
+(:mod:`cd4ml.pipeline.steps_model`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from cd4ml.pipeline.sources import STEPS, reference_stage, source_stages
 __all__ = ["build_stages"]
 
 MSTEPS = "cd4ml.pipeline.steps_model"
+#: the features keys the split's history check reads (cd4ml.features.history)
+HISTORY_KEYS = ("horizon", "lags", "seasonal_period", "seasonal_years", "rolling_windows",
+                "rolling_stats")
 
 
 def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
@@ -41,7 +48,8 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                         libraries=_DATA_LIBS))
     stages.append(Stage("split", f"{STEPS}:split", inputs=("panel.panel", "panel.history_end"),
                         params={**cfg.split.model_dump(), "target": data.target,
-                                "time": data.time, "frequency_days": data.frequency_days},
+                                "time": data.time, "frequency_days": data.frequency_days,
+                                "features": {k: dump_feats[k] for k in HISTORY_KEYS}},
                         libraries=_DATA_LIBS))
     model_inputs = ("panel.panel", "panel.history_end", "features.features", "features.spec",
                     "split.windows")
@@ -58,7 +66,8 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                             params={"spec": spec.model_dump(mode="json"), "seed": seed,
                                     "evaluation": ev_dump, **extra}, libraries=_ML_LIBS))
     stages.append(Stage("select", f"{MSTEPS}:select",
-                        inputs=tuple(f"candidate:{s.name}.report" for s in all_specs),
+                        inputs=tuple(f"candidate:{s.name}.{o}" for s in all_specs
+                                     for o in ("report", "error")),
                         params={"metric": ev.metric, "names": [s.name for s in all_specs],
                                 "baselines": [b.name for b in cfg.models.baselines],
                                 "specs": [s.model_dump(mode="json")
@@ -73,7 +82,9 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                         params={"seed": seed, "evaluation": ev_dump}, libraries=_ML_LIBS))
     stages.append(Stage("gate", f"{MSTEPS}:gate",
                         inputs=("holdout:selected.report", "holdout:selected.name",
-                                *(f"holdout:{b.name}.report" for b in cfg.models.baselines)),
+                                "holdout:selected.error",
+                                *(f"holdout:{b.name}.{o}" for b in cfg.models.baselines
+                                  for o in ("report", "error"))),
                         params={"gate": cfg.gate.model_dump(mode="json"), "metric": ev.metric,
                                 "baselines": [b.name for b in cfg.models.baselines],
                                 "specs": [b.model_dump(mode="json")
@@ -84,7 +95,8 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                         when="gate.passed",
                         params={**bundle_params, "kind": "candidate"}, libraries=_ML_LIBS))
     stages.append(Stage("bundle:baseline", f"{MSTEPS}:bundle",
-                        inputs=(*model_inputs, "gate.best_baseline_spec"), when="gate.failed",
+                        inputs=(*model_inputs, "gate.best_baseline_spec"),
+                        when="gate.bundle_baseline",
                         params={**bundle_params, "kind": "baseline"}, libraries=_ML_LIBS))
     stages.append(reference_stage(cfg, ("panel.panel", "features.spec")))
     return stages

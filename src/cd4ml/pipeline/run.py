@@ -33,13 +33,15 @@ class RunOutcome:
     selected: str | None = None
     registered: dict[str, Any] | None = None
     message: str = ""
+    failed: dict[str, str] = field(default_factory=dict)  #: stage -> its model's error
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "up_to_date": self.up_to_date,
                 "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 3)}
                            for s in self.stages],
                 "metrics": self.metrics, "selected": self.selected, "gate": self.gate,
-                "registered": self.registered, "message": self.message}
+                "registered": self.registered, "message": self.message,
+                "failed": self.failed}
 
 
 def open_project(project_dir: str | Path, overrides: list[str] | None = None,
@@ -76,6 +78,11 @@ def _metrics(results: dict[str, StageResult], metric: str) -> dict[str, float]:
     return out
 
 
+def _failed(results: dict[str, StageResult]) -> dict[str, str]:
+    """The models that could not be fitted: stage name -> error (``steps_model``)."""
+    return {n: r.outputs["error"] for n, r in results.items() if r.outputs.get("error")}
+
+
 def _register(ctx: RunContext, stores: Stores, cfg: ProjectConfig,
               results: dict[str, StageResult], seen: int | None,
               ) -> tuple[dict[str, Any] | None, str]:
@@ -89,6 +96,9 @@ def _register(ctx: RunContext, stores: Stores, cfg: ProjectConfig,
     if gate["passed"]:
         b = results["bundle:selected"].outputs
         why = f"gate passed: {gate['candidate']} beat {gate['best_baseline']}"
+    elif gate.get("best_baseline") is None:
+        return None, "no candidate passed the gate and no baseline could be evaluated on " \
+                     "the holdout: nothing registered"
     else:
         if seen is not None or not alias or not cfg.registry.serve_baseline_if_none:
             keep = f"; {alias} stays on v{seen}" if seen is not None else ""
@@ -164,29 +174,32 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
             by = {r.name: r for r in results}
             metrics = _metrics(by, cfg.evaluation.metric)
             gate = by["gate"].outputs
+            failed = _failed(by)
             registered, message = _register(ctx, stores, cfg, by, seen) \
                 if ctx.has_run or force else (None, "")
+            if gate.get("note"):
+                message = f"{gate['note']}; {message}" if message else gate["note"]
         except (Exception, KeyboardInterrupt) as exc:
             stores.metadata.finish_run(ctx.run_id, "failed", error=f"{type(exc).__name__}: {exc}")
             raise
         if not ctx.has_run:
             return RunOutcome(None, True, results, metrics, gate.get("report"),
                               by["select"].outputs.get("selected"), None,
-                              "pipeline is up to date: nothing to do")
+                              "pipeline is up to date: nothing to do", failed)
         snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in by.items()
                  if n.startswith("snapshot:")}
         arts = {f"{r.name}.{k}": v for r in results for k, v in r.outputs.items()
                 if isinstance(v, str) and len(v) == 64}
         summary = {"selected": by["select"].outputs.get("selected"),
                    "leaderboard": by["select"].outputs.get("leaderboard"),
-                   "registered": registered, "message": message,
+                   "registered": registered, "message": message, "failed": failed,
                    "alias_at_start": {alias: seen} if alias else {},
                    "stages": {r.name: r.status for r in results}}
         stores.metadata.finish_run(ctx.run_id, "succeeded", metrics=metrics, artifacts=arts,
                                    snapshots=snaps, gate=gate.get("report") or {},
                                    summary=summary)
         return RunOutcome(ctx.run_id, False, results, metrics, gate.get("report"),
-                          summary["selected"], registered, message)
+                          summary["selected"], registered, message, failed)
 
 
 def pipeline_status(project_dir: str | Path = ".", overrides: list[str] | None = None,

@@ -109,10 +109,22 @@ def features(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[s
 
 
 def split(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Validation and holdout windows: the last periods with a known target."""
+    """Validation and holdout windows: the last periods with a known target. A training
+    window too short for the features is refused here, before any fit
+    (:func:`cd4ml.features.history.check_history`)."""
+    from cd4ml.config import FeaturesConfig
+    from cd4ml.features.history import check_history
+
     pnl = _panel(ctx, inputs)
     known = pnl.loc[pnl[params["target"]].notna(), params["time"]]
+    f = params["frequency_days"]
     w = time_windows(known, validation_periods=params["validation_periods"],
-                     holdout_periods=params["holdout_periods"],
-                     frequency_days=params["frequency_days"])
+                     holdout_periods=params["holdout_periods"], frequency_days=f)
+    # periods from the first known target to the training window's end, as the
+    # features count them (the panel is a dense grid of every period)
+    periods = (w.train_end - w.train_start).days // f + 1
+    check_history(periods, FeaturesConfig(**params["features"]),
+                  validation_periods=params["validation_periods"],
+                  holdout_periods=params["holdout_periods"], frequency_days=f,
+                  span=f" ({w.train_start.date()} to {w.train_end.date()})")
     return {"windows": w.to_dict()}

@@ -3,6 +3,13 @@
 Candidates are compared on the validation window; the selected recipe and the baselines
 are then fitted on everything before the holdout and judged on it (never used for
 selection); a version that is registered is refitted on all data up to the snapshot's end.
+
+A model that cannot be fitted (a :class:`ModelError`: no usable training rows, a
+parameter its library refuses) fails alone: its stage's ``report`` is None and ``error``
+says why, the leaderboard lists it with its error, select skips it, and the baselines
+decide when no candidate is left. Anything else (a bug, a data or window problem shared
+by every model) still stops the run. When no model at all can be evaluated on
+validation, select stops the run with one line listing each model's error.
 """
 
 from __future__ import annotations
@@ -13,14 +20,14 @@ import numpy as np
 import pandas as pd
 
 from cd4ml.config import EvaluationConfig, GateConfig, ModelSpec
-from cd4ml.errors import PipelineError
+from cd4ml.errors import ModelError, PipelineError
 from cd4ml.evaluation import apply_gate, compare, evaluate, evaluation_weights
 from cd4ml.features import FeatureSpec
 from cd4ml.registry.blend import BlendPredictor
 from cd4ml.registry.bundle import save_bundle
 from cd4ml.registry.predictors import SeriesBaselinePredictor
 from cd4ml.training.fallback import SliceWeight, choose_weights
-from cd4ml.training.fit import fit_model
+from cd4ml.training.fit import fit_failure, fit_model
 
 __all__ = ["validate_candidate", "select", "holdout", "gate", "bundle"]
 
@@ -49,7 +56,8 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
     w = _weights(pnl, ev)
     t = pnl[fspec.time]
     fit_rows = (t <= pd.Timestamp(fit_end)).to_numpy() & ~np.isnan(y)
-    model = fit_model(spec, X[fit_rows], y[fit_rows], w[fit_rows], seed=seed, keys=fspec.keys)
+    model = fit_model(spec, X[fit_rows], y[fit_rows], w[fit_rows], seed=seed, keys=fspec.keys,
+                      times=t[fit_rows])
     lo, hi = pd.Timestamp(score[0]), pd.Timestamp(score[1])
     rows = ((t >= lo) & (t <= hi)).to_numpy() & ~np.isnan(y)
     if not rows.any():
@@ -65,7 +73,7 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
         alone = evaluate(frame.assign(_p=pred), pred="_p", target="_y", weight="_w",
                          slices=[], horizon_col=None)["overall"]
         base = fit_model(ModelSpec(**fallback["baseline"]), X[fit_rows], y[fit_rows],
-                         w[fit_rows], seed=seed, keys=fspec.keys)
+                         w[fit_rows], seed=seed, keys=fspec.keys, times=t[fit_rows])
         by = fallback["by"]
         weights = fallback.get("weights")
         chosen = None
@@ -122,7 +130,8 @@ def _fallback_report(fallback: dict[str, Any], weights: list[list[float]],
 
 def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
                        ) -> dict[str, Any]:
-    """Fit on the training window, score the validation window."""
+    """Fit on the training window, score the validation window (a model that cannot be
+    fitted: ``report`` None and its ``error``)."""
     w = inputs["split.windows"]
     ev = EvaluationConfig(**params["evaluation"])
     spec = ModelSpec(**params["spec"])
@@ -130,18 +139,30 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     if spec.fallback is not None:
         fallback = {"by": spec.fallback.by, "blend": spec.fallback.blend,
                     "baseline": params["fallback_baseline"]}
-    report, _ = _fit_and_score(ctx, inputs, spec, params["seed"], ev, w["train_end"],
-                               (w["validation_start"], w["validation_end"]), fallback)
+    try:
+        report, _ = _fit_and_score(ctx, inputs, spec, params["seed"], ev, w["train_end"],
+                                   (w["validation_start"], w["validation_end"]), fallback)
+    except ModelError as exc:
+        return {"report": None, "metric": None, "error": fit_failure(exc)}
     report.pop("slices", None)
-    return {"report": report, "metric": report["overall"][ev.metric]}
+    return {"report": report, "metric": report["overall"][ev.metric], "error": None}
 
 
 def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The candidate with the best validation metric (ties: the first listed)."""
+    """The candidate with the best validation metric (ties: the first listed); failed
+    models are listed on the leaderboard with their error, never selected."""
     metric = params["metric"]
-    reports = {name: inputs[f"candidate:{name}.report"] for name in params["names"]}
-    board = compare(reports, metric, baselines=params["baselines"], higher=params.get("higher"))
-    cands = [r for r in board if not r["is_baseline"]]
+    names = params["names"]
+    reports = {n: inputs[f"candidate:{n}.report"] for n in names
+               if inputs[f"candidate:{n}.report"] is not None}
+    failed = {n: inputs.get(f"candidate:{n}.error") or "no report" for n in names
+              if n not in reports}
+    if not reports:
+        raise PipelineError("no model could be evaluated on validation: " + "; ".join(
+            f"{n}: {e}" for n, e in failed.items()))
+    board = compare(reports, metric, baselines=params["baselines"], higher=params.get("higher"),
+                    failed=failed)
+    cands = [r for r in board if not r["is_baseline"] and r.get("error") is None]
     best = cands[0]["model"] if cands else None
     spec = next((s for s in params["specs"] if s["name"] == best), None)
     # a classifier's decision threshold, fixed or chosen on validation (None otherwise)
@@ -160,32 +181,51 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
     the scored rows are kept (``outputs``): monitoring's reference for prediction drift."""
     spec = params.get("spec") or inputs.get("select.spec")
     if spec is None:
-        return {"report": None, "name": None, "outputs": None}
+        return {"report": None, "name": None, "outputs": None, "error": None}
     w = inputs["split.windows"]
     ev = EvaluationConfig(**params["evaluation"])
-    report, scored = _fit_and_score(ctx, inputs, ModelSpec(**spec), params["seed"], ev,
-                                    w["validation_end"], (w["holdout_start"], w["holdout_end"]),
-                                    inputs.get("select.fallback") if "spec" not in params
-                                    else None)
-    return {"report": report, "name": spec["name"], "outputs": ctx.put_frame(scored)}
+    try:
+        report, scored = _fit_and_score(ctx, inputs, ModelSpec(**spec), params["seed"], ev,
+                                        w["validation_end"],
+                                        (w["holdout_start"], w["holdout_end"]),
+                                        inputs.get("select.fallback") if "spec" not in params
+                                        else None)
+    except ModelError as exc:
+        return {"report": None, "name": spec["name"], "outputs": None, "error": fit_failure(exc)}
+    return {"report": report, "name": spec["name"], "outputs": ctx.put_frame(scored),
+            "error": None}
 
 
 def gate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Apply the gate rules to the selected recipe's holdout report."""
+    """Apply the gate rules to the selected recipe's holdout report, against the baselines
+    that could be evaluated on the holdout. When the selected recipe or the gate's
+    baseline failed there, the gate does not pass and ``note`` says why; the best baseline
+    evaluated is bundled (``bundle_baseline``), if any."""
     cfg, metric = GateConfig(**params["gate"]), params["metric"]
-    baselines = {n: inputs[f"holdout:{n}.report"] for n in params["baselines"]}
+    baselines = {n: inputs[f"holdout:{n}.report"] for n in params["baselines"]
+                 if inputs[f"holdout:{n}.report"] is not None}
+    errors = {n: inputs.get(f"holdout:{n}.error") for n in params["baselines"]
+              if n not in baselines}
     cand = inputs["holdout:selected.report"]
-    if cfg.baseline == "best":
-        sign = -1.0 if params.get("higher") else 1.0
-        best = min(baselines, key=lambda n: (sign * baselines[n]["overall"][metric], n))
-    else:
+    sign = -1.0 if params.get("higher") else 1.0
+    best = min(baselines, key=lambda n: (sign * baselines[n]["overall"][metric], n)) \
+        if baselines else None
+    if cfg.baseline in baselines:
         best = cfg.baseline
-    best_spec = next(s for s in params["specs"] if s["name"] == best)
+    best_spec = next((s for s in params["specs"] if s["name"] == best), None)
     out = {"passed": False, "report": None, "best_baseline": best,
-           "best_baseline_spec": best_spec, "candidate": None,
-           "best_baseline_bundle": inputs.get(f"holdout:{best}.bundle"),
-           "best_baseline_threshold": baselines[best]["overall"].get("threshold")}
-    if cand is not None:
+           "best_baseline_spec": best_spec, "candidate": None, "note": None,
+           "best_baseline_bundle": inputs.get(f"holdout:{best}.bundle") if best else None,
+           "best_baseline_threshold": baselines[best]["overall"].get("threshold")
+           if best else None}
+    missing = cfg.baseline if cfg.baseline != "best" else None
+    if cand is None and inputs.get("holdout:selected.error"):
+        out["note"] = (f"the selected candidate {inputs['holdout:selected.name']} could "
+                       f"not be evaluated on the holdout: {inputs['holdout:selected.error']}")
+    elif cand is not None and (not baselines or missing in errors):
+        out["note"] = "the gate's baseline could not be evaluated on the holdout: " + \
+            "; ".join(f"{n}: {e}" for n, e in errors.items() if missing in (None, n))
+    elif cand is not None:
         report = apply_gate(cand, baselines, cfg, metric=metric, higher=params.get("higher"))
         report["candidate"] = inputs["holdout:selected.name"]
         if cand.get("fallback"):  # what gave way, explained beside the verdict
@@ -193,6 +233,7 @@ def gate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, 
         out.update(passed=bool(report["passed"]), report=report,
                    candidate=report["candidate"])
     out["failed"] = not out["passed"]
+    out["bundle_baseline"] = out["failed"] and best is not None
     return out
 
 
@@ -206,16 +247,16 @@ def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     ev = EvaluationConfig(**params["evaluation"])
     y = pd.to_numeric(pnl[fspec.target]).to_numpy(dtype=np.float64)
     rows = ~np.isnan(y)
+    t = pnl[fspec.time]
     w = _weights(pnl, ev)[rows]
     model = fit_model(ModelSpec(**spec), X[rows], y[rows], w, seed=params["seed"],
-                      keys=fspec.keys)
+                      keys=fspec.keys, times=t[rows])
     fallback = inputs.get("select.fallback") if "select.spec" in inputs else None
     if fallback is not None:  # the weights chosen on validation, with their baseline refit
         base = fit_model(ModelSpec(**fallback["baseline"]), X[rows], y[rows], w,
-                         seed=params["seed"], keys=fspec.keys)
+                         seed=params["seed"], keys=fspec.keys, times=t[rows])
         model = BlendPredictor(model, base, by=fallback["by"], weights=fallback["weights"],
                                baseline_name=fallback["baseline"]["name"])
-    t = pnl[fspec.time]
     trained_on = {"start": str(t[rows].min().date()), "end": str(t[rows].max().date()),
                   "rows": int(rows.sum()),
                   "note": "refit with the gated recipe on all data up to the snapshot's end"}

@@ -19,8 +19,9 @@ import pandas as pd
 
 from cd4ml.config import DataConfig, EvaluationConfig, InputsConfig, ModelSpec, SplitConfig
 from cd4ml.data import load_schema
-from cd4ml.errors import DataError, PipelineError
+from cd4ml.errors import DataError, ModelError, PipelineError
 from cd4ml.pipeline.steps_data import validated_frames
+from cd4ml.training.fit import fit_failure
 
 _log = logging.getLogger("cd4ml.pipeline")
 
@@ -113,14 +114,16 @@ class _Data:
     roles: np.ndarray
     kind: _Kind
     task: str
+    age_column: str | None = None  #: the time rows are aged by (recency_half_life)
 
     @classmethod
-    def of(cls, ctx: Any, inputs: dict[str, Any], task: str) -> _Data:
+    def of(cls, ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> _Data:
         from cd4ml.features.tabular import TabularSpec
 
         roles = ctx.frame(inputs["split.roles"])["role"].astype(str).to_numpy()
+        task = params["task"]
         return cls(ctx.frame(inputs["table.table"]), TabularSpec.from_dict(inputs["table.spec"]),
-                   roles, _KINDS[task], task)
+                   roles, _KINDS[task], task, params.get("age_column"))
 
     def rows(self, *roles: str) -> np.ndarray:
         mask = np.isin(self.roles, roles)
@@ -141,8 +144,24 @@ def _fit(d: _Data, spec: ModelSpec, rows: np.ndarray, seed: int) -> tuple[Any, A
     transform = TabularTransform.fit(d.spec, frame)
     X = pd.DataFrame(transform.matrix(frame), columns=transform.feature_names)
     model = fit_model(spec, X, d.y(rows), None, seed=seed, task=d.task,
-                      categorical=transform.categorical, classes=d.spec.classes)
+                      categorical=transform.categorical, classes=d.spec.classes,
+                      times=_times(d, spec, frame))
     return transform, model
+
+
+def _times(d: _Data, spec: ModelSpec, frame: pd.DataFrame) -> Any:
+    """The fit rows' times for ``params.recency_half_life`` (None without it)."""
+    from cd4ml.training.recency import HALF_LIFE
+
+    if spec.params.get(HALF_LIFE) is None or d.age_column is None:
+        return None
+    v = frame[d.age_column]
+    if pd.api.types.is_datetime64_any_dtype(v):
+        return v
+    if pd.api.types.is_numeric_dtype(v) or pd.api.types.is_bool_dtype(v):
+        raise ModelError(f"models.{spec.name}.params.{HALF_LIFE}: the rows are aged by "
+                         f"{d.age_column!r}, which holds {v.dtype} values, not times")
+    return pd.to_datetime(v, errors="coerce", utc=True, format="ISO8601")
 
 
 def _predict(d: _Data, transform: Any, model: Any, rows: np.ndarray) -> np.ndarray:
@@ -158,9 +177,12 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
                        ) -> dict[str, Any]:
     """Fit on the training rows (validation share held back), score the validation rows."""
     ev, spec = EvaluationConfig(**params["evaluation"]), ModelSpec(**params["spec"])
-    d = _Data.of(ctx, inputs, params["task"])
+    d = _Data.of(ctx, inputs, params)
     fit_rows, val_rows = d.rows("train"), d.rows("validation")
-    transform, model = _fit(d, spec, fit_rows, params["seed"])
+    try:
+        transform, model = _fit(d, spec, fit_rows, params["seed"])
+    except ModelError as exc:  # this model fails alone (see steps_model)
+        return {"report": None, "metric": None, "threshold": None, "error": fit_failure(exc)}
     out = _predict(d, transform, model, val_rows)
     y = d.y(val_rows)
     threshold = d.kind.threshold(ev, y, out)
@@ -169,7 +191,7 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     report["fit"] = {"rows": int(fit_rows.sum()), "roles": ["train"]}
     report["scored"] = {"rows": int(val_rows.sum()), "roles": ["validation"]}
     return {"report": report, "metric": report["overall"][ev.metric],
-            "threshold": threshold}
+            "threshold": threshold, "error": None}
 
 
 def _save(ctx: Any, d: _Data, params: dict[str, Any], spec: dict[str, Any], transform: Any,
@@ -190,13 +212,17 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
     (``outputs``) for monitoring's reference."""
     spec = params.get("spec") or inputs.get("select.spec")
     if spec is None:
-        return {"report": None, "name": None, "bundle": None, "outputs": None}
+        return {"report": None, "name": None, "bundle": None, "outputs": None, "error": None}
     threshold = inputs.get("select.threshold", inputs.get(
         f"candidate:{spec['name']}.threshold"))
     ev = EvaluationConfig(**params["evaluation"])
-    d = _Data.of(ctx, inputs, params["task"])
+    d = _Data.of(ctx, inputs, params)
     fit_rows, hold_rows = d.rows("train", "validation"), d.rows("holdout")
-    transform, model = _fit(d, ModelSpec(**spec), fit_rows, params["seed"])
+    try:
+        transform, model = _fit(d, ModelSpec(**spec), fit_rows, params["seed"])
+    except ModelError as exc:
+        return {"report": None, "name": spec["name"], "bundle": None, "outputs": None,
+                "error": fit_failure(exc)}
     out = _predict(d, transform, model, hold_rows)
     report = d.kind.report(d.y(hold_rows), out, classes=d.spec.classes, threshold=threshold,
                            frame=_frame(d, hold_rows, ev), ev=ev, full=True,
@@ -208,7 +234,8 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
     digest = _save(ctx, d, params, spec, transform, model, threshold, fit_rows,
                    trained_on)
     return {"report": report, "name": spec["name"], "bundle": digest,
-            "trained_on": trained_on, "outputs": ctx.put_frame(_scored(d, hold_rows, out))}
+            "trained_on": trained_on, "outputs": ctx.put_frame(_scored(d, hold_rows, out)),
+            "error": None}
 
 
 def _scored(d: _Data, rows: np.ndarray, out: np.ndarray) -> pd.DataFrame:
@@ -262,7 +289,7 @@ def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     model, tspec, transform, sample, _ = load_tabular_parts(ctx.artifacts, manifest)
     rows = sample
     if params["refit_on_all"]:
-        d = _Data.of(ctx, inputs, params["task"])
+        d = _Data.of(ctx, inputs, params)
         fit = d.rows("train", "validation", "holdout")
         transform, model = _fit(d, ModelSpec(**spec), fit, params["seed"])
         rows = transform.matrix(d.df.loc[fit])

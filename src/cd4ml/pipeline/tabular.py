@@ -16,6 +16,7 @@ Candidates are compared on the validation share of the training rows; the holdou
 the selected recipe and the baselines, each fitted on all training rows, and that fitted
 model is what gets registered (``split.refit_on_all: true`` refits it on the holdout too,
 and the bundle says so), so the holdout stays out-of-sample for monitoring's reference.
+A model that cannot be fitted fails alone (:mod:`cd4ml.pipeline.steps_model`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from cd4ml.config import ProjectConfig
+from cd4ml.pipeline.checks import age_column
 from cd4ml.pipeline.runner import Stage
 from cd4ml.pipeline.sources import (DATA_LIBS, ML_LIBS, reference_stage, schema_input,
                                    schema_path, source_stages)
@@ -60,13 +62,16 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
               "model_name": cfg.models.name}
     baselines = cfg.models.baselines or []
     all_specs = [*cfg.models.candidates, *baselines]
+    if any(s.params.get("recency_half_life") is not None for s in all_specs):
+        common["age_column"] = age_column(cfg)  # what recency weighting ages rows by
     for spec in all_specs:
         stages.append(Stage(f"candidate:{spec.name}", f"{TSTEPS}:validate_candidate",
                             inputs=model_inputs,
                             params={**common, "spec": spec.model_dump(mode="json")},
                             libraries=ML_LIBS))
     stages.append(Stage("select", f"{MSTEPS}:select",
-                        inputs=tuple(f"candidate:{s.name}.report" for s in all_specs),
+                        inputs=tuple(f"candidate:{s.name}.{o}" for s in all_specs
+                                     for o in ("report", "error")),
                         params={"metric": ev.metric, "names": [s.name for s in all_specs],
                                 "baselines": [b.name for b in baselines],
                                 "higher": task.higher_is_better(ev.metric or ""),
@@ -82,8 +87,9 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                         params={**common, "kind": "candidate"}, libraries=ML_LIBS))
     stages.append(Stage("gate", f"{MSTEPS}:gate",
                         inputs=("holdout:selected.report", "holdout:selected.name",
-                                *(f"holdout:{b.name}.report" for b in baselines),
-                                *(f"holdout:{b.name}.bundle" for b in baselines)),
+                                "holdout:selected.error",
+                                *(f"holdout:{b.name}.{o}" for b in baselines
+                                  for o in ("report", "error", "bundle"))),
                         params={"gate": cfg.gate.model_dump(mode="json"), "metric": ev.metric,
                                 "higher": task.higher_is_better(ev.metric or ""),
                                 "baselines": [b.name for b in baselines],
@@ -97,7 +103,7 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
     stages.append(Stage("bundle:baseline", f"{TSTEPS}:bundle",
                         inputs=(*model_inputs, "gate.best_baseline_bundle",
                                 "gate.best_baseline_spec", "gate.best_baseline_threshold"),
-                        when="gate.failed", params={**bundle_params, "kind": "baseline"},
+                        when="gate.bundle_baseline", params={**bundle_params, "kind": "baseline"},
                         libraries=ML_LIBS))
     stages.append(reference_stage(cfg, ("table.table", "table.spec", "split.roles")))
     return stages

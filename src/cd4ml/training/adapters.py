@@ -62,6 +62,7 @@ class ModelAdapter:
     type: str  #: the config's ``models.*.type``
     by_task: Mapping[str, TaskFit]
     baseline: bool = False  #: a reference to beat rather than a learner
+    weighted: bool = True  #: its fit uses the rows' weights (params.recency_half_life)
     doc: str = field(default="", compare=False)
 
     @property
@@ -146,10 +147,12 @@ _ALL: list[ModelAdapter] = [
                  baseline=True, doc="the (weighted) median of the training target"),
     ModelAdapter("seasonal_naive", {"forecast": TaskFit(baselines.fit_seasonal_naive,
                                                         SeasonalNaivePredictor)},
-                 baseline=True, doc="same week last year; else series, group, overall median"),
+                 baseline=True, weighted=False,
+                 doc="same week last year; else series, group, overall median"),
     ModelAdapter("series_mean", {"forecast": TaskFit(baselines.fit_series_mean,
                                                      SeriesMeanPredictor)},
-                 baseline=True, doc="the series mean; else the group mean, the overall mean"),
+                 baseline=True, weighted=False,
+                 doc="the series mean; else the group mean, the overall mean"),
 ]
 
 #: model type -> adapter

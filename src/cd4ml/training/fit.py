@@ -17,19 +17,30 @@ from cd4ml.errors import ModelError
 from cd4ml.registry.predictors import Predictor
 from cd4ml.training.adapters import adapter_for
 from cd4ml.training.fitdata import FitData
+from cd4ml.training.recency import HALF_LIFE, recency_weights
 
-__all__ = ["fit_model"]
+__all__ = ["fit_model", "fit_failure"]
+
+
+def fit_failure(exc: ModelError) -> str:
+    """A model that could not be fitted, as one line for reports (a library's message may
+    span several)."""
+    return " ".join(str(exc).split())
 
 
 def fit_model(spec: ModelSpec, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | None = None,
               *, seed: int = 0, task: str = "forecast", keys: list[str] | None = None,
               categorical: dict[str, int] | None = None, classes: list | None = None,
-              ) -> Predictor:
+              times: Any = None) -> Predictor:
     """Fit ``spec`` on features ``X`` (columns = feature names), target ``y``, weights ``w``.
 
     Classification: ``y`` holds class indices 0..k-1 (k = ``len(classes)``) and the
     predictor answers (n, k) probabilities. Tabular tasks: the ``categorical`` columns
-    hold codes 0..n-1 (n = ``categorical[name]``).
+    hold codes 0..n-1 (n = ``categorical[name]``). ``times`` (one per row) age the rows
+    for a spec with ``params.recency_half_life`` (:mod:`cd4ml.training.recency`): ``w``
+    is multiplied by the recency weights, counted back from the latest of ``times``.
+    ``params.metric_weights: false`` fits every row with weight 1 instead of ``w`` (the
+    evaluation's row weights, e.g. a holiday week's 5), before any recency weight.
     """
     adapter = adapter_for(str(spec.type), task, where=f"models.{spec.name}.type")
     n_classes = len(classes) if classes is not None else None
@@ -39,12 +50,31 @@ def fit_model(spec: ModelSpec, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | N
     if not len(X) == len(y) == len(w):
         raise ModelError(f"model {spec.name!r}: {len(X)} feature rows, {len(y)} targets, "
                          f"{len(w)} weights: they must be the same length")
+    mw = params.get("metric_weights", True)
+    if not isinstance(mw, bool):
+        raise ModelError(f"models.{spec.name}.params.metric_weights = {mw!r}: expected true "
+                         f"(fit with the metric's row weights) or false (every row once)")
+    if not mw:  # the metric still weighs its rows; the loss counts each once
+        w = np.ones(len(y))
+    if params.get(HALF_LIFE) is not None:
+        w = w * _recency(spec, adapter.weighted, times, len(y), params[HALF_LIFE])
     _check_codes(spec.name, X, categorical)
     rows = _ROWS[task](spec.name, params, X, y, w, classes)
     data = FitData(name=spec.name, params=params, seed=seed, task=task,
                    keys=tuple(keys or ()), categorical=dict(categorical or {}),
                    n_classes=n_classes, estimator=adapter.task_fit(task).estimator, **rows)
     return adapter.task_fit(task).fit(data)
+
+
+def _recency(spec: ModelSpec, weighted: bool, times: Any, n: int, half_life: Any,
+             ) -> np.ndarray:
+    where = f"models.{spec.name}.params.{HALF_LIFE}"
+    if not weighted:
+        raise ModelError(f"{where}: {spec.type} does not take sample weights")
+    if times is None or len(times) != n:
+        raise ModelError(f"{where}: needs each training row's time to age it by "
+                         f"({'none' if times is None else len(times)} for {n} rows)")
+    return recency_weights(times, half_life=half_life, where=where)
 
 
 def _check_codes(name: str, X: pd.DataFrame, categorical: dict[str, int] | None) -> None:
@@ -80,7 +110,10 @@ def _offset_rows(name: str, params: dict[str, Any], X: pd.DataFrame, y: np.ndarr
     if offset is not None and fit_rows == "offset_known":
         ok &= ~np.isnan(X[offset].to_numpy())
     if not ok.any():
-        raise ModelError(f"model {name!r}: no training rows with a known target")
+        why = "" if offset is None or fit_rows == "all" or np.isnan(y).all() else (
+            f" and target_offset {offset!r} (fit_rows: offset_known): {offset} is missing "
+            f"on all {int((~np.isnan(y)).sum())} rows with a known target")
+        raise ModelError(f"model {name!r}: no training rows with a known target{why}")
     base = np.nan_to_num(X[offset].to_numpy(dtype=np.float64)[ok]) if offset else 0.0
     return {"X": X[ok], "y": y[ok], "w": w[ok], "base": base, "offset": offset}
 

@@ -11,7 +11,8 @@ import pandas as pd
 __all__ = ["FitData", "OURS"]
 
 #: parameters cd4ml reads itself; the rest go to the library
-OURS = frozenset({"target_offset", "categorical", "fit_rows", "group_key"})
+OURS = frozenset({"target_offset", "categorical", "fit_rows", "group_key",
+                  "recency_half_life", "metric_weights"})
 
 
 @dataclass(frozen=True)
