@@ -9,7 +9,9 @@ BIN     = $(VENV)/bin
 EXAMPLE = examples/walmart
 SHARED ?= ../shared/data/walmart
 PORT   ?= 5005
-# the test suite's processes (pytest-xdist); each test file runs whole in one of them
+# the test suite's processes (pytest-xdist); each test file runs whole in one of them, and
+# each model fit in it uses one thread (CD4ML_FIT_THREADS), so two processes share two
+# cores without LightGBM's threads waiting on each other
 TEST_WORKERS ?= 2
 EMPLOYMENT = examples/employment
 SHARED_ACS ?= ../shared/data/acs-employment-ma
@@ -35,7 +37,7 @@ serve:
 demo: run serve
 
 test: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	CD4ML_FIT_THREADS=$${CD4ML_FIT_THREADS:-1} $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: data
 	$(BIN)/python benchmarks/pipeline_walltime.py

@@ -299,3 +299,23 @@ def test_recency_weighting_is_the_hand_computed_weights_or_refused(
                                              rf"must be a number of weeks > 0"):
             fit_model(spec(model_type, recency_half_life=bad), d.X, d.y, d.w, seed=0,
                       times=t, **d.fit_kw())
+
+
+def test_fit_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                              data: Callable[[str, str], Dataset]) -> None:
+    from cd4ml.errors import ConfigError
+    from cd4ml.training.adapters import THREADS_ENV
+
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    assert ADAPTERS["lightgbm"].defaults("forecast")["n_jobs"] == 2
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert ADAPTERS["lightgbm"].defaults("forecast")["n_jobs"] == 1
+    assert ADAPTERS["random_forest"].defaults("regression")["n_jobs"] == 1
+    assert "n_jobs" not in ADAPTERS["decision_tree"].defaults("regression")
+    d = data("walmart", "forecast")
+    model = fit_model(ModelSpec(name="m", type="lightgbm", params={"n_estimators": 3}), d.X,
+                      d.y, d.w, seed=0, **d.fit_kw())
+    assert model.booster.params["num_threads"] == 1  # what LightGBM was given
+    monkeypatch.setenv(THREADS_ENV, "two")
+    with pytest.raises(ConfigError, match=r"CD4ML_FIT_THREADS = 'two': expected a whole"):
+        ADAPTERS["lightgbm"].defaults("forecast")

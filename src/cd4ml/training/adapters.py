@@ -18,6 +18,7 @@ regression; known for regression: ['decision_tree', 'lightgbm', 'linear_regressi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,8 @@ from cd4ml.tasks import task_of
 from cd4ml.training import baselines, learners
 from cd4ml.training.fitdata import FitData
 
-__all__ = ["ModelAdapter", "TaskFit", "ADAPTERS", "TASKS", "adapter_for", "known_types"]
+__all__ = ["ModelAdapter", "TaskFit", "ADAPTERS", "TASKS", "adapter_for", "known_types",
+           "fit_threads", "THREADS_ENV"]
 
 #: the tasks an adapter may support (cd4ml.tasks' table, in its order)
 TASKS = tuple(_TASK_TABLE)
@@ -73,13 +75,33 @@ class ModelAdapter:
         return self.by_task[task]
 
     def defaults(self, task: str, n_classes: int | None = None) -> dict[str, Any]:
-        """Parameters used where the config gives none (the config's override them)."""
-        return self.by_task[task].defaults(n_classes)
+        """Parameters used where the config gives none (the config's override them); a
+        threaded model's ``n_jobs`` is :func:`fit_threads`."""
+        out = self.by_task[task].defaults(n_classes)
+        if "n_jobs" in out:
+            out["n_jobs"] = fit_threads()
+        return out
 
     def skops_types(self, task: str) -> tuple[str, ...]:
         """The exact types beyond skops' defaults this adapter's saved file holds."""
         est = self.by_task[task].estimator
         return SKOPS_TYPES[est] if est is not None else ()
+
+
+#: the environment variable that sets the threads of each fit (default 2: both cores)
+THREADS_ENV = "CD4ML_FIT_THREADS"
+
+
+def fit_threads() -> int:
+    """Threads a LightGBM or forest fit uses unless its params say: ``CD4ML_FIT_THREADS``
+    (e.g. 1 when two test processes share two cores), else 2."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return 2
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError("expected a whole number of threads >= 1", key=THREADS_ENV,
+                          value=raw)
+    return int(raw)
 
 
 # Sizes are capped so a cold run on the full Walmart data stays fast on two cores.
