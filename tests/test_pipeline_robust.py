@@ -175,7 +175,7 @@ def test_a_failing_tabular_candidate_and_recency_weighted_mean_baseline(tmp_path
 def test_too_little_history_is_refused_before_any_fit(sample_dir: Path, tmp_path: Path,
                                                       ) -> None:
     proj = make_project(tmp_path, sample_dir)
-    res = cli_run(proj, "split.validation_periods=78")
+    res = cli_run(proj, "split.validation_periods=78", "features.lags=[39,52]")
     assert res.returncode == 1 and res.stdout == ""
     last = res.stderr.strip().splitlines()[-1]
     assert last == (
