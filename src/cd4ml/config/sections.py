@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (Field, SerializerFunctionWrapHandler, field_validator, model_serializer,
+                      model_validator)
 
 from cd4ml.config._strict import _Strict
+from cd4ml.config.search import SearchConfig
 
 
 class SourceConfig(_Strict):
@@ -122,6 +124,22 @@ class ModelSpec(_Strict):
     type: str = Field(description="a model type of cd4ml.training.adapters (checked when "
                                   "the project loads)")
     params: dict[str, Any] = Field(default_factory=dict)
+    search: SearchConfig | None = Field(None, description=(
+        "candidates: search these params on validation (cd4ml.config.search); the best "
+        "trial's params, over ``params``, are the recipe that is judged and bundled"))
+
+    @model_serializer(mode="wrap")
+    def _without_no_search(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A spec without a search dumps as it did before searches existed (its stages'
+        cache keys and its bundles' bytes stay the same)."""
+        out: dict[str, Any] = handler(self)
+        if out.get("search", ...) is None:
+            del out["search"]
+        return out
+
+    def tuned(self, params: dict[str, Any]) -> ModelSpec:
+        """This spec with ``params`` over its own and no search: one trial's recipe."""
+        return ModelSpec(name=self.name, type=self.type, params={**self.params, **params})
 
 
 class ModelsConfig(_Strict):

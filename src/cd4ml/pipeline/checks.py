@@ -8,12 +8,14 @@ the config's one-line errors.
 
 from __future__ import annotations
 
-from cd4ml.config import ProjectConfig
+from cd4ml.config import ModelSpec, ProjectConfig
 from cd4ml.errors import ConfigError
 from cd4ml.tasks import task_of
 
 __all__ = ["check_project", "RATE_METRICS"]
 
+#: the most points a grid search may enumerate
+MAX_GRID_POINTS = 1_000_000
 #: group-gap metrics that are rates of a binary classifier's decisions
 RATE_METRICS = ("tpr", "fpr", "selection_rate")
 
@@ -38,6 +40,8 @@ def _check(cfg: ProjectConfig) -> None:
     for group in ("candidates", "baselines"):
         for i, spec in enumerate(getattr(cfg.models, group) or []):
             adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
+            if spec.search is not None:
+                _check_search(cfg.task, spec, where=f"models.{group}.{i}")
     higher = task.higher_is_better(metric)
     if higher and cfg.gate.max_metric is not None:
         raise ConfigError(f"{metric} is higher-is-better: use gate.min_metric",
@@ -51,3 +55,30 @@ def _check(cfg: ProjectConfig) -> None:
             raise ConfigError(f"not a group metric of task {cfg.task}; known: "
                               f"{', '.join(allowed)}", key=f"gate.max_group_gap.{i}.metric",
                               value=rule.metric)
+
+
+def _check_search(task: str, spec: ModelSpec, *, where: str) -> None:
+    """A search on a candidate, over parameters its model type takes, gridded only where
+    the grid has points."""
+    from cd4ml.training.param_names import allowed_params
+
+    assert spec.search is not None
+    if where.startswith("models.baselines"):
+        raise ConfigError("baselines are not searched: search is for candidates",
+                          key=f"{where}.search", value=spec.search.method)
+    allowed = allowed_params(spec.type, task)
+    for name in spec.search.space:
+        key = f"{where}.search.space"
+        if name not in allowed:
+            takes = f"allowed: {', '.join(allowed)}" if allowed else "it takes none"
+            raise ConfigError(f"{spec.type} takes no parameter {name!r}; {takes}", key=key,
+                              value=name)
+        problem = spec.search.grid_problem(name)
+        if problem:
+            raise ConfigError(problem, key=f"{key}.{name}",
+                              value=spec.search.space[name].model_dump(exclude_defaults=True,
+                                                                      by_alias=True))
+    if spec.search.method == "grid" and spec.search.grid_size() > MAX_GRID_POINTS:
+        raise ConfigError(f"a grid of {spec.search.grid_size():,} points: at most "
+                          f"{MAX_GRID_POINTS:,} (use larger steps, or random or tpe)",
+                          key=f"{where}.search.space", value=sorted(spec.search.space))

@@ -83,7 +83,9 @@ def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     board = compare(reports, metric, baselines=params["baselines"], higher=params.get("higher"))
     cands = [r for r in board if not r["is_baseline"]]
     best = cands[0]["model"] if cands else None
-    spec = next((s for s in params["specs"] if s["name"] == best), None)
+    # a searched candidate's recipe is its best trial's (``candidate:<name>.spec``)
+    spec = inputs.get(f"candidate:{best}.spec") or \
+        next((s for s in params["specs"] if s["name"] == best), None)
     # a classifier's decision threshold, fixed or chosen on validation (None otherwise)
     threshold = reports[best]["overall"].get("threshold") if best else None
     return {"selected": best, "spec": spec, "leaderboard": board, "threshold": threshold}
