@@ -148,7 +148,7 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
             stores.metadata.finish_run(dead["id"], "failed",
                                        error="interrupted: the process ended before the run "
                                              "finished (found by the next run)")
-        ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw)
+        ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw, force=force)
         alias = cfg.registry.promote_on_pass
         # what the alias holds now: registration moves it only from here (compare-and-set)
         seen = stores.metadata.alias_version(cfg.models.name, alias) if alias else None

@@ -19,6 +19,7 @@ in processes of their own, each with one thread (LightGBM's and scikit-learn's
 ``n_jobs: 1``, and BLAS/OpenMP pools limited to 1), so two workers use two cores;
 LightGBM fits with ``deterministic: true``, so its trees do not depend on the threads.
 Every trial is recorded as a child run of the pipeline's run (``cd4ml runs`` shows it).
+``cd4ml run --force`` refits every trial.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ class _TrialRunner:
         for p in batch:
             params = {**self.base, "spec": self.spec.tuned(p.params).model_dump(mode="json")}
             key, parts = self._key(params)
-            hit = self.ctx.metadata.cache_get(f"trial:{self.spec.name}", key)
+            hit = None if getattr(self.ctx, "force", False) else \
+                self.ctx.metadata.cache_get(f"trial:{self.spec.name}", key)
             if hit is None:
                 todo[p.number] = (params, key, parts)
                 continue
