@@ -6,13 +6,15 @@ Usage: python benchmarks/search_curves.py [--trials 20] [--walmart ../shared/dat
        [--acs ../shared/data/acs-employment-ma/employment.parquet] [--acs-rows N]
        [--only walmart|acs] [--keep DIR]
 
-Each dataset is one fresh project (a copy of examples/walmart or examples/employment) with
-three candidates, the same LightGBM searched by each method (``lgb_grid``, ``lgb_random``,
-``lgb_tpe``), run once with `cd4ml run --json` as a user would. Each candidate has its own
-trial cache, so no method reuses another's fits; a method's wall time is its candidate
-stage's (two worker processes, one thread each). random and TPE search ranges; grid
-searches points spread over the same ranges (it needs a finite grid), sampled without
-replacement. The best-so-far curves are read from the trials `cd4ml runs --json` lists
+Each dataset is one fresh project (a copy of examples/walmart or examples/employment)
+whose one candidate is the same LightGBM searched by each method in turn (``lgb_grid``,
+``lgb_random``, ``lgb_tpe``: one `cd4ml run --json` each, as a user would; the data stages
+run once, and each name has its own trial cache, so no method reuses another's fits). A
+method's wall time is its candidate stage's: two worker processes with one thread each,
+started by that run (``fit s`` adds up the trials' own fit and scoring times). random and
+TPE search ranges; grid searches points spread over the same ranges (it needs a finite
+grid), sampled without replacement. The same seed makes TPE's first 5 (random start-up)
+trials random's first 5; the curves part after them. The best-so-far curves are read from the trials `cd4ml runs --json` lists
 under the run. Writes ``benchmarks/results/search_curves-<time>.json`` and ``.png`` (needs
 matplotlib: ``pip install 'cd4ml[bench]'``) and prints a table.
 """
@@ -82,14 +84,13 @@ def _project(kind: str, dest: Path, args: argparse.Namespace) -> Path:
     return proj
 
 
-def _candidates(kind: str, trials: int) -> str:
-    """The --set value: the same LightGBM once per method."""
+def _candidate(kind: str, method: str, trials: int) -> str:
+    """The --set value: the dataset's LightGBM, searched by ``method``."""
     s = SETUPS[kind]
-    cands = [{"name": f"lgb_{m}", "type": "lightgbm", "params": s["params"],
-              "search": {"method": m, "trials": trials, "workers": 2,
-                         "space": s["grid"] if m == "grid" else s["ranges"]}}
-             for m in METHODS]
-    return "models.candidates=" + json.dumps(cands)
+    cand = {"name": f"lgb_{method}", "type": "lightgbm", "params": s["params"],
+            "search": {"method": method, "trials": trials, "workers": 2,
+                       "space": s["grid"] if method == "grid" else s["ranges"]}}
+    return "models.candidates=" + json.dumps([cand])
 
 
 def _cli(proj: Path, *args: str) -> Any:
@@ -111,18 +112,19 @@ def _best_so_far(values: list[float | None], higher: bool) -> list[float | None]
 
 
 def bench(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """One `cd4ml run` per method in one project: the first prepares the data (snapshot,
+    features, split), the others find it cached; each starts its own worker processes."""
     s = SETUPS[kind]
     proj = _project(kind, tmp, args)
-    t0 = time.perf_counter()
-    outcome = _cli(proj, "run", "--set", _candidates(kind, args.trials))
-    total = time.perf_counter() - t0
-    run = next(r for r in _cli(proj, "runs") if r["id"] == outcome["run_id"])
-    seconds = {st["name"]: st["seconds"] for st in outcome["stages"]}
     key = f"validation.{s['metric']}"
     methods = {}
     for m in METHODS:
-        trials = [c for c in run["trials"] if c["params"]["candidate"] == f"lgb_{m}"]
-        trials.sort(key=lambda c: c["params"]["trial"])
+        t0 = time.perf_counter()
+        outcome = _cli(proj, "run", "--set", _candidate(kind, m, args.trials))
+        total = time.perf_counter() - t0
+        run = next(r for r in _cli(proj, "runs") if r["id"] == outcome["run_id"])
+        seconds = {st["name"]: st["seconds"] for st in outcome["stages"]}
+        trials = sorted(run["trials"], key=lambda c: c["params"]["trial"])
         values = [(c.get("metrics") or {}).get(key) for c in trials]
         curve = _best_so_far(values, s["higher"])
         best = curve[-1] if curve else None
@@ -132,12 +134,10 @@ def bench(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                       "best_params": None if at is None else trials[at]["params"]["params"],
                       "wall_s": seconds.get(f"candidate:lgb_{m}"),
                       "fit_s": round(sum((c.get("summary") or {}).get("seconds", 0.0)
-                                         for c in trials), 3)}
-    return {"metric": s["metric"], "higher": s["higher"], "run_id": outcome["run_id"],
-            "pipeline_s": round(total, 1), "selected": outcome["selected"],
-            "holdout": {k: v for k, v in outcome["metrics"].items()
-                        if k.startswith("holdout.selected.")},
-            "methods": methods}
+                                         for c in trials), 3),
+                      "run_id": outcome["run_id"], "pipeline_s": round(total, 1),
+                      "holdout": outcome["metrics"].get(f"holdout.selected.{s['metric']}")}
+    return {"metric": s["metric"], "higher": s["higher"], "methods": methods}
 
 
 def plot(results: dict[str, Any], path: Path, trials: int) -> None:
@@ -145,6 +145,7 @@ def plot(results: dict[str, Any], path: Path, trials: int) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
     for ax, (kind, res) in zip(axes[0], results.items(), strict=True):
@@ -155,6 +156,7 @@ def plot(results: dict[str, Any], path: Path, trials: int) -> None:
         arrow = "higher is better" if res["higher"] else "lower is better"
         ax.set(title=f"{kind}: best validation {res['metric']} so far ({arrow})",
                xlabel="trial", ylabel=res["metric"])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"cd4ml search: grid vs random vs TPE, {trials} trials each, 2 workers")

@@ -81,6 +81,14 @@ def test_a_rerun_with_nothing_changed_does_no_work(tpe: tuple[Path, RunOutcome])
     again = run_pipeline(proj, searched("tpe", 6))
     assert again.up_to_date and again.run_id is None
     assert {s.status for s in again.stages} <= {"cached", "skipped"}
+    # and checking that (the search's params included) imports no ML library nor optuna
+    code = ("import sys, json; from cd4ml.pipeline.run import run_pipeline; "
+            f"o = run_pipeline({str(proj)!r}, {searched('tpe', 6)!r}); "
+            "print(json.dumps([o.up_to_date, sorted(m for m in sys.modules if m.split('.')[0]"
+            " in ('lightgbm', 'sklearn', 'skops', 'optuna', 'joblib'))]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(res.stdout.strip().splitlines()[-1]) == [True, []]
 
 
 def test_trials_are_child_runs_in_cd4ml_runs(tpe: tuple[Path, RunOutcome]) -> None:

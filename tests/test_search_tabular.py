@@ -73,3 +73,28 @@ def test_acs_search_maximises_roc_auc(tmp_path: Path) -> None:
         held = stores.artifacts.get_json(_stage(out, "holdout:selected")["bundle"])
     assert held["model_spec"] == stage["spec"]
     assert held["model_spec"]["params"].items() >= best["params"].items()
+
+
+def test_a_failed_trial_is_recorded_and_a_time_budget_stops_the_search(tmp_path: Path,
+                                                                       ) -> None:
+    """A trial whose params LightGBM refuses fails alone (a failed child run saying why);
+    a time budget spent by the first batch stops the search after it."""
+    proj = wine_project(tmp_path / "wine", {"models": {"candidates": [
+        {"name": "lightgbm", "type": "lightgbm", "params": TINY_LIGHTGBM,
+         "search": {"method": "grid", "time_budget_s": 0.001,
+                    "space": {"num_leaves": [1, 7, 15, 31], "learning_rate": [0.2]}}}]}})
+    out = run_pipeline(proj)
+    stage = _stage(out, "candidate:lightgbm")
+    trials = stage["trials"]
+    assert len(trials) == 2  # one batch of two workers, then the budget is spent
+    # seed 0 visits num_leaves 15, then 1 (which LightGBM refuses), 7, 31
+    assert [t["params"]["num_leaves"] for t in trials] == [15, 1]
+    assert [t["status"] for t in trials] == ["succeeded", "failed"]
+    assert trials[1]["metric"] is None and "num_leaves" in trials[1]["error"]
+    assert stage["search"] == {**stage["search"], "best_trial": 0, "failed": 1}
+    assert stage["spec"]["params"]["num_leaves"] == 15 and out.registered
+    _, _, stores, _ = open_project(proj)
+    with stores:
+        children = stores.metadata.child_runs([out.run_id])[out.run_id]
+    assert [c["status"] for c in children] == [t["status"] for t in trials]
+    assert [c["error"] for c in children] == [t["error"] for t in trials]

@@ -20,7 +20,7 @@ optuna is imported only when a random or TPE search runs (``pip install 'cd4ml[m
 >>> s = SearchConfig(method="grid", trials=3, space={"a": [1, 2], "b": [0.1, 0.2]})
 >>> g = make_sampler(s, seed=0, higher=False)
 >>> [p.params for p in g.ask(2)], [p.number for p in g.ask(5)]
-([{'a': 2, 'b': 0.1}, {'a': 2, 'b': 0.2}], [2, 3])
+([{'a': 2, 'b': 0.1}, {'a': 1, 'b': 0.1}], [2, 3])
 """
 
 from __future__ import annotations
