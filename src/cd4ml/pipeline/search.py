@@ -35,6 +35,7 @@ from cd4ml.errors import Cd4mlError, PipelineError
 from cd4ml.pipeline.cache import stage_key
 from cd4ml.pipeline.sources import ML_LIBS
 from cd4ml.registry.predictor_base import import_extra
+from cd4ml.training.search import Proposal, make_sampler
 
 __all__ = ["search_candidate", "Trial"]
 
@@ -84,8 +85,25 @@ class _Frames:
 _WORKER: dict[str, Any] = {}
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    """What one trial's fit and scoring gave (sent back from a worker process)."""
+
+    outputs: dict[str, Any]  #: the validate function's (report, metric, ...); {} if failed
+    error: str | None
+    seconds: float
+
+    @property
+    def metric(self) -> float | None:
+        """The validation metric; None for a failed trial or a metric that is not finite."""
+        value = self.outputs.get("metric")
+        if self.error is not None or not isinstance(value, (int, float)):
+            return None
+        return float(value) if math.isfinite(value) else None
+
+
 def _evaluate(ctx: Any, func: str, inputs: dict[str, Any], params: dict[str, Any],
-              ) -> dict[str, Any]:
+              ) -> _Fitted:
     """``func(ctx, inputs, params)`` timed; a cd4ml error (a fit the params make
     impossible, say) is the trial's failure, not the search's."""
     module, _, name = func.partition(":")
@@ -93,12 +111,15 @@ def _evaluate(ctx: Any, func: str, inputs: dict[str, Any], params: dict[str, Any
     try:
         outputs = getattr(importlib.import_module(module), name)(ctx, inputs, params)
     except Cd4mlError as exc:
-        return {"outputs": {}, "error": str(exc), "seconds": time.perf_counter() - t0}
-    return {"outputs": outputs, "error": None, "seconds": time.perf_counter() - t0}
+        return _Fitted({}, str(exc), time.perf_counter() - t0)
+    fitted = _Fitted(outputs, None, time.perf_counter() - t0)
+    if fitted.metric is None:
+        return _Fitted(outputs, f"the metric is {outputs['metric']}", fitted.seconds)
+    return fitted
 
 
 def _in_worker(artifacts: Any, func: str, inputs: dict[str, Any], params: dict[str, Any],
-               ) -> dict[str, Any]:
+               ) -> _Fitted:
     """One trial in a worker process; its frames are read once per set of inputs."""
     key = repr((str(artifacts), sorted((k, str(v)) for k, v in inputs.items())))
     if _WORKER.get("key") != key:
@@ -116,6 +137,16 @@ def _one_thread(params: dict[str, Any]) -> dict[str, Any]:
     if "n_jobs" not in {**defaults, **spec["params"]}:
         return params
     return {**params, "spec": {**spec, "params": {**spec["params"], "n_jobs": 1}}}
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A proposal the trial cache does not hold yet: to be fitted, then cached."""
+
+    proposal: Proposal
+    params: dict[str, Any]  #: what the validate function takes for this trial
+    key: str  #: its trial-cache key
+    parts: dict[str, Any]  #: what the key was made of (kept to explain staleness)
 
 
 class _TrialRunner:
@@ -136,50 +167,43 @@ class _TrialRunner:
         return stage_key(name=f"trial:{self.spec.name}", inputs=self.inputs, params=params,
                          modules=[self.func.partition(":")[0]], libraries=list(ML_LIBS))
 
-    def run(self, batch: list[Any]) -> list[Trial]:
-        """The trials of ``batch`` (proposals), in its order."""
-        todo: dict[int, tuple[dict[str, Any], str, dict[str, Any]]] = {}
+    def run(self, batch: list[Proposal]) -> list[Trial]:
+        """The trials of ``batch``, in its order."""
+        stage = f"trial:{self.spec.name}"
+        todo: list[_Pending] = []
         found: dict[int, Trial] = {}
         for p in batch:
             params = {**self.base, "spec": self.spec.tuned(p.params).model_dump(mode="json")}
             key, parts = self._key(params)
             hit = None if getattr(self.ctx, "force", False) else \
-                self.ctx.metadata.cache_get(f"trial:{self.spec.name}", key)
+                self.ctx.metadata.cache_get(stage, key)
             if hit is None:
-                todo[p.number] = (params, key, parts)
+                todo.append(_Pending(p, params, key, parts))
                 continue
             got = hit["outputs"]
-            found[p.number] = Trial(p.number, p.params, got["metric"], got["seconds"], True,
-                                    got["error"], got["outputs"], hit.get("run_id"))
-        results = self._fit({n: params for n, (params, _, _) in todo.items()})
-        for p in batch:
-            if p.number not in todo:
-                continue
-            res = results[p.number]
-            metric = None if res["error"] else float(res["outputs"]["metric"])
-            if metric is not None and not math.isfinite(metric):
-                metric, res = None, {**res, "error": f"the metric is {metric}"}
-            _, key, parts = todo[p.number]
+            found[p.number] = Trial(p.number, p.params, got["metric"], got["seconds"],
+                                    cached=True, error=got["error"], outputs=got["outputs"],
+                                    reused_from=hit.get("run_id"))
+        for pending, fitted in zip(todo, self._fit(todo), strict=True):
             self.ctx.metadata.cache_put(
-                f"trial:{self.spec.name}", key,
-                {"outputs": res["outputs"], "metric": metric, "error": res["error"],
-                 "seconds": res["seconds"], "parts": parts},
-                run_id=self.ctx.run_id, duration_s=res["seconds"])
-            found[p.number] = Trial(p.number, p.params, metric, res["seconds"], False,
-                                    res["error"], res["outputs"])
+                stage, pending.key,
+                {"outputs": fitted.outputs, "metric": fitted.metric, "error": fitted.error,
+                 "seconds": fitted.seconds, "parts": pending.parts},
+                run_id=self.ctx.run_id, duration_s=fitted.seconds)
+            p = pending.proposal
+            found[p.number] = Trial(p.number, p.params, fitted.metric, fitted.seconds,
+                                    cached=False, error=fitted.error, outputs=fitted.outputs)
         return [found[p.number] for p in batch]
 
-    def _fit(self, todo: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    def _fit(self, todo: list[_Pending]) -> list[_Fitted]:
         if len(todo) < 2 or self.workers < 2:  # one fit: in this process, its own threads
-            return {n: _evaluate(self.ctx, self.func, self.inputs, params)
-                    for n, params in todo.items()}
+            return [_evaluate(self.ctx, self.func, self.inputs, t.params) for t in todo]
         joblib = import_extra("joblib", "parallel search trials")
         with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
-            done = joblib.Parallel(n_jobs=min(self.workers, len(todo)))(
+            return list(joblib.Parallel(n_jobs=min(self.workers, len(todo)))(
                 joblib.delayed(_in_worker)(self.ctx.artifacts, self.func, self.inputs,
-                                           _one_thread(params))
-                for params in todo.values())
-        return dict(zip(todo, done, strict=True))
+                                           _one_thread(t.params))
+                for t in todo))
 
 
 # -- the stage -----------------------------------------------------------------------
@@ -214,8 +238,6 @@ def search_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     evaluation...), ``validate`` (``"module:function"`` of one fit-and-score),
     ``higher`` (the metric is higher-is-better) and ``metric`` (its name).
     """
-    from cd4ml.training.search import make_sampler
-
     spec = ModelSpec(**params["candidate"]["spec"])
     search = spec.search
     assert search is not None, "a searched candidate's stage"
