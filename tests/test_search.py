@@ -29,9 +29,9 @@ SPACE = ("{min_child_samples: [5, 10, 20], num_leaves: {low: 4, high: 32, int: t
 
 def searched(method: str, trials: int, *, workers: int = 2) -> list[str]:
     """Overrides: the candidates are one LightGBM with a search."""
-    return [f"models.candidates=[{{name: lightgbm, type: lightgbm, params: {PARAMS}, "
-            f"search: {{method: {method}, trials: {trials}, workers: {workers}, "
-            f"space: {SPACE}}}}}]"]
+    return [(f"models.candidates=[{{name: lightgbm, type: lightgbm, params: {PARAMS}, "
+             f"search: {{method: {method}, trials: {trials}, workers: {workers}, "
+             f"space: {SPACE}}}}}]")]
 
 
 def _stage(out: RunOutcome, name: str = "candidate:lightgbm") -> dict[str, Any]:

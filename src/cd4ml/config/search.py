@@ -100,7 +100,7 @@ class SearchDimension(_Strict):
         assert self.low is not None and self.high is not None  # checked above
         step = self.step if self.step is not None else 1.0
         values = [self.low + i * step for i in range(self.grid_size())]
-        return [int(round(v)) for v in values] if self.integer else \
+        return [round(v) for v in values] if self.integer else \
             [round(v, 12) for v in values]
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (Field, SerializerFunctionWrapHandler, field_validator, model_serializer,
-                      model_validator)
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cd4ml.config._strict import _Strict
 from cd4ml.config.search import SearchConfig
