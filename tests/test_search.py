@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from conftest import make_project
 
 from cd4ml.pipeline.run import RunOutcome, open_project, run_pipeline
@@ -121,6 +122,13 @@ def test_a_larger_budget_fits_only_the_new_trials(tpe: tuple[Path, RunOutcome]) 
     assert _trials(out)[:6] == _trials(first)  # the same seed asks the same first six
     ran = {s.name for s in out.stages if s.status == "ran"}
     assert "candidate:lightgbm" in ran and not ran & {"panel", "features", "split"}
+    _, _, stores, _ = open_project(proj)
+    with stores, stores.metadata.engine.connect() as conn:  # one cached fit per trial
+        fits = conn.execute(sa.text("SELECT count(*) FROM stage_cache WHERE stage = "
+                                    "'trial:lightgbm'")).scalar()
+        summary = stores.metadata.get_run(out.run_id)["summary"]
+    assert fits == 8
+    assert summary["searches"]["lightgbm"] == stage["search"]
 
 
 def test_the_same_seed_gives_the_same_search(tpe: tuple[Path, RunOutcome], sample_dir: Path,

@@ -174,7 +174,10 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
                    "leaderboard": by["select"].outputs.get("leaderboard"),
                    "registered": registered, "message": message,
                    "alias_at_start": {alias: seen} if alias else {},
-                   "stages": {r.name: r.status for r in results}}
+                   "stages": {r.name: r.status for r in results},
+                   # each searched candidate's search: method, trials, best trial, params
+                   "searches": {r.name.split(":", 1)[1]: r.outputs["search"] for r in results
+                                if r.name.startswith("candidate:") and "search" in r.outputs}}
         stores.metadata.finish_run(ctx.run_id, "succeeded", metrics=metrics, artifacts=arts,
                                    snapshots=snaps, gate=gate.get("report") or {},
                                    summary=summary)
