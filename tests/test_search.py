@@ -82,6 +82,11 @@ def test_a_rerun_with_nothing_changed_does_no_work(tpe: tuple[Path, RunOutcome])
     again = run_pipeline(proj, searched("tpe", 6))
     assert again.up_to_date and again.run_id is None
     assert {s.status for s in again.stages} <= {"cached", "skipped"}
+    assert again.searches["lightgbm"]["trials"] == 6
+    text = subprocess.run([sys.executable, "-m", "cd4ml.cli", "run", "-p", str(proj),
+                           "--set", searched("tpe", 6)[0]], capture_output=True, text=True,
+                          check=True).stdout
+    assert "up to date" in text and "search lightgbm: tpe, 6 trials (6 fitted, 0 reused" in text
     # and checking that (the search's params included) imports no ML library nor optuna
     code = ("import sys, json; from cd4ml.pipeline.run import run_pipeline; "
             f"o = run_pipeline({str(proj)!r}, {searched('tpe', 6)!r}); "

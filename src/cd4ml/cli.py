@@ -75,6 +75,11 @@ def run(project: Project = Path("."), set_: Sets = None,
             if k.startswith(("holdout.", "validation.")) and k.split(".")[-1] in shown:
                 t.add_row(k, _fmt(v))
         out.print(t)
+    for name, sr in outcome.searches.items():
+        best = ", ".join(f"{k}={_fmt(v)}" for k, v in sr["best_params"].items())
+        out.print(f"search {name}: {sr['method']}, {sr['trials']} trials ({sr['fitted']} "
+                  f"fitted, {sr['reused']} reused, {sr['failed']} failed); best #"
+                  f"{sr['best_trial']}: {best}")
     if outcome.gate:
         from cd4ml.evaluation import render_gate
 

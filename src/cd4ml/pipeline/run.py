@@ -33,13 +33,17 @@ class RunOutcome:
     selected: str | None = None
     registered: dict[str, Any] | None = None
     message: str = ""
+    #: each searched candidate's search (``cd4ml.pipeline.search``): method, trials
+    #: fitted and reused, the best trial and its params
+    searches: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "up_to_date": self.up_to_date,
                 "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 3)}
                            for s in self.stages],
                 "metrics": self.metrics, "selected": self.selected, "gate": self.gate,
-                "registered": self.registered, "message": self.message}
+                "registered": self.registered, "message": self.message,
+                "searches": self.searches}
 
 
 def open_project(project_dir: str | Path, overrides: list[str] | None = None,
@@ -157,6 +161,8 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
             by = {r.name: r for r in results}
             metrics = _metrics(by, cfg.evaluation.metric)
             gate = by["gate"].outputs
+            searches = {r.name.split(":", 1)[1]: r.outputs["search"] for r in results
+                        if r.name.startswith("candidate:") and "search" in r.outputs}
             registered, message = _register(ctx, stores, cfg, by, seen) \
                 if ctx.has_run or force else (None, "")
         except (Exception, KeyboardInterrupt) as exc:
@@ -165,7 +171,7 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
         if not ctx.has_run:
             return RunOutcome(None, True, results, metrics, gate.get("report"),
                               by["select"].outputs.get("selected"), None,
-                              "pipeline is up to date: nothing to do")
+                              "pipeline is up to date: nothing to do", searches)
         snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in by.items()
                  if n.startswith("snapshot:")}
         arts = {f"{r.name}.{k}": v for r in results for k, v in r.outputs.items()
@@ -174,15 +180,12 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
                    "leaderboard": by["select"].outputs.get("leaderboard"),
                    "registered": registered, "message": message,
                    "alias_at_start": {alias: seen} if alias else {},
-                   "stages": {r.name: r.status for r in results},
-                   # each searched candidate's search: method, trials, best trial, params
-                   "searches": {r.name.split(":", 1)[1]: r.outputs["search"] for r in results
-                                if r.name.startswith("candidate:") and "search" in r.outputs}}
+                   "stages": {r.name: r.status for r in results}, "searches": searches}
         stores.metadata.finish_run(ctx.run_id, "succeeded", metrics=metrics, artifacts=arts,
                                    snapshots=snaps, gate=gate.get("report") or {},
                                    summary=summary)
         return RunOutcome(ctx.run_id, False, results, metrics, gate.get("report"),
-                          summary["selected"], registered, message)
+                          summary["selected"], registered, message, searches)
 
 
 def pipeline_status(project_dir: str | Path = ".", overrides: list[str] | None = None,
