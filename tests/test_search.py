@@ -164,3 +164,24 @@ def test_grid_and_random_run_their_budget(method: str, sample_dir: Path,
     else:
         assert all(4 <= t["params"]["num_leaves"] <= 32 for t in trials)
     assert out.registered and out.selected == "lightgbm"
+
+
+def test_the_dashboard_shows_a_runs_trials(tpe: tuple[Path, RunOutcome]) -> None:
+    from starlette.testclient import TestClient
+
+    from cd4ml.dashboard import create_dashboard
+
+    proj, out = tpe
+    page = TestClient(create_dashboard(proj)).get(f"/runs/{out.run_id}")
+    assert page.status_code == 200
+    assert "Search trials" in page.text and page.text.count(">tpe<") == 6
+    listing = TestClient(create_dashboard(proj)).get("/runs").text
+    assert out.run_id in listing and _stage(out)["trials"] and not any(
+        c in listing for c in _child_ids(proj, out.run_id))
+
+
+def _child_ids(proj: Path, run_id: str) -> list[str]:
+    _, _, stores, _ = open_project(proj)
+    with stores:
+        return [c["id"] for c in stores.metadata.child_runs([run_id])[run_id]]
+
