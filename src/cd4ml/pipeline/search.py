@@ -16,7 +16,7 @@ recipe, seed, evaluation settings, code and library versions, so a search whose 
 grows (or whose stage re-runs for any reason that leaves a trial's key alone) refits only
 the trials it has not seen. Trials that miss are fitted two at a time (``search.workers``)
 in processes of their own, each with one thread (LightGBM's and scikit-learn's
-``n_jobs: 1``, and BLAS/OpenMP pools limited to 1), so two workers use two cores;
+``n_jobs: 1``, and OMP/OpenBLAS/MKL threads 1), so two workers use two cores;
 LightGBM fits with ``deterministic: true``, so its trees do not depend on the threads.
 Every trial is recorded as a child run of the pipeline's run (``cd4ml runs`` shows it).
 ``cd4ml run --force`` refits every trial.
@@ -28,6 +28,7 @@ import importlib
 import math
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from cd4ml.config import ModelSpec
@@ -149,12 +150,17 @@ class _Pending:
     parts: dict[str, Any]  #: what the key was made of (kept to explain staleness)
 
 
+#: a worker process's thread pools: one thread each (set before it imports a library)
+_ONE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1"}
+
+
 class _TrialRunner:
     """Runs batches of trials: cached ones read back, the rest fitted, in parallel when
-    more than one misses, in joblib's loky worker processes (started on first need and
-    reused; unlike multiprocessing's spawn they do not re-run the caller's main script,
-    and a fresh process never inherits LightGBM's OpenMP threads from a fork), with
-    their thread pools limited to one thread each."""
+    more than one misses, in loky worker processes (joblib's: fresh processes, so none
+    inherits LightGBM's OpenMP threads from a fork, and unlike multiprocessing's spawn
+    they do not re-run the caller's main script), started on first need, with one
+    thread per pool, and ended with the search (``with``)."""
 
     def __init__(self, ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
                  workers: int) -> None:
@@ -162,6 +168,16 @@ class _TrialRunner:
         self.func: str = params["validate"]
         self.base: dict[str, Any] = params["candidate"]
         self.spec = ModelSpec(**self.base["spec"])
+        self._pool: Any = None
+
+    def __enter__(self) -> _TrialRunner:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _key(self, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         return stage_key(name=f"trial:{self.spec.name}", inputs=self.inputs, params=params,
@@ -198,12 +214,13 @@ class _TrialRunner:
     def _fit(self, todo: list[_Pending]) -> list[_Fitted]:
         if len(todo) < 2 or self.workers < 2:  # one fit: in this process, its own threads
             return [_evaluate(self.ctx, self.func, self.inputs, t.params) for t in todo]
-        joblib = import_extra("joblib", "parallel search trials")
-        with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
-            return list(joblib.Parallel(n_jobs=min(self.workers, len(todo)))(
-                joblib.delayed(_in_worker)(self.ctx.artifacts, self.func, self.inputs,
-                                           _one_thread(t.params))
-                for t in todo))
+        if self._pool is None:
+            loky = import_extra("joblib.externals.loky", "parallel search trials")
+            self._pool = loky.ProcessPoolExecutor(max_workers=self.workers,
+                                                  env=_ONE_THREAD_ENV)
+        futures = [self._pool.submit(_in_worker, self.ctx.artifacts, self.func, self.inputs,
+                                     _one_thread(t.params)) for t in todo]
+        return [f.result() for f in futures]
 
 
 # -- the stage -----------------------------------------------------------------------
@@ -247,18 +264,19 @@ def search_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     t0 = time.perf_counter()
     deadline = None if search.time_budget_s is None else t0 + search.time_budget_s
     trials: list[Trial] = []
-    runner = _TrialRunner(ctx, inputs, params, search.workers)
-    while budget is None or len(trials) < budget:
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-        n = search.workers if budget is None else min(search.workers, budget - len(trials))
-        batch = sampler.ask(n)
-        if not batch:
-            break
-        for trial in runner.run(batch):
-            sampler.tell(trial.number, trial.metric)
-            _record(ctx, spec, search.method, params["metric"], trial)
-            trials.append(trial)
+    with _TrialRunner(ctx, inputs, params, search.workers) as runner:
+        while budget is None or len(trials) < budget:
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
+            n = search.workers if budget is None else \
+                min(search.workers, budget - len(trials))
+            batch = sampler.ask(n)
+            if not batch:
+                break
+            for trial in runner.run(batch):
+                sampler.tell(trial.number, trial.metric)
+                _record(ctx, spec, search.method, params["metric"], trial)
+                trials.append(trial)
     ok = [t for t in trials if t.metric is not None]
     if not ok:
         first = trials[0].error if trials else "no trial ran"
