@@ -144,6 +144,11 @@ class SearchConfig(_Strict):
             return "grid needs a step for a range that is not int (or a list of values)"
         return None
 
+    def finite(self) -> bool:
+        """Whether the space has a finite number of points (no continuous range)."""
+        return all(d.choices is not None or d.integer or d.step is not None
+                   for d in self.space.values())
+
     def grid_size(self) -> int:
         """The number of points of the full grid."""
         n = 1

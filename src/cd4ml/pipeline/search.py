@@ -225,13 +225,18 @@ class _TrialRunner:
 
 # -- the stage -----------------------------------------------------------------------
 def _budget(spec: ModelSpec) -> int | None:
-    """How many trials at most: ``trials``; a grid's points when it has fewer."""
+    """How many trials at most (None: until the time budget is spent): ``trials``; a
+    grid's points when it has fewer. With a time budget alone, random and TPE on a
+    finite space stop after as many trials as it has points (they would otherwise
+    propose its points again and again, each a reused trial, until the time is up)."""
     search = spec.search
     assert search is not None
-    if search.method != "grid":
-        return search.trials
-    size = search.grid_size()
-    return size if search.trials is None else min(search.trials, size)
+    finite = search.method == "grid" or search.finite()
+    size = search.grid_size() if finite else None
+    if search.trials is None:
+        return size
+    return search.trials if search.method != "grid" or size is None \
+        else min(search.trials, size)
 
 
 def _record(ctx: Any, spec: ModelSpec, method: str, metric: str, trial: Trial) -> None:
