@@ -98,3 +98,14 @@ def test_a_failed_trial_is_recorded_and_a_time_budget_stops_the_search(tmp_path:
         children = stores.metadata.child_runs([out.run_id])[out.run_id]
     assert [c["status"] for c in children] == [t["status"] for t in trials]
     assert [c["error"] for c in children] == [t["error"] for t in trials]
+
+
+def test_a_time_budget_alone_on_a_finite_space_stops_at_its_points(tmp_path: Path) -> None:
+    """random with 600 s on two points: two trials, not repeats until the time is up."""
+    proj = wine_project(tmp_path / "wine", {"models": {"candidates": [
+        {"name": "lightgbm", "type": "lightgbm", "params": TINY_LIGHTGBM,
+         "search": {"method": "random", "time_budget_s": 600,
+                    "space": {"num_leaves": [3, 7]}}}]}})
+    out = run_pipeline(proj)
+    search = _stage(out, "candidate:lightgbm")["search"]
+    assert search["trials"] == 2 and search["seconds"] < 600
