@@ -96,6 +96,19 @@ def test_the_cli_refuses_a_bad_search_in_one_line(wine: Path) -> None:
     assert _store_state(wine) == before
 
 
+def test_random_or_tpe_without_optuna_names_the_extra_before_the_run(wine: Path) -> None:
+    before = _store_state(wine)
+    code = ("import sys; sys.modules['optuna'] = None\n"
+            "from cd4ml.cli import main\nsys.argv = ['cd4ml', 'run', '-p', "
+            f"{str(wine)!r}, '--set', {LGB + '={method: tpe, trials: 2, space: {num_leaves: [3, 7]}}'!r}]\n"
+            "main()")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode != 0
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "pip install 'cd4ml[ml]'" in res.stderr and "tpe search" in res.stderr
+    assert _store_state(wine) == before
+
+
 def test_the_lightgbm_list_holds_its_scikit_learn_signature() -> None:
     """The names checked without importing LightGBM are the installed signature's."""
     import lightgbm

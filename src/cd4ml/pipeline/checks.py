@@ -9,7 +9,7 @@ the config's one-line errors.
 from __future__ import annotations
 
 from cd4ml.config import ModelSpec, ProjectConfig
-from cd4ml.errors import ConfigError
+from cd4ml.errors import ConfigError, MissingExtraError
 from cd4ml.tasks import task_of
 
 __all__ = ["check_project", "RATE_METRICS"]
@@ -66,6 +66,9 @@ def _check_search(task: str, spec: ModelSpec, *, where: str) -> None:
     if where.startswith("models.baselines"):
         raise ConfigError("baselines are not searched: search is for candidates",
                           key=f"{where}.search", value=spec.search.method)
+    if spec.search.method != "grid" and not _installed("optuna"):
+        raise MissingExtraError(f"a {spec.search.method} search ({where}.search)", "ml",
+                                "optuna")
     allowed = allowed_params(spec.type, task)
     for name in spec.search.space:
         key = f"{where}.search.space"
@@ -82,3 +85,13 @@ def _check_search(task: str, spec: ModelSpec, *, where: str) -> None:
         raise ConfigError(f"a grid of {spec.search.grid_size():,} points: at most "
                           f"{MAX_GRID_POINTS:,} (use larger steps, or random or tpe)",
                           key=f"{where}.search.space", value=sorted(spec.search.space))
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked (sys.modules[module] = None)
+        return False
