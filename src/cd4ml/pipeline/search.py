@@ -231,12 +231,12 @@ def _budget(spec: ModelSpec) -> int | None:
     propose its points again and again, each a reused trial, until the time is up)."""
     search = spec.search
     assert search is not None
-    finite = search.method == "grid" or search.finite()
-    size = search.grid_size() if finite else None
-    if search.trials is None:
-        return size
-    return search.trials if search.method != "grid" or size is None \
-        else min(search.trials, size)
+    if search.method == "grid":
+        size = search.grid_size()
+        return size if search.trials is None else min(search.trials, size)
+    if search.trials is None and search.finite():
+        return search.grid_size()
+    return search.trials
 
 
 def _record(ctx: Any, spec: ModelSpec, method: str, metric: str, trial: Trial) -> None:
