@@ -34,7 +34,7 @@ def _tables(engine: sa.Engine) -> set[str]:
 def test_fresh_database_is_migrated_to_head(store: MetadataStore) -> None:
     assert {"alembic_version", *metadata_obj.tables} <= _tables(store.engine)
     with store.engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0003"
+        assert current_revision(conn) == head_revision() == "0004"
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
 
 
@@ -65,6 +65,42 @@ def test_migrated_schema_matches_the_tables_module(store: MetadataStore) -> None
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata_obj)
     assert diff == []
+
+
+def test_a_database_of_revision_0003_is_upgraded_keeping_its_runs(db_url: str) -> None:
+    """A store made before child runs (0003) opens with this cd4ml: runs.parent_id is
+    added, the old runs are kept, top-level, and trials can be recorded under them."""
+    from alembic import command
+
+    from cd4ml.store import _engine
+
+    engine = _engine.create_engine(_engine.normalize_url(db_url))
+    with engine.connect() as conn, conn.begin():
+        cfg = _engine._alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.execute(sa.text("INSERT INTO runs (id, project, status, started_at) "
+                             "VALUES ('old0run00001', 'p', 'succeeded', :t)"),
+                     {"t": dt.datetime(2026, 1, 1)})
+    engine.dispose()
+    with MetadataStore(db_url) as db:
+        with db.engine.connect() as conn:
+            assert current_revision(conn) == "0004"
+        assert [r["id"] for r in db.list_runs()] == ["old0run00001"]
+        assert db.get_run("old0run00001")["parent_id"] is None
+        child = db.record_child_run("old0run00001", project="p", status="succeeded",
+                                    duration_s=1.5, params={"trial": 0},
+                                    metrics={"validation.wmae": 2.0}, summary={"trial": 0})
+        assert [r["id"] for r in db.list_runs()] == ["old0run00001"]  # trials: not here
+        (got,) = db.child_runs(["old0run00001"])["old0run00001"]
+        assert got["id"] == child and got["duration_s"] == 1.5 and got["metrics"] == {
+            "validation.wmae": 2.0} and got["ended_at"] > got["started_at"]
+
+
+def test_a_child_run_needs_its_parent(store: MetadataStore) -> None:
+    with pytest.raises(NotFoundError, match="no run 'nope'"):
+        store.record_child_run("nope", project="p", status="succeeded", duration_s=0.0)
+    assert store.list_runs() == []
 
 
 def test_sqlite_settings(tmp_path: Path) -> None:

@@ -83,6 +83,12 @@ def run(project: Project = Path("."), set_: Sets = None,
     for name, error in outcome.failed.items():
         out.print(f"[red]failed[/] {name}: ", end="")
         out.print(error, markup=False, soft_wrap=True)
+    for name, sr in outcome.searches.items():
+        best = ", ".join(f"{k}={_fmt(v)}" for k, v in sr["best_params"].items())
+        found = (f"best #{sr['best_trial']}: {best}" if sr["best_trial"] is not None
+                 else "no trial succeeded")
+        out.print(f"search {name}: {sr['method']}, {sr['trials']} trials ({sr['fitted']} "
+                  f"fitted, {sr['reused']} reused, {sr['failed']} failed); {found}")
     if outcome.gate:
         from cd4ml.evaluation import render_gate
 
@@ -164,8 +170,9 @@ def runs(ctx: typer.Context, project: Project = Path("."), json_: Json = False,
     cfg, _, stores, _ = _stores(project)
     with stores:
         rows = stores.metadata.list_runs(limit)
+        children = stores.metadata.child_runs([r["id"] for r in rows])
     if json_:
-        _emit_json(rows)
+        _emit_json([{**r, "trials": children[r["id"]]} for r in rows])
         return
     t = Table("run", "status", "started", "duration", "git", "snapshots", "selected", "metric")
     key = f"holdout.selected.{cfg.evaluation.metric}"
@@ -177,7 +184,21 @@ def runs(ctx: typer.Context, project: Project = Path("."), json_: Json = False,
                   (r.get("git_commit") or "-")[:8] + ("*" if r.get("git_dirty") else ""),
                   snaps, str(summ.get("selected") or "-"),
                   _fmt((r.get("metrics") or {}).get(key, "-")))
+        for c in children[r["id"]]:
+            t.add_row(*_trial_row(c, f"validation.{cfg.evaluation.metric}"))
     out.print(t)
+
+
+def _trial_row(c: dict[str, Any], key: str) -> list[str]:
+    """A search's trial, indented under its run: candidate and trial number, its params,
+    its validation metric (or why it failed)."""
+    p, summ = c.get("params") or {}, c.get("summary") or {}
+    what = f"{p.get('candidate', '?')} {p.get('method', '')} #{p.get('trial', '?')}"
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in (p.get("params") or {}).items())
+    dur = "cached" if summ.get("cached") else f"{summ.get('seconds', c['duration_s']):.1f}s"
+    metric = _fmt((c.get("metrics") or {}).get(key, "-")) if c["status"] == "succeeded" \
+        else (c.get("error") or "failed")[:60]
+    return [f"└ {c['id']}", c["status"], "", dur, "", what, params, metric]
 
 
 @runs_app.command("diff")

@@ -30,6 +30,7 @@ from cd4ml.config.sections import (DEFAULT_BASELINE, DEFAULT_METRIC, ColumnPolic
                                    InputsConfig, JoinConfig, ModelsConfig, ModelSpec,
                                    RegistryConfig, SourceConfig, SplitConfig, TaskKind,
                                    ValidationConfig)
+from cd4ml.config.search import SearchConfig, SearchDimension
 from cd4ml.config.serving import PredictionLogConfig, ServingConfig, StoreConfig
 
 __all__ = [
@@ -40,4 +41,5 @@ __all__ = [
     "EvaluationConfig", "GroupGapRule", "GateConfig", "RegistryConfig", "StoreConfig",
     "PredictionLogConfig", "ServingConfig", "MonitoringConfig", "DriftConfig",
     "DriftColumnConfig", "DRIFT_METHODS", "TaskKind", "RolloutConfig",
+    "SearchConfig", "SearchDimension",
 ]

@@ -42,8 +42,10 @@ def parse_yaml(text: str) -> Any:
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
     """The keys allowed at ``loc`` (the parent of an unknown key), for the error message."""
     cur: Any = model
+    in_dict = False  # the part is a key of a dict of models (e.g. search.space.<param>)
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or in_dict:
+            in_dict = False
             continue
         field = getattr(cur, "model_fields", {}).get(part)
         if field is None:
@@ -51,11 +53,13 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
                 return None
             continue
         ann = field.annotation
+        in_dict = getattr(ann, "__origin__", None) is dict
         cur = _unwrap(ann)
         if cur is None:
             return None
-    return sorted(cur.model_fields) if isinstance(cur, type) and issubclass(cur, BaseModel) \
-        else None
+    if not (isinstance(cur, type) and issubclass(cur, BaseModel)):
+        return None
+    return sorted(f.alias or n for n, f in cur.model_fields.items())
 
 
 def _unwrap(ann: Any) -> Any:

@@ -6,9 +6,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from cd4ml.config._strict import _Strict
+from cd4ml.config.search import SearchConfig
 
 
 class SourceConfig(_Strict):
@@ -164,6 +171,24 @@ class ModelSpec(_Strict):
     fallback: FallbackSpec | None = Field(None, description=(
         "forecast candidates: blend with or fall back to a baseline per slice, chosen on "
         "validation"))
+    search: SearchConfig | None = Field(None, description=(
+        "candidates: search these params on validation (cd4ml.config.search); the best "
+        "trial's params, over ``params``, are the recipe that is judged and bundled"))
+
+    @model_serializer(mode="wrap")
+    def _without_no_search(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A spec without a search dumps as it did before searches existed (its stages'
+        cache keys and its bundles' bytes stay the same)."""
+        out: dict[str, Any] = handler(self)
+        for optional in ("search", "fallback"):  # likewise a spec without a fallback
+            if optional in out and out[optional] is None:
+                del out[optional]
+        return out
+
+    def tuned(self, params: dict[str, Any]) -> ModelSpec:
+        """This spec with ``params`` over its own and no search: one trial's recipe."""
+        return ModelSpec(name=self.name, type=self.type, params={**self.params, **params},
+                         fallback=self.fallback)
 
 
 class ModelsConfig(_Strict):

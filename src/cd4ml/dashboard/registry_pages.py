@@ -110,12 +110,29 @@ def run_page(md: Any, cfg: Any, links: Links, run_id: str) -> str:
     m = r.get("metrics") or {}
     out.append(section("Metrics", table(["metric", "value"],
                                         [[k, fmt(v)] for k, v in sorted(m.items())])))
+    trials = md.child_runs([r["id"]])[r["id"]]
+    if trials:
+        out.append(section("Search trials", _trials_table(trials, f"validation.{metric}")))
     stages = summ.get("stages") or {}
     if stages:
         out.append(section("Stages", table(["stage", "outcome"], sorted(stages.items()))))
     out.append(section("Params", table(["param", "value"], [
         [k, compact_json(v)] for k, v in flat(r.get("params") or {}).items()])))
     return "".join(out)
+
+
+def _trials_table(trials: list[dict[str, Any]], key: str) -> str:
+    """A run's search trials (its child runs), in the order they were recorded."""
+    rows = []
+    for c in trials:
+        p, summ = c.get("params") or {}, c.get("summary") or {}
+        rows.append([p.get("candidate"), p.get("method"), p.get("trial"),
+                     compact_json(p.get("params") or {}),
+                     badge(c["status"], "ok" if c["status"] == "succeeded" else "bad"),
+                     fmt((c.get("metrics") or {}).get(key)) if c["status"] == "succeeded"
+                     else c.get("error") or "failed",
+                     "reused" if summ.get("cached") else fmt(summ.get("seconds"))])
+    return table(["candidate", "method", "trial", "params", "status", key, "seconds"], rows)
 
 
 def compare_page(md: Any, cfg: Any, links: Links, a: str, b: str) -> str:

@@ -10,11 +10,13 @@ the config's one-line errors.
 from __future__ import annotations
 
 from cd4ml.config import ModelSpec, ProjectConfig
-from cd4ml.errors import ConfigError
+from cd4ml.errors import ConfigError, MissingExtraError
 from cd4ml.tasks import task_of
 
 __all__ = ["check_project", "age_column", "RATE_METRICS"]
 
+#: the most points a grid search may enumerate
+MAX_GRID_POINTS = 1_000_000
 #: group-gap metrics that are rates of a binary classifier's decisions
 RATE_METRICS = ("tpr", "fpr", "selection_rate")
 
@@ -77,6 +79,8 @@ def _check(cfg: ProjectConfig) -> None:
         for i, spec in enumerate(getattr(cfg.models, group) or []):
             adapter = adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
             _check_recency(cfg, spec, adapter.weighted, f"models.{group}.{i}")
+            if spec.search is not None:
+                _check_search(cfg.task, spec, where=f"models.{group}.{i}")
     _check_holidays(cfg)
     _check_fallbacks(cfg)
     higher = task.higher_is_better(metric)
@@ -130,3 +134,43 @@ def _check_fallbacks(cfg: ProjectConfig) -> None:
         if fb.to is not None and fb.to not in baselines:
             raise ConfigError(f"not a baseline of models.baselines {baselines}",
                               key=f"{where}.to", value=fb.to)
+
+
+def _check_search(task: str, spec: ModelSpec, *, where: str) -> None:
+    """A search on a candidate, over parameters its model type takes, gridded only where
+    the grid has points."""
+    from cd4ml.training.param_names import allowed_params
+
+    assert spec.search is not None
+    if where.startswith("models.baselines"):
+        raise ConfigError("baselines are not searched: search is for candidates",
+                          key=f"{where}.search", value=spec.search.method)
+    if spec.search.method != "grid" and not _installed("optuna"):
+        raise MissingExtraError(f"a {spec.search.method} search ({where}.search)", "ml",
+                                "optuna")
+    allowed = allowed_params(spec.type, task)
+    for name in spec.search.space:
+        key = f"{where}.search.space"
+        if name not in allowed:
+            takes = f"allowed: {', '.join(allowed)}" if allowed else "it takes none"
+            raise ConfigError(f"{spec.type} takes no parameter {name!r}; {takes}", key=key,
+                              value=name)
+        problem = spec.search.grid_problem(name)
+        if problem:
+            raise ConfigError(problem, key=f"{key}.{name}",
+                              value=spec.search.space[name].model_dump(exclude_defaults=True,
+                                                                      by_alias=True))
+    if spec.search.method == "grid" and spec.search.grid_size() > MAX_GRID_POINTS:
+        raise ConfigError(f"a grid of {spec.search.grid_size():,} points: at most "
+                          f"{MAX_GRID_POINTS:,} (use larger steps, or random or tpe)",
+                          key=f"{where}.search.space", value=sorted(spec.search.space))
+
+
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked (sys.modules[module] = None)
+        return False

@@ -35,6 +35,8 @@ class RunContext:
     raw_config: dict[str, Any] = field(default_factory=dict)
     _run_id: str | None = None
     memo: dict[str, Any] = field(default_factory=dict)
+    #: ``cd4ml run --force``: stages re-run, and a search refits its trials
+    force: bool = False
 
     @property
     def run_id(self) -> str:

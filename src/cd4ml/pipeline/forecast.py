@@ -3,7 +3,8 @@
 ::
 
     snapshot:<src> ─▶ validate:<src> ─▶ panel ─▶ features ─┬─▶ candidate:<name> ─▶ select
-                                                 split ───┘     holdout:<baseline>   │
+                                                 split ───┘     (or its search)      │
+                                                                holdout:<baseline>   │
                                                                 holdout:selected ◀───┘
                                                                        │
                                                gate ─▶ bundle:selected (if passed)
@@ -20,6 +21,7 @@ from typing import Any
 
 from cd4ml.config import ProjectConfig
 from cd4ml.pipeline.runner import Stage
+from cd4ml.pipeline.sources import candidate_stage, tuned_specs
 from cd4ml.pipeline.sources import DATA_LIBS as _DATA_LIBS
 from cd4ml.pipeline.sources import ML_LIBS as _ML_LIBS
 from cd4ml.pipeline.sources import STEPS, reference_stage, source_stages
@@ -61,13 +63,14 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
         extra = {}
         if spec.fallback is not None:
             extra["fallback_baseline"] = _fallback_baseline(cfg, spec.fallback.to)
-        stages.append(Stage(f"candidate:{spec.name}", f"{MSTEPS}:validate_candidate",
-                            inputs=model_inputs,
-                            params={"spec": spec.model_dump(mode="json"), "seed": seed,
-                                    "evaluation": ev_dump, **extra}, libraries=_ML_LIBS))
+        stages.append(candidate_stage(
+            spec, f"{MSTEPS}:validate_candidate", model_inputs,
+            {"spec": spec.model_dump(mode="json"), "seed": seed, "evaluation": ev_dump,
+             **extra}, metric=ev.metric or "wmae", higher=False))
     stages.append(Stage("select", f"{MSTEPS}:select",
-                        inputs=tuple(f"candidate:{s.name}.{o}" for s in all_specs
-                                     for o in ("report", "error")),
+                        inputs=(*(f"candidate:{s.name}.{o}" for s in all_specs
+                                  for o in ("report", "error")),
+                                *tuned_specs(cfg.models.candidates)),
                         params={"metric": ev.metric, "names": [s.name for s in all_specs],
                                 "baselines": [b.name for b in cfg.models.baselines],
                                 "specs": [s.model_dump(mode="json")

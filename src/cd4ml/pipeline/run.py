@@ -34,6 +34,9 @@ class RunOutcome:
     registered: dict[str, Any] | None = None
     message: str = ""
     failed: dict[str, str] = field(default_factory=dict)  #: stage -> its model's error
+    #: each searched candidate's search (``cd4ml.pipeline.search``): method, trials
+    #: fitted and reused, the best trial and its params
+    searches: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "up_to_date": self.up_to_date,
@@ -41,7 +44,7 @@ class RunOutcome:
                            for s in self.stages],
                 "metrics": self.metrics, "selected": self.selected, "gate": self.gate,
                 "registered": self.registered, "message": self.message,
-                "failed": self.failed}
+                "failed": self.failed, "searches": self.searches}
 
 
 def open_project(project_dir: str | Path, overrides: list[str] | None = None,
@@ -165,7 +168,7 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
             stores.metadata.finish_run(dead["id"], "failed",
                                        error="interrupted: the process ended before the run "
                                              "finished (found by the next run)")
-        ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw)
+        ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw, force=force)
         alias = cfg.registry.promote_on_pass
         # what the alias holds now: registration moves it only from here (compare-and-set)
         seen = stores.metadata.alias_version(cfg.models.name, alias) if alias else None
@@ -175,6 +178,8 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
             metrics = _metrics(by, cfg.evaluation.metric)
             gate = by["gate"].outputs
             failed = _failed(by)
+            searches = {r.name.split(":", 1)[1]: r.outputs["search"] for r in results
+                        if r.name.startswith("candidate:") and "search" in r.outputs}
             registered, message = _register(ctx, stores, cfg, by, seen) \
                 if ctx.has_run or force else (None, "")
             if gate.get("note"):
@@ -185,7 +190,7 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
         if not ctx.has_run:
             return RunOutcome(None, True, results, metrics, gate.get("report"),
                               by["select"].outputs.get("selected"), None,
-                              "pipeline is up to date: nothing to do", failed)
+                              "pipeline is up to date: nothing to do", failed, searches)
         snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in by.items()
                  if n.startswith("snapshot:")}
         arts = {f"{r.name}.{k}": v for r in results for k, v in r.outputs.items()
@@ -194,12 +199,12 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
                    "leaderboard": by["select"].outputs.get("leaderboard"),
                    "registered": registered, "message": message, "failed": failed,
                    "alias_at_start": {alias: seen} if alias else {},
-                   "stages": {r.name: r.status for r in results}}
+                   "stages": {r.name: r.status for r in results}, "searches": searches}
         stores.metadata.finish_run(ctx.run_id, "succeeded", metrics=metrics, artifacts=arts,
                                    snapshots=snaps, gate=gate.get("report") or {},
                                    summary=summary)
         return RunOutcome(ctx.run_id, False, results, metrics, gate.get("report"),
-                          summary["selected"], registered, message, failed)
+                          summary["selected"], registered, message, failed, searches)
 
 
 def pipeline_status(project_dir: str | Path = ".", overrides: list[str] | None = None,

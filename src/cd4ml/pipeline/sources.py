@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cd4ml.config import ProjectConfig
+from cd4ml.config import ModelSpec, ProjectConfig
 from cd4ml.pipeline.runner import Stage
 
-__all__ = ["source_stages", "schema_path", "reference_stage", "STEPS", "DATA_LIBS", "ML_LIBS"]
+__all__ = ["source_stages", "schema_path", "reference_stage", "candidate_stage", "tuned_specs",
+           "STEPS", "DATA_LIBS", "ML_LIBS"]
 
 STEPS = "cd4ml.pipeline.steps_data"
 DATA_LIBS = ("pandas", "numpy", "pyarrow")
@@ -52,6 +53,25 @@ def source_stages(cfg: ProjectConfig, ctx: Any, *, keys: list[str] | None) -> li
             params={"source": name, "schema_path": path}, libraries=DATA_LIBS,
             extra_inputs=schema_input(ctx, path)))
     return stages
+
+
+def candidate_stage(spec: ModelSpec, validate: str, inputs: tuple[str, ...],
+                    params: dict[str, Any], *, metric: str, higher: bool) -> Stage:
+    """``candidate:<name>``: ``validate`` (fit on the training rows, score validation), or,
+    for a candidate with a search, the search whose trials are that same function
+    (``cd4ml.pipeline.search``)."""
+    if spec.search is None:
+        return Stage(f"candidate:{spec.name}", validate, inputs=inputs, params=params,
+                     libraries=ML_LIBS)
+    return Stage(f"candidate:{spec.name}", "cd4ml.pipeline.search:search_candidate",
+                 inputs=inputs, modules=(validate.partition(":")[0],),
+                 params={"candidate": params, "validate": validate, "metric": metric,
+                         "higher": higher}, libraries=(*ML_LIBS, "optuna"))
+
+
+def tuned_specs(candidates: list[ModelSpec]) -> tuple[str, ...]:
+    """The searched candidates' best recipes, which ``select`` takes over their specs."""
+    return tuple(f"candidate:{c.name}.spec" for c in candidates if c.search is not None)
 
 
 def reference_stage(cfg: ProjectConfig, data_inputs: tuple[str, ...]) -> Stage:

@@ -164,7 +164,9 @@ def select(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
                     failed=failed)
     cands = [r for r in board if not r["is_baseline"] and r.get("error") is None]
     best = cands[0]["model"] if cands else None
-    spec = next((s for s in params["specs"] if s["name"] == best), None)
+    # a searched candidate's recipe is its best trial's (``candidate:<name>.spec``)
+    spec = inputs.get(f"candidate:{best}.spec") or \
+        next((s for s in params["specs"] if s["name"] == best), None)
     # a classifier's decision threshold, fixed or chosen on validation (None otherwise)
     threshold = reports[best]["overall"].get("threshold") if best else None
     # the weights the selected recipe chose on validation, for the holdout and the bundle

@@ -3,7 +3,8 @@
 ::
 
     snapshot:<src> ─▶ validate:<src> ─▶ table ─▶ split ─┬─▶ candidate:<name> ─▶ select
-                                                        │   (fit on train, score validation)
+                                                        │   (fit on train, score validation;
+                                                        │    a search: its best trial)
                                                         ├─▶ holdout:<baseline>     │
                                                         └─▶ holdout:selected ◀─────┘
                                                             (fit on train + validation,
@@ -26,8 +27,8 @@ from typing import Any
 from cd4ml.config import ProjectConfig
 from cd4ml.pipeline.checks import age_column
 from cd4ml.pipeline.runner import Stage
-from cd4ml.pipeline.sources import (DATA_LIBS, ML_LIBS, reference_stage, schema_input,
-                                   schema_path, source_stages)
+from cd4ml.pipeline.sources import (DATA_LIBS, ML_LIBS, candidate_stage, reference_stage,
+                                   schema_input, schema_path, source_stages, tuned_specs)
 from cd4ml.tasks import task_of
 
 __all__ = ["build_stages"]
@@ -65,13 +66,15 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
     if any(s.params.get("recency_half_life") is not None for s in all_specs):
         common["age_column"] = age_column(cfg)  # what recency weighting ages rows by
     for spec in all_specs:
-        stages.append(Stage(f"candidate:{spec.name}", f"{TSTEPS}:validate_candidate",
-                            inputs=model_inputs,
-                            params={**common, "spec": spec.model_dump(mode="json")},
-                            libraries=ML_LIBS))
+        stages.append(candidate_stage(
+            spec, f"{TSTEPS}:validate_candidate", model_inputs,
+            {**common, "spec": spec.model_dump(mode="json")},
+            metric=ev.metric or task.default_metric,
+            higher=task.higher_is_better(ev.metric or "")))
     stages.append(Stage("select", f"{MSTEPS}:select",
-                        inputs=tuple(f"candidate:{s.name}.{o}" for s in all_specs
-                                     for o in ("report", "error")),
+                        inputs=(*(f"candidate:{s.name}.{o}" for s in all_specs
+                                  for o in ("report", "error")),
+                                *tuned_specs(cfg.models.candidates)),
                         params={"metric": ev.metric, "names": [s.name for s in all_specs],
                                 "baselines": [b.name for b in baselines],
                                 "higher": task.higher_is_better(ev.metric or ""),

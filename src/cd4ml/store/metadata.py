@@ -157,6 +157,39 @@ class MetadataStore(RegistryOps, AlertOps, DeploymentOps):
                 params=dict(params or {}), metrics={}, snapshots={}, artifacts={}))
         return run_id
 
+    def record_child_run(self, parent_id: str, *, project: str, status: str,
+                         duration_s: float, params: Mapping[str, Any] | None = None,
+                         metrics: Mapping[str, Any] | None = None, error: str | None = None,
+                         summary: Mapping[str, Any] | None = None) -> str:
+        """Record a finished run that belongs to run ``parent_id`` (a search's trial):
+        it ended now, after ``duration_s`` seconds. Returns its id."""
+        if status not in RUN_STATUSES[1:]:
+            raise StoreError(f"status == {status!r}, must be one of {list(RUN_STATUSES[1:])}")
+        run_id = uuid.uuid4().hex[:12]
+        now = self._now()
+        with self._write() as conn:
+            self._require_run(conn, parent_id)
+            conn.execute(sa.insert(runs).values(
+                id=run_id, project=project, status=status, parent_id=parent_id,
+                started_at=now - dt.timedelta(seconds=max(0.0, duration_s)), ended_at=now,
+                duration_s=max(0.0, duration_s), params=dict(params or {}),
+                metrics=dict(metrics or {}), snapshots={}, artifacts={}, error=error,
+                summary=dict(summary or {})))
+        return run_id
+
+    def child_runs(self, parent_ids: list[str]) -> dict[str, list[Row]]:
+        """The child runs of each of ``parent_ids``, oldest first (the order recorded)."""
+        out: dict[str, list[Row]] = {p: [] for p in parent_ids}
+        if not parent_ids:
+            return out
+        query = sa.select(runs).where(runs.c.parent_id.in_(parent_ids))
+        with self._read() as conn:
+            for r in conn.execute(query).mappings():
+                out[r["parent_id"]].append(dict(r))
+        for rows in out.values():  # a search's trials: the same instant sorts by number
+            rows.sort(key=lambda r: (r["ended_at"], (r["summary"] or {}).get("trial", 0)))
+        return out
+
     def finish_run(self, run_id: str, status: str, *,
                    metrics: Mapping[str, Any] | None = None,
                    artifacts: Mapping[str, str] | None = None,
@@ -213,8 +246,10 @@ class MetadataStore(RegistryOps, AlertOps, DeploymentOps):
 
     def list_runs(self, limit: int | None = None, *, project: str | None = None,
                   status: str | None = None) -> list[Row]:
-        """Runs, newest first."""
-        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc())
+        """Runs, newest first; child runs (a search's trials) are under theirs
+        (:meth:`child_runs`), not here."""
+        query = sa.select(runs).where(runs.c.parent_id.is_(None)) \
+            .order_by(runs.c.started_at.desc(), runs.c.id.desc())
         if project is not None:
             query = query.where(runs.c.project == project)
         if status is not None:

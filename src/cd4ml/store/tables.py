@@ -92,7 +92,10 @@ runs = sa.Table(
     sa.Column("gate", JSONValue()),
     sa.Column("error", sa.Text()),
     sa.Column("summary", JSONValue()),
+    # a child run (a search's trial) names its run; top-level runs have none
+    sa.Column("parent_id", sa.String(32)),
     sa.Index("ix_runs_started_at", "started_at"),
+    sa.Index("ix_runs_parent_id", "parent_id"),
 )
 
 snapshots = sa.Table(
