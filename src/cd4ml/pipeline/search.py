@@ -116,6 +116,8 @@ def _evaluate(ctx: Any, func: str, inputs: dict[str, Any], params: dict[str, Any
     except Cd4mlError as exc:
         return _Fitted({}, str(exc), time.perf_counter() - t0)
     fitted = _Fitted(outputs, None, time.perf_counter() - t0)
+    if outputs.get("error"):  # the model could not be fitted (validate reports it)
+        return _Fitted(outputs, str(outputs["error"]), fitted.seconds)
     if fitted.metric is None:
         return _Fitted(outputs, f"the metric is {outputs['metric']}", fitted.seconds)
     return fitted
