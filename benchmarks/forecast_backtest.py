@@ -157,15 +157,20 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.data / FILES[0]).is_file():
         sys.exit(f"full Walmart data not found in {args.data}")
-    sales_end = pd.to_datetime(pd.read_csv(args.data / FILES[0], usecols=["Date"]).Date).max()
+    dates = pd.to_datetime(pd.read_csv(args.data / FILES[0], usecols=["Date"]).Date)
+    first, last = dates.min(), dates.max()
     cuts = [c.strip() for c in args.cuts.split(",") if c.strip()]
     for c in cuts:
         try:
             when = pd.Timestamp(c)
         except ValueError:
-            sys.exit(f"--cuts: {c!r} is not a date (YYYY-MM-DD)")
-        if when > sales_end:
-            sys.exit(f"--cuts: {c} is after the data's last week {sales_end.date()}")
+            sys.exit(f"--cuts = {c!r}: not a date (YYYY-MM-DD)")
+        if not first <= when <= last:
+            sys.exit(f"--cuts = {c!r}: outside the data, whose weeks run from "
+                     f"{first.date()} to {last.date()}")
+    for h in args.holdouts.split(","):
+        if not h.strip().isdigit() or int(h) < 1:
+            sys.exit(f"--holdouts = {h!r}: expected whole numbers of weeks >= 1")
     plan = [(c, int(h)) for c in cuts for h in args.holdouts.split(",")]
     if not args.no_default:
         plan.append((None, 39))

@@ -162,3 +162,22 @@ def test_a_bad_metric_weights_is_refused_when_the_project_loads(tmp_path: Path,
     assert bad.returncode != 0 and "\n" not in line and \
         "models.candidates.0.params.metric_weights" in line and "'maybe'" in line, line
     assert not (proj / ".cd4ml").exists()
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--cuts", "2013-03-01"], "--cuts = '2013-03-01': outside the data, whose weeks run "
+                               "from 2010-02-05 to 2012-10-26"),
+    (["--cuts", "2009-12-31"], "--cuts = '2009-12-31': outside the data"),
+    (["--cuts", "soon"], "--cuts = 'soon': not a date"),
+    (["--holdouts", "13,0"], "--holdouts = '0': expected whole numbers"),
+])
+def test_a_backtest_cut_outside_the_data_is_one_line(full_walmart: Path, tmp_path: Path,
+                                                     args: list[str], text: str) -> None:
+    from conftest import ROOT
+
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forecast_backtest.py"),
+                          "--data", str(full_walmart), "--out", str(tmp_path), *args],
+                         capture_output=True, text=True, timeout=120)
+    line = res.stderr.strip()
+    assert res.returncode != 0 and "\n" not in line and line.startswith(text), line
+    assert res.stdout == "" and not list(tmp_path.iterdir())  # nothing ran, nothing written
