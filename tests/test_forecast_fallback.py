@@ -181,3 +181,16 @@ def test_a_backtest_cut_outside_the_data_is_one_line(full_walmart: Path, tmp_pat
     line = res.stderr.strip()
     assert res.returncode != 0 and "\n" not in line and line.startswith(text), line
     assert res.stdout == "" and not list(tmp_path.iterdir())  # nothing ran, nothing written
+
+
+def test_a_margin_keeps_the_model_on_slices_it_loses_by_little() -> None:
+    keys = pd.DataFrame({"Dept": [1.0, 1.0, 2.0, 2.0]})
+    y = np.array([100.0, 100.0, 100.0, 100.0])
+    model = np.array([110.0, 90.0, 160.0, 40.0])  # errors 10 (dept 1), 60 (dept 2)
+    base = np.array([108.0, 92.0, 120.0, 80.0])  # errors 8, 20
+    args = dict(blend=False, metric="mae")
+    assert [s.values for s in choose_weights(keys, y, np.ones(4), model, base, **args)] == \
+        [(1.0,), (2.0,)]
+    # dept 1's model is 25 % worse (within 50 %): it keeps the model; dept 2's is 200 %
+    kept = choose_weights(keys, y, np.ones(4), model, base, margin_pct=50, **args)
+    assert [(s.values, s.model_weight) for s in kept] == [((2.0,), 0.0)]

@@ -156,6 +156,9 @@ class FallbackSpec(_Strict):
     blend: bool = Field(True, description=(
         "per slice the model's weight among 0, 0.25, 0.5, 0.75, 1; false: the model or "
         "the baseline"))
+    margin_pct: float = Field(0.0, ge=0, description=(
+        "a slice gives way only where the model alone is more than this much worse than "
+        "the baseline on validation (e.g. the gate's max_slice_regression_pct)"))
 
     @field_validator("by", mode="before")
     @classmethod

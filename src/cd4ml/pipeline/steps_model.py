@@ -79,7 +79,8 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
         chosen = None
         if weights is None:  # validation: choose here
             chosen = choose_weights(X.loc[rows, by], y[rows], w[rows], pred, base.predict(Xs),
-                                    blend=fallback["blend"], metric=ev.metric)
+                                    blend=fallback["blend"], metric=ev.metric,
+                                    margin_pct=fallback.get("margin_pct", 0.0))
             weights = [[*c.values, c.model_weight] for c in chosen]
         model = BlendPredictor(model, base, by=by, weights=weights,
                                baseline_name=fallback["baseline"]["name"])
@@ -138,6 +139,7 @@ def validate_candidate(ctx: Any, inputs: dict[str, Any], params: dict[str, Any],
     fallback = None
     if spec.fallback is not None:
         fallback = {"by": spec.fallback.by, "blend": spec.fallback.blend,
+                    "margin_pct": spec.fallback.margin_pct,
                     "baseline": params["fallback_baseline"]}
     try:
         report, _ = _fit_and_score(ctx, inputs, spec, params["seed"], ev, w["train_end"],

@@ -42,8 +42,11 @@ class SliceWeight:
 
 
 def choose_weights(keys: pd.DataFrame, y: np.ndarray, w: np.ndarray, model: np.ndarray,
-                   baseline: np.ndarray, *, blend: bool, metric: str) -> list[SliceWeight]:
-    """The slices (rows of ``keys``' columns) whose best weight is below 1, sorted."""
+                   baseline: np.ndarray, *, blend: bool, metric: str,
+                   margin_pct: float = 0.0) -> list[SliceWeight]:
+    """The slices (rows of ``keys``' columns) whose best weight is below 1, sorted; with
+    ``margin_pct``, only slices where the model alone is more than that much worse than
+    the baseline give way (as the gate's slice rule would judge them)."""
     steps = np.array(BLEND_STEPS if blend else (0.0, 1.0))
     mix = steps[None, :] * model[:, None] + (1 - steps[None, :]) * baseline[:, None]
     err = np.abs(y[:, None] - mix)
@@ -59,6 +62,8 @@ def choose_weights(keys: pd.DataFrame, y: np.ndarray, w: np.ndarray, model: np.n
     for key, row in sums.iterrows():
         e = row[list(range(len(steps)))].to_numpy() / max(row["_w"], 1e-300)
         best = int(np.flatnonzero(e == e.min())[-1])  # ties: the largest model weight
+        if e[-1] <= e[0] * (1 + margin_pct / 100):
+            continue  # within the margin: the model keeps the slice
         if steps[best] < 1.0:
             values = key if isinstance(key, tuple) else (key,)
             out.append(SliceWeight(tuple(float(v) for v in values), float(steps[best]),
