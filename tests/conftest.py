@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -75,6 +76,21 @@ def make_project(tmp: Path, data: Path, extra_yaml: str = "") -> Path:
         with open(proj / "cd4ml.yaml", "a") as f:
             f.write(extra_yaml)
     return proj
+
+
+def heavy_imports_of_a_run(proj: Path, sets: list[str],
+                           libraries: tuple[str, ...] = ("lightgbm", "sklearn", "skops"),
+                           ) -> tuple[bool, list[str]]:
+    """In a fresh interpreter, ``run_pipeline(proj, sets)``: whether it was up to date,
+    and which of ``libraries``' modules it imported."""
+    code = ("import sys, json; from cd4ml.pipeline.run import run_pipeline; "
+            f"o = run_pipeline({str(proj)!r}, {sets!r}); "
+            "print(json.dumps([o.up_to_date, sorted(m for m in sys.modules "
+            f"if m.split('.')[0] in {tuple(libraries)!r})]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    up_to_date, heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    return bool(up_to_date), list(heavy)
 
 
 # fast settings for the sample: small models, same recipe shape

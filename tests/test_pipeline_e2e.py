@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import FAST, make_project
+from conftest import FAST, heavy_imports_of_a_run, make_project
 
 from cd4ml.pipeline.run import open_project, pipeline_status, run_pipeline
 
@@ -53,14 +53,7 @@ def test_rerun_with_nothing_changed_does_no_work(project: Path) -> None:
 
 
 def test_up_to_date_check_imports_no_ml_library(project: Path) -> None:
-    code = ("import sys, json; from cd4ml.pipeline.run import run_pipeline; "
-            f"o = run_pipeline({str(project)!r}, {FAST!r}); "
-            "print(json.dumps([o.up_to_date, sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('lightgbm', 'sklearn', 'skops'))]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    up_to_date, heavy = json.loads(out.stdout.strip().splitlines()[-1])
-    assert up_to_date and heavy == []
+    assert heavy_imports_of_a_run(project, FAST) == (True, [])
 
 
 def test_changing_one_parameter_reruns_only_downstream(project: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_project
+from conftest import heavy_imports_of_a_run, make_project
 
 from cd4ml.pipeline.run import RunOutcome, open_project, run_pipeline
 
@@ -88,13 +88,8 @@ def test_a_rerun_with_nothing_changed_does_no_work(tpe: tuple[Path, RunOutcome])
                           check=True).stdout
     assert "up to date" in text and "search lightgbm: tpe, 6 trials (6 fitted, 0 reused" in text
     # and checking that (the search's params included) imports no ML library nor optuna
-    code = ("import sys, json; from cd4ml.pipeline.run import run_pipeline; "
-            f"o = run_pipeline({str(proj)!r}, {searched('tpe', 6)!r}); "
-            "print(json.dumps([o.up_to_date, sorted(m for m in sys.modules if m.split('.')[0]"
-            " in ('lightgbm', 'sklearn', 'skops', 'optuna', 'joblib'))]))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
-    assert json.loads(res.stdout.strip().splitlines()[-1]) == [True, []]
+    assert heavy_imports_of_a_run(proj, searched("tpe", 6), (
+        "lightgbm", "sklearn", "skops", "optuna", "joblib")) == (True, [])
 
 
 def test_trials_are_child_runs_in_cd4ml_runs(tpe: tuple[Path, RunOutcome]) -> None:

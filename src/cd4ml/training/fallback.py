@@ -62,7 +62,7 @@ def choose_weights(keys: pd.DataFrame, y: np.ndarray, w: np.ndarray, model: np.n
     for key, row in sums.iterrows():
         e = row[list(range(len(steps)))].to_numpy() / max(row["_w"], 1e-300)
         best = int(np.flatnonzero(e == e.min())[-1])  # ties: the largest model weight
-        if e[-1] <= e[0] * (1 + margin_pct / 100):
+        if margin_pct > 0 and e[-1] <= e[0] * (1 + margin_pct / 100):
             continue  # within the margin: the model keeps the slice
         if steps[best] < 1.0:
             values = key if isinstance(key, tuple) else (key,)
