@@ -43,16 +43,22 @@ def age_column(cfg: ProjectConfig) -> str | None:
     return cfg.monitoring.event_time
 
 
-def _check_recency(cfg: ProjectConfig, spec: ModelSpec, weighted: bool, where: str) -> None:
+def _check_weights(cfg: ProjectConfig, spec: ModelSpec, weighted: bool, where: str) -> None:
+    """A spec's ``metric_weights`` and ``recency_half_life``, as the fit would refuse them."""
+    from cd4ml.errors import ModelError
+    from cd4ml.training.fitdata import check_metric_weights
+    from cd4ml.training.recency import HALF_LIFE, check_half_life
+
     mw = spec.params.get("metric_weights", True)
-    if not isinstance(mw, bool):
+    try:
+        check_metric_weights(mw, where=f"{where}.params.metric_weights")
+    except ModelError:
         raise ConfigError("expected true (fit with the metric's row weights) or false "
-                          "(every row once)", key=f"{where}.params.metric_weights", value=mw)
-    value = spec.params.get("recency_half_life")
+                          "(every row once)", key=f"{where}.params.metric_weights",
+                          value=mw) from None
+    value = spec.params.get(HALF_LIFE)
     if value is None:
         return
-    from cd4ml.errors import ModelError
-    from cd4ml.training.recency import HALF_LIFE, check_half_life
 
     key = f"{where}.params.{HALF_LIFE}"
     try:
@@ -78,7 +84,7 @@ def _check(cfg: ProjectConfig) -> None:
     for group in ("candidates", "baselines"):
         for i, spec in enumerate(getattr(cfg.models, group) or []):
             adapter = adapter_for(spec.type, cfg.task, where=f"models.{group}.{i}.type")
-            _check_recency(cfg, spec, adapter.weighted, f"models.{group}.{i}")
+            _check_weights(cfg, spec, adapter.weighted, f"models.{group}.{i}")
             if spec.search is not None:
                 _check_search(cfg.task, spec, where=f"models.{group}.{i}")
     _check_holidays(cfg)

@@ -10,7 +10,14 @@ from typing import Any
 
 from cd4ml.config import ProjectConfig, config_hash
 
-__all__ = ["RunContext", "git_state"]
+__all__ = ["RunContext", "git_state", "read_frame"]
+
+
+def read_frame(artifacts: Any, digest: str) -> Any:
+    """The data frame stored as Parquet under ``digest``."""
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(artifacts.get_bytes(digest)))
 
 
 def git_state(path: Path) -> tuple[str | None, bool]:
@@ -66,7 +73,5 @@ class RunContext:
 
     def frame(self, digest: str) -> Any:
         if digest not in self.memo:
-            import pandas as pd
-
-            self.memo[digest] = pd.read_parquet(io.BytesIO(self.artifacts.get_bytes(digest)))
+            self.memo[digest] = read_frame(self.artifacts, digest)
         return self.memo[digest]

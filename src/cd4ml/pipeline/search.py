@@ -37,6 +37,7 @@ from typing import Any
 from cd4ml.config import ModelSpec
 from cd4ml.errors import Cd4mlError
 from cd4ml.pipeline.cache import stage_key
+from cd4ml.pipeline.context import read_frame
 from cd4ml.pipeline.sources import ML_LIBS
 from cd4ml.training.search import Proposal, make_sampler
 
@@ -76,11 +77,7 @@ class _Frames:
 
     def frame(self, digest: str) -> Any:
         if digest not in self.memo:
-            import io
-
-            import pandas as pd
-
-            self.memo[digest] = pd.read_parquet(io.BytesIO(self.artifacts.get_bytes(digest)))
+            self.memo[digest] = read_frame(self.artifacts, digest)
         return self.memo[digest]
 
 

@@ -23,7 +23,7 @@ from cd4ml.config import EvaluationConfig, GateConfig, ModelSpec
 from cd4ml.errors import ModelError, PipelineError
 from cd4ml.evaluation import apply_gate, compare, evaluate, evaluation_weights
 from cd4ml.features import FeatureSpec
-from cd4ml.registry.blend import BlendPredictor
+from cd4ml.registry.blend import BlendPredictor, mix
 from cd4ml.registry.bundle import save_bundle
 from cd4ml.registry.predictors import SeriesBaselinePredictor
 from cd4ml.training.fallback import SliceWeight, choose_weights
@@ -77,15 +77,17 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
         by = fallback["by"]
         weights = fallback.get("weights")
         chosen = None
+        base_pred = base.predict(Xs)
         if weights is None:  # validation: choose here
-            chosen = choose_weights(X.loc[rows, by], y[rows], w[rows], pred, base.predict(Xs),
+            chosen = choose_weights(X.loc[rows, by], y[rows], w[rows], pred, base_pred,
                                     blend=fallback["blend"], metric=ev.metric,
                                     margin_pct=fallback.get("margin_pct", 0.0))
             weights = [[*c.values, c.model_weight] for c in chosen]
         model = BlendPredictor(model, base, by=by, weights=weights,
                                baseline_name=fallback["baseline"]["name"])
-        pred = model.predict(Xs)
-        gave_way = _fallback_report(fallback, weights, chosen, fspec, alone, model, Xs)
+        a = model.model_weight(Xs)
+        pred = mix(a, pred, base_pred)  # what model.predict(Xs) answers, each part once
+        gave_way = _fallback_report(fallback, weights, chosen, fspec, alone, a)
     frame["_p"] = pred
     report = evaluate(frame, pred="_p", target="_y", weight="_w", slices=ev.slices,
                       horizon_col="_ahead")
@@ -102,11 +104,10 @@ def _fit_and_score(ctx: Any, inputs: dict[str, Any], spec: ModelSpec, seed: int,
 
 def _fallback_report(fallback: dict[str, Any], weights: list[list[float]],
                      chosen: list[SliceWeight] | None, fspec: FeatureSpec,
-                     alone: dict[str, Any], model: BlendPredictor, Xs: np.ndarray,
-                     ) -> dict[str, Any]:
+                     alone: dict[str, Any], a: np.ndarray) -> dict[str, Any]:
     """What gave way, in the data's own values: the weights (and, where they were
     chosen, each slice's validation errors), the model alone's figures, the share of
-    scored rows that were mixed."""
+    scored rows that were mixed (``a``: each scored row's model weight)."""
     by = fallback["by"]
 
     def named(values: list[float]) -> dict[str, Any]:
@@ -122,7 +123,6 @@ def _fallback_report(fallback: dict[str, Any], weights: list[list[float]],
                    "mixed": c.mixed_error, "rows": c.rows} for c in chosen]
     else:
         slices = [{"slice": named(r[:-1]), "model_weight": r[-1]} for r in weights]
-    a = model.model_weight(Xs)
     return {"by": by, "to": fallback["baseline"]["name"], "blend": fallback["blend"],
             "chosen_on": "this window" if chosen is not None else "validation",
             "weights": weights, "slices": slices, "without_fallback": alone,
@@ -192,8 +192,7 @@ def holdout(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[st
         report, scored = _fit_and_score(ctx, inputs, ModelSpec(**spec), params["seed"], ev,
                                         w["validation_end"],
                                         (w["holdout_start"], w["holdout_end"]),
-                                        inputs.get("select.fallback") if "spec" not in params
-                                        else None)
+                                        inputs.get("select.fallback"))  # holdout:selected only
     except ModelError as exc:
         return {"report": None, "name": spec["name"], "outputs": None, "error": fit_failure(exc)}
     return {"report": report, "name": spec["name"], "outputs": ctx.put_frame(scored),
@@ -255,7 +254,7 @@ def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
     w = _weights(pnl, ev)[rows]
     model = fit_model(ModelSpec(**spec), X[rows], y[rows], w, seed=params["seed"],
                       keys=fspec.keys, times=t[rows])
-    fallback = inputs.get("select.fallback") if "select.spec" in inputs else None
+    fallback = inputs.get("select.fallback")  # only bundle:selected takes it
     if fallback is not None:  # the weights chosen on validation, with their baseline refit
         base = fit_model(ModelSpec(**fallback["baseline"]), X[rows], y[rows], w,
                          seed=params["seed"], keys=fspec.keys, times=t[rows])

@@ -17,7 +17,12 @@ import numpy as np
 from cd4ml.errors import ModelError
 from cd4ml.registry.predictor_base import Predictor, file_of
 
-__all__ = ["BlendPredictor"]
+__all__ = ["BlendPredictor", "mix"]
+
+
+def mix(a: np.ndarray, model: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """``a * model + (1 - a) * baseline``, row by row: what a blend answers."""
+    return a * model + (1.0 - a) * baseline
 
 
 class BlendPredictor(Predictor):
@@ -54,7 +59,7 @@ class BlendPredictor(Predictor):
         a = self.model_weight(X)
         if (a == 1.0).all():
             return m
-        return a * m + (1.0 - a) * self.baseline.predict(X)
+        return mix(a, m, self.baseline.predict(X))
 
     def meta(self) -> dict[str, Any]:
         return {"type": self.model_type, "feature_names": self.feature_names,

@@ -16,7 +16,7 @@ from cd4ml.config import ModelSpec
 from cd4ml.errors import ModelError
 from cd4ml.registry.predictors import Predictor
 from cd4ml.training.adapters import adapter_for
-from cd4ml.training.fitdata import FitData
+from cd4ml.training.fitdata import FitData, check_metric_weights
 from cd4ml.training.recency import HALF_LIFE, recency_weights
 
 __all__ = ["fit_model", "fit_failure"]
@@ -50,11 +50,9 @@ def fit_model(spec: ModelSpec, X: pd.DataFrame, y: np.ndarray, w: np.ndarray | N
     if not len(X) == len(y) == len(w):
         raise ModelError(f"model {spec.name!r}: {len(X)} feature rows, {len(y)} targets, "
                          f"{len(w)} weights: they must be the same length")
-    mw = params.get("metric_weights", True)
-    if not isinstance(mw, bool):
-        raise ModelError(f"models.{spec.name}.params.metric_weights = {mw!r}: expected true "
-                         f"(fit with the metric's row weights) or false (every row once)")
-    if not mw:  # the metric still weighs its rows; the loss counts each once
+    if not check_metric_weights(params.get("metric_weights", True),
+                                where=f"models.{spec.name}.params.metric_weights"):
+        # the metric still weighs its rows; the loss counts each once
         w = np.ones(len(y))
     if params.get(HALF_LIFE) is not None:
         w = w * _recency(spec, adapter.weighted, times, len(y), params[HALF_LIFE])

@@ -8,11 +8,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["FitData", "OURS"]
+__all__ = ["FitData", "OURS", "check_metric_weights"]
 
 #: parameters cd4ml reads itself; the rest go to the library
 OURS = frozenset({"target_offset", "categorical", "fit_rows", "group_key",
                   "recency_half_life", "metric_weights"})
+
+
+def check_metric_weights(value: Any, *, where: str) -> bool:
+    """``params.metric_weights``: true (fit with the metric's row weights, the default) or
+    false (every row once); else a one-line ModelError naming ``where``."""
+    if not isinstance(value, bool):
+        from cd4ml.errors import ModelError
+
+        raise ModelError(f"{where} = {value!r}: expected true (fit with the metric's row "
+                         f"weights) or false (every row once)")
+    return value
 
 
 @dataclass(frozen=True)
