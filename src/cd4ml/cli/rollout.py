@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cd4ml.cli.common import Json, Project, Sets, project_stores
 from cd4ml.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from cd4ml.serving.deployment import DeploymentState
 
 __all__ = ["register", "rollout_app", "start_controller"]
@@ -28,18 +26,7 @@ __all__ = ["register", "rollout_app", "start_controller"]
 rollout_app = typer.Typer(help="A deployment's rollout: status, promote, pause, abort, "
                                "candidate, shadow, controller.", no_args_is_help=True)
 
-Project = Annotated[Path, typer.Option("-p", "--project", help="project folder (cd4ml.yaml)")]
-Json = Annotated[bool, typer.Option("--json", help="one JSON document on stdout")]
 Reason = Annotated[str | None, typer.Option("--reason", help="why (kept in the audit log)")]
-
-
-@contextmanager
-def _project(project: Path) -> Iterator[tuple[Any, Any]]:
-    from cd4ml.pipeline.run import open_project
-
-    cfg, _, stores, _ = open_project(project)
-    with stores:
-        yield cfg, stores
 
 
 def _steps(text: str | None) -> list[float] | None:
@@ -89,7 +76,7 @@ def deploy(name: str,
     """Create deployment NAME tracking an alias, or change its strategy."""
     from cd4ml.rollout import manage
 
-    with _project(project) as (cfg, stores):
+    with project_stores(project) as (cfg, stores):
         _done(manage.deploy(stores, cfg, name, alias=alias, strategy=strategy,
                             automation=automation, steps=_steps(steps), split=split,
                             key=key, fallback=fallback, reason=reason))
@@ -101,7 +88,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None, json_: Json = F
     """Each deployment (or NAME): versions, roles, shares, status and revision."""
     from cd4ml.rollout import manage
 
-    with _project(project) as (cfg, stores):
+    with project_stores(project) as (cfg, stores):
         found = [manage.effective_deployment(stores, cfg, name)] if name is not None \
             else manage.deployments(stores, cfg)
         history = {d.name: stores.metadata.deployment_history(d.name) for d in found}
@@ -135,7 +122,7 @@ def _step(action: str) -> Any:
     def command(name: str, reason: Reason = None, project: Project = Path(".")) -> None:
         from cd4ml.rollout import manage
 
-        with _project(project) as (cfg, stores):
+        with project_stores(project) as (cfg, stores):
             _done(manage.step(stores, cfg, name, action, reason=reason))
 
     command.__doc__ = {"promote": "One step forward: the next canary step, the switch, or "
@@ -155,7 +142,7 @@ def candidate(name: str, version: int, reason: Reason = None,
     """Start NAME's strategy with VERSION as candidate (what an alias move does)."""
     from cd4ml.rollout import manage
 
-    with _project(project) as (cfg, stores):
+    with project_stores(project) as (cfg, stores):
         _done(manage.offer_candidate(stores, cfg, name, version, reason=reason))
 
 
@@ -173,7 +160,7 @@ def shadow(name: str,
     from cd4ml.predlog import parse_time
     from cd4ml.rollout import manage
 
-    with _project(project) as (cfg, stores):
+    with project_stores(project) as (cfg, stores):
         state = manage.effective_deployment(stores, cfg, name)
     if version is None:
         version = next((a.version for a in state.arms if a.role == "shadow"), None)
@@ -210,11 +197,8 @@ def rollback(name: str,
     """Restore deployment NAME's previous revision (or --to N) as a new revision."""
     from cd4ml.rollout import manage
 
-    with _project(project) as (_, stores):
+    with project_stores(project) as (_, stores):
         _done(manage.rollback(stores, name, to, reason=reason))
-
-
-Sets = Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")]
 
 
 @rollout_app.command("controller")

@@ -1,0 +1,69 @@
+"""What every ``cd4ml`` command shares: the options ``-p/--project``, ``--set`` and
+``--json``, the two consoles, the JSON document, opening a project's stores with its
+overrides, number formatting and the one-line error.
+
+Output rules: ``--json`` prints exactly one JSON document on stdout and nothing else
+there (progress and notes go to stderr); an error is one line on stderr, ``error: …``,
+and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+__all__ = ["Project", "Sets", "Json", "Since", "Until", "err", "out", "emit_json", "fmt", "fail",
+           "project_stores"]
+
+Project = Annotated[Path, typer.Option("-p", "--project", help="project folder (cd4ml.yaml)")]
+Sets = Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")]
+Json = Annotated[bool, typer.Option("--json", help="one JSON document on stdout")]
+#: a window of the prediction log (``cd4ml log …``, ``cd4ml monitor``)
+Since = Annotated[str | None, typer.Option("--since", help="ISO time (UTC) or age: 30m, 2h, 7d")]
+Until = Annotated[str | None, typer.Option("--until", help="ISO time (UTC) or age")]
+
+#: progress, notes and reports of failures
+err = Console(stderr=True, highlight=False)
+#: what a command answers
+out = Console(highlight=False)
+
+
+def emit_json(doc: Any) -> None:
+    """``doc`` as the command's one JSON document on stdout."""
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fmt(v: Any) -> str:
+    """Floats with two decimals, or four below 10 (an AUC of 0.9031, a WMAE of 1,551.20).
+
+    >>> fmt(1551.2), fmt(0.90312), fmt(3), fmt(None)
+    ('1,551.20', '0.9031', '3', 'None')
+    """
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:,.2f}" if abs(v) >= 10 else f"{v:.4f}"
+
+
+def fail(exc: BaseException) -> None:
+    """One readable line on stderr (never wrapped), exit 1."""
+    sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
+    sys.exit(1)
+
+
+@contextmanager
+def project_stores(project: Path, set_: list[str] | None = None) -> Iterator[tuple[Any, Any]]:
+    """The project's config (with the ``--set`` overrides) and its stores, open while
+    the block runs: the stores the overrides name (``store.metadata_url=…``)."""
+    from cd4ml.pipeline.run import open_project
+
+    cfg, _, stores, _ = open_project(project, set_)
+    with stores:
+        yield cfg, stores
