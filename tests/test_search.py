@@ -109,7 +109,7 @@ def test_trials_are_child_runs_in_cd4ml_runs(tpe: tuple[Path, RunOutcome]) -> No
                           check=True, env={**os.environ, "COLUMNS": "220"}).stdout
     lines = text.splitlines()
     first = next(i for i, line in enumerate(lines) if out.run_id in line)
-    trial_lines = [line for line in lines[first + 1:] if "│ └ " in line]
+    trial_lines = [line for line in lines[first + 1:] if line.startswith("└ ")]
     assert len(trial_lines) == 6 and "tpe #0" in trial_lines[0]
 
 

@@ -14,13 +14,15 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-__all__ = ["Project", "Sets", "Json", "Since", "Until", "err", "out", "emit_json", "fmt", "fail",
-           "project_stores"]
+__all__ = ["Project", "Sets", "Json", "Since", "Until", "err", "out", "emit_json", "fmt",
+           "minute", "Col", "print_table", "fail", "project_stores", "STDERR_FD"]
 
 Project = Annotated[Path, typer.Option("-p", "--project", help="project folder (cd4ml.yaml)")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")]
@@ -28,6 +30,10 @@ Json = Annotated[bool, typer.Option("--json", help="one JSON document on stdout"
 #: a window of the prediction log (``cd4ml log …``, ``cd4ml monitor``)
 Since = Annotated[str | None, typer.Option("--since", help="ISO time (UTC) or age: 30m, 2h, 7d")]
 Until = Annotated[str | None, typer.Option("--until", help="ISO time (UTC) or age")]
+
+#: where the helper processes a command starts write their output: this process's stderr
+#: (file descriptor 2), so its stdout holds only what the command answers
+STDERR_FD = 2
 
 #: progress, notes and reports of failures
 err = Console(stderr=True, highlight=False)
@@ -50,6 +56,45 @@ def fmt(v: Any) -> str:
     if not isinstance(v, float):
         return str(v)
     return f"{v:,.2f}" if abs(v) >= 10 else f"{v:.4f}"
+
+
+def minute(stamp: Any) -> str:
+    """A stored time to the minute, as stored (UTC): ``2026-12-04 19:48``; ``-`` for none.
+
+    >>> minute("2026-12-04 19:48:03.120+00:00"), minute(None)
+    ('2026-12-04 19:48', '-')
+    """
+    return str(stamp)[:16] if stamp else "-"
+
+
+class Col(NamedTuple):
+    """A column of :func:`print_table`: its header, and whether its cells are kept whole
+    (never wrapped nor cut: names, ids, versions, aliases, figures)."""
+
+    header: str
+    whole: bool = False
+
+
+def print_table(columns: list[Col], rows: list[list[str]], *, optional: int = 0) -> None:
+    """``rows`` on stdout as a table without borders, as wide as the terminal.
+
+    Whole columns are never wrapped nor cut; the others wrap at spaces and fold a longer
+    word onto the next line, so no character is lost. The last ``optional`` columns are
+    left out, from the right, while the table would have to fold a word to fit
+    (``--json`` has every field).
+    """
+    keep = len(columns)
+    while True:
+        table = Table(box=None, pad_edge=False)
+        for col in columns[:keep]:
+            table.add_column(col.header, no_wrap=col.whole, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row[:keep]))  # as written, not markup
+        narrowest = out.measure(table, options=out.options.update_width(10_000)).minimum
+        if keep == len(columns) - optional or narrowest <= out.width:
+            break
+        keep -= 1
+    out.print(table)
 
 
 def fail(exc: BaseException) -> None:

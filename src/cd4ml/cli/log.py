@@ -113,13 +113,16 @@ def log_export(output: Annotated[Path, typer.Option("--output", "-o", help="a .p
                until: Until = None, version: VersionOpt = None,
                with_request: Annotated[bool, typer.Option(
                    "--with-request", help="include each request body as received")] = False,
-               ) -> None:
+               json_: Json = False) -> None:
     """Write one row per prediction (inputs, features, output, feedback) to Parquet."""
     from cd4ml.predlog import export_parquet, parse_time
 
     _, d = _log_dir(project, set_)
     n = export_parquet(d, output, since=parse_time(since), until=parse_time(until),
                        version=version, with_request=with_request)
+    if json_:
+        emit_json({"predictions": n, "output": str(output)})
+        return
     out.print(f"{n} prediction(s) written to {output}")
 
 

@@ -57,7 +57,12 @@ def monitor_cmd(project: Project = Path("."), set_: Sets = None, json_: Json = F
     if t0 is not None and t1 is not None and t1 <= t0:
         raise Cd4mlError(f"--until {until!r}: expected a time after --since {since!r}")
     scrape = _scraper(metrics_url)
-    if every is not None:
+    if every is not None:  # until stopped: --json says what started, alerts go to the log
+        if json_:
+            import os
+
+            emit_json({"command": "monitor", "project": str(project.resolve()),
+                       "every_s": every, "metrics_url": metrics_url, "pid": os.getpid()})
         watch_alerts(project, set_, every=every, metrics_text=scrape, parent=parent)
         return
     log = not data or since is not None or until is not None or last is not None \

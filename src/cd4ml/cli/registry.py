@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from cd4ml.cli.common import Json, Project, emit_json, fmt, out, project_stores
+from cd4ml.cli.common import (Col, Json, Project, Sets, emit_json, fmt, minute, out,
+                              print_table, project_stores)
 
 __all__ = ["register"]
 
 
-def models(project: Project = Path("."), json_: Json = False) -> None:
+def models(project: Project = Path("."), set_: Sets = None, json_: Json = False) -> None:
     """Registered model versions with their gate reports and aliases."""
-    with project_stores(project) as (_, stores):
+    with project_stores(project, set_) as (cfg, stores):
         rows = stores.metadata.list_versions()
     if json_:
         emit_json(rows)
         return
-    t = Table("model", "version", "aliases", "kind", "recipe", "wmae", "gate", "run", "created")
+    metric = cfg.evaluation.metric  # the loaded config holds the task's default if unset
+    by_model: dict[str, list[dict[str, Any]]] = {}
     for v in rows:
-        gate = v.get("gate") or {}
-        t.add_row(v["model_name"], str(v["version"]), ", ".join(v.get("aliases") or []),
-                  v["kind"], v["model_type"], fmt((v.get("metrics") or {}).get("wmae", "-")),
-                  "pass" if gate.get("passed") else "fail (baseline)" if v["kind"] == "baseline"
-                  else "fail", str(v.get("run_id") or "-"), str(v["created_at"])[:19])
-    out.print(t)
+        by_model.setdefault(v["model_name"], []).append(v)
+    for i, (name, versions) in enumerate(by_model.items()):
+        if i:
+            out.print()
+        out.print(name, style="bold", markup=False, soft_wrap=True)  # whole, however long
+        print_table([Col("version", whole=True), Col("aliases", whole=True), Col("recipe"),
+                     Col("gate", whole=True), Col(metric, whole=True), Col("run", whole=True),
+                     Col("created", whole=True)],
+                    [[str(v["version"]), "\n".join(v.get("aliases") or []), v["model_type"],
+                      _gate(v), fmt((v.get("metrics") or {}).get(metric, "-")),
+                      v.get("run_id") or "-", minute(v["created_at"])] for v in versions],
+                    optional=1)
+
+
+def _gate(version: dict[str, Any]) -> str:
+    """``pass``, ``fail``, or ``baseline`` for a baseline registered because nothing passed
+    (as the dashboard says it)."""
+    if (version.get("gate") or {}).get("passed"):
+        return "pass"
+    return "baseline" if version["kind"] == "baseline" else "fail"
 
 
 def promote(model: str, version: int,
@@ -36,7 +51,7 @@ def promote(model: str, version: int,
             expect: Annotated[int | None, typer.Option(
                 "--expect", min=1, help="move only if the alias holds this version now "
                                         "(default: the version it holds when read)")] = None,
-            project: Project = Path(".")) -> None:
+            project: Project = Path("."), set_: Sets = None, json_: Json = False) -> None:
     """Move an alias to a model version (compare-and-set, audited either way).
 
     The move happens only if the alias still holds the version read (or --expect); if
@@ -46,12 +61,16 @@ def promote(model: str, version: int,
 
     from cd4ml.rollout.manage import on_alias_moved
 
-    with project_stores(project) as (_, stores):
+    with project_stores(project, set_) as (_, stores):
         md = stores.metadata
         current = expect if expect is not None else md.alias_version(model, alias)
         previous = md.set_alias(model, alias, version, expected=current,
                                 actor=getpass.getuser(), reason=reason)
         started = on_alias_moved(stores, model, alias, version, reason=reason)
+    if json_:
+        emit_json({"model": model, "alias": alias, "version": version, "previous": previous,
+                   "deployments": started})
+        return
     was = f" (was v{previous})" if previous is not None else ""
     out.print(f"{model}@{alias} → v{version}{was}")
     for line in started:

@@ -8,14 +8,13 @@ to roll back) is one line on stderr and exit 1, the deployment unchanged.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cd4ml.cli.common import Json, Project, Sets, project_stores
+from cd4ml.cli.common import STDERR_FD, Json, Project, Sets, emit_json, project_stores
 from cd4ml.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -50,8 +49,12 @@ def _line(state: DeploymentState) -> str:
             f"{state.automation}{stored}): {state.describe()}")
 
 
-def _done(state: DeploymentState) -> None:
-    sys.stdout.write(_line(state) + "\n")
+def _done(state: DeploymentState, json_: bool = False) -> None:
+    """What a change answers: the deployment's line, or with ``--json`` its state."""
+    if json_:
+        emit_json(_doc(state))
+    else:
+        sys.stdout.write(_line(state) + "\n")
 
 
 def deploy(name: str,
@@ -72,23 +75,24 @@ def deploy(name: str,
            fallback: Annotated[str | None, typer.Option(
                "--fallback", help="a request without the key: request_id | refuse | "
                                   "arm:stable")] = None,
-           reason: Reason = None, project: Project = Path(".")) -> None:
+           reason: Reason = None, project: Project = Path("."), set_: Sets = None,
+           json_: Json = False) -> None:
     """Create deployment NAME tracking an alias, or change its strategy."""
     from cd4ml.rollout import manage
 
-    with project_stores(project) as (cfg, stores):
+    with project_stores(project, set_) as (cfg, stores):
         _done(manage.deploy(stores, cfg, name, alias=alias, strategy=strategy,
                             automation=automation, steps=_steps(steps), split=split,
-                            key=key, fallback=fallback, reason=reason))
+                            key=key, fallback=fallback, reason=reason), json_)
 
 
 @rollout_app.command("status")
 def status(name: Annotated[str | None, typer.Argument()] = None, json_: Json = False,
-           project: Project = Path(".")) -> None:
+           project: Project = Path("."), set_: Sets = None) -> None:
     """Each deployment (or NAME): versions, roles, shares, status and revision."""
     from cd4ml.rollout import manage
 
-    with project_stores(project) as (cfg, stores):
+    with project_stores(project, set_) as (cfg, stores):
         found = [manage.effective_deployment(stores, cfg, name)] if name is not None \
             else manage.deployments(stores, cfg)
         history = {d.name: stores.metadata.deployment_history(d.name) for d in found}
@@ -96,8 +100,7 @@ def status(name: Annotated[str | None, typer.Argument()] = None, json_: Json = F
     if json_:
         docs = [{**_doc(d), "history": history[d.name], "controller": decided[d.name]}
                 for d in found]
-        sys.stdout.write(json.dumps(docs[0] if name is not None else docs, indent=2,
-                                    default=str) + "\n")
+        emit_json(docs[0] if name is not None else docs)
         return
     for d in found:
         _done(d)
@@ -119,11 +122,12 @@ def _controller_events(stores: Any, state: DeploymentState) -> dict[str, Any]:
 
 
 def _step(action: str) -> Any:
-    def command(name: str, reason: Reason = None, project: Project = Path(".")) -> None:
+    def command(name: str, reason: Reason = None, project: Project = Path("."),
+                set_: Sets = None, json_: Json = False) -> None:
         from cd4ml.rollout import manage
 
-        with project_stores(project) as (cfg, stores):
-            _done(manage.step(stores, cfg, name, action, reason=reason))
+        with project_stores(project, set_) as (cfg, stores):
+            _done(manage.step(stores, cfg, name, action, reason=reason), json_)
 
     command.__doc__ = {"promote": "One step forward: the next canary step, the switch, or "
                                   "the finish.",
@@ -138,12 +142,12 @@ for _action in ("promote", "pause", "abort"):
 
 @rollout_app.command("candidate")
 def candidate(name: str, version: int, reason: Reason = None,
-              project: Project = Path(".")) -> None:
+              project: Project = Path("."), set_: Sets = None, json_: Json = False) -> None:
     """Start NAME's strategy with VERSION as candidate (what an alias move does)."""
     from cd4ml.rollout import manage
 
-    with project_stores(project) as (cfg, stores):
-        _done(manage.offer_candidate(stores, cfg, name, version, reason=reason))
+    with project_stores(project, set_) as (cfg, stores):
+        _done(manage.offer_candidate(stores, cfg, name, version, reason=reason), json_)
 
 
 @rollout_app.command("shadow")
@@ -153,14 +157,14 @@ def shadow(name: str,
            ] = None,
            since: Annotated[str | None, typer.Option(
                "--since", help="a duration back from now (7d, 12h) or a time")] = None,
-           json_: Json = False, project: Project = Path(".")) -> None:
+           json_: Json = False, project: Project = Path("."), set_: Sets = None) -> None:
     """NAME's shadow paired with the live answers per request: agreement, and which
     is right more often once labels came."""
     from cd4ml.pipeline.monitor_shadow import shadow_report
     from cd4ml.predlog import parse_time
     from cd4ml.rollout import manage
 
-    with project_stores(project) as (cfg, stores):
+    with project_stores(project, set_) as (cfg, stores):
         state = manage.effective_deployment(stores, cfg, name)
     if version is None:
         version = next((a.version for a in state.arms if a.role == "shadow"), None)
@@ -171,7 +175,7 @@ def shadow(name: str,
                         shadow_version=version,
                         since=None if since is None else parse_time(since))
     if json_:
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        emit_json(doc)
         return
     lines = [f"shadow v{version} of {name}: {doc['pairs']} answers paired with the live "
              f"ones ({doc['unpaired']} unpaired)"]
@@ -193,12 +197,13 @@ def shadow(name: str,
 def rollback(name: str,
              to: Annotated[int | None, typer.Option(
                  "--to", help="the revision to restore (default: the previous one)")] = None,
-             reason: Reason = None, project: Project = Path(".")) -> None:
+             reason: Reason = None, project: Project = Path("."), set_: Sets = None,
+             json_: Json = False) -> None:
     """Restore deployment NAME's previous revision (or --to N) as a new revision."""
     from cd4ml.rollout import manage
 
-    with project_stores(project) as (_, stores):
-        _done(manage.rollback(stores, name, to, reason=reason))
+    with project_stores(project, set_) as (_, stores):
+        _done(manage.rollback(stores, name, to, reason=reason), json_)
 
 
 @rollout_app.command("controller")
@@ -212,12 +217,17 @@ def controller(project: Project = Path("."), set_: Sets = None,
                metrics_url: Annotated[str | None, typer.Option(
                    "--metrics-url", help="the server's /metrics (default serving.host:"
                    "serving.port); 'none': judge without the server's counters")] = None,
-               json_: Json = False,
+               json_: Annotated[bool, typer.Option(
+                   "--json", help="--once: its decisions as one JSON document; else, once "
+                   "it holds the lock and made its first look, one JSON document saying "
+                   "what runs (decisions after it: the log, on stderr)")] = False,
                parent: Annotated[int | None, typer.Option(
                    "--parent", hidden=True, help="stop when this pid is no longer the "
                    "parent")] = None) -> None:
     """The rollout controller: canary steps analysed and decided, a bandit's split
     adapted, an A/B test compared, by each deployment's automation; one per project."""
+    import os
+
     from cd4ml.config import load_config
     from cd4ml.rollout import watch
 
@@ -226,21 +236,29 @@ def controller(project: Project = Path("."), set_: Sets = None,
         metrics_url or watch.metrics_url(cfg)
     scrape = watch.scraper(url) if url else None
 
-    def emit(entries: list[dict[str, Any]]) -> None:
+    if once:
+        entries = watch.run_once(project, set_, metrics=scrape)
         if json_:
-            sys.stdout.write(json.dumps(entries, default=str) + "\n")
-            sys.stdout.flush()
+            emit_json(entries)
             return
         for e in entries:
             sys.stdout.write(f"{e['deployment']} (revision {e['revision']}, {e['strategy']}, "
                              f"{e['automation']}): {e['action']}: {e.get('reason', '')}\n")
-        sys.stdout.flush()
-
-    if once:
-        emit(watch.run_once(project, set_, metrics=scrape))
         return
-    watch.watch(project, set_, every=every or cfg.rollout.interval_s or 30.0, metrics=scrape,
-                parent=parent, on_tick=emit if json_ else None)
+    every_s = every or cfg.rollout.interval_s or 30.0
+    announced = False
+
+    def announce(entries: list[dict[str, Any]]) -> None:
+        """The first tick: --json's one document (what runs, and what it decided)."""
+        nonlocal announced
+        if not announced:
+            announced = True
+            emit_json({"command": "rollout controller", "project": str(project.resolve()),
+                       "every_s": every_s, "metrics_url": url, "pid": os.getpid(),
+                       "tick": entries})
+
+    watch.watch(project, set_, every=every_s, metrics=scrape, parent=parent,
+                on_tick=announce if json_ else None)
 
 
 def start_controller(project: Path, set_: list[str] | None, port: int | None,
@@ -262,7 +280,7 @@ def start_controller(project: Path, set_: list[str] | None, port: int | None,
             metrics_url(cfg, port, host), "--parent", str(os.getpid())]
     for s_ in set_ or []:
         args += ["--set", s_]
-    return subprocess.Popen(args)
+    return subprocess.Popen(args, stdout=STDERR_FD)
 
 
 def register(app: typer.Typer) -> None:

@@ -57,13 +57,15 @@ def load_version(metadata: Any, artifacts: Any, name: str, ref: str | int, *,
         forecast_table=forecast_table, compiled=compiled)
 
 
-def load_model(uri: str, *, project_dir: str | Path = ".",
-               forecast_table: bool = True) -> Servable:
+def load_model(uri: str, *, project_dir: str | Path = ".", forecast_table: bool = True,
+               overrides: list[str] | None = None) -> Servable:
+    """The version ``uri`` names (``NAME@alias`` or ``NAME/VERSION``) from the stores of
+    the project's config with ``overrides`` (``key.path=value``, as ``--set``)."""
     from cd4ml.config import load_config
     from cd4ml.store import open_stores
 
     root = Path(project_dir).resolve()
-    cfg, _ = load_config(root)
+    cfg, _ = load_config(root, overrides)
     name, ref = parse_uri(uri)
     with open_stores(cfg.store, root) as stores:
         return load_version(stores.metadata, stores.artifacts, name, ref,
