@@ -18,13 +18,13 @@ import sys
 
 import typer
 
-from cd4ml.cli.common import err, fail
+from cd4ml.cli.common import HELP_MARKUP, err, fail
 from cd4ml.errors import Cd4mlError, ValidationFailed
 
 __all__ = ["app", "main", "COMMAND_MODULES"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Continuous delivery for machine learning.")
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=HELP_MARKUP, help="Continuous delivery for machine learning.")
 
 #: The modules of ``cd4ml.cli`` whose ``register(app)`` adds their commands, in the
 #: order ``cd4ml --help`` lists them. A new group of commands is one more name here.

@@ -10,6 +10,7 @@ and exit 1.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 __all__ = ["Project", "Sets", "Json", "Since", "Until", "err", "out", "emit_json", "fmt",
-           "minute", "Col", "print_table", "fail", "project_stores", "STDERR_FD"]
+           "minute", "Col", "print_table", "fail", "project_stores", "STDERR_FD",
+           "no_color", "HELP_MARKUP"]
 
 Project = Annotated[Path, typer.Option("-p", "--project", help="project folder (cd4ml.yaml)")]
 Sets = Annotated[list[str] | None, typer.Option("--set", help="override key.path=value")]
@@ -35,10 +37,32 @@ Until = Annotated[str | None, typer.Option("--until", help="ISO time (UTC) or ag
 #: (file descriptor 2), so its stdout holds only what the command answers
 STDERR_FD = 2
 
+
+
+def no_color() -> bool:
+    """Whether ``NO_COLOR`` asks for no colour (https://no-color.org: set and not empty).
+    It wins over ``FORCE_COLOR`` and ``TERM``: no ANSI escape at all."""
+    return os.environ.get("NO_COLOR", "") != ""
+
+
+def _console(*, stderr: bool) -> Console:
+    """A console for stdout or stderr. Under ``NO_COLOR``: no style (``color_system``
+    None) and a terminal only if the stream is one, whatever ``FORCE_COLOR`` says (a
+    forced terminal draws progress bars with cursor codes)."""
+    if not no_color():
+        return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, color_system=None,
+                   force_terminal=stream.isatty())
+
+
 #: progress, notes and reports of failures
-err = Console(stderr=True, highlight=False)
+err = _console(stderr=True)
 #: what a command answers
-out = Console(highlight=False)
+out = _console(stderr=False)
+#: how typer draws ``--help``: with rich's panels, or under ``NO_COLOR`` as plain text
+#: (typer's rich console keeps bold and dim when ``FORCE_COLOR`` is set)
+HELP_MARKUP = None if no_color() else "rich"
 
 
 def emit_json(doc: Any) -> None:

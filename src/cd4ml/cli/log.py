@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cd4ml.cli.common import Json, Project, Sets, Since, Until, emit_json, out
+from cd4ml.cli.common import HELP_MARKUP, Json, Project, Sets, Since, Until, emit_json, out
 
 __all__ = ["register", "log_app"]
 
-log_app = typer.Typer(help="The prediction log: status, query, export.", no_args_is_help=True)
+log_app = typer.Typer(help="The prediction log: status, query, export.", no_args_is_help=True,
+                      rich_markup_mode=HELP_MARKUP)
 VersionOpt = Annotated[int | None, typer.Option("--version", help="only this model version")]
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cd4ml.cli.common import STDERR_FD, Json, Project, Sets, emit_json, project_stores
+from cd4ml.cli.common import (HELP_MARKUP, STDERR_FD, Json, Project, Sets, emit_json,
+                              project_stores)
 from cd4ml.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["register", "rollout_app", "start_controller"]
 
 rollout_app = typer.Typer(help="A deployment's rollout: status, promote, pause, abort, "
-                               "candidate, shadow, controller.", no_args_is_help=True)
+                               "candidate, shadow, controller.", no_args_is_help=True,
+                          rich_markup_mode=HELP_MARKUP)
 
 Reason = Annotated[str | None, typer.Option("--reason", help="why (kept in the audit log)")]
 

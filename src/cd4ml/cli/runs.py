@@ -9,12 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cd4ml.cli.common import (Col, Json, Project, Sets, emit_json, fmt, minute, out,
-                              print_table, project_stores)
+from cd4ml.cli.common import (HELP_MARKUP, Col, Json, Project, Sets, emit_json, fmt, minute,
+                              out, print_table, project_stores)
 
 __all__ = ["register", "runs_app"]
 
-runs_app = typer.Typer(help="Tracked runs: list them, or diff two.", invoke_without_command=True)
+runs_app = typer.Typer(help="Tracked runs: list them, or diff two.", invoke_without_command=True,
+                       rich_markup_mode=HELP_MARKUP)
 
 
 #: ``runs diff``'s project: its own ``-p``, else the one given to ``runs``
