@@ -124,3 +124,36 @@ def test_a_refusal_from_a_real_process(project: Path) -> None:
     assert res.returncode == 1 and res.stdout == ""
     assert res.stderr.startswith("error: version = 3: v3's gate is failed")
     assert res.stderr.count("\n") == 1
+
+
+def test_each_change_answers_one_json_document(project: Path, capsys: Any,
+                                               monkeypatch: Any) -> None:
+    """--json: the deployment's state after the change, as rollout status gives it."""
+    revision = status(capsys, monkeypatch, project)["revision"]
+    for args, doc_status in [
+            (["deploy", NAME, "--strategy", "canary", "--steps", "0.1,0.5,1"], "stable"),
+            (["rollout", "candidate", NAME, "1"], "progressing"),
+            (["rollout", "promote", NAME], "progressing"),
+            (["rollout", "pause", NAME], "paused"),
+            (["rollback", NAME], "progressing"),
+            (["rollout", "abort", NAME], "aborted")]:
+        code, out, err = cli(capsys, monkeypatch, project, *args, "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        revision += 1
+        assert (doc["name"], doc["revision"], doc["status"]) == (NAME, revision, doc_status)
+        assert doc == {k: v for k, v in status(capsys, monkeypatch, project).items()
+                       if k not in ("history", "controller")}
+
+
+def test_set_reaches_the_store_and_models_shows_the_projects_metric(
+        project: Path, capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    assert status(capsys, monkeypatch, project)["stored"]
+    elsewhere = f"store.metadata_url=sqlite:///{tmp_path / 'empty.db'}"
+    code, out, err = cli(capsys, monkeypatch, project, "rollout", "status", NAME, "--set",
+                         elsewhere, "--json")
+    doc = json.loads(out)  # an empty store: nothing deployed, nothing registered
+    assert code == 0 and (doc["stored"], doc["revision"], doc["arms"]) == (False, 0, [])
+    code, out, _ = cli(capsys, monkeypatch, project, "models")
+    header = out.splitlines()[1].split()
+    assert code == 0 and "log_loss" in header and "wmae" not in header  # wine's metric
