@@ -38,7 +38,6 @@ Until = Annotated[str | None, typer.Option("--until", help="ISO time (UTC) or ag
 STDERR_FD = 2
 
 
-
 def no_color() -> bool:
     """Whether ``NO_COLOR`` asks for no colour (https://no-color.org: set and not empty).
     It wins over ``FORCE_COLOR`` and ``TERM``: no ANSI escape at all."""

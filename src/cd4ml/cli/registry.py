@@ -20,6 +20,9 @@ def models(project: Project = Path("."), set_: Sets = None, json_: Json = False)
     if json_:
         emit_json(rows)
         return
+    if not rows:
+        out.print("no model version registered yet: cd4ml run trains, gates and registers")
+        return
     metric = cfg.evaluation.metric  # the loaded config holds the task's default if unset
     by_model: dict[str, list[dict[str, Any]]] = {}
     for v in rows:
@@ -31,10 +34,15 @@ def models(project: Project = Path("."), set_: Sets = None, json_: Json = False)
         print_table([Col("version", whole=True), Col("aliases", whole=True), Col("recipe"),
                      Col("gate", whole=True), Col(metric, whole=True), Col("run", whole=True),
                      Col("created", whole=True)],
-                    [[str(v["version"]), "\n".join(v.get("aliases") or []), v["model_type"],
-                      _gate(v), fmt((v.get("metrics") or {}).get(metric, "-")),
-                      v.get("run_id") or "-", minute(v["created_at"])] for v in versions],
-                    optional=1)
+                    [_version_row(v, metric) for v in versions], optional=1)
+
+
+def _version_row(v: dict[str, Any], metric: str) -> list[str]:
+    """A version: number, aliases (one a line), recipe, gate, the project's metric on the
+    holdout, the run that made it and when."""
+    return [str(v["version"]), "\n".join(v.get("aliases") or []), v["model_type"], _gate(v),
+            fmt((v.get("metrics") or {}).get(metric, "-")), v.get("run_id") or "-",
+            minute(v["created_at"])]
 
 
 def _gate(version: dict[str, Any]) -> str:

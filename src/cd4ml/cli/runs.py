@@ -38,6 +38,9 @@ def runs(ctx: typer.Context, project: Project = Path("."), set_: Sets = None,
     if json_:
         emit_json([{**r, "trials": children[r["id"]]} for r in rows])
         return
+    if not rows:
+        out.print("no runs yet: cd4ml run trains, gates and registers")
+        return
     metric = cfg.evaluation.metric  # the loaded config holds the task's default if unset
     table = []
     for r in rows:

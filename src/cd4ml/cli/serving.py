@@ -48,7 +48,7 @@ def serve(project: Project = Path("."), set_: Sets = None,
     # each worker's factory reads where the project is (uvicorn passes no args)
     os.environ[_UI_ENV] = json.dumps({"project_dir": str(project.resolve()),
                                       "overrides": list(set_ or []), "ui": ui})
-    watcher = _alert_watcher(project, set_, url)
+    watcher = _alert_watcher(project, set_, cfg, url)
     controller = start_controller(project, set_, port, host)
     if json_:
         def ready(res: Any) -> dict[str, Any] | None:
@@ -108,17 +108,14 @@ def _print_when_ready(probe: str, ready: Callable[[Any], dict[str, Any] | None])
     threading.Thread(target=wait, name="cd4ml-ready", daemon=True).start()
 
 
-def _alert_watcher(project: Path, set_: list[str] | None, url: str) -> Any:
+def _alert_watcher(project: Path, set_: list[str] | None, cfg: Any, url: str) -> Any:
     """``cd4ml monitor --every monitoring.interval_s`` beside the server at ``url`` (its
     own process: the workers never wait on an evaluation), scraping the server's
-    /metrics; None when the interval is 0 or the project has no monitoring to do. Its
-    output goes to stderr, as the server's logs."""
+    /metrics; None when the interval is 0 or the project (``cfg``) has no monitoring to
+    do. Its output goes to stderr, as the server's logs."""
     import os
     import subprocess
 
-    from cd4ml.config import load_config
-
-    cfg, _ = load_config(project.resolve(), set_)
     if not cfg.monitoring.interval_s or not cfg.monitoring.alerts.rules:
         return None
     args = [sys.executable, "-m", "cd4ml.cli", "monitor", "-p", str(project.resolve()),
