@@ -677,6 +677,9 @@ def example_data(dest: Path,
 
 
 _register_rollout(app)  # deploy, rollout ..., rollback (cd4ml.cli_rollout)
+from cd4ml.cli_init import register as _register_init  # noqa: E402
+
+_register_init(app)  # init (cd4ml.cli_init)
 
 
 def _fail(exc: BaseException) -> None:
