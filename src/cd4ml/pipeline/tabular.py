@@ -98,6 +98,8 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                                 "baselines": [b.name for b in baselines],
                                 "specs": [b.model_dump(mode="json") for b in baselines]}))
     bundle_params = {**common, "refit_on_all": cfg.split.refit_on_all}
+    if not cfg.registry.compile:  # only when off: the stage's key stays as it was
+        bundle_params["compile"] = False
     stages.append(Stage("bundle:selected", f"{TSTEPS}:bundle",
                         inputs=(*model_inputs, "holdout:selected.bundle", "select.spec",
                                 "select.threshold"),

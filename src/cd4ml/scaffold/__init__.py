@@ -24,7 +24,7 @@ from cd4ml.data import infer_schema, read_source
 from cd4ml.data._types import column_type
 from cd4ml.errors import ConfigError, SourceError
 from cd4ml.scaffold.detect import (check_target, choose_task, find_series, frequency_days,
-                                   identifier_columns, parse_time_columns)
+                                   parse_time_columns)
 
 __all__ = ["Plan", "Decision", "plan_project", "write_project", "TASKS"]
 
@@ -69,7 +69,11 @@ class Plan:
     def next_commands(self) -> list[str]:
         p = _shell_path(self.root)
         cmds = [f"cd4ml run -p {p}", f"cd4ml serve -p {p}"]
-        cmds.append(f"cd4ml predict -p {p} -i {_shell_path(self.data)} -o predictions.parquet")
+        if self.task == "forecast":  # rows naming a series and a date ahead
+            cmds.append(f"cd4ml predict -p {p} -i ROWS.csv -o predictions.parquet")
+        else:
+            cmds.append(f"cd4ml predict -p {p} -i {_shell_path(self.data)} "
+                        f"-o predictions.parquet")
         return cmds
 
 
@@ -186,25 +190,19 @@ def _inputs(df: pd.DataFrame, plan: Plan, skip: list[str]) -> list[str]:
     return [str(c) for c in df.columns if str(c) not in skip and str(c) != plan.target]
 
 
-def _leaks(plan: Plan, df: pd.DataFrame, columns: list[str], validation: np.ndarray) -> list:
+def _find_leaks(plan: Plan, df: pd.DataFrame, columns: list[str],
+                validation: np.ndarray) -> list[Any]:
+    """The leakage findings of ``columns`` (kept in the plan): see
+    :func:`cd4ml.evaluation.leakage.find_leaks`."""
     from cd4ml.evaluation.leakage import find_leaks
 
-    leaks = find_leaks(df, target=plan.target, task=plan.task, columns=columns,
-                       validation=validation, max_rows=_LEAK_ROWS)
-    plan.leaks = leaks
-    for lk in leaks:
-        plan.decisions.append(Decision("left out", lk.column, lk.message()))
-    return [lk.column for lk in leaks]
+    plan.leaks = find_leaks(df, target=plan.target, task=plan.task, columns=columns,
+                            validation=validation, max_rows=_LEAK_ROWS)
+    return plan.leaks
 
 
 def _plan_tabular(plan: Plan, ctx: dict[str, Any]) -> None:
     df, time, add = ctx["df"], ctx["time"], plan.decisions.append
-    ids = identifier_columns(df, skip=(plan.target,))
-    rid = ctx["id"] or (ids[0] if ids else None)
-    if rid is not None:
-        why = ("given by --id" if ctx["id"] else
-               f"a distinct value in each of its {len(df):,} rows: a row id, never an input")
-        add(Decision("data.id", rid, why))
     drop: dict[str, str] = {c: "no type fits it" for c in ctx["untypeable"]}
     for d in ctx["dates"]:
         if d != plan.target:
@@ -212,14 +210,14 @@ def _plan_tabular(plan: Plan, ctx: dict[str, Any]) -> None:
                        else "a date: a tabular model takes numbers, text and true/false")
     if time is not None:
         t = df[time]
-        cut = t.quantile(0.8)
-        cut = t[t >= cut].min()
+        cut = t[t >= t.quantile(0.8)].min()
         ctx["split"] = {"by": "time", "column": time, "holdout_from": cut.date().isoformat()}
         why = (f"{time!r} is a time column: the latest 20 % of rows (from "
                f"{cut.date().isoformat()}) are the holdout")
         if ctx["keys"] == []:
-            why += "; it holds one row per time, so no series keys to forecast"
+            why += "; it holds one row per time, so there are no series to forecast"
         add(Decision("split", "by time", why))
+        # the leakage check's validation: the latest 20 % of the training rows
         validation = (t >= t[t < cut].quantile(0.8)).to_numpy() & (t < cut).to_numpy()
     else:
         strat = plan.task == "classification"
@@ -228,14 +226,20 @@ def _plan_tabular(plan: Plan, ctx: dict[str, Any]) -> None:
                      "no time column" + ("; class shares kept" if strat else "")
                      + "; seed 0"))
         validation = np.random.default_rng(0).random(len(df)) < 0.25
-    checked = [c for c in _inputs(df, plan, [rid or "", *drop]) if c]
-    for c in _leaks(plan, df, checked, validation):
-        drop.setdefault(c, "leak")
-    for c in ids:
-        if c != rid and c not in drop:
-            drop[c] = "identifier"
+    checked = _inputs(df, plan, [ctx["id"] or "", *drop])
+    leaks = _find_leaks(plan, df, checked, validation)
+    ids = [lk.column for lk in leaks if lk.kind == "identifier"]
+    rid = ctx["id"] or (ids[0] if ids else None)
+    if rid is not None:
+        add(Decision("data.id", rid, "given by --id" if ctx["id"] else
+                     f"a distinct value in each of its {len(df):,} rows: a row id, never an "
+                     f"input"))
+    for lk in leaks:
+        if lk.column != rid and lk.column not in drop:
+            drop[lk.column] = "identifier" if lk.kind == "identifier" else "leak"
+            add(Decision("left out", lk.column, lk.message()))
     ctx.update(id=rid, drop=drop, schema_keys=[rid] if rid else None,
-               inputs=[c for c in checked if c not in drop])
+               inputs=[c for c in checked if c not in drop and c != rid])
     if not ctx["inputs"]:
         raise ConfigError(f"no input column is left in {plan.data.name} once the target, the "
                           f"row id and the columns above are left out", key="--data",
@@ -287,11 +291,11 @@ def _plan_forecast(plan: Plan, ctx: dict[str, Any]) -> None:
         else:
             covariates[c] = "observed"
     validation = _forecast_validation(df[time], horizon)
-    leaky = _leaks(plan, df, [*covariates, *static], validation)
-    for c in leaky:
-        covariates.pop(c, None)
-        if c in static:
-            static.remove(c)
+    for lk in _find_leaks(plan, df, [*covariates, *static], validation):
+        if lk.kind == "predicts_target":  # a per-series attribute may well be distinct
+            covariates.pop(lk.column, None)
+            static = [c for c in static if c != lk.column]
+            add(Decision("left out", lk.column, lk.message()))
     for c, how in covariates.items():
         add(Decision("features.covariates", c,
                      "the same for every series at each time: known ahead, like a calendar"

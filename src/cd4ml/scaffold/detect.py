@@ -10,7 +10,9 @@ The rules, in order (each can be overridden by an option of ``cd4ml init``):
 - **task** (``--task auto``): a time column, series keys and a numeric target → forecast;
   else a target with 2 values → binary classification; 3 to :data:`MAX_CLASSES` values
   (integers, text or bools) → multiclass; numeric with more values → regression.
-- **row id** (``--id``): an integer or text column with a distinct value in every row.
+- **row id** (``--id``): an integer or text column with a distinct value in every row
+  (:func:`cd4ml.evaluation.leakage.find_leaks`' identifiers; the first is the id, the
+  others are left out).
 
 >>> import pandas as pd
 >>> df = pd.DataFrame({"d": ["2010-01-01", "2010-01-08"] * 2, "s": [1, 1, 2, 2],
@@ -34,7 +36,7 @@ from cd4ml.data._types import column_type
 from cd4ml.errors import ConfigError, DataError
 
 __all__ = ["MAX_CLASSES", "TaskChoice", "parse_time_columns", "find_series", "choose_task",
-           "identifier_columns", "check_target", "frequency_days"]
+           "check_target", "frequency_days"]
 
 #: a target with at most this many distinct values (not floats) is a class label
 MAX_CLASSES = 20
@@ -153,14 +155,6 @@ def choose_task(y: pd.Series, target: str, *, asked: str, forecastable: str | No
                         f"regression; choose another --target")
     return TaskChoice("regression", None,
                       f"the target {target!r} is numeric with {n:,} distinct values")
-
-
-def identifier_columns(df: pd.DataFrame, skip: tuple[str, ...] = ()) -> list[str]:
-    """Integer or text columns with a distinct value in every row (floats are
-    measurements: a continuous column is distinct per row without being an id)."""
-    return [str(c) for c in df.columns if c not in skip
-            and column_type(df[c]) in ("int", "string") and df[c].notna().all()
-            and df[c].is_unique]
 
 
 def frequency_days(times: pd.Series) -> int:
