@@ -690,7 +690,7 @@ def _fail(exc: BaseException) -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n
     except ValidationFailed as exc:
         if exc.report is not None and hasattr(exc.report, "render"):
             err.print(exc.report.render())
@@ -715,6 +715,8 @@ def main() -> None:
             if abort is not None and isinstance(exc, abort):
                 sys.exit(1)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

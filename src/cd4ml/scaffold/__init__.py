@@ -58,12 +58,15 @@ class Plan:
     decisions: list[Decision] = field(default_factory=list)
     leaks: list[Any] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  #: path under root -> text
+    #: what a request carries: the inputs (tabular), or the series keys and time (forecast)
+    request_fields: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"project": str(self.root), "data": str(self.data), "task": self.task,
                 "target": self.target,
                 "decisions": [d.to_dict() for d in self.decisions],
                 "leakage": [lk.to_dict() for lk in self.leaks],
+                "request_fields": self.request_fields,
                 "files": sorted(self.files), "next": self.next_commands()}
 
     def next_commands(self) -> list[str]:
@@ -240,6 +243,7 @@ def _plan_tabular(plan: Plan, ctx: dict[str, Any]) -> None:
             add(Decision("left out", lk.column, lk.message()))
     ctx.update(id=rid, drop=drop, schema_keys=[rid] if rid else None,
                inputs=[c for c in checked if c not in drop and c != rid])
+    plan.request_fields = ctx["inputs"]
     if not ctx["inputs"]:
         raise ConfigError(f"no input column is left in {plan.data.name} once the target, the "
                           f"row id and the columns above are left out", key="--data",
@@ -303,6 +307,7 @@ def _plan_forecast(plan: Plan, ctx: dict[str, Any]) -> None:
                      f"observed: only values at least {horizon} periods old are used"))
     if static:
         add(Decision("features.static", static, "constant within each series"))
+    plan.request_fields = [*keys, time]
     ctx.update(freq=freq, season=season, horizon=horizon, lags=lags, windows=windows,
                calendar=calendar, covariates=covariates, static=static,
                schema_keys=[*keys, time])

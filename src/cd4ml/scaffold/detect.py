@@ -104,7 +104,7 @@ def check_target(df: pd.DataFrame, target: str, file: str) -> pd.Series:
                         f"are missing; choose another --target")
     if y.nunique() == 1:
         raise DataError(f"target {target!r} of {file} is constant (every present value is "
-                        f"{y.iloc[0]!r}): there is nothing to learn; choose another --target")
+                        f"{_label(y.iloc[0])!r}): there is nothing to learn; choose another --target")
     return y
 
 
