@@ -1,11 +1,28 @@
-"""Gate reports as readable lines; plain Python, so printing a cached verdict is cheap."""
+"""Gate reports and leakage warnings as readable lines; plain Python, so printing a
+cached verdict is cheap."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["render_gate"]
+__all__ = ["render_gate", "render_leakage"]
+
+
+def render_leakage(findings: Iterable[Any]) -> list[str]:
+    """One warning line per leakage finding: a ``Leak`` or its ``to_dict()`` (a run's
+    ``leakage``), saying how to keep the column on purpose.
+
+    >>> render_leakage([{"column": "row_no", "message": "column 'row_no' looks like an "
+    ...                  "identifier: a distinct value in each of 12,000 rows"}])
+    ["WARNING leakage: column 'row_no' looks like an identifier: a distinct value in each of 12,000 rows; kept on purpose? list it in evaluation.leakage.allow"]
+    """
+    lines = []
+    for f in findings:
+        text = f["message"] if isinstance(f, Mapping) else f.message()
+        lines.append(f"WARNING leakage: {text}; kept on purpose? list it in "
+                     f"evaluation.leakage.allow")
+    return lines
 
 
 def render_gate(report: Mapping[str, Any]) -> str:
