@@ -120,3 +120,66 @@ def test_a_forecasts_allowed_names_are_its_covariates_and_static_columns() -> No
                                           "input the leakage check looks at; inputs: "
                                           "IsHoliday, Temperature, .*, Type, Size$"):
         check_project(cfg)
+
+
+# -- forecasts: the data stages and the leakage stage of the Walmart sample ------------
+@pytest.fixture(scope="module")
+def walmart(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The 1,001-row Walmart sample with the sales as reported (the target with 2 % noise)
+    as a covariate known ahead, and again as an observed one (read 39 weeks late); the
+    stages up to ``leakage`` run, twice."""
+    import zipfile
+
+    from cd4ml.pipeline.context import RunContext
+    from cd4ml.pipeline.forecast import build_stages
+    from cd4ml.pipeline.runner import run_stages
+    from conftest import make_project
+
+    data = tmp_path_factory.mktemp("walmart-data")
+    for name in ("features.csv", "stores.csv"):
+        (data / name).write_bytes((sample_dir / name).read_bytes())
+    sales = pd.read_csv(sample_dir / "train.csv.zip")
+    noise = np.random.default_rng(0).normal(0, 0.02, len(sales))
+    sales["Reported"] = sales["Weekly_Sales"] * (1 + noise)
+    sales["Reported_late"] = sales["Reported"]
+    with zipfile.ZipFile(data / "train.csv.zip", "w") as z:
+        z.writestr("train.csv", sales.to_csv(index=False))
+    proj = make_project(tmp_path_factory.mktemp("walmart"), data)
+    sets = ["features.covariates.Reported=known_ahead",
+            "features.covariates.Reported_late=observed"]
+    cfg, raw, stores, root = open_project(proj, sets)
+    with stores:
+        ctx = RunContext(cfg, root, stores.metadata, stores.artifacts, raw)
+        stages = build_stages(cfg, ctx)
+        stages = stages[:[s.name for s in stages].index("leakage") + 1]
+        runs = [{r.name: r for r in run_stages(stages, ctx)} for _ in range(2)]
+        pnl = ctx.frame(runs[0]["panel"].outputs["panel"])
+    return {"cfg": cfg, "runs": runs, "panel": pnl}
+
+
+def test_a_forecasts_covariate_known_ahead_that_is_the_target_is_flagged(walmart) -> None:
+    from sklearn.tree import DecisionTreeRegressor
+
+    from cd4ml.evaluation.leakage import MAX_LEAVES, MIN_LEAF
+
+    first, again = walmart["runs"]
+    out = first["leakage"].outputs
+    cfg = walmart["cfg"]
+    assert out["checked"] == [*cfg.features.static, *cfg.features.covariates]  # no keys
+    assert [(f["column"], f["kind"]) for f in out["findings"]] == [
+        ("Reported", "predicts_target")]  # Reported_late is a lag: no leak
+    # by hand: a tree on the training periods, R² on the validation periods
+    pnl, w = walmart["panel"], first["split"].outputs["windows"]
+    known = pnl["Weekly_Sales"].notna()
+    fit = known & (pnl["Date"] <= pd.Timestamp(w["train_end"]))
+    val = known & pnl["Date"].between(pd.Timestamp(w["validation_start"]),
+                                      pd.Timestamp(w["validation_end"]))
+    tree = DecisionTreeRegressor(max_leaf_nodes=MAX_LEAVES, min_samples_leaf=MIN_LEAF,
+                                 random_state=0)
+    tree.fit(pnl.loc[fit, ["Reported"]].to_numpy(), pnl.loc[fit, "Weekly_Sales"])
+    y = pnl.loc[val, "Weekly_Sales"].to_numpy()
+    r2 = 1 - ((y - tree.predict(pnl.loc[val, ["Reported"]].to_numpy())) ** 2).sum() \
+        / ((y - y.mean()) ** 2).sum()
+    assert out["findings"][0]["value"] == pytest.approx(r2, abs=1e-12) and r2 > 0.95
+    assert (out["fit_rows"], out["validation_rows"]) == (int(fit.sum()), int(val.sum()))
+    assert again["leakage"].status == "cached"
