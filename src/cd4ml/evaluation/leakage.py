@@ -13,8 +13,8 @@ measurements, so a float column is never an identifier).
 The one-feature model is scikit-learn's decision tree (at most :data:`MAX_LEAVES`
 leaves of at least :data:`MIN_LEAF` rows, seeded) on that column alone:
 
-- numbers as they are (-inf and +inf as the lowest and highest float32), a missing
-  value as its own value: at each split the missing values go to the side that fits
+- numbers as they are (-inf and +inf as values below and above the finite ones), a
+  missing value as its own value: at each split the missing values go to the side that fits
   them best, and a split may set them apart from all the others (scikit-learn's trees);
 - anything else (strings, bools, categories, dates) as categories, each encoded by its
   fit-row target mean (scikit-learn's ``TargetEncoder``: one column per class for a
@@ -211,6 +211,16 @@ def _is_number(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
 
+def _finite_ends(a: np.ndarray) -> np.ndarray:
+    """``a`` with -inf and +inf as values of their own below and above the finite ones,
+    all within float32's range, where the tree works (missing values stay missing)."""
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    step = max(1.0, abs(lo), abs(hi))  # apart from lo and hi even in float32
+    a = np.where(np.isposinf(a), hi + step, np.where(np.isneginf(a), lo - step, a))
+    return np.clip(a, -_F32_MAX, _F32_MAX)
+
+
 def _min_leaf(n_fit: int) -> int:
     """:data:`MIN_LEAF` rows, or a twentieth of the fit rows when that is fewer."""
     return min(MIN_LEAF, max(1, n_fit // 20))
@@ -264,8 +274,7 @@ class _Scorer:
     def _encode(self, x: pd.Series, n_fit: int) -> tuple[np.ndarray, np.ndarray]:
         """The column as the tree's input (fit rows, validation rows); see the module."""
         if _is_number(x):
-            # the tree works in float32: -inf, +inf (and anything beyond) at its ends
-            a = np.clip(x.to_numpy(dtype=np.float64, na_value=np.nan), -_F32_MAX, _F32_MAX)
+            a = _finite_ends(x.to_numpy(dtype=np.float64, na_value=np.nan))
             return a[:n_fit, None], a[n_fit:, None]
         from sklearn.preprocessing import TargetEncoder
 

@@ -74,9 +74,11 @@ def _check(frame: pd.DataFrame, *, target: str, task: str, inputs: list[str],
     check_allowed(cfg.allow, inputs)
     checked = [c for c in inputs if c not in cfg.allow]
     known = frame[target].notna().to_numpy()
-    leaks = find_leaks(frame, target=target, task=task, columns=checked,
-                       validation=validation, max_auc=cfg.max_auc, max_r2=cfg.max_r2,
-                       seed=params["seed"]) if checked else []
+    fit_rows, val_rows = int((~validation & known).sum()), int((validation & known).sum())
+    leaks = []
+    if checked and fit_rows and val_rows:  # without either, the model stages say why
+        leaks = find_leaks(frame, target=target, task=task, columns=checked,
+                           validation=validation, max_auc=cfg.max_auc, max_r2=cfg.max_r2,
+                           seed=params["seed"])
     return {"findings": [leak.to_dict() for leak in leaks], "checked": checked,
-            "allowed": list(cfg.allow), "fit_rows": int((~validation & known).sum()),
-            "validation_rows": int((validation & known).sum())}
+            "allowed": list(cfg.allow), "fit_rows": fit_rows, "validation_rows": val_rows}
