@@ -243,13 +243,17 @@ class _Scorer:
         else:
             y_all = pd.to_numeric(y).to_numpy(dtype=np.float64)
         self.y_fit, self.y_val = y_all[:len(fit_rows)], y_all[len(fit_rows):]
+        #: whether a figure exists: fit rows of two classes or more (a classifier), a
+        #: target that varies in the validation rows (R² of a constant is undefined)
+        self.defined = (len(np.unique(self.y_fit)) >= 2 if classification
+                        else bool(np.ptp(self.y_val) > 0))
 
     def __call__(self, values: pd.Series) -> float | None:
         """The figure of ``values`` alone, or None where it cannot be scored."""
         x = values.iloc[np.concatenate([self.fit_rows, self.val_rows])].reset_index(drop=True)
         n_fit = len(self.fit_rows)
-        if x.iloc[:n_fit].nunique(dropna=False) < 2 or not self._defined():
-            return None  # constant or all missing in the fit rows: nothing to learn from
+        if not self.defined or x.iloc[:n_fit].nunique(dropna=False) < 2:
+            return None  # no figure, or nothing to learn (constant or all missing)
         X_fit, X_val = self._encode(x, n_fit)
         try:
             from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -263,13 +267,6 @@ class _Scorer:
         from sklearn.metrics import r2_score
 
         return float(r2_score(self.y_val, tree.predict(X_val)))
-
-    def _defined(self) -> bool:
-        """Whether the figure exists: two classes or more in the fit rows (a classifier),
-        a target that varies in the validation rows (R² of a constant is undefined)."""
-        if self.classification:
-            return len(np.unique(self.y_fit)) >= 2
-        return bool(np.ptp(self.y_val) > 0)
 
     def _encode(self, x: pd.Series, n_fit: int) -> tuple[np.ndarray, np.ndarray]:
         """The column as the tree's input (fit rows, validation rows); see the module."""
