@@ -131,11 +131,26 @@ def test_missing_values_are_a_value_of_their_own(acs_2015) -> None:
     assert leaks[2].rows == 18_000
 
 
+def test_infinities_are_the_ends_of_the_scale(acs_2015) -> None:
+    d, val = acs_2015
+    d = d.head(5_000).assign(
+        odds=lambda f: np.where(f["employed"] == 1, np.inf, -np.inf))
+    (leak,) = find_leaks(d, target="employed", task="classification", columns=["odds"],
+                         validation=val[:5_000])
+    assert (leak.column, leak.value) == ("odds", 1.0)
+
+
 def test_columns_that_cannot_be_scored_are_not_flagged(acs_2015) -> None:
     d, val = acs_2015
     d = d.head(5_000).assign(constant=7, empty=np.nan, measured=np.arange(5_000) + 0.5)
-    assert find_leaks(d, target="employed", task="classification",
-                      columns=["constant", "empty", "measured"], validation=val[:5_000]) == []
+    args = {"columns": ["constant", "empty", "measured", "employed_copy"],
+            "validation": val[:5_000]}
+    assert [x.column for x in find_leaks(d, target="employed", task="classification",
+                                         **args)] == ["employed_copy"]
+    one_class = d.assign(employed=np.where(val[:5_000], d["employed"], 1))  # fit rows: 1
+    assert find_leaks(one_class, target="employed", task="classification", **args) == []
+    flat = d.assign(AGEP=np.where(val[:5_000], 40.0, d["AGEP"]))  # R² of a constant
+    assert find_leaks(flat, target="AGEP", task="regression", **args) == []
 
 
 def test_regression_on_diabetes() -> None:

@@ -13,7 +13,9 @@ measurements, so a float column is never an identifier).
 The one-feature model is scikit-learn's decision tree (at most :data:`MAX_LEAVES`
 leaves of at least :data:`MIN_LEAF` rows, seeded) on that column alone:
 
-- numbers as they are, a missing value as its own value below every other;
+- numbers as they are (-inf and +inf as values below and above the finite ones), a
+  missing value as its own value: at each split the missing values go to the side that fits
+  them best, and a split may set them apart from all the others (scikit-learn's trees);
 - anything else (strings, bools, categories, dates) as categories, each encoded by its
   fit-row target mean (scikit-learn's ``TargetEncoder``: one column per class for a
   multiclass target), a missing value as a category of its own and a category never
@@ -21,8 +23,9 @@ leaves of at least :data:`MIN_LEAF` rows, seeded) on that column alone:
 
 ROC AUC is binary (the second of the sorted classes is positive) or the macro average
 one-vs-rest over the classes with validation rows of the class and of the others. A
-column that cannot be scored (constant or all missing in the fit rows, or validation
-rows of one class only) is not flagged. This needs scikit-learn (``cd4ml[ml]``).
+column that cannot be scored (constant or all missing in the fit rows; fit rows of one
+class, or validation rows of one class or of a constant target) is not flagged. This
+needs scikit-learn (``cd4ml[ml]``).
 
 >>> import numpy as np, pandas as pd
 >>> rng = np.random.default_rng(0)
@@ -59,6 +62,7 @@ MIN_LEAF = 20
 #: (in a few dozen rows, distinct integers are as likely a count or a code)
 MIN_ID_ROWS = 100
 _METRIC_NAMES = {"roc_auc": "ROC AUC", "r2": "R²"}
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ class Leak:
         """One line naming the column and the figure."""
         if self.kind == "identifier":
             rows = "every row" if self.rows is None else f"each of {self.rows:,} rows"
-            return f"column {self.column!r} looks like an identifier: a distinct value in {rows}"
+            return (f"column {self.column!r} looks like an identifier: a distinct value "
+                    f"in {rows}")
         name = _METRIC_NAMES.get(str(self.metric), str(self.metric))
         above = "" if self.threshold is None else f" (> {self.threshold:g})"
         return (f"column {self.column!r} alone predicts the target: {name} "
@@ -153,6 +158,9 @@ def _check_args(frame: pd.DataFrame, *, target: str, task: str, columns: list[st
                                       or not pd.api.types.is_numeric_dtype(y.dtype)):
         raise ValueError(f"target {target!r} holds {y.dtype} values; a {task} target is "
                          f"numeric (did you mean classification?)")
+    if task != "classification" and np.isinf(y.to_numpy(dtype=np.float64,
+                                                     na_value=np.nan)).any():
+        raise ValueError(f"target {target!r} holds infinite values; drop or fix those rows")
     if not 0.5 < max_auc <= 1:
         raise ValueError(f"max_auc == {max_auc!r}, must be in (0.5, 1]")
     if not 0 < max_r2 <= 1:
@@ -203,6 +211,16 @@ def _is_number(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
 
 
+def _finite_ends(a: np.ndarray) -> np.ndarray:
+    """``a`` with -inf and +inf as values of their own below and above the finite ones,
+    all within float32's range, where the tree works (missing values stay missing)."""
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    step = max(1.0, abs(lo), abs(hi))  # apart from lo and hi even in float32
+    a = np.where(np.isposinf(a), hi + step, np.where(np.isneginf(a), lo - step, a))
+    return np.clip(a, -_F32_MAX, _F32_MAX)
+
+
 def _min_leaf(n_fit: int) -> int:
     """:data:`MIN_LEAF` rows, or a twentieth of the fit rows when that is fewer."""
     return min(MIN_LEAF, max(1, n_fit // 20))
@@ -225,13 +243,17 @@ class _Scorer:
         else:
             y_all = pd.to_numeric(y).to_numpy(dtype=np.float64)
         self.y_fit, self.y_val = y_all[:len(fit_rows)], y_all[len(fit_rows):]
+        #: whether a figure exists: fit rows of two classes or more (a classifier), a
+        #: target that varies in the validation rows (R² of a constant is undefined)
+        self.defined = (len(np.unique(self.y_fit)) >= 2 if classification
+                        else bool(np.ptp(self.y_val) > 0))
 
     def __call__(self, values: pd.Series) -> float | None:
         """The figure of ``values`` alone, or None where it cannot be scored."""
         x = values.iloc[np.concatenate([self.fit_rows, self.val_rows])].reset_index(drop=True)
         n_fit = len(self.fit_rows)
-        if x.iloc[:n_fit].nunique(dropna=False) < 2:
-            return None  # constant or all missing in the fit rows: nothing to learn from
+        if not self.defined or x.iloc[:n_fit].nunique(dropna=False) < 2:
+            return None  # no figure, or nothing to learn (constant or all missing)
         X_fit, X_val = self._encode(x, n_fit)
         try:
             from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -249,8 +271,7 @@ class _Scorer:
     def _encode(self, x: pd.Series, n_fit: int) -> tuple[np.ndarray, np.ndarray]:
         """The column as the tree's input (fit rows, validation rows); see the module."""
         if _is_number(x):
-            a = x.to_numpy(dtype=np.float64, na_value=np.nan)
-            a = np.where(np.isnan(a), np.nanmin(a) - 1.0, a)  # missing: its own value
+            a = _finite_ends(x.to_numpy(dtype=np.float64, na_value=np.nan))
             return a[:n_fit, None], a[n_fit:, None]
         from sklearn.preprocessing import TargetEncoder
 
@@ -258,7 +279,7 @@ class _Scorer:
         cats[x.isna().to_numpy()] = np.nan  # missing: one category (not "nan", not None)
         cats = cats[:, None]
         target_type = ("continuous" if not self.classification
-                       else "binary" if self.n_classes == 2 else "multiclass")
+                       else "binary" if len(np.unique(self.y_fit)) == 2 else "multiclass")
         enc = TargetEncoder(target_type=target_type, random_state=self.seed)
         enc.fit(cats[:n_fit], self.y_fit)  # one value per category, fitted on fit rows
         return enc.transform(cats[:n_fit]), enc.transform(cats[n_fit:])
