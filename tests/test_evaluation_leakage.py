@@ -177,6 +177,33 @@ def test_regression_on_diabetes() -> None:
                                   f"{expected:.3f} on validation (> 0.95)")
 
 
+def test_columns_that_add_up_to_the_target_are_flagged_together() -> None:
+    """The bike sharing leak (casual + registered = cnt) on real data: the diabetes
+    target split into two parts, neither of which predicts it alone."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes(as_frame=True).frame
+    rng = np.random.default_rng(1)
+    d["part_a"] = (d["target"] * rng.uniform(0.3, 0.7, len(d))).round(1)
+    d["part_b"] = d["target"] - d["part_a"]
+    val = rng.random(len(d)) < 0.25
+    inputs = [c for c in d.columns if c != "target"]
+    leaks = find_leaks(d, target="target", task="regression", columns=inputs, validation=val)
+    assert [(x.column, x.kind, x.together) for x in leaks] == [
+        ("part_a", "combination", ("part_a", "part_b")),
+        ("part_b", "combination", ("part_a", "part_b"))]
+    X = np.column_stack([np.ones(len(d)), d[inputs].to_numpy()])  # numpy's least squares
+    coef = np.linalg.lstsq(X[~val], d["target"].to_numpy()[~val], rcond=None)[0]
+    assert leaks[0].value == pytest.approx(_r2(d["target"].to_numpy()[val], X[val] @ coef),
+                                           abs=1e-9)
+    assert leaks[0].message() == ("column 'part_a' with 'part_b' gives the target exactly: a "
+                                  "linear model on the numeric columns scores R² 1.000 on "
+                                  "validation (> 0.999)")
+    real = [c for c in inputs if not c.startswith("part")]
+    assert find_leaks(d, target="target", task="regression", columns=real,
+                      validation=val) == []  # the ten real columns: R² about 0.5
+
+
 def test_regression_on_walmart(full_walmart) -> None:
     """Ten stores' weekly sales, validated on 2012: the sales in thousands is flagged;
     store, department (as a number and as text), holiday flag, type and size are not."""
@@ -228,7 +255,7 @@ def test_messages_and_dicts() -> None:
     assert "ROC AUC 0.9804 on validation (> 0.98)" in near.message()
     assert leak.to_dict() == {"column": "employed_copy", "kind": "predicts_target",
                               "metric": "roc_auc", "value": 0.9991, "threshold": 0.98,
-                              "rows": 13_742, "message": leak.message()}
+                              "rows": 13_742, "together": [], "message": leak.message()}
 
 
 @pytest.mark.parametrize(("change", "error"), [

