@@ -151,18 +151,18 @@ def test_acs_is_binary_and_the_leak_is_left_out(tmp_path: Path, acs_leaky: Path)
     assert cfg["inputs"]["drop"] == ["WRKSTAT"] and "WRKSTAT" not in plan["request_fields"]
     leak = next(lk for lk in plan["leakage"] if lk["column"] == "WRKSTAT")
     assert leak["kind"] == "predicts_target" and leak["value"] == pytest.approx(auc, abs=1e-3)
-    kept = cli("run", "-p", tmp_path / "acs", "--set", "inputs.drop=[]", "--set",
-               "registry.compile=false")  # kept after all: every run's report says so
-    assert kept.returncode == 0, kept.stderr
-    assert re.search(r"WARNING leakage: column 'WRKSTAT' alone predicts the target: ROC AUC "
-                     r"0\.98\d+ on validation \(> 0\.98\); kept on purpose\? list it in "
-                     r"evaluation\.leakage\.allow", kept.stdout), kept.stdout
     df = pd.read_parquet(acs_leaky)
     got = served(tmp_path / "acs", records(df, plan["request_fields"]))
     for p in got["predictions"]:
         probs = p["probabilities"]
         probs = list(probs.values()) if isinstance(probs, dict) else probs
         assert p["label"] in (0, 1) and len(probs) == 2 and sum(probs) == pytest.approx(1)
+    kept = cli("run", "-p", tmp_path / "acs", "--set", "inputs.drop=[]", "--set",
+               "registry.compile=false")  # kept after all: every run's report says so
+    assert kept.returncode == 0, kept.stderr
+    assert re.search(r"WARNING leakage: column 'WRKSTAT' alone predicts the target: ROC AUC "
+                     r"0\.98\d+ on validation \(> 0\.98\); kept on purpose\? list it in "
+                     r"evaluation\.leakage\.allow", kept.stdout), kept.stdout
 
 
 @pytest.fixture(scope="module")
