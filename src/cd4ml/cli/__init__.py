@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "monitor",   # monitor
     "rollout",   # deploy, rollout ..., rollback
     "data",      # example-data
+    "init",      # init
 )
 
 for _name in COMMAND_MODULES:
@@ -46,7 +47,7 @@ for _name in COMMAND_MODULES:
 def main() -> None:
     """The ``cd4ml`` entry point: run the app; a cd4ml error is one line, exit 1."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n
     except ValidationFailed as exc:
         if exc.report is not None and hasattr(exc.report, "render"):
             err.print(exc.report.render())
@@ -71,3 +72,5 @@ def main() -> None:
             if abort is not None and isinstance(exc, abort):
                 sys.exit(1)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -53,6 +53,11 @@ def run(project: Project = Path("."), set_: Sets = None,
             if k.startswith(("holdout.", "validation.")) and last in shown:
                 t.add_row(k, fmt(v))
         out.print(t)
+    if outcome.leakage:
+        from cd4ml.evaluation import render_leakage
+
+        for line in render_leakage(outcome.leakage):
+            out.print(line, style="yellow", markup=False, soft_wrap=True)
     for name, error in outcome.failed.items():
         out.print(f"[red]failed[/] {name}: ", end="")
         out.print(error, markup=False, soft_wrap=True)

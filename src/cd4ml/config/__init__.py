@@ -27,9 +27,9 @@ from cd4ml.config.project import ProjectConfig
 from cd4ml.config.rollout import RolloutConfig
 from cd4ml.config.sections import (DEFAULT_BASELINE, DEFAULT_METRIC, ColumnPolicy, DataConfig,
                                    EvaluationConfig, FeaturesConfig, GateConfig, GroupGapRule,
-                                   InputsConfig, JoinConfig, ModelsConfig, ModelSpec,
-                                   RegistryConfig, SourceConfig, SplitConfig, TaskKind,
-                                   ValidationConfig)
+                                   InputsConfig, JoinConfig, LeakageConfig, ModelsConfig,
+                                   ModelSpec, RegistryConfig, SourceConfig, SplitConfig,
+                                   TaskKind, ValidationConfig)
 from cd4ml.config.search import SearchConfig, SearchDimension
 from cd4ml.config.serving import PredictionLogConfig, ServingConfig, StoreConfig
 
@@ -38,7 +38,8 @@ __all__ = [
     "parse_yaml", "read_raw", "CONFIG_FILE", "DEFAULT_BASELINE", "DEFAULT_METRIC",
     "SourceConfig", "JoinConfig", "DataConfig", "FeaturesConfig", "ColumnPolicy",
     "InputsConfig", "ModelSpec", "ModelsConfig", "ValidationConfig", "SplitConfig",
-    "EvaluationConfig", "GroupGapRule", "GateConfig", "RegistryConfig", "StoreConfig",
+    "EvaluationConfig", "LeakageConfig", "GroupGapRule", "GateConfig", "RegistryConfig",
+    "StoreConfig",
     "PredictionLogConfig", "ServingConfig", "MonitoringConfig", "DriftConfig",
     "DriftColumnConfig", "DRIFT_METHODS", "TaskKind", "RolloutConfig",
     "SearchConfig", "SearchDimension",

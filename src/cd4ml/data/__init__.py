@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 from cd4ml.data.profile import profile
-from cd4ml.data.schema import Column, Schema, infer_schema, load_schema, save_schema
+from cd4ml.data.schema import (Column, Schema, infer_schema, load_schema, save_schema,
+                               schema_yaml)
 from cd4ml.data.snapshot import SnapshotData, make_snapshot, read_snapshot_bytes
 from cd4ml.data.sources import file_fingerprint, parse_dates, read_source
 from cd4ml.data.split import Windows, group_split, time_windows
@@ -26,7 +27,7 @@ from cd4ml.data.validate import Failure, ValidationReport, validate
 
 __all__ = [
     "read_source", "parse_dates", "file_fingerprint",
-    "Column", "Schema", "infer_schema", "save_schema", "load_schema",
+    "Column", "Schema", "infer_schema", "save_schema", "schema_yaml", "load_schema",
     "validate", "ValidationReport", "Failure",
     "profile",
     "SnapshotData", "make_snapshot", "read_snapshot_bytes",

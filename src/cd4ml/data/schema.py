@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from cd4ml.data._types import ColumnType, column_type
 from cd4ml.errors import ConfigError, DataError
 
-__all__ = ["Column", "Schema", "infer_schema", "save_schema", "load_schema",
+__all__ = ["Column", "Schema", "infer_schema", "save_schema", "schema_yaml", "load_schema",
            "MAX_CATEGORIES"]
 
 #: String columns with at most this many distinct values get ``categories`` when inferred.
@@ -191,14 +191,19 @@ _HEADER = """\
 """
 
 
-def save_schema(schema: Schema, path: str | Path) -> None:
-    """Write ``schema`` as YAML with a comment header explaining each field."""
+def schema_yaml(schema: Schema) -> str:
+    """``schema`` as YAML with a comment header explaining each field."""
     data = schema.model_dump(mode="json", exclude_none=True)
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True,
                           width=100)
+    return _HEADER.format(name=schema.name) + body
+
+
+def save_schema(schema: Schema, path: str | Path) -> None:
+    """Write ``schema`` as YAML with a comment header explaining each field."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_HEADER.format(name=schema.name) + body, encoding="utf-8")
+    path.write_text(schema_yaml(schema), encoding="utf-8")
 
 
 def _key_path(loc: tuple[Any, ...], raw: Any) -> str:

@@ -95,8 +95,31 @@ def parse_dates(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return out, bad
 
 
+def _header(path: Path, fmt: str) -> list[str]:
+    """The column names as the file has them (pandas renames a repeated CSV name 'a' to
+    'a.1', which would hide the repeat)."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    first = pd.read_csv(path, header=None, nrows=1, dtype="str", keep_default_na=False)
+    return [str(v) for v in first.iloc[0]] if len(first) else []
+
+
+def _no_repeated_names(name: str, path: Path, fmt: str) -> None:
+    names = _header(path, fmt)
+    seen: dict[str, int] = {}
+    for i, col in enumerate(names):
+        if col in seen:
+            raise SourceError(f"source {name!r}: column name {col!r} appears twice in "
+                              f"{path.name} (columns {seen[col] + 1} and {i + 1}); names "
+                              f"must be unique")
+        seen[col] = i
+
+
 def _read(name: str, path: Path, fmt: str, dates: list[str]) -> pd.DataFrame:
     try:
+        _no_repeated_names(name, path, fmt)
         if fmt == "parquet":
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype={c: "str" for c in dates}, low_memory=False)

@@ -3,7 +3,9 @@
 Forecasts: :func:`evaluate`; classifiers: :func:`classification_report` (and
 :func:`choose_threshold`); regressors: :func:`regression_report`; protected groups:
 :func:`group_report`. numpy and pandas only (no scikit-learn, scipy or fairlearn at
-runtime); every metric is checked against scikit-learn or fairlearn in the tests.
+runtime); every metric is checked against scikit-learn or fairlearn in the tests. The
+leakage warnings (:func:`find_leaks`) fit one-feature models, with scikit-learn
+(``cd4ml[ml]``, imported when they run).
 
 >>> import pandas as pd
 >>> from cd4ml.config import GateConfig
@@ -34,6 +36,7 @@ _WHERE = {
     "improvement_pct": "report", "higher_is_better": "report", "METRIC_NAMES": "metrics",
     "classification_report": "classification", "choose_threshold": "classification",
     "regression_report": "regression", "group_report": "fairness",
+    "find_leaks": "leakage", "Leak": "leakage", "render_leakage": "render",
 }
 
 
@@ -55,4 +58,5 @@ __all__ = [
     "evaluate", "compare", "evaluation_weights", "improvement_pct", "higher_is_better",
     "METRIC_NAMES", "apply_gate", "render_gate", "GATE_METRICS",
     "classification_report", "choose_threshold", "regression_report", "group_report",
+    "find_leaks", "Leak", "render_leakage",
 ]

@@ -1,11 +1,30 @@
-"""Gate reports as readable lines; plain Python, so printing a cached verdict is cheap."""
+"""Gate reports and leakage warnings as readable lines; plain Python, so printing a
+cached verdict is cheap."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["render_gate"]
+__all__ = ["render_gate", "render_leakage"]
+
+
+def render_leakage(findings: Iterable[Any]) -> list[str]:
+    """One warning line per leakage finding: a ``Leak`` or its ``to_dict()`` (a run's
+    ``leakage``), saying how to keep the column on purpose.
+
+    >>> (line,) = render_leakage([{"message": "column 'n' looks like an identifier"}])
+    >>> for part in line.split("; "):
+    ...     print(part)
+    WARNING leakage: column 'n' looks like an identifier
+    kept on purpose? list it in evaluation.leakage.allow
+    """
+    lines = []
+    for f in findings:
+        text = f["message"] if isinstance(f, Mapping) else f.message()
+        lines.append(f"WARNING leakage: {text}; kept on purpose? list it in "
+                     f"evaluation.leakage.allow")
+    return lines
 
 
 def render_gate(report: Mapping[str, Any]) -> str:

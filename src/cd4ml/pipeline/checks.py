@@ -1,6 +1,7 @@
 """Checks of a project that need more than its config: the model types (and their
 ``recency_half_life``) against the adapter registry, the metric and the gate rules
-against the task.
+against the task, ``evaluation.leakage.allow`` against the inputs as far as the config
+knows them.
 
 ``cd4ml.config`` imports nothing of ours, so it takes a model type or a metric as a
 string; these checks run when a project loads (``open_project``), before any stage, with
@@ -13,7 +14,7 @@ from cd4ml.config import ModelSpec, ProjectConfig
 from cd4ml.errors import ConfigError, MissingExtraError
 from cd4ml.tasks import task_of
 
-__all__ = ["check_project", "age_column", "RATE_METRICS"]
+__all__ = ["check_project", "age_column", "check_allowed", "RATE_METRICS"]
 
 #: the most points a grid search may enumerate
 MAX_GRID_POINTS = 1_000_000
@@ -41,6 +42,33 @@ def age_column(cfg: ProjectConfig) -> str | None:
     if cfg.split.method(cfg.task) == "time":
         return cfg.split.column
     return cfg.monitoring.event_time
+
+
+def _check_leakage(cfg: ProjectConfig) -> None:
+    """``evaluation.leakage.allow`` names inputs: a forecast's covariates and static
+    columns; for a tabular task, no target, id or dropped column (its other inputs are
+    the table's columns, known once the data is read: the leakage stage checks those)."""
+    allow = cfg.evaluation.leakage.allow
+    if cfg.task == "forecast":
+        check_allowed(allow, [*cfg.features.covariates, *cfg.features.static])
+        return
+    data = cfg.data
+    role = {data.target: "the target", **({data.id: "the id"} if data.id else {}),
+            **{d: "dropped (inputs.drop)" for d in cfg.inputs.drop}}
+    for i, name in enumerate(allow):
+        if name in role:
+            raise ConfigError(f"not an input: it is {role[name]}",
+                              key=f"evaluation.leakage.allow.{i}", value=name)
+
+
+def check_allowed(allow: list[str], known: list[str]) -> None:
+    """A :class:`ConfigError` for the first name of ``evaluation.leakage.allow`` that is
+    not one of ``known``, the inputs the leakage check looks at."""
+    for i, name in enumerate(allow):
+        if name not in known:
+            raise ConfigError(f"not an input the leakage check looks at; inputs: "
+                              f"{', '.join(known) or '(none)'}",
+                              key=f"evaluation.leakage.allow.{i}", value=name)
 
 
 def _check_weights(cfg: ProjectConfig, spec: ModelSpec, weighted: bool, where: str) -> None:
@@ -89,6 +117,7 @@ def _check(cfg: ProjectConfig) -> None:
                 _check_search(cfg.task, spec, where=f"models.{group}.{i}")
     _check_holidays(cfg)
     _check_fallbacks(cfg)
+    _check_leakage(cfg)
     higher = task.higher_is_better(metric)
     if higher and cfg.gate.max_metric is not None:
         raise ConfigError(f"{metric} is higher-is-better: use gate.min_metric",

@@ -3,7 +3,8 @@
 ::
 
     snapshot:<src> ─▶ validate:<src> ─▶ panel ─▶ features ─┬─▶ candidate:<name> ─▶ select
-                                                 split ───┘     (or its search)      │
+                                                 split ───┤     (or its search)      │
+                                                          └─▶ leakage (warnings)     │
                                                                 holdout:<baseline>   │
                                                                 holdout:selected ◀───┘
                                                                        │
@@ -24,7 +25,7 @@ from cd4ml.pipeline.runner import Stage
 from cd4ml.pipeline.sources import candidate_stage, tuned_specs
 from cd4ml.pipeline.sources import DATA_LIBS as _DATA_LIBS
 from cd4ml.pipeline.sources import ML_LIBS as _ML_LIBS
-from cd4ml.pipeline.sources import STEPS, reference_stage, source_stages
+from cd4ml.pipeline.sources import STEPS, leakage_stage, reference_stage, source_stages
 
 __all__ = ["build_stages"]
 
@@ -55,7 +56,10 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                         libraries=_DATA_LIBS))
     model_inputs = ("panel.panel", "panel.history_end", "features.features", "features.spec",
                     "split.windows")
-    ev_dump = ev.model_dump(mode="json")
+    if ev.leakage.enabled:
+        stages.append(leakage_stage(cfg, "forecast_leakage", (
+            "panel.panel", "features.features", "features.spec", "split.windows")))
+    ev_dump = ev.model_dump(mode="json", exclude={"leakage"})  # the models never read it
     seed = cfg.models.seed
     all_specs = [*cfg.models.candidates, *cfg.models.baselines]
     baseline_specs = [b.model_dump(mode="json") for b in cfg.models.baselines or []]

@@ -37,6 +37,8 @@ class RunOutcome:
     #: each searched candidate's search (``cd4ml.pipeline.search``): method, trials
     #: fitted and reused, the best trial and its params
     searches: dict[str, Any] = field(default_factory=dict)
+    #: the leakage stage's findings (``Leak.to_dict()``): warnings, never a failure
+    leakage: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "up_to_date": self.up_to_date,
@@ -44,7 +46,7 @@ class RunOutcome:
                            for s in self.stages],
                 "metrics": self.metrics, "selected": self.selected, "gate": self.gate,
                 "registered": self.registered, "message": self.message,
-                "failed": self.failed, "searches": self.searches}
+                "failed": self.failed, "searches": self.searches, "leakage": self.leakage}
 
 
 def open_project(project_dir: str | Path, overrides: list[str] | None = None,
@@ -180,6 +182,7 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
             failed = _failed(by)
             searches = {r.name.split(":", 1)[1]: r.outputs["search"] for r in results
                         if r.name.startswith("candidate:") and "search" in r.outputs}
+            leakage = list(by["leakage"].outputs["findings"]) if "leakage" in by else []
             registered, message = _register(ctx, stores, cfg, by, seen) \
                 if ctx.has_run or force else (None, "")
             if gate.get("note"):
@@ -190,7 +193,8 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
         if not ctx.has_run:
             return RunOutcome(None, True, results, metrics, gate.get("report"),
                               by["select"].outputs.get("selected"), None,
-                              "pipeline is up to date: nothing to do", failed, searches)
+                              "pipeline is up to date: nothing to do", failed, searches,
+                              leakage)
         snaps = {n.split(":", 1)[1]: r.outputs["snapshot"] for n, r in by.items()
                  if n.startswith("snapshot:")}
         arts = {f"{r.name}.{k}": v for r in results for k, v in r.outputs.items()
@@ -199,12 +203,13 @@ def run_pipeline(project_dir: str | Path = ".", overrides: list[str] | None = No
                    "leaderboard": by["select"].outputs.get("leaderboard"),
                    "registered": registered, "message": message, "failed": failed,
                    "alias_at_start": {alias: seen} if alias else {},
-                   "stages": {r.name: r.status for r in results}, "searches": searches}
+                   "stages": {r.name: r.status for r in results}, "searches": searches,
+                   "leakage": leakage}
         stores.metadata.finish_run(ctx.run_id, "succeeded", metrics=metrics, artifacts=arts,
                                    snapshots=snaps, gate=gate.get("report") or {},
                                    summary=summary)
         return RunOutcome(ctx.run_id, False, results, metrics, gate.get("report"),
-                          summary["selected"], registered, message, failed, searches)
+                          summary["selected"], registered, message, failed, searches, leakage)
 
 
 def pipeline_status(project_dir: str | Path = ".", overrides: list[str] | None = None,

@@ -9,7 +9,7 @@ from cd4ml.config import ModelSpec, ProjectConfig
 from cd4ml.pipeline.runner import Stage
 
 __all__ = ["source_stages", "schema_path", "reference_stage", "candidate_stage", "tuned_specs",
-           "STEPS", "DATA_LIBS", "ML_LIBS"]
+           "leakage_stage", "STEPS", "DATA_LIBS", "ML_LIBS"]
 
 STEPS = "cd4ml.pipeline.steps_data"
 DATA_LIBS = ("pandas", "numpy", "pyarrow")
@@ -72,6 +72,16 @@ def candidate_stage(spec: ModelSpec, validate: str, inputs: tuple[str, ...],
 def tuned_specs(candidates: list[ModelSpec]) -> tuple[str, ...]:
     """The searched candidates' best recipes, which ``select`` takes over their specs."""
     return tuple(f"candidate:{c.name}.spec" for c in candidates if c.search is not None)
+
+
+def leakage_stage(cfg: ProjectConfig, func: str, inputs: tuple[str, ...]) -> Stage:
+    """``leakage``: the task's ``func`` of :mod:`cd4ml.pipeline.steps_leakage` on
+    ``inputs``, with ``evaluation.leakage`` and the models' seed (the check's sample)."""
+    return Stage("leakage", f"cd4ml.pipeline.steps_leakage:{func}", inputs=inputs,
+                 params={"task": cfg.task,
+                         "leakage": cfg.evaluation.leakage.model_dump(mode="json"),
+                         "seed": cfg.models.seed},
+                 libraries=("pandas", "numpy", "pyarrow", "scikit-learn"))
 
 
 def reference_stage(cfg: ProjectConfig, data_inputs: tuple[str, ...]) -> Stage:

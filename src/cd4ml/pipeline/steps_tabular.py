@@ -297,7 +297,10 @@ def bundle(ctx: Any, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str
                       "note": "refitted on the training and holdout rows "
                               "(split.refit_on_all): the holdout is NOT out-of-sample for "
                               "this model"}
-    compiled, build = _compiled(model, rows if sample is None else sample)
+    if params.get("compile", True):
+        compiled, build = _compiled(model, rows if sample is None else sample)
+    else:
+        compiled, build = None, {"status": "none: registry.compile is false"}
     digest = save_tabular_bundle(
         ctx.artifacts, model_name=params["model_name"], recipe=spec["name"],
         kind=params["kind"], predictor=model, spec=tspec, transform=transform, rows=rows,

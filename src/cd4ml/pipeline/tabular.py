@@ -2,7 +2,9 @@
 
 ::
 
-    snapshot:<src> ─▶ validate:<src> ─▶ table ─▶ split ─┬─▶ candidate:<name> ─▶ select
+    snapshot:<src> ─▶ validate:<src> ─▶ table ─▶ split ─┬─▶ leakage (a warning per input
+                                                        │   that alone predicts the target)
+                                                        ├─▶ candidate:<name> ─▶ select
                                                         │   (fit on train, score validation;
                                                         │    a search: its best trial)
                                                         ├─▶ holdout:<baseline>     │
@@ -27,8 +29,9 @@ from typing import Any
 from cd4ml.config import ProjectConfig
 from cd4ml.pipeline.checks import age_column
 from cd4ml.pipeline.runner import Stage
-from cd4ml.pipeline.sources import (DATA_LIBS, ML_LIBS, candidate_stage, reference_stage,
-                                   schema_input, schema_path, source_stages, tuned_specs)
+from cd4ml.pipeline.sources import (DATA_LIBS, ML_LIBS, candidate_stage, leakage_stage,
+                                   reference_stage, schema_input, schema_path, source_stages,
+                                   tuned_specs)
 from cd4ml.tasks import task_of
 
 __all__ = ["build_stages"]
@@ -58,7 +61,9 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
         params={"task": cfg.task, "split": cfg.split.model_dump(mode="json"),
                 "target": data.target}, libraries=DATA_LIBS))
     model_inputs = ("table.table", "table.spec", "split.roles")
-    ev_dump = ev.model_dump(mode="json")
+    if ev.leakage.enabled:
+        stages.append(leakage_stage(cfg, "tabular_leakage", model_inputs))
+    ev_dump = ev.model_dump(mode="json", exclude={"leakage"})  # the models never read it
     common = {"task": cfg.task, "seed": cfg.models.seed, "evaluation": ev_dump,
               "model_name": cfg.models.name}
     baselines = cfg.models.baselines or []
@@ -98,6 +103,8 @@ def build_stages(cfg: ProjectConfig, ctx: Any) -> list[Stage]:
                                 "baselines": [b.name for b in baselines],
                                 "specs": [b.model_dump(mode="json") for b in baselines]}))
     bundle_params = {**common, "refit_on_all": cfg.split.refit_on_all}
+    if not cfg.registry.compile:  # only when off: the stage's key stays as it was
+        bundle_params["compile"] = False
     stages.append(Stage("bundle:selected", f"{TSTEPS}:bundle",
                         inputs=(*model_inputs, "holdout:selected.bundle", "select.spec",
                                 "select.threshold"),
