@@ -78,5 +78,5 @@ def test_cli_refuses_an_unknown_dataset(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert res.stderr.strip() == ("error: --dataset = 'census': unknown dataset; choose one "
-                                  "of walmart, employment")
+                                  "of walmart, employment, bike")
     assert not (tmp_path / "d").exists()

