@@ -169,10 +169,13 @@ def test_acs_is_binary_and_the_leak_is_left_out(tmp_path: Path, acs_leaky: Path)
 
 @pytest.fixture(scope="module")
 def walmart_stores(full_walmart: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stores 1-2 of the Kaggle sales with each store's type and size (one file, as a
+    user would merge theirs)."""
     tr = pd.read_csv(full_walmart / "train.csv.zip")
+    tr = tr[tr.Store <= 2].merge(pd.read_csv(full_walmart / "stores.csv"), on="Store")
     f = tmp_path_factory.mktemp("walmart") / "train.csv.zip"
     with zipfile.ZipFile(f, "w") as z:
-        z.writestr("train.csv", tr[tr.Store <= 2].to_csv(index=False))
+        z.writestr("train.csv", tr.to_csv(index=False))
     return f
 
 
@@ -183,9 +186,12 @@ def test_walmart_is_a_forecast(tmp_path: Path, walmart_stores: Path) -> None:
             "each row, and the target 'Weekly_Sales' is numeric") in text
     assert "features.horizon: 13 — 143 periods of 7 day(s)" in text
     assert "features.covariates: IsHoliday — the same for every series at each time" in text
+    assert 'features.static: ["Type", "Size"] — constant within each series' in text
     cfg = yaml.safe_load((tmp_path / "walmart" / "cd4ml.yaml").read_text())
     assert cfg["data"]["series"] == ["Store", "Dept"] and cfg["data"]["time"] == "Date"
     assert cfg["features"]["lags"] == [13, 52] and cfg["split"]["holdout_periods"] == 13
+    assert cfg["features"]["static"] == ["Type", "Size"]
+    assert cfg["features"]["categorical"] == ["Type"]
     assert cfg["gate"]["baseline"] == "seasonal_naive"
     assert "cd4ml predict -p" in text and "-i ROWS.csv" in text
     got = served(tmp_path / "walmart", [{"Store": 1, "Dept": 1, "Date": "2012-11-02"}])

@@ -10,8 +10,8 @@ identify a row (:func:`cd4ml.evaluation.leakage.find_leaks`), and returns a
 
 from __future__ import annotations
 
-import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ class Plan:
 
     root: Path
     data: Path
-    source: str
+    source: str  #: the source's name in cd4ml.yaml (and its schema file's)
+    project: str  #: the project's name, and its registered model's
     task: str
     target: str
     decisions: list[Decision] = field(default_factory=list)
@@ -81,9 +82,9 @@ class Plan:
 
 
 def _shell_path(p: Path) -> str:
-    rel = os.path.relpath(p)
-    text = rel if not rel.startswith("../../") else str(p)
-    return text if re.fullmatch(r"[\w./-]+", text) else f"'{text}'"
+    """``p`` as a command line names it: relative to here when under it, else absolute."""
+    here, full = Path.cwd(), p.resolve()
+    return shlex.quote(str(full.relative_to(here)) if full.is_relative_to(here) else str(full))
 
 
 def _project_name(root: Path) -> str:
@@ -145,7 +146,8 @@ def plan_project(root: str | Path, data: str | Path, *, target: str, task: str =
             if c not in df.columns:
                 raise ConfigError(f"not a column of {file}; columns: "
                                   f"{', '.join(map(str, df.columns))}", key=opt, value=c)
-    plan = Plan(root=root, data=data, source=_source_name(data), task="", target=target)
+    plan = Plan(root=root, data=data, source=_source_name(data), task="", target=target,
+                project=_project_name(root))
     add = plan.decisions.append
     if time is not None and time not in dates:
         raise ConfigError(f"column {time!r} of {file} is not a date column (ISO 8601 dates, "
@@ -170,7 +172,8 @@ def plan_project(root: str | Path, data: str | Path, *, target: str, task: str =
     untypeable = _untypeable(raw)
     for col, why in untypeable.items():
         add(Decision("left out", col, f"no type fits it: {why}"))
-    ctx = {"df": df, "time": time, "keys": keys, "classes": choice.classes,
+    ctx = {"df": df, "time": time, "keys": keys, "series_given": series is not None,
+           "classes": choice.classes,
            "untypeable": list(untypeable), "dates": dates, "id": id_column}
     if choice.task == "forecast":
         _plan_forecast(plan, ctx)
@@ -272,8 +275,8 @@ def _plan_forecast(plan: Plan, ctx: dict[str, Any]) -> None:
     train = n - 2 * horizon
     lags = [horizon] + ([season] if season > horizon and train >= season + 1 + horizon
                         else [])
-    add(Decision("data.series", keys, ctx["why_keys"] if "why_keys" in ctx else
-                 f"with {time!r} they identify each row (fewest such columns)"))
+    add(Decision("data.series", keys, "given by --series" if ctx["series_given"] else
+                 f"with {time!r} they identify each row (the fewest such columns)"))
     add(Decision("features.horizon", horizon,
                  f"{n} periods of {freq} day(s): holdout and validation {horizon} periods "
                  f"each, {train} to train; lags {lags}"))
@@ -310,6 +313,7 @@ def _plan_forecast(plan: Plan, ctx: dict[str, Any]) -> None:
     plan.request_fields = [*keys, time]
     ctx.update(freq=freq, season=season, horizon=horizon, lags=lags, windows=windows,
                calendar=calendar, covariates=covariates, static=static,
+               categorical=[c for c in static if column_type(df[c]) == "string"],
                schema_keys=[*keys, time])
 
 

@@ -6,8 +6,6 @@ Each section says what was decided and why, and what to edit next; values are wr
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -56,14 +54,10 @@ def _header(plan: Any) -> list[str]:
 
 
 def _config(plan: Any, ctx: dict[str, Any]) -> str:
-    name = Path(os.path.abspath(plan.root)).name
-    from cd4ml.scaffold import _project_name
-
-    project = _project_name(plan.root) if name else "project"
-    out = [*_header(plan), f"project: {_v(project)}", f"task: {plan.task}", ""]
+    out = [*_header(plan), f"project: {_v(plan.project)}", f"task: {plan.task}", ""]
     out += _data(plan, ctx)
     out += _forecast(ctx) if plan.task == "forecast" else _tabular(plan, ctx)
-    out += _models(plan, project)
+    out += _models(plan, plan.project)
     return "\n".join(out) + "\n"
 
 
@@ -127,6 +121,8 @@ def _forecast(ctx: dict[str, Any]) -> list[str]:
            "# US holidays as features"]
     if ctx["static"]:
         out.append(f"  static: {_v(ctx['static'])}")
+    if ctx["categorical"]:
+        out.append(f"  categorical: {_v(ctx['categorical'])}")
     if ctx["covariates"]:
         out.append("  covariates:")
         for col, how in ctx["covariates"].items():
