@@ -227,8 +227,10 @@ def test_shell_completion_through_the_entry_point() -> None:
     env.update(COMP_WORDS="cd4ml runs diff --pro", COMP_CWORD="3")
     res = subprocess.run([exe], capture_output=True, text=True, env=env, timeout=60)
     assert res.stdout.split() == ["--project"]
-    res = subprocess.run([exe, "--show-completion", "bash"], capture_output=True, text=True,
-                         timeout=60)
+    # the script is for the shell cd4ml runs in (typer asks shellingham): here, bash (a
+    # list of two commands, so that bash forks cd4ml rather than exec-ing it)
+    res = subprocess.run(["bash", "-c", '"$0" --show-completion; exit $?', exe],
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "_CD4ML_COMPLETE=complete_bash" in res.stdout
     res = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "--install-completion" in res.stdout
