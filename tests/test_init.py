@@ -229,6 +229,10 @@ def test_bad_input_is_refused_in_one_line(tmp_path: Path, wine_csv: Path) -> Non
     assert "column name 'a' appears twice in dup.csv (columns 1 and 3)" in line
     line = refused(d, "--data", wine_csv, "--task", "forecast", "--target", "proline")
     assert "--task = 'forecast': a forecast needs a time column" in line
+    pd.read_csv(wine_csv).assign(tags=[[1, 2]] * 178).to_parquet(tmp_path / "nested.parquet")
+    line = refused(d, "--data", tmp_path / "nested.parquet", "--target", "target")
+    assert "column 'tags' of nested.parquet holds ndarray values ([1 2]); a column holds " \
+           "numbers, text, true/false or dates" in line
     line = refused(d, "--data", wine_csv, code=2)  # no --target, and nobody to ask
     assert "--target is required" in line and "columns: alcohol, malic_acid" in line
     assert not d.exists()

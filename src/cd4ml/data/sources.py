@@ -117,11 +117,30 @@ def _no_repeated_names(name: str, path: Path, fmt: str) -> None:
         seen[col] = i
 
 
+_SCALARS = (str, bool, int, float, np.generic, dt.date, dt.time, pd.Timestamp, bytes)
+
+
+def _no_nested_values(name: str, path: Path, df: pd.DataFrame) -> None:
+    """Refuse a Parquet column of lists, arrays or structs (no schema type fits one);
+    the first 1,000 present values of each object column are looked at."""
+    for col in df.columns:
+        if df[col].dtype != object:
+            continue
+        for v in df[col].dropna().head(1000):
+            if not isinstance(v, _SCALARS):
+                raise SourceError(
+                    f"source {name!r}: column {col!r} of {path.name} holds "
+                    f"{type(v).__name__} values ({str(v)[:40]}); a column holds numbers, "
+                    f"text, true/false or dates: flatten or drop it")
+
+
 def _read(name: str, path: Path, fmt: str, dates: list[str]) -> pd.DataFrame:
     try:
         _no_repeated_names(name, path, fmt)
         if fmt == "parquet":
-            return pd.read_parquet(path)
+            df = pd.read_parquet(path)
+            _no_nested_values(name, path, df)
+            return df
         return pd.read_csv(path, dtype={c: "str" for c in dates}, low_memory=False)
     except pd.errors.EmptyDataError:
         raise SourceError(f"source {name!r}: file is empty (no header): {path}") from None

@@ -111,19 +111,10 @@ def read_data(path: Path) -> pd.DataFrame:
 
 
 def _untypeable(df: pd.DataFrame) -> dict[str, str]:
-    """Columns no schema type fits, with the reason (they are left out of the inputs)."""
-    out = {}
-    for col in df.columns:
-        s = df[col]
-        if s.isna().all():
-            out[str(col)] = f"every one of its {len(s):,} values is missing"
-        elif s.dtype == object:
-            kinds = {type(v).__name__ for v in s.dropna().head(1000)}
-            odd = kinds - {"str", "bool", "int", "float", "date", "Timestamp", "datetime"}
-            if odd:
-                out[str(col)] = (f"its values are {', '.join(sorted(odd))}, not numbers, text, "
-                                 f"true/false or dates")
-    return out
+    """Columns no schema type can be told from, with the reason (left out of the inputs).
+    A column of lists or structs is refused when the file is read."""
+    return {str(col): f"every one of its {len(df):,} values is missing"
+            for col in df.columns if df[col].isna().all()}
 
 
 def plan_project(root: str | Path, data: str | Path, *, target: str, task: str = "auto",
