@@ -259,3 +259,39 @@ def test_the_run_refuses_a_repeated_column_name(tmp_path: Path) -> None:
     pd.DataFrame({"a": [1], "b": [2]}).to_parquet(tmp_path / "ok.parquet")
     assert list(read_source("s", SourceConfig(path="ok.parquet"), tmp_path).columns) == \
         ["a", "b"]
+
+
+def test_without_target_a_terminal_is_asked(tmp_path: Path, wine_csv: Path) -> None:
+    """At a terminal, init lists the columns and asks which one to predict."""
+    import os
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*CLI, "init", str(tmp_path / "p"), "--data", str(wine_csv)],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                            env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    os.close(slave)
+    seen, answered, deadline = b"", False, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not answered and b"which one should the model predict?" in seen:
+            os.write(master, b"target\n")
+            answered = True
+        if proc.poll() is not None and not ready:
+            break
+    os.close(master)
+    assert proc.wait(timeout=30) == 0, seen.decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert "columns: alcohol, malic_acid" in text and answered
+    assert "classification project for target" in text
+    assert (tmp_path / "p" / "cd4ml.yaml").is_file()
