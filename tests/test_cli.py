@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import FAST, _free_port
 
@@ -27,7 +28,7 @@ EVERYWHERE = {"--project", "-p", "--set", "--json"}
 EXEMPT = {
     # writes an example's data into DEST: there is no project to read yet
     "example-data": set(),
-    # makes the project DIR (cd4ml.cli.init, to come): takes DIR and --json only
+    # makes the project DIR (cd4ml.cli.init): takes DIR and --json only
     "init": {"--json"},
 }
 CLI = [sys.executable, "-m", "cd4ml.cli"]
@@ -200,6 +201,35 @@ def test_models_and_runs_read_in_80_columns(trained_project: Path, capfd: Any,
         [r["id"] for r in runs]
     started = str(runs[0]["started_at"])[:16]  # to the minute, on one line
     assert started in lines[1]
+
+
+def test_the_prediction_log_reads_in_80_columns(trained_project: Path,
+                                               tmp_path: Path) -> None:
+    """log status and log query: segments, times, request ids and versions whole."""
+    from conftest import start_server, stop_server
+
+    proj = tmp_path / "p"
+    shutil.copytree(trained_project, proj)
+    proc, url = start_server(proj, "--no-ui")
+    try:
+        ids = [httpx.post(f"{url}/predict", json={"store": 1, "dept": d, "date": "2012-11-02"},
+                          timeout=10).headers["x-request-id"] for d in (1, 3)]
+    finally:
+        stop_server(proc)
+    status = _run(proj, "log", "status", COLUMNS="80")
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0].split()[:3] == ["segment", "requests", "predictions"]
+    assert lines[-2] == f"in {(proj / '.cd4ml' / 'predictions').resolve()}"  # a path, whole
+    assert max(len(line) for line in lines[:-2]) <= 80 and "…" not in status.stdout
+    segment = lines[1].split()[0]
+    assert (proj / ".cd4ml" / "predictions" / segment).is_file()
+    query = _run(proj, "log", "query", COLUMNS="80")
+    assert query.returncode == 0, query.stderr
+    lines = query.stdout.splitlines()
+    assert lines[0] == "2 request(s), newest first"
+    assert max(len(line) for line in lines) <= 80
+    assert set(ids) <= set(query.stdout.split())  # each id whole, on its row
 
 
 def test_no_color_leaves_no_ansi_escape(trained_project: Path, tmp_path: Path) -> None:

@@ -98,25 +98,38 @@ class Col(NamedTuple):
     whole: bool = False
 
 
+#: a wrapped column is given at least its longest word, up to this many characters
+#: (a longer word, e.g. a request's JSON inputs, is folded)
+_WORD = 20
+
+
+def _min_width(col: Col, cells: list[str]) -> int:
+    """The narrowest ``col`` may be: its widest cell when whole, else its longest word
+    (at most :data:`_WORD`)."""
+    if col.whole:  # a cell may hold lines (a version's aliases, one per line)
+        return max(len(line) for text in (col.header, *cells) for line in text.splitlines()
+                   or [""])
+    words = [len(w) for text in (col.header, *cells) for w in text.split()]
+    return min(_WORD, max(words, default=1))
+
+
 def print_table(columns: list[Col], rows: list[list[str]], *, optional: int = 0) -> None:
     """``rows`` on stdout as a table without borders, as wide as the terminal.
 
-    Whole columns are never wrapped nor cut; the others wrap at spaces and fold a longer
-    word onto the next line, so no character is lost. The last ``optional`` columns are
-    left out, from the right, while the table would have to fold a word to fit
-    (``--json`` has every field).
+    Whole columns are never wrapped nor cut; the others wrap at spaces, and fold only a
+    word longer than :data:`_WORD`, so no character is lost. The last ``optional``
+    columns are left out, from the right, while the table would not fit the terminal
+    otherwise (``--json`` has every field).
     """
+    widths = [_min_width(col, [row[i] for row in rows]) for i, col in enumerate(columns)]
     keep = len(columns)
-    while True:
-        table = Table(box=None, pad_edge=False)
-        for col in columns[:keep]:
-            table.add_column(col.header, no_wrap=col.whole, overflow="fold")
-        for row in rows:
-            table.add_row(*(Text(cell) for cell in row[:keep]))  # as written, not markup
-        narrowest = out.measure(table, options=out.options.update_width(10_000)).minimum
-        if keep == len(columns) - optional or narrowest <= out.width:
-            break
+    while keep > len(columns) - optional and sum(widths[:keep]) + 2 * (keep - 1) > out.width:
         keep -= 1
+    table = Table(box=None, pad_edge=False)
+    for col, width in zip(columns[:keep], widths):
+        table.add_column(col.header, no_wrap=col.whole, overflow="fold", min_width=width)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row[:keep]))  # as written, not markup
     out.print(table)
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from cd4ml.cli.common import HELP_MARKUP, Json, Project, Sets, Since, Until, emit_json, out
+from cd4ml.cli.common import (HELP_MARKUP, Col, Json, Project, Sets, Since, Until, emit_json,
+                              out, print_table)
 
 __all__ = ["register", "log_app"]
 
@@ -45,14 +45,13 @@ def log_status(project: Project = Path("."), set_: Sets = None, json_: Json = Fa
     if json_:
         emit_json(st)
         return
-    t = Table(title=f"prediction log {d}")
-    for c in ("segment", "requests", "predictions", "feedback", "MB", "first", "last"):
-        t.add_column(c)
-    for sg in st["segments"]:
-        t.add_row(sg["segment"], str(sg["requests"]), str(sg["predictions"]),
+    print_table([Col("segment", whole=True), Col("requests", whole=True),
+                 Col("predictions", whole=True), Col("feedback", whole=True),
+                 Col("MB", whole=True), Col("first", whole=True), Col("last", whole=True)],
+                [[sg["segment"], str(sg["requests"]), str(sg["predictions"]),
                   str(sg["feedback"]), f"{sg['bytes'] / 1e6:.2f}", _utc(sg["first"]),
-                  _utc(sg["last"]))
-    out.print(t)
+                  _utc(sg["last"])] for sg in st["segments"]], optional=4)
+    out.print(f"in {d}", markup=False, soft_wrap=True)  # a path: never cut
     for sg in st["segments"]:
         if sg["format"] not in (None, *READ_FORMATS):  # None: no table in it yet
             out.print(f"[yellow]{sg['segment']} is in log format {sg['format']}[/]: this "
@@ -91,21 +90,24 @@ def log_query(project: Project = Path("."), set_: Sets = None, since: Since = No
         emit_json(recs)
         return
     events = any(r["event_ts"] is not None for r in recs)  # X-Event-Time: its column
-    t = Table(title=f"{len(recs)} request(s), newest first")
-    for c in ("time (UTC)", *(("event time (UTC)",) if events else ()), "request id",
-              "version", "endpoint", "rows", "ms", "inputs", "predictions"):
-        t.add_column(c)
+    out.print(f"{len(recs)} request(s), newest first")
+    cols = [Col("time (UTC)", whole=True), *([Col("event time (UTC)", whole=True)]
+                                             if events else []),
+            Col("request id", whole=True), Col("version", whole=True), Col("predictions"),
+            Col("endpoint", whole=True), Col("rows", whole=True), Col("ms", whole=True),
+            Col("inputs")]
+    rows = []
     for r in recs:
         ins = json.dumps(r["inputs"])
         outs = ", ".join(f"{v:,.1f}" if not isinstance(v, list) else  # several per row
                          "(" + ", ".join(f"{x:.3g}" for x in v) + ")"
                          for v in r["outputs"][:3])
-        ev = (("" if r["event_ts"] is None else _utc(r["event_ts"]),) if events else ())
-        t.add_row(_utc(r["ts"]), *ev,
-                  r["request_id"], str(r["version"]), r["endpoint"], str(r["n_rows"]),
-                  f"{r['latency_ms']:.2f}", ins[:60] + ("…" if len(ins) > 60 else ""),
-                  outs + ("…" if len(r["outputs"]) > 3 else ""))
-    out.print(t)
+        ev = (["" if r["event_ts"] is None else _utc(r["event_ts"])] if events else [])
+        rows.append([_utc(r["ts"]), *ev, r["request_id"], str(r["version"]),
+                     outs + (" …" if len(r["outputs"]) > 3 else ""), r["endpoint"],
+                     str(r["n_rows"]), f"{r['latency_ms']:.2f}",
+                     ins[:60] + (" …" if len(ins) > 60 else "")])
+    print_table(cols, rows, optional=4)  # --json has every field
 
 
 @log_app.command("export")
