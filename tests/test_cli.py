@@ -214,6 +214,11 @@ def test_the_prediction_log_reads_in_80_columns(trained_project: Path,
     try:
         ids = [httpx.post(f"{url}/predict", json={"store": 1, "dept": d, "date": "2012-11-02"},
                           timeout=10).headers["x-request-id"] for d in (1, 3)]
+        port = url.rsplit(":", 1)[1]  # a second server on the same port: one line
+        taken = _run(proj, "serve", "--port", port)
+        assert taken.returncode == 1 and taken.stdout == ""
+        assert taken.stderr == (f"error: serving.port = {port}: 127.0.0.1:{port} is in use by "
+                                f"another process; choose another --port (or --host)\n")
     finally:
         stop_server(proc)
     status = _run(proj, "log", "status", COLUMNS="80")

@@ -40,10 +40,12 @@ def serve(project: Project = Path("."), set_: Sets = None,
     from cd4ml.cli.rollout import start_controller
     from cd4ml.config import load_config
     from cd4ml.rollout.admin_api import admin_token_from_env
+    from cd4ml.serving.server import check_port
     from cd4ml.serving.server import serve as _serve
 
     admin_token_from_env()  # an empty CD4ML_ADMIN_TOKEN: refused now, in one line
     cfg, _ = load_config(project.resolve(), set_)
+    check_port(host or cfg.serving.host, port or cfg.serving.port)  # before any helper
     url = _server_url(host or cfg.serving.host, port or cfg.serving.port)
     # each worker's factory reads where the project is (uvicorn passes no args)
     os.environ[_UI_ENV] = json.dumps({"project_dir": str(project.resolve()),

@@ -9,6 +9,7 @@ through a multiprocess folder made here and removed at the end.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from cd4ml.errors import ConfigError
 from cd4ml.serving.app import create_app
 from cd4ml.serving.guard import feedback_token_from_env
 from cd4ml.serving.hotswap import ModelHolder
@@ -110,6 +112,24 @@ def app_from_env() -> Any:
 FACTORY = "cd4ml.serving.server:app_from_env"
 
 
+def check_port(host: str, port: int) -> None:
+    """A ConfigError (one line) when ``host:port`` cannot be listened on: another process
+    holds it, or the address is not this machine's. Bound the way uvicorn binds
+    (``SO_REUSEADDR``), so a port a stopped server left in TIME_WAIT counts as free."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = ("is in use by another process" if exc.errno == errno.EADDRINUSE
+                   else f"cannot be listened on ({exc.strerror})")
+            raise ConfigError(f"{host}:{port} {why}; choose another --port (or --host)",
+                              key="serving.port", value=port) from None
+
+
 def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
           port: int | None = None, host: str | None = None, workers: int | None = None,
           factory: str = FACTORY) -> None:
@@ -131,6 +151,7 @@ def serve(project_dir: str | Path = ".", *, overrides: list[str] | None = None,
     feedback_token_from_env()  # an empty CD4ML_FEEDBACK_TOKEN: refused now, in one line
     with open_stores(cfg.store, root) as stores:  # fail now, in one line, if nothing serves
         stores.metadata.resolve(cfg.models.name, cfg.serving.alias)
+    check_port(host or cfg.serving.host, port or cfg.serving.port)
     n = workers or cfg.serving.workers
     os.environ[_ENV] = json.dumps({"project_dir": str(root), "overrides": list(overrides or []),
                                    "workers": n})
