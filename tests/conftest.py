@@ -98,6 +98,22 @@ FAST = ["models.candidates.0.params.n_estimators=60",
         "models.candidates.1.params.n_estimators=5"]
 
 
+def cli_in_process(capture: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                   *args: str) -> tuple[int, str, str]:
+    """``cd4ml ARGS`` in this process, through ``cd4ml.cli.main``: (exit code, stdout,
+    stderr), as ``capture`` (capsys, or capfd: at the file descriptors) read them."""
+    from cd4ml.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["cd4ml", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    got = capture.readouterr()
+    return code, got.out, got.err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FAST, _free_port
+from conftest import FAST, _free_port, cli_in_process
 
 import cd4ml
-from cd4ml.cli import app, main
+from cd4ml.cli import app
 
 MODEL = "walmart-weekly-sales"
 #: what every command that reads a project takes
@@ -69,14 +69,7 @@ def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         *args: str) -> tuple[int, str, str]:
     """``cd4ml ARGS`` in this process: (exit code, stdout, stderr), both read at the file
     descriptors (what a library wrote there too)."""
-    monkeypatch.setattr(sys, "argv", ["cd4ml", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    got = capfd.readouterr()
-    return code, got.out, got.err
+    return cli_in_process(capfd, monkeypatch, *args)
 
 
 def one_document(capfd: Any, monkeypatch: Any, *args: str) -> Any:

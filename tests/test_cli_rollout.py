@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import cli_in_process
 from tabular_projects import wine_rollout_project
-
-from cd4ml.cli import main
 
 NAME = "wine"
 
@@ -28,14 +27,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, proj: Path,
         *args: str) -> tuple[int, str, str]:
     """Run ``cd4ml ARGS -p PROJ`` in process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["cd4ml", *args, "-p", str(proj)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    got = capsys.readouterr()
-    return code, got.out, got.err
+    return cli_in_process(capsys, monkeypatch, *args, "-p", str(proj))
 
 
 def status(capsys: Any, monkeypatch: Any, proj: Path) -> dict[str, Any]:

@@ -87,7 +87,9 @@ def diff(ctx: typer.Context, a: str, b: str, project: DiffProject = None, set_: 
     json_ = json_ or given.get("json", False)
     with project_stores(project, sets) as (_, stores):
         ra, rb = stores.metadata.get_run(a), stores.metadata.get_run(b)
-    params = _flat_diff(ra.get("params") or {}, rb.get("params") or {})
+    from cd4ml.store.params import flat_diff  # cd4ml.store imports SQLAlchemy
+
+    params = flat_diff(ra.get("params") or {}, rb.get("params") or {})
     ma, mb = ra.get("metrics") or {}, rb.get("metrics") or {}
     metrics = {k: (ma.get(k), mb.get(k)) for k in sorted(set(ma) | set(mb))
                if ma.get(k) != mb.get(k)}
@@ -106,26 +108,6 @@ def diff(ctx: typer.Context, a: str, b: str, project: DiffProject = None, set_: 
             isinstance(y, float) and x else ""
         t.add_row(k, fmt(x), fmt(y), ch)
     out.print(t if metrics else "metrics: no change")
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        res: dict[str, Any] = {}
-        for k, v in d.items():
-            res.update(_flat(v, f"{prefix}{k}."))
-        return res
-    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
-        res = {}
-        for i, v in enumerate(d):
-            res.update(_flat(v, f"{prefix}{i}."))
-        return res
-    return {prefix[:-1]: d}
-
-
-def _flat_diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    fa, fb = _flat(a), _flat(b)
-    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k)}
 
 
 def register(app: typer.Typer) -> None:

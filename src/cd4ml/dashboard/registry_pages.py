@@ -18,28 +18,10 @@ from typing import Any
 
 from cd4ml.dashboard.charts import WIDE, Series, bar_chart, line_chart
 from cd4ml.dashboard.html import Links, Raw, badge, compact_json, esc, fmt, section, table, when
+from cd4ml.store.params import flat
 
 __all__ = ["runs_page", "run_page", "compare_page", "models_page", "version_page",
-           "audit_page", "flat"]
-
-
-def flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested params as dotted keys (lists of dicts by index), as ``cd4ml runs diff``.
-
-    >>> flat({"a": {"b": 1}, "c": [{"d": 2}], "e": [1, 2]})
-    {'a.b': 1, 'c.0.d': 2, 'e': [1, 2]}
-    """
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}."))
-        return out
-    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
-        out = {}
-        for i, v in enumerate(d):
-            out.update(flat(v, f"{prefix}{i}."))
-        return out
-    return {prefix[:-1]: d}
+           "audit_page"]
 
 
 def _gate_badge(gate: dict[str, Any] | None, kind: str = "candidate") -> Raw:
