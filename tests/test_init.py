@@ -226,6 +226,10 @@ def test_bad_input_is_refused_in_one_line(tmp_path: Path, wine_csv: Path) -> Non
     assert "target 'kind' of constant.csv is constant (every present value is 3)" in line
     line = refused(d, "--data", wine_csv, "--target", "notes")
     assert "target 'notes' of wine.csv has no values: all 178 rows are missing" in line
+    df.assign(target=df.target.where(df.index % 50 != 3)).to_csv(tmp_path / "gaps.csv",
+                                                                 index=False)
+    line = refused(d, "--data", tmp_path / "gaps.csv", "--target", "target")
+    assert "target 'target' of gaps.csv is missing in 4 of 178 rows (first at row 3)" in line
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n4,5,6\n")
     line = refused(d, "--data", tmp_path / "dup.csv", "--target", "b")
     assert "column name 'a' appears twice in dup.csv (columns 1 and 3)" in line

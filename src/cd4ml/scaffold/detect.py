@@ -102,6 +102,11 @@ def check_target(df: pd.DataFrame, target: str, file: str) -> pd.Series:
     if y.empty:
         raise DataError(f"target {target!r} of {file} has no values: all {len(df):,} rows "
                         f"are missing; choose another --target")
+    if len(y) < len(df):  # cd4ml run refuses them too: a label on every row
+        first = int(np.flatnonzero(df[target].isna().to_numpy())[0])
+        raise DataError(f"target {target!r} of {file} is missing in {len(df) - len(y):,} of "
+                        f"{len(df):,} rows (first at row {first}); a run needs a target on "
+                        f"every row: drop those rows or fill them")
     if y.nunique() == 1:
         raise DataError(f"target {target!r} of {file} is constant (every present value is "
                         f"{_label(y.iloc[0])!r}): there is nothing to learn; choose another --target")
