@@ -239,6 +239,9 @@ def test_bad_input_is_refused_in_one_line(tmp_path: Path, wine_csv: Path) -> Non
     line = refused(d, "--data", tmp_path / "nested.parquet", "--target", "target")
     assert "column 'tags' of nested.parquet holds ndarray values ([1 2]); a column holds " \
            "numbers, text, true/false or dates" in line
+    line = refused(d, "--data", wine_csv, "--target", "target", "--series", "ash")
+    assert "--series = 'ash': series keys go with a time column, and wine.csv has no date" \
+        in line
     line = refused(d, "--data", wine_csv, code=2)  # no --target, and nobody to ask
     assert "--target is required" in line and "columns: alcohol, malic_acid" in line
     assert not d.exists()

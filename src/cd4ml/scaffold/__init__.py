@@ -145,6 +145,10 @@ def plan_project(root: str | Path, data: str | Path, *, target: str, task: str =
                           f"e.g. 2012-10-26)", key="--time", value=time)
     if time is None:
         time = next((d for d in dates if d != target), None)
+    if series is not None and time is None:
+        raise ConfigError(f"series keys go with a time column, and {file} has no date "
+                          f"column (ISO 8601 dates, e.g. 2012-10-26)", key="--series",
+                          value=",".join(series))
     forecastable = None
     if time is not None:
         keys = series if series is not None else find_series(df, time, target=target)
