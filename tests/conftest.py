@@ -93,6 +93,15 @@ def heavy_imports_of_a_run(proj: Path, sets: list[str],
     return bool(up_to_date), list(heavy)
 
 
+def modules_after(statement: str) -> set[str]:
+    """In a fresh interpreter, ``statement`` (e.g. ``import cd4ml.cli``): the names of
+    every module then imported."""
+    code = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 # fast settings for the sample: small models, same recipe shape
 FAST = ["models.candidates.0.params.n_estimators=60",
         "models.candidates.1.params.n_estimators=5"]
