@@ -26,11 +26,11 @@ from adapter_data import BY_TASK, Dataset, acs, one_blas_thread, walmart, wine  
 from cd4ml.config import ModelSpec
 from cd4ml.errors import ModelError
 from cd4ml.registry.blend import BlendPredictor
-from cd4ml.registry.predictors import (PREDICTORS, SKOPS_TYPES, ConstantPredictor,
+from cd4ml.registry.predictors import (PREDICTORS, SKOPS_TYPES, STEP_TYPES, ConstantPredictor,
                                        LightGBMClassifierPredictor, LightGBMPredictor,
                                        Predictor, SeasonalNaivePredictor, SeriesMeanPredictor,
                                        SklearnClassifierPredictor, SklearnPredictor,
-                                       load_predictor)
+                                       declared_types, load_predictor)
 from cd4ml.training.adapters import ADAPTERS
 from cd4ml.training.fit import fit_model
 
@@ -158,13 +158,18 @@ def test_skops_types_are_exactly_the_declared_ones(fitted: Callable, model_type:
         return
     assert est in SKOPS_TYPES
     found = sio.get_untrusted_types(data=files["model.skops"])
-    assert sorted(found) == sorted(SKOPS_TYPES[est]), (
-        f"{est}: skops reports {sorted(found)}, SKOPS_TYPES declares {SKOPS_TYPES[est]}")
+    declared = ADAPTERS[model_type].skops_types(task)  # the estimator's and its steps'
+    assert sorted(found) == sorted(declared), (
+        f"{est}: skops reports {sorted(found)}, the adapter declares {declared}")
+    loaded = sio.loads(files["model.skops"], trusted=list(declared))
+    assert declared_types(loaded) == set(declared)  # what the loader allows this model
 
 
 def test_no_allow_listed_estimator_is_unused() -> None:
     named = {a.task_fit(t).estimator for a in ADAPTERS.values() for t in a.tasks}
     assert set(SKOPS_TYPES) == named - {None}
+    steps = {s for a in ADAPTERS.values() for t in a.tasks for s in a.task_fit(t).steps}
+    assert set(STEP_TYPES) == steps
 
 
 @pytest.mark.parametrize(("model_type", "task", "ds"), CASES, ids=IDS)

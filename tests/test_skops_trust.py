@@ -23,8 +23,8 @@ import pytest
 
 from cd4ml.config import ModelSpec
 from cd4ml.errors import ModelError
-from cd4ml.registry.predictors import (SKOPS_TYPES, SklearnPredictor, estimator_class,
-                                       load_predictor, skops_allowed_types)
+from cd4ml.registry.predictors import (SKOPS_TYPES, STEP_TYPES, SklearnPredictor,
+                                       estimator_class, load_predictor, skops_allowed_types)
 from cd4ml.training.adapters import ADAPTERS
 from cd4ml.training.fit import fit_model
 
@@ -96,9 +96,22 @@ def test_every_allow_listed_estimator_is_an_adapters_and_no_adapter_lacks_one() 
 
 
 def test_the_allow_list_is_the_union_of_the_estimators_lists() -> None:
-    union = {t for types in SKOPS_TYPES.values() for t in types}
+    union = {t for types in (*SKOPS_TYPES.values(), *STEP_TYPES.values()) for t in types}
     assert skops_allowed_types() == sorted(union)
     assert not any(t.startswith("builtins.") for t in union)
+
+
+def test_a_steps_type_is_allowed_only_where_that_step_is() -> None:
+    """numpy.dtype is declared by the imputer of a forecast's linear model: a linear
+    model without one (regression) carrying a dtype is refused, and the forecast's own
+    model, which holds one, loads."""
+    p = _fitted("linear_regression", "regression")  # no imputer
+    p.estimator[-1].planted_ = np.dtype("float64")
+    with pytest.raises(ModelError, match=r"LinearRegression holds type\(s\) "
+                                         r"\['numpy.dtype'\]"):
+        load_predictor(p.to_files(), p.meta())
+    f = _fitted("linear_regression")  # forecast: its imputer's dtype is declared
+    assert load_predictor(f.to_files(), f.meta()) is not None
 
 
 def test_a_file_that_would_run_eval_is_refused_before_it_runs(tmp_path: Path) -> None:

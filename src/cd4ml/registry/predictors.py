@@ -26,7 +26,8 @@ from cd4ml.registry.predictor_base import Predictor, file_of, import_extra, meta
 __all__ = ["Predictor", "LightGBMPredictor", "LightGBMClassifierPredictor",
            "SklearnPredictor", "SklearnClassifierPredictor", "ConstantPredictor",
            "SeriesBaselinePredictor", "SeasonalNaivePredictor", "SeriesMeanPredictor",
-           "SKOPS_TYPES", "skops_allowed_types", "estimator_class", "estimator_path",
+           "SKOPS_TYPES", "STEP_TYPES", "skops_allowed_types", "declared_types",
+           "estimator_class", "estimator_path",
            "load_predictor", "PREDICTORS"]
 
 
@@ -149,13 +150,35 @@ SKOPS_TYPES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: What a preprocessing step of a Pipeline adds to its estimator's list, per step class:
+#: the imputer keeps the dtype it was fitted on (forecast features of a linear model).
+STEP_TYPES: dict[str, tuple[str, ...]] = {
+    "sklearn.impute.SimpleImputer": ("numpy.dtype",),
+}
+
+
 def skops_allowed_types() -> list[str]:
     """The types any skops file may hold beyond skops' defaults: the lists' union.
 
     >>> skops_allowed_types()
-    ['sklearn.tree._tree.Tree']
+    ['numpy.dtype', 'sklearn.tree._tree.Tree']
     """
-    return sorted({t for types in SKOPS_TYPES.values() for t in types})
+    return sorted({t for types in (*SKOPS_TYPES.values(), *STEP_TYPES.values())
+                   for t in types})
+
+
+def declared_types(est: Any) -> set[str]:
+    """What a loaded model may hold: its estimator's list and each of its steps' (any
+    estimator nested in it, e.g. an imputer in a Pipeline of a ColumnTransformer)."""
+    path = estimator_path(est)
+    out = set(SKOPS_TYPES.get(path or "", ()))
+    nested = [est, *est.get_params(deep=True).values()] if hasattr(est, "get_params") \
+        else [est]
+    for step, types in STEP_TYPES.items():
+        cls = estimator_class(step)
+        if any(type(v) is cls for v in nested):
+            out.update(types)
+    return out
 
 
 def estimator_class(path: str) -> type:
@@ -249,10 +272,11 @@ def _load_skops(data: bytes) -> Any:
         kind = f"{type(est).__module__}.{type(est).__qualname__}"
         raise ModelError(f"model.skops holds a {kind}, not one of the known estimators "
                          f"{sorted(SKOPS_TYPES)} (SKOPS_TYPES in cd4ml.registry.predictors)")
-    extra = sorted(set(found) - set(SKOPS_TYPES[path]))
+    declared = declared_types(est)
+    extra = sorted(set(found) - declared)
     if extra:
-        raise ModelError(f"model.skops: a {path} holds type(s) {extra} its list "
-                         f"{list(SKOPS_TYPES[path])} does not declare")
+        raise ModelError(f"model.skops: a {path} holds type(s) {extra} its lists "
+                         f"{sorted(declared)} (SKOPS_TYPES, STEP_TYPES) do not declare")
     return est
 
 

@@ -16,7 +16,7 @@ __all__ = ["render_files"]
 
 #: per task: (candidates, baseline, metric)
 _MODELS = {
-    "forecast": (["lightgbm", "decision_tree"], "seasonal_naive", "mae"),
+    "forecast": (["lightgbm", "linear_regression"], "seasonal_naive", "mae"),
     "classification": (["lightgbm", "logistic_regression"], "prior", "roc_auc"),
     "regression": (["lightgbm", "linear_regression"], "mean", "rmse"),
 }

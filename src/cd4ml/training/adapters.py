@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cd4ml.errors import ConfigError
-from cd4ml.registry.predictors import (SKOPS_TYPES, ConstantPredictor,
+from cd4ml.registry.predictors import (SKOPS_TYPES, STEP_TYPES, ConstantPredictor,
                                        LightGBMClassifierPredictor, LightGBMPredictor,
                                        Predictor, SeasonalNaivePredictor,
                                        SeriesMeanPredictor, SklearnClassifierPredictor,
@@ -55,6 +55,8 @@ class TaskFit:
     predictor: type[Predictor]  #: predicts, saves (``to_files``), loads (``from_files``)
     defaults: Defaults = _fixed({})  #: n_classes (classification; else None) -> params
     estimator: str | None = None  #: scikit-learn class saved with skops: a SKOPS_TYPES key
+    #: preprocessing steps of its Pipeline that add types of their own: STEP_TYPES keys
+    steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +86,11 @@ class ModelAdapter:
 
     def skops_types(self, task: str) -> tuple[str, ...]:
         """The exact types beyond skops' defaults this adapter's saved file holds."""
-        est = self.by_task[task].estimator
-        return SKOPS_TYPES[est] if est is not None else ()
+        fit = self.by_task[task]
+        if fit.estimator is None:
+            return ()
+        return tuple(sorted({*SKOPS_TYPES[fit.estimator],
+                             *(t for step in fit.steps for t in STEP_TYPES[step])}))
 
 
 #: the environment variable that sets the threads of each fit (default 2: both cores)
@@ -157,7 +162,11 @@ _ALL: list[ModelAdapter] = [
     ModelAdapter("linear_regression", {
         "regression": _sk("sklearn.linear_model.LinearRegression", {}, classifier=False,
                           fit=learners.fit_linear),
-    }, doc="one-hot of the categorical codes, scaled numeric inputs, then the model"),
+        "forecast": TaskFit(learners.fit_linear_forecast, SklearnPredictor, _fixed({}),
+                            "sklearn.linear_model.LinearRegression",
+                            steps=("sklearn.impute.SimpleImputer",)),
+    }, doc="one-hot of the categorical codes, scaled numeric inputs (forecasts: a missing "
+           "one is the training median, with a 0/1 column saying so), then the model"),
     ModelAdapter("prior", {"classification": TaskFit(baselines.fit_prior, ConstantPredictor)},
                  baseline=True, doc="the training rows' class shares, for every row"),
     ModelAdapter("majority", {"classification": TaskFit(baselines.fit_majority,

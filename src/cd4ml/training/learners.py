@@ -19,7 +19,7 @@ from cd4ml.registry.predictor_base import import_extra
 from cd4ml.training.fitdata import FitData
 
 __all__ = ["fit_lightgbm", "fit_lightgbm_classifier", "fit_sklearn", "fit_sklearn_classifier",
-           "fit_linear", "fit_linear_classifier"]
+           "fit_linear", "fit_linear_forecast", "fit_linear_classifier"]
 
 _LGB_FIXED = {"deterministic": True, "force_row_wise": True, "verbose": -1}
 
@@ -102,9 +102,12 @@ def fit_sklearn_classifier(d: FitData) -> Predictor:
     return SklearnClassifierPredictor(_fit_plain(d), **d.predictor_args())
 
 
-def _linear_pipeline(d: FitData) -> Any:
+def _linear_pipeline(d: FitData, *, impute: bool = False) -> Any:
     """One-hot of the categorical codes (all n codes declared, so the columns do not depend
-    on which codes the training rows hold), scaled numeric inputs, then the estimator."""
+    on which codes the training rows hold), scaled numeric inputs, then the estimator.
+
+    ``impute``: a missing numeric input is the training median, with a 0/1 column saying
+    it was missing (forecast features are missing where a series' history is short)."""
     compose = import_extra("sklearn.compose", "scikit-learn models")
     pipeline = import_extra("sklearn.pipeline", "scikit-learn models")
     prep = import_extra("sklearn.preprocessing", "scikit-learn models")
@@ -121,7 +124,13 @@ def _linear_pipeline(d: FitData) -> Any:
         categories = [np.arange(cats[names[i]], dtype=np.float64) for i in cat_idx]
         parts.append(("onehot", prep.OneHotEncoder(categories=categories,
                                                    sparse_output=False), cat_idx))
-    if num_idx:
+    if num_idx and impute:
+        impute_mod = import_extra("sklearn.impute", "scikit-learn models")
+        parts.append(("scale", pipeline.Pipeline([
+            ("impute", impute_mod.SimpleImputer(strategy="median", add_indicator=True,
+                                                keep_empty_features=True)),
+            ("scale", prep.StandardScaler())]), num_idx))
+    elif num_idx:
         parts.append(("scale", prep.StandardScaler(), num_idx))
     return pipeline.Pipeline([("prep", compose.ColumnTransformer(parts)),
                               ("model", cls(**kw))])
@@ -134,6 +143,14 @@ def fit_linear(d: FitData) -> Predictor:
     float32, and a classifier's probabilities then sum to 1 only within 1e-7).
     """
     est = _sk_fit(d, _linear_pipeline(d), np.float64, model__sample_weight=d.w)
+    return SklearnPredictor(est, **d.predictor_args())
+
+
+def fit_linear_forecast(d: FitData) -> Predictor:
+    """Linear regression on forecast features: a missing value imputed (with an
+    indicator), then as :func:`fit_linear`."""
+    est = _sk_fit(d, _linear_pipeline(d, impute=True), np.float64,
+                  model__sample_weight=d.w)
     return SklearnPredictor(est, **d.predictor_args())
 
 
