@@ -222,6 +222,9 @@ def test_bad_input_is_refused_in_one_line(tmp_path: Path, wine_csv: Path) -> Non
     line = refused(d, "--data", wine_csv, "--target", "quality")
     assert "--target = 'quality': not a column of wine.csv; columns: alcohol" in line
     df = pd.read_csv(wine_csv)
+    df.to_csv(tmp_path / "semicolons.csv", sep=";", index=False)
+    line = refused(d, "--data", tmp_path / "semicolons.csv", "--target", "target")
+    assert "(one column whose name holds ';': cd4ml reads comma-separated files" in line
     df.assign(kind=3).to_csv(tmp_path / "constant.csv", index=False)
     line = refused(d, "--data", tmp_path / "constant.csv", "--target", "kind")
     assert "target 'kind' of constant.csv is constant (every present value is 3)" in line

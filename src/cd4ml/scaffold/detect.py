@@ -96,8 +96,13 @@ def find_series(df: pd.DataFrame, time: str, *, target: str,
 def check_target(df: pd.DataFrame, target: str, file: str) -> pd.Series:
     """The target's present values; a one-line error when it is missing, empty or constant."""
     if target not in df.columns:
+        sep = next((c for c in (";", "\t", "|") if len(df.columns) == 1
+                    and c in str(df.columns[0])), None)
+        hint = (f" (one column whose name holds {sep!r}: cd4ml reads comma-separated "
+                f"files; save it with commas)" if sep else "")
         raise ConfigError(f"not a column of {file}; columns: "
-                          f"{', '.join(map(str, df.columns))}", key="--target", value=target)
+                          f"{', '.join(map(str, df.columns))}{hint}", key="--target",
+                          value=target)
     y = df[target].dropna()
     if y.empty:
         raise DataError(f"target {target!r} of {file} has no values: all {len(df):,} rows "
