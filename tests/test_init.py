@@ -251,6 +251,22 @@ def test_bad_input_is_refused_in_one_line(tmp_path: Path, wine_csv: Path) -> Non
     assert not d.exists()
 
 
+def test_a_folder_that_cannot_be_the_project_is_refused(tmp_path: Path,
+                                                        wine_csv: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    line = refused(tmp_path / "afile", "--data", wine_csv, "--target", "target",
+                   existing=True)
+    assert "DIR = " in line and "afile" in line and "is a file, not a folder" in line
+    # a write that fails half-way (here: the schema file's name, the data file's stem +
+    # ".yaml", is one character too long for the file system) leaves nothing behind
+    long = tmp_path / ("w" * 251 + ".csv")
+    long.write_bytes(wine_csv.read_bytes())
+    d = tmp_path / "p"
+    line = refused(d, "--data", long, "--target", "target")
+    assert "cannot write" in line and "nothing was written" in line
+    assert not d.exists()
+
+
 def test_an_existing_project_is_never_overwritten(tmp_path: Path, wine_csv: Path) -> None:
     d = tmp_path / "p"
     d.mkdir()

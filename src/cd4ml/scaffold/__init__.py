@@ -180,6 +180,9 @@ def plan_project(root: str | Path, data: str | Path, *, target: str, task: str =
 
 
 def _refuse_existing(root: Path) -> None:
+    if root.exists() and not root.is_dir():
+        raise ConfigError("is a file, not a folder: the project folder to create",
+                          key="DIR", value=str(root))
     for name in ("cd4ml.yaml", "schema"):
         if (root / name).exists():
             raise ConfigError(f"{root / name} already exists: cd4ml init never overwrites a "
@@ -328,7 +331,18 @@ def write_project(plan: Plan) -> list[Path]:
         if p.exists():
             raise ConfigError(f"{p} already exists: cd4ml init never overwrites a file",
                               key="DIR", value=str(plan.root))
-    for p, text in zip(paths, plan.files.values()):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text, encoding="utf-8")
+    made: list[Path] = []  # folders and files this call created, undone on a failure
+    try:
+        for p, text in zip(paths, plan.files.values()):
+            for folder in reversed([p.parent, *p.parent.parents]):
+                if not folder.exists():
+                    folder.mkdir()
+                    made.append(folder)
+            p.write_text(text, encoding="utf-8")
+            made.append(p)
+    except OSError as exc:
+        for m in reversed(made):
+            m.unlink() if m.is_file() else m.rmdir()
+        raise ConfigError(f"cannot write {exc.filename or plan.root}: {exc.strerror}; "
+                          f"nothing was written", key="DIR", value=str(plan.root)) from None
     return paths
