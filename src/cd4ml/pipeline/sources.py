@@ -81,7 +81,7 @@ def leakage_stage(cfg: ProjectConfig, func: str, inputs: tuple[str, ...]) -> Sta
                  params={"task": cfg.task,
                          "leakage": cfg.evaluation.leakage.model_dump(mode="json"),
                          "seed": cfg.models.seed},
-                 libraries=("pandas", "numpy", "pyarrow", "scikit-learn"))
+                 libraries=(*DATA_LIBS, "scikit-learn"))
 
 
 def reference_stage(cfg: ProjectConfig, data_inputs: tuple[str, ...]) -> Stage:

@@ -119,15 +119,16 @@ def _untypeable(df: pd.DataFrame) -> dict[str, str]:
 
 def plan_project(root: str | Path, data: str | Path, *, target: str, task: str = "auto",
                  time: str | None = None, series: list[str] | None = None,
-                 id_column: str | None = None) -> Plan:
-    """Decide everything ``cd4ml init`` writes for ``data`` in ``root`` (nothing written)."""
+                 id_column: str | None = None, frame: pd.DataFrame | None = None) -> Plan:
+    """Decide everything ``cd4ml init`` writes for ``data`` in ``root`` (nothing written).
+    ``frame``: the file as :func:`read_data` gave it, when the caller read it already."""
     from cd4ml.scaffold.render import render_files
 
     root, data = Path(root), Path(data)
     if task not in TASKS:
         raise ConfigError(f"choose one of {', '.join(TASKS)}", key="--task", value=task)
     _refuse_existing(root)
-    raw = read_data(data)
+    raw = read_data(data) if frame is None else frame
     file = data.name
     y = check_target(raw, target, file)
     df, dates = parse_time_columns(raw)
@@ -137,9 +138,6 @@ def plan_project(root: str | Path, data: str | Path, *, target: str, task: str =
             if c not in df.columns:
                 raise ConfigError(f"not a column of {file}; columns: "
                                   f"{', '.join(map(str, df.columns))}", key=opt, value=c)
-    plan = Plan(root=root, data=data, source=_source_name(data), task="", target=target,
-                project=_project_name(root))
-    add = plan.decisions.append
     if time is not None and time not in dates:
         raise ConfigError(f"column {time!r} of {file} is not a date column (ISO 8601 dates, "
                           f"e.g. 2012-10-26)", key="--time", value=time)
@@ -162,7 +160,9 @@ def plan_project(root: str | Path, data: str | Path, *, target: str, task: str =
     else:
         keys = None
     choice = choose_task(y, target, asked=task, forecastable=forecastable)
-    plan.task = choice.task
+    plan = Plan(root=root, data=data, source=_source_name(data), task=choice.task,
+                target=target, project=_project_name(root))
+    add = plan.decisions.append
     add(Decision("task", choice.task, choice.why))
     untypeable = _untypeable(raw)
     for col, why in untypeable.items():

@@ -76,14 +76,13 @@ def _key_like(s: pd.Series) -> bool:
     return column_type(s) in ("int", "string", "bool") and not s.isna().any()
 
 
-def find_series(df: pd.DataFrame, time: str, *, target: str,
-                exclude: tuple[str, ...] = ()) -> list[str] | None:
+def find_series(df: pd.DataFrame, time: str, *, target: str) -> list[str] | None:
     """The fewest key-like columns that with ``time`` identify each row, or None when no
     combination of up to 3 does; ``[]`` when ``time`` alone is unique (one series)."""
     if not df.duplicated(subset=[time]).any():
         return []
     n = len(df)
-    cands = [c for c in df.columns if c not in (time, target, *exclude)
+    cands = [c for c in df.columns if c not in (time, target)
              and _key_like(df[c]) and df[c].nunique() <= max(1, _MAX_KEY_SHARE * n)]
     cands.sort(key=lambda c: df[c].nunique())
     for k in (1, 2, 3):
@@ -114,7 +113,8 @@ def check_target(df: pd.DataFrame, target: str, file: str) -> pd.Series:
                         f"every row: drop those rows or fill them")
     if y.nunique() == 1:
         raise DataError(f"target {target!r} of {file} is constant (every present value is "
-                        f"{_label(y.iloc[0])!r}): there is nothing to learn; choose another --target")
+                        f"{_label(y.iloc[0])!r}): there is nothing to learn; choose another "
+                        f"--target")
     return y
 
 

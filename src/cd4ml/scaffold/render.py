@@ -57,7 +57,7 @@ def _config(plan: Any, ctx: dict[str, Any]) -> str:
     out = [*_header(plan), f"project: {_v(plan.project)}", f"task: {plan.task}", ""]
     out += _data(plan, ctx)
     out += _forecast(ctx) if plan.task == "forecast" else _tabular(plan, ctx)
-    out += _models(plan, plan.project)
+    out += _models(plan)
     return "\n".join(out) + "\n"
 
 
@@ -73,7 +73,7 @@ def _data(plan: Any, ctx: dict[str, Any]) -> list[str]:
     else:
         if ctx["id"]:
             out.append(f"  id: {_v(ctx['id'])}                 # a row id: never an input")
-        if ctx["classes"] is not None and plan.task == "classification":
+        if ctx["classes"] is not None:  # classification only
             out.append(f"  classes: {_v(ctx['classes'])}")
     return [*out, ""]
 
@@ -134,9 +134,9 @@ def _forecast(ctx: dict[str, Any]) -> list[str]:
     return out
 
 
-def _models(plan: Any, project: str) -> list[str]:
+def _models(plan: Any) -> list[str]:
     cands, baseline, metric = _MODELS[plan.task]
-    out = ["models:", f"  name: {_v(project)}", "  seed: 0", "  candidates:"]
+    out = ["models:", f"  name: {_v(plan.project)}", "  seed: 0", "  candidates:"]
     out += [f"    - {{name: {c}, type: {c}}}" for c in cands]
     out += ["    # - {name: random_forest, type: random_forest}", "  baselines:",
             f"    - {{name: {baseline}, type: {baseline}}}   # the honest baseline to beat", "",

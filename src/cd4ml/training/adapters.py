@@ -128,10 +128,11 @@ def _lgb_classification(n_classes: int | None) -> dict[str, Any]:
 
 
 def _sk(estimator: str, defaults: Mapping[str, Any], *, classifier: bool,
-        fit: Callable[[FitData], Predictor] | None = None) -> TaskFit:
+        fit: Callable[[FitData], Predictor] | None = None,
+        steps: tuple[str, ...] = ()) -> TaskFit:
     pred = SklearnClassifierPredictor if classifier else SklearnPredictor
     fit = fit or (learners.fit_sklearn_classifier if classifier else learners.fit_sklearn)
-    return TaskFit(fit, pred, _fixed(defaults), estimator)
+    return TaskFit(fit, pred, _fixed(defaults), estimator, steps)
 
 
 _ALL: list[ModelAdapter] = [
@@ -162,9 +163,9 @@ _ALL: list[ModelAdapter] = [
     ModelAdapter("linear_regression", {
         "regression": _sk("sklearn.linear_model.LinearRegression", {}, classifier=False,
                           fit=learners.fit_linear),
-        "forecast": TaskFit(learners.fit_linear_forecast, SklearnPredictor, _fixed({}),
-                            "sklearn.linear_model.LinearRegression",
-                            steps=("sklearn.impute.SimpleImputer",)),
+        "forecast": _sk("sklearn.linear_model.LinearRegression", {}, classifier=False,
+                        fit=learners.fit_linear_forecast,
+                        steps=("sklearn.impute.SimpleImputer",)),
     }, doc="one-hot of the categorical codes, scaled numeric inputs (forecasts: a missing "
            "one is the training median, with a 0/1 column saying so), then the model"),
     ModelAdapter("prior", {"classification": TaskFit(baselines.fit_prior, ConstantPredictor)},
