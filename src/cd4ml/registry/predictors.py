@@ -139,7 +139,10 @@ class SklearnClassifierPredictor(SklearnPredictor):
 #: here, never read from the file being loaded. A model is saved as the estimator, or as
 #: a scikit-learn Pipeline (preprocessing) ending in it; the adapter in
 #: ``cd4ml.training.adapters`` names its estimator per task, and the contract suite
-#: checks each list equals ``skops.io.get_untrusted_types`` of a fitted model.
+#: checks each list equals ``skops.io.get_untrusted_types`` of a fitted model. The
+#: strings are the type names skops' public ``trusted=`` argument asks for (a fitted
+#: tree's ``sklearn.tree._tree.Tree`` among them); nothing here touches a private
+#: attribute.
 SKOPS_TYPES: dict[str, tuple[str, ...]] = {
     "sklearn.ensemble.RandomForestRegressor": ("sklearn.tree._tree.Tree",),
     "sklearn.ensemble.RandomForestClassifier": ("sklearn.tree._tree.Tree",),
