@@ -29,11 +29,9 @@ ROW = {"store": 1, "dept": 1, "date": "2012-11-02"}
 
 
 def _metrics(url: str) -> dict[tuple[str, frozenset], float]:
-    """The server's metrics (asked again while a request still holds a limited slot)."""
-    deadline = time.monotonic() + 10
-    while (r := httpx.get(f"{url}/metrics", timeout=10)).status_code == 503 and \
-            time.monotonic() < deadline:
-        time.sleep(0.1)
+    """The server's metrics (a probe: answered even while every slot is taken)."""
+    r = httpx.get(f"{url}/metrics", timeout=10)
+    assert r.status_code == 200, r.text
     text = r.text
     out = {}
     for fam in text_string_to_metric_families(text):
@@ -132,14 +130,17 @@ def test_concurrency_limit_timeout_and_big_bodies(trained_project: Path) -> None
     proc, url = start_server(trained_project, "--set", "serving.max_concurrency=1",
                              "--set", "serving.request_timeout_s=1.5")
     try:
-        # start_server's readiness polls may overlap on a busy machine (one times out on the
-        # client while the server still answers it): count from here
         before = _metrics(url)
         stalled = _partial_request(url)  # holds the only slot, waiting for its body
         time.sleep(0.3)
         busy = httpx.post(f"{url}/predict", json=ROW, timeout=10)
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
         assert "serving.max_concurrency" in busy.json()["detail"]
+        # the probes take no slot: a busy worker is not read as a dead one
+        for probe in ("/live", "/ready", "/health", "/ping", "/v2/health/live",
+                      "/v2/health/ready"):
+            assert httpx.get(f"{url}{probe}", timeout=10).status_code == 200, probe
+        assert _sum(_metrics(url), "cd4ml_http_requests_in_flight") == 1  # the stalled one
         reply = _read_response(stalled)  # the stalled one times out
         assert reply.startswith("HTTP/1.1 504") and "serving.request_timeout_s" in reply
         stalled.close()

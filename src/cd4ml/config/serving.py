@@ -124,7 +124,8 @@ class ServingConfig(_Strict):
     max_batch_rows: int = Field(10_000, ge=1)
     max_body_bytes: int = Field(10_000_000, ge=1024)
     max_concurrency: int = Field(256, ge=1, description=(
-        "requests in flight per worker; more get 503 with Retry-After"))
+        "requests in flight per worker; more get 503 with Retry-After (the health, "
+        "readiness and metrics probes take no slot)"))
     request_timeout_s: float = Field(30, gt=0, description="then 504")
     poll_interval_s: float = Field(2, ge=0, description=(
         "how often a server checks whether the alias moved (0: never; hot swap)"))

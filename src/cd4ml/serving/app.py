@@ -52,7 +52,7 @@ try:
 
     from cd4ml.serving.ops import METRICS, OpsMiddleware, metrics_text
     from cd4ml.serving.openapi import install_spec
-    from cd4ml.serving.routes import RouteTable, context_of, error_body
+    from cd4ml.serving.routes import PROBE, RouteTable, context_of, error_body
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("cd4ml serve", "serve", _exc.name or "fastapi") from _exc
 
@@ -370,17 +370,17 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
         return JSONResponse({key: False, "reason": why}, status_code=503,
                             headers={"retry-after": "1"})
 
-    @app.get("/live")
+    @app.get("/live", tags=[PROBE])
     async def live() -> dict[str, Any]:
         return {"live": True}
 
-    @app.get("/ready")
+    @app.get("/ready", tags=[PROBE])
     async def ready() -> JSONResponse:
         m = holder.current
         return ready_response({"ready": True, "model": m.name if m else None,
                                "version": m.version if m else None})
 
-    @app.get("/health")
+    @app.get("/health", tags=[PROBE])
     async def health() -> JSONResponse:
         m = holder.current
         info: dict[str, Any] = {"status": "ok", "pid": os.getpid(),
@@ -400,7 +400,7 @@ def create_app(holder: ModelHolder, *, settings: ServingConfig | None = None,
             return JSONResponse({**info, "status": why}, status_code=503)
         return JSONResponse(info)
 
-    @app.get("/metrics")
+    @app.get("/metrics", tags=[PROBE])
     async def metrics() -> Response:
         METRICS.ready.set(1 if rt.readiness()[0] else 0)
         if plog is not None:

@@ -23,6 +23,7 @@ from cd4ml.errors import RequestError, short_repr
 from cd4ml.serving.guard import MLFLOW
 from cd4ml.serving.jsonbody import json_answer, parse_json
 from cd4ml.serving.limits import read_checked
+from cd4ml.serving.routes import PROBE
 
 __all__ = ["mlflow_router", "records_from_json", "records_from_csv"]
 
@@ -169,7 +170,7 @@ def mlflow_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
     """Routes of the protocol; ``rt`` is the app's :class:`~cd4ml.serving.app.Runtime`."""
     r = APIRouter(tags=["mlflow"])  # the tag gives its errors MLflow's shape (routes.py)
 
-    @r.get("/ping")
+    @r.get("/ping", tags=[PROBE])
     async def ping() -> Response:
         ok, why = rt.readiness()
         if ok:

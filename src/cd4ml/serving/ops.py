@@ -7,7 +7,8 @@ overhead). For every request it:
   anything else is replaced) or makes one, and echoes it on every response;
 - refuses a declared body over ``serving.max_body_bytes`` with 413 before reading it;
 - answers 503 with ``Retry-After`` when ``serving.max_concurrency`` requests are in
-  flight in this worker, and 504 when a request takes longer than
+  flight in this worker (probes — health, readiness, metrics — take no slot and are
+  never refused: a busy worker is not a dead one), and 504 when a request takes longer than
   ``serving.request_timeout_s`` (counted from when the app starts on it, so it bounds
   slow uploads and waits, not a model call that is already running);
 - counts requests, latency, errors by type in Prometheus metrics, and writes one JSON
@@ -208,15 +209,17 @@ class OpsMiddleware:
             await self._reply(send, 413, error_body(protocol, (
                 f"body of {int(clen)} bytes is larger than the limit of {self.max_body} "
                 f"(serving.max_body_bytes)"), "INVALID_PARAMETER_VALUE"), rid)
-        elif self.in_flight >= self.max_conc:
+        elif not route.probe and self.in_flight >= self.max_conc:
             status, err_type = 503, "overloaded"
             await self._reply(send, 503, error_body(protocol, (
                 f"server busy: {self.in_flight} requests in flight, the limit per worker is "
                 f"{self.max_conc} (serving.max_concurrency); retry shortly"),
                 "TEMPORARILY_UNAVAILABLE"), rid, [(b"retry-after", b"1")])
         else:
-            self.in_flight += 1
-            METRICS.in_flight.inc()
+            limited = not route.probe  # a probe takes no slot (routes.PROBE)
+            if limited:
+                self.in_flight += 1
+                METRICS.in_flight.inc()
             task = asyncio.current_task()
             assert task is not None
             loop = asyncio.get_running_loop()
@@ -249,8 +252,9 @@ class OpsMiddleware:
                         f"internal error (request id {rid_s}); see the server log"),
                         "INTERNAL_ERROR"), rid)
             finally:
-                self.in_flight -= 1
-                METRICS.in_flight.dec()
+                if limited:
+                    self.in_flight -= 1
+                    METRICS.in_flight.dec()
                 del self._deadlines[task]
                 self._expired.discard(task)
         dt = time.perf_counter() - t0

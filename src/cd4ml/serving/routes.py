@@ -10,7 +10,8 @@ it travels in the ASGI scope under :data:`CONTEXT_KEY` and is read with
 :class:`RouteTable` is derived from the app's own routes once, when the app is built:
 the low-cardinality label of each path for metrics (its path template), which
 protocol's error shape a path answers in (from the route's tags: ``v2``, ``mlflow``,
-else native), and which POST endpoints the middleware may call directly, past
+else native), which routes are probes (tag :data:`PROBE`: health and metrics, which
+the concurrency limit never refuses), and which POST endpoints the middleware may call directly, past
 FastAPI's generic layers (those whose parameters are the request and the path's own
 parameters). A route added to the app is in the table with nothing else to edit.
 """
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.routing import Match
 
 __all__ = ["RequestContext", "CONTEXT_KEY", "context_of", "RouteTable", "RouteEntry",
-           "Protocol", "error_body"]
+           "Protocol", "error_body", "PROBE"]
 
 #: the ASGI scope key of a request's :class:`RequestContext` (namespaced, as the ASGI
 #: spec asks of extensions)
@@ -35,6 +36,10 @@ CONTEXT_KEY = "cd4ml.context"
 #: the error shapes of the protocols a route can speak
 Protocol = str  # "native" | "v2" | "mlflow"
 _PROTOCOL_TAGS = ("v2", "mlflow")
+#: the tag of a probe route (health, readiness, metrics): cheap, and answered even when
+#: the worker is at ``serving.max_concurrency``, so a load balancer or Prometheus does
+#: not read a busy server as a dead one
+PROBE = "probe"
 
 
 @dataclass(slots=True)
@@ -80,6 +85,8 @@ class RouteEntry:
 
     label: str  # the path template: the metrics' endpoint label
     protocol: Protocol
+    #: a probe (tag :data:`PROBE`): takes no slot of the concurrency limit
+    probe: bool = False
     #: the endpoint the middleware calls directly for a POST (None: FastAPI routes it)
     direct: Endpoint | None = None
 
@@ -88,9 +95,12 @@ class RouteEntry:
 UNKNOWN = RouteEntry("other", "native")
 
 
+def _tags(route: Any) -> tuple[str, ...]:
+    return tuple(getattr(route, "tags", None) or ())
+
+
 def _protocol(route: Any) -> Protocol:
-    tags = getattr(route, "tags", None) or ()
-    return next((t for t in _PROTOCOL_TAGS if t in tags), "native")
+    return next((t for t in _PROTOCOL_TAGS if t in _tags(route)), "native")
 
 
 def _direct(route: Any) -> Endpoint | None:
@@ -133,8 +143,10 @@ class RouteTable:
             path = getattr(route, "path", None)
             if path is None:
                 continue
-            plain, direct = RouteEntry(path, _protocol(route)), _direct(route)
-            post = RouteEntry(path, plain.protocol, direct) if direct is not None else plain
+            plain = RouteEntry(path, _protocol(route), PROBE in _tags(route))
+            direct = _direct(route)
+            post = RouteEntry(path, plain.protocol, plain.probe, direct) \
+                if direct is not None else plain
             if getattr(route, "param_convertors", None):
                 table.templated.append((route, plain, post))
                 continue

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from cd4ml import __version__
 from cd4ml.serving.guard import V2_INFER
 from cd4ml.serving.limits import read_checked
-from cd4ml.serving.routes import context_of
+from cd4ml.serving.routes import PROBE, context_of
 from cd4ml.serving.v2_tensors import (MATRIX_OUTPUT, NUMERIC, V2Error, decode_request,
                                       encode_response, mlserver_outputs, no_output,
                                       selected_outputs)
@@ -74,11 +74,11 @@ def v2_router(rt: Any, max_rows: int, max_bytes: int) -> APIRouter:
     async def server_meta() -> dict[str, Any]:
         return {"name": "cd4ml", "version": __version__, "extensions": ["binary_tensor_data"]}
 
-    @r.get("/v2/health/live")
+    @r.get("/v2/health/live", tags=[PROBE])
     async def live() -> dict[str, Any]:
         return {"live": True}
 
-    @r.get("/v2/health/ready")
+    @r.get("/v2/health/ready", tags=[PROBE])
     async def ready() -> Any:
         ok, why = rt.readiness()
         if ok:
