@@ -91,7 +91,8 @@ def walmart(sample_dir: Path) -> Dataset:
     tr = pd.read_csv(sample_dir / "train.csv.zip", parse_dates=["Date"])
     pnl = tr.sort_values(["Store", "Dept", "Date"]).reset_index(drop=True)
     spec = FeatureSpec(keys=["Store", "Dept"], time="Date", target="Weekly_Sales",
-                       horizon=1, lags=[1, 2], rolling_windows=[4], calendar=["week"])
+                       horizon=1, lags=[1, 2], rolling_windows=[4], calendar=["week"],
+                       holidays=["thanksgiving", "christmas"])  # seasonal_naive_aligned
     X = compute_features(pnl, spec)
     w = np.where(pnl["IsHoliday"], 5.0, 1.0)
     return Dataset("walmart", "forecast", X, pnl["Weekly_Sales"].to_numpy(np.float64), w=w,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import make_project
 
 from cd4ml.features.holidays import (BUILT_IN, christmas, easter, holiday_features, labor_day,
@@ -126,6 +127,9 @@ def test_holidays_in_a_run_and_the_refusals(tmp_path: Path, sample_dir: Path) ->
         and "known: super_bowl, easter" in line, line
     twice = _run(proj, "features.holidays=[easter,easter]")
     assert twice.returncode != 0 and "listed twice" in twice.stderr
+    align = _run(proj, "features.holiday_align=[diwali]")
+    assert align.returncode != 0 and "features.holiday_align.0" in align.stderr and \
+        "'diwali'" in align.stderr and "\n" not in align.stderr.strip(), align.stderr
     empty = _run(proj, "features.holidays=[fair]", "features.holiday_dates={fair: []}")
     assert empty.returncode != 0 and "no dates" in empty.stderr and \
         "\n" not in empty.stderr.strip()
@@ -143,3 +147,107 @@ def test_holidays_in_a_run_and_the_refusals(tmp_path: Path, sample_dir: Path) ->
     assert spec.holidays == ["thanksgiving", "christmas", "fair"]
     assert spec.holiday_dates == {"fair": ["2010-08-20", "2011-08-19", "2012-08-17"]}
     assert "hol_fair_weeks" in spec.feature_names
+
+
+def test_aligned_lags_by_hand() -> None:
+    """Christmas keeps its date (365 or 366 days a year), Thanksgiving its weekday (364,
+    or 371 when the fourth Thursday comes a week later), Easter moves by weeks."""
+    from cd4ml.features.holidays import aligned_lags
+
+    d = pd.DatetimeIndex(["2011-12-23", "2011-12-30", "2012-12-28", "2013-11-29",
+                          "2012-04-13", "2011-11-25", "2011-12-09", "2011-08-05"])
+    lags = aligned_lags(d, ALL, frequency_days=7, period_label="end", window=2, lag=52,
+                        table={})
+    assert lags[:2].tolist() == [365 / 7] * 2  # Christmas 2010 -> 2011
+    assert lags[2] == 366 / 7  # 2012 is a leap year: 2011-12-25 -> 2012-12-25
+    assert lags[3] == 53  # Thanksgiving 2012-11-22 -> 2013-11-28
+    assert lags[4] == 50  # Easter 2011-04-24 -> 2012-04-08 (the week after it)
+    assert lags[5] == 52  # Thanksgiving 2010-11-25 -> 2011-11-24
+    # 2011-12-09: two weeks after Thanksgiving and two before Christmas: the first listed
+    assert lags[6] == 52 and ALL.index("thanksgiving") < ALL.index("christmas")
+    assert np.isnan(lags[7])  # no holiday within 2 weeks
+    narrow = aligned_lags(d, ALL, frequency_days=7, period_label="end", window=0, lag=52,
+                          table={})
+    assert np.isnan(narrow[0]) and narrow[1] == 365 / 7  # only the week holding Dec 25
+    one_year = aligned_lags(d, ["fair"], frequency_days=7, period_label="end", window=2,
+                            lag=52, table={"fair": ["2011-12-20"]})
+    assert np.isnan(one_year).all()  # no occurrence a year earlier: nothing to align on
+
+
+def test_aligned_seasonal_values_on_real_walmart_weeks(full_walmart: Path) -> None:
+    """Store 1, dept 1, by hand from the CSV: the week ending 2011-12-23 reads 6/7 of the
+    week ending 2010-12-24 and 1/7 of the one ending 2010-12-17; a week far from any
+    holiday reads the plain seasonal naive; seasonal_mean3_aligned is seasonal_mean3 there.
+    """
+    from cd4ml.features import FeatureSpec, compute_features
+
+    tr = pd.read_csv(full_walmart / "train.csv.zip", parse_dates=["Date"])
+    series = tr[(tr.Store == 1) & (tr.Dept == 1)].sort_values("Date").reset_index(drop=True)
+    y = series.set_index(series.Date.dt.strftime("%Y-%m-%d")).Weekly_Sales
+    spec = FeatureSpec(keys=["Store", "Dept"], time="Date", target="Weekly_Sales",
+                       horizon=39, lags=[52], calendar=[], rolling_windows=[4],
+                       holidays=["thanksgiving", "christmas"])
+    X = compute_features(series, spec).set_index(y.index)
+    got = X.loc["2011-12-23", "seasonal_naive_aligned"]
+    want = 6 / 7 * y["2010-12-24"] + 1 / 7 * y["2010-12-17"]
+    assert abs(got - want) < 1e-3 * abs(want)  # float32 features
+    assert X.loc["2011-12-23", "seasonal_mean3_aligned"] == got
+    assert X.loc["2011-11-25", "seasonal_naive_aligned"] == np.float32(y["2010-11-26"])
+    for week in ("2011-07-01", "2012-06-01"):
+        row = X.loc[week]
+        assert row.seasonal_naive_aligned == row.seasonal_naive
+        assert row.seasonal_mean3_aligned == row.seasonal_mean3
+    # the first year has no last year: missing, as seasonal_naive
+    assert np.isnan(X.loc["2010-12-24", "seasonal_naive_aligned"])
+    assert "seasonal_naive_aligned" not in FeatureSpec(
+        keys=["Store"], time="Date", target="y", horizon=1).feature_names
+
+
+def test_aligned_lag_never_reads_inside_the_horizon() -> None:
+    """With a horizon of 52 weeks, Easter's 50-week alignment would read a week not yet
+    known when forecasting: that week keeps the plain seasonal naive."""
+    from cd4ml.features import FeatureSpec, compute_features
+
+    dates = pd.date_range("2010-01-01", "2012-12-28", freq="7D")
+    panel = pd.DataFrame({"s": 1, "t": dates, "y": np.arange(len(dates), dtype=float)})
+    spec = FeatureSpec(keys=["s"], time="t", target="y", horizon=52, calendar=[],
+                       rolling_windows=[4], holidays=["easter"], seasonal_years=1)
+    X = compute_features(panel, spec).set_index(dates.strftime("%Y-%m-%d"))
+    easter_week = X.loc["2012-04-13"]  # the week of Apr 7-13 holds Easter 2012-04-08
+    assert easter_week.seasonal_naive_aligned == easter_week.seasonal_naive
+    assert (X.seasonal_naive_aligned.dropna() <= X.index.get_indexer(
+        X.seasonal_naive_aligned.dropna().index) - 52 + 1e-6).all()
+
+
+def test_the_aligned_seasonal_naive_model(sample_dir: Path) -> None:
+    """``seasonal_naive_aligned`` answers the aligned feature where it is known (else the
+    series median, as seasonal naive), survives a save/load, and is refused in one line
+    by a spec without holidays."""
+    from cd4ml.config import ModelSpec
+    from cd4ml.errors import ModelError
+    from cd4ml.features import FeatureSpec, compute_features
+    from cd4ml.registry.predictors import load_predictor
+    from cd4ml.training.fit import fit_model
+
+    tr = pd.read_csv(sample_dir / "train.csv.zip", parse_dates=["Date"])
+    pnl = tr.sort_values(["Store", "Dept", "Date"]).reset_index(drop=True)
+    spec = FeatureSpec(keys=["Store", "Dept"], time="Date", target="Weekly_Sales",
+                       horizon=39, calendar=[], rolling_windows=[4],
+                       holidays=["thanksgiving", "christmas"])
+    X = compute_features(pnl, spec)
+    y = pnl.Weekly_Sales.to_numpy(np.float64)
+    m = fit_model(ModelSpec(name="a", type="seasonal_naive_aligned"), X, y, np.ones(len(y)),
+                  seed=0, keys=spec.keys, times=pnl.Date)
+    p = m.predict(X.to_numpy(np.float32))
+    known = X.seasonal_naive_aligned.notna().to_numpy()
+    assert known.sum() > 300 and np.allclose(p[known], X.seasonal_naive_aligned[known])
+    differs = known & (X.seasonal_naive_aligned != X.seasonal_naive).to_numpy()
+    assert differs.sum() >= 5 * 7  # the 5 weeks around Christmas 2011, each department
+    again = load_predictor(m.to_files(), m.meta())
+    assert np.array_equal(again.predict(X.to_numpy(np.float32)), p)
+    plain = FeatureSpec(keys=["Store", "Dept"], time="Date", target="Weekly_Sales",
+                        horizon=39, calendar=[], rolling_windows=[4])
+    with pytest.raises(ModelError, match="seasonal_naive_aligned needs features.holidays"):
+        fit_model(ModelSpec(name="a", type="seasonal_naive_aligned"),
+                  compute_features(pnl, plain), y, np.ones(len(y)), seed=0,
+                  keys=spec.keys, times=pnl.Date)

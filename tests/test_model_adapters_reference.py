@@ -184,7 +184,8 @@ def test_an_unknown_type_lists_the_known_ones_for_the_task() -> None:
     with pytest.raises(ConfigError, match="unknown model type"):  # fit_model checks too
         fit_model(spec("xgb"), pd.DataFrame({"a": [1.0]}), np.ones(1))
     assert known_types("forecast") == ["decision_tree", "lightgbm", "linear_regression",
-                                       "random_forest", "seasonal_naive", "series_mean"]
+                                       "random_forest", "seasonal_naive",
+                                       "seasonal_naive_aligned", "series_mean"]
 
 
 def test_bad_training_data_is_a_clear_model_error(acs_clf: Dataset) -> None:

@@ -25,7 +25,10 @@ from cd4ml.features.history import check_history, history_needs
 from cd4ml.pipeline.run import open_project, run_pipeline
 
 CLI = [sys.executable, "-m", "cd4ml.cli"]
-SETS = sum((["--set", s] for s in FAST), [])
+#: the sample's 143 weeks with a 39-week validation (the example's is 13): the validation
+#: fit has 65 weeks
+BASE = [*FAST, "split.validation_periods=39"]
+SETS = sum((["--set", s] for s in BASE), [])
 #: lightgbm learns the target less trend_4, known only after horizon + 52 + 1 = 92 weeks:
 #: the validation fit (65 weeks of the sample) has no row with it, the holdout fit has
 LIGHTGBM_FAILS = "models.candidates.0.params.target_offset=trend_4"
@@ -96,7 +99,7 @@ def test_a_failing_candidate_is_reported_and_the_others_are_compared(
     assert "Pipeline is up to date" in again.stdout and LIGHTGBM_ERROR in again.stdout
     assert state(proj)[1][0]["id"] == runs[0]["id"]
 
-    fixed = run_pipeline(proj, FAST)  # the fix (the example's target_offset) re-runs it
+    fixed = run_pipeline(proj, BASE)  # the fix (the example's target_offset) re-runs it
     ran = {s.name: s for s in fixed.stages if s.status == "ran"}
     assert "candidate:lightgbm" in ran and ran["candidate:lightgbm"].outputs["error"] is None
     assert "candidate:random_forest" not in ran and fixed.failed == {}
@@ -112,7 +115,7 @@ def test_a_failing_candidate_is_reported_and_the_others_are_compared(
 def test_no_candidate_left_the_baselines_decide_and_nothing_left_fails_in_one_line(
         sample_dir: Path, tmp_path: Path) -> None:
     proj = make_project(tmp_path, sample_dir)
-    out = run_pipeline(proj, [*FAST, *ALL_CANDIDATES_FAIL])
+    out = run_pipeline(proj, [*BASE, *ALL_CANDIDATES_FAIL])
     assert set(out.failed) == {"candidate:lightgbm", "candidate:random_forest",
                                "candidate:decision_tree"}
     assert "must be an int in the range [1, inf)" in out.failed["candidate:random_forest"]
@@ -247,7 +250,8 @@ def test_recency_weighting_fits_the_hand_computed_weights_from_each_fits_end(
 
     tr = pd.read_csv(sample_dir / "train.csv.zip", parse_dates=["Date"])
     dates = np.sort(tr.Date.unique())
-    train_end, validation_end = dates[-79], dates[-40]  # 39 holdout, 39 validation weeks
+    val = yaml.safe_load((proj / "cd4ml.yaml").read_text())["split"]["validation_periods"]
+    train_end, validation_end = dates[-40 - val], dates[-40]  # 39 holdout weeks
     holiday = np.where(tr.IsHoliday, 5.0, 1.0)
 
     def weighted_mean(end: np.datetime64) -> tuple[float, float]:

@@ -13,8 +13,12 @@ import cd4ml
 from cd4ml.pipeline.run import run_pipeline
 
 pytestmark = [pytest.mark.full_data, pytest.mark.slow]
+#: fewer trees than the example's 600 at 0.05; with so few, Dept 54 (small sales) comes
+#: out more than 50 % worse than seasonal naive and the gate refuses, so the fallback
+#: (chosen on validation) lets such departments give way
 QUICK = ["models.candidates.0.params.n_estimators=150",
          "models.candidates.0.params.learning_rate=0.1",
+         "models.candidates.0.fallback={by: [Dept], to: seasonal_naive, blend: true}",
          "models.candidates.1.params.n_estimators=4"]
 
 

@@ -88,6 +88,12 @@ class FeaturesConfig(_Strict):
         "forecasts span)"))
     holiday_window: int = Field(4, ge=1, description=(
         "periods before and after a holiday that get a position; farther is missing"))
+    holiday_align: list[str] | None = Field(None, description=(
+        "the holidays the seasonal lag aligns on (seasonal_naive_aligned); default: all "
+        "of holidays"))
+    holiday_align_window: int = Field(2, ge=0, description=(
+        "periods before and after a holiday whose seasonal_naive_aligned reads last year "
+        "at the same distance in days from the holiday (0: the holiday's period only)"))
     period_label: Literal["end", "start"] = Field("end", description=(
         "the date names the last day of its period (Walmart's weeks end on Friday) or "
         "its first"))

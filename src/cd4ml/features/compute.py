@@ -26,7 +26,8 @@ import pandas as pd
 
 from cd4ml.config import DataConfig, FeaturesConfig
 from cd4ml.errors import DataError
-from cd4ml.features.holidays import holiday_feature_names, holiday_features
+from cd4ml.features.holidays import (ALIGNED_FEATURES, aligned_lags, holiday_feature_names,
+                                     holiday_features)
 
 __all__ = ["FeatureSpec", "compute_features", "spec_from_config", "to_grid"]
 
@@ -54,6 +55,8 @@ class FeatureSpec:
     holiday_dates: dict[str, list[str]] = field(default_factory=dict)  #: ISO dates
     holiday_window: int = 4
     period_label: str = "end"
+    holiday_align_window: int = 2
+    holiday_align: list[str] | None = None  #: None: every one of ``holidays``
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,6 +85,7 @@ class FeatureSpec:
             names.append(c if mode == "known_ahead" else f"{c}_lag{self.horizon}")
         names += [f"lag_{k}" for k in self.lags]
         names += ["seasonal_naive", "seasonal_mean", "seasonal_mean3"]
+        names += list(ALIGNED_FEATURES) if self.holidays else []
         names += [f"roll_{s}_{w}" for w in self.rolling_windows for s in self.rolling_stats]
         names += [f"trend_{w}" for w in self.rolling_windows if w < self.seasonal_period]
         names += ["seasonal_baseline"]
@@ -106,6 +110,8 @@ def spec_from_config(data: DataConfig, feats: FeaturesConfig, panel: pd.DataFram
         static=list(feats.static), categories=cats,
         series_keys_as_features=feats.series_keys_as_features,
         holidays=list(feats.holidays), holiday_window=feats.holiday_window,
+        holiday_align_window=feats.holiday_align_window,
+        holiday_align=None if feats.holiday_align is None else list(feats.holiday_align),
         holiday_dates={h: [d.isoformat() for d in days]
                        for h, days in feats.holiday_dates.items() if h in feats.holidays},
         period_label=feats.period_label)
@@ -130,6 +136,35 @@ def _shift(a: np.ndarray, k: int) -> np.ndarray:
     if k < a.shape[1]:
         out[:, k:] = a[:, : a.shape[1] - k]
     return out
+
+
+def _aligned(y: np.ndarray, dates: pd.DatetimeIndex, spec: FeatureSpec, naive: np.ndarray,
+             mean3: np.ndarray) -> dict[str, np.ndarray]:
+    """``seasonal_naive_aligned``: last year's value at the same distance in days from the
+    nearest holiday (``holidays.aligned_lags``; a fractional lag mixes the two weeks it
+    falls between), where that lag is at least the horizon and the value is known, else
+    ``seasonal_naive``; ``seasonal_mean3_aligned``: that value near a holiday, else
+    ``seasonal_mean3``."""
+    align = spec.holidays if spec.holiday_align is None else spec.holiday_align
+    lags = aligned_lags(dates, align, frequency_days=spec.frequency_days,
+                        period_label=spec.period_label, window=spec.holiday_align_window,
+                        lag=spec.seasonal_lags[0], table=spec.holiday_dates)
+    aligned = naive.copy()
+    near = np.zeros(len(dates), dtype=bool)
+    for lag in np.unique(lags[np.isfinite(lags)]):
+        lo = int(np.floor(lag))
+        if lo < spec.horizon:  # would read a value not known when forecasting
+            continue
+        cols = np.flatnonzero(lags == lag)
+        a = _shift(y, lo)[:, cols]
+        frac = float(lag - lo)
+        if frac > 0:
+            b = _shift(y, lo + 1)[:, cols]
+            a = np.where(np.isnan(b), a, (1 - frac) * a + frac * b)
+        aligned[:, cols] = np.where(np.isnan(a), naive[:, cols], a)
+        near[cols] = True
+    mixed = np.where(near[None, :] & ~np.isnan(aligned), aligned, mean3)
+    return {"seasonal_naive_aligned": aligned, "seasonal_mean3_aligned": mixed}
 
 
 def _rolling(a: np.ndarray, w: int, stat: str) -> np.ndarray:
@@ -204,6 +239,8 @@ def compute_features(panel: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     out["seasonal_mean"] = _nanmean([_shift(y, k) for k in seas], shape)
     near = [k + d for k in seas for d in (-1, 0, 1) if k + d >= h]
     out["seasonal_mean3"] = _nanmean([_shift(y, k) for k in near], shape)
+    if spec.holidays:
+        out.update(_aligned(y, dates, spec, out["seasonal_naive"], out["seasonal_mean3"]))
     known = _shift(y, h)  # the latest value known when forecasting d
     for w in spec.rolling_windows:
         for s in spec.rolling_stats:

@@ -15,6 +15,14 @@ first (``start``), and each holiday ``h``:
 - the same two for the period one seasonal lag back (``..._lag<P>``), so a model that
   learns from last year's value sees how this year's holiday is placed differently.
 
+The seasonal lag itself can be aligned on the holidays (:func:`aligned_lags`): for a
+period within ``align_window`` periods of a holiday, last year's value is read at the
+same distance from last year's holiday, in days, not a fixed 52 weeks back. Christmas
+2011 came 365 days after Christmas 2010, so the week ending 2011-12-23 reads 52 1/7
+weeks back: 6/7 of the week ending 2010-12-24 and 1/7 of the week before; Thanksgiving
+2013 came 371 days after Thanksgiving 2012, so its week reads 53 weeks back (the 52-week
+lag lands on the week after Thanksgiving); Easter 2012 reads 50 weeks back.
+
 Built-in rules: ``thanksgiving`` (fourth Thursday of November), ``labor_day`` (first
 Monday of September), ``christmas`` (December 25), ``easter`` (Western, by the anonymous
 Gregorian computus), ``super_bowl`` (the first Sunday of February through 2021, the
@@ -35,7 +43,13 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["BUILT_IN", "easter", "thanksgiving", "labor_day", "christmas", "super_bowl",
-           "holiday_feature_names", "holiday_features", "occurrences"]
+           "holiday_feature_names", "holiday_features", "occurrences", "aligned_lags",
+           "ALIGNED_FEATURES"]
+
+#: the seasonal features aligned on the holidays (``features.compute``): last year's
+#: value at the same distance from the holiday, and ``seasonal_mean3`` with that value
+#: near the holidays
+ALIGNED_FEATURES = ("seasonal_naive_aligned", "seasonal_mean3_aligned")
 
 
 def _nth_weekday(year: int, month: int, weekday: int, n: int) -> dt.date:
@@ -105,15 +119,20 @@ def occurrences(name: str, first: dt.date, last: dt.date,
                      for y in range(first.year - 1, last.year + 2)])
 
 
+def _period_ends(dates: pd.DatetimeIndex, frequency_days: int, period_label: str,
+                 ) -> np.ndarray:
+    label = dates.to_numpy().astype("datetime64[D]")
+    return label + np.timedelta64(frequency_days - 1 if period_label == "start" else 0, "D")
+
+
 def holiday_features(dates: pd.DatetimeIndex, holidays: Sequence[str], *,
                      frequency_days: int, period_label: str, window: int, lag: int,
                      table: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
     """The :func:`holiday_feature_names` columns for periods named by ``dates``."""
     f = frequency_days
-    label = dates.to_numpy().astype("datetime64[D]")
-    end = label + np.timedelta64(f - 1 if period_label == "start" else 0, "D")
+    end = _period_ends(dates, f, period_label)
     out: dict[str, np.ndarray] = {}
-    if len(label) == 0:
+    if len(end) == 0:
         return {n: np.zeros(0) for n in holiday_feature_names(holidays, lag)}
     back = np.timedelta64(lag * f, "D")
     span = (pd.Timestamp(end.min() - back).date(), pd.Timestamp(end.max()).date())
@@ -144,3 +163,44 @@ def _placement(end: np.ndarray, days: np.ndarray, f: int, window: int,
     hi = np.minimum(e, h - 1)
     pre = np.clip(hi - lo + 1, 0, None).sum(axis=1).astype(np.float64)
     return weeks, pre
+
+
+def aligned_lags(dates: pd.DatetimeIndex, holidays: Sequence[str], *, frequency_days: int,
+                 period_label: str, window: int, lag: int,
+                 table: Mapping[str, Sequence[str]]) -> np.ndarray:
+    """Per period: the seasonal lag, in periods (fractional), that reads last year at the
+    same distance in days from the nearest holiday within ``window`` periods (the first
+    listed on a tie); NaN where no holiday is that near, or where the holiday has no
+    occurrence about ``lag`` periods earlier (a ``holiday_dates`` table of one year).
+
+    >>> d = pd.DatetimeIndex(["2011-12-23", "2011-11-25", "2011-07-01"])
+    >>> aligned_lags(d, ["thanksgiving", "christmas"], frequency_days=7, period_label="end",
+    ...              window=2, lag=52, table={}).round(4).tolist()
+    [52.1429, 52.0, nan]
+    """
+    f = frequency_days
+    end = _period_ends(dates, f, period_label)
+    best = np.full(len(end), np.inf)
+    out = np.full(len(end), np.nan)
+    if len(end) == 0:
+        return out
+    back = lag * f
+    span = (pd.Timestamp(end.min() - np.timedelta64(back, "D")).date(),
+            pd.Timestamp(end.max()).date())
+    e = end.astype(np.int64)[:, None]
+    for h in holidays:
+        days = occurrences(h, *span, table).astype(np.int64)
+        if len(days) == 0:
+            continue
+        pos = np.floor_divide(e - days[None, :], f)
+        nearest = np.abs(pos).argmin(axis=1)
+        dist = np.abs(pos[np.arange(len(end)), nearest]).astype(np.float64)
+        this = days[nearest]
+        # last year's occurrence: the one nearest to ``lag`` periods before, if within
+        # half a season's tolerance of three periods
+        prev_i = np.abs(days[None, :] - (this - back)[:, None]).argmin(axis=1)
+        gap = this - days[prev_i]
+        ok = (dist <= window) & (dist < best) & (np.abs(gap - back) <= 3 * f)
+        out[ok] = gap[ok] / f
+        best[ok] = dist[ok]
+    return out

@@ -181,6 +181,11 @@ _ALL: list[ModelAdapter] = [
                                                         SeasonalNaivePredictor)},
                  baseline=True, weighted=False,
                  doc="same week last year; else series, group, overall median"),
+    ModelAdapter("seasonal_naive_aligned", {"forecast": TaskFit(
+        baselines.fit_seasonal_naive_aligned, SeasonalNaivePredictor)},
+                 baseline=True, weighted=False,
+                 doc="last year's value at the same distance from the nearest holiday "
+                     "(features.holidays); else as seasonal_naive"),
     ModelAdapter("series_mean", {"forecast": TaskFit(baselines.fit_series_mean,
                                                      SeriesMeanPredictor)},
                  baseline=True, weighted=False,

@@ -15,6 +15,7 @@ from cd4ml.registry.predictors import (ConstantPredictor, Predictor, SeasonalNai
 from cd4ml.training.fitdata import FitData
 
 __all__ = ["fit_prior", "fit_majority", "fit_mean", "fit_median", "fit_seasonal_naive",
+           "fit_seasonal_naive_aligned",
            "fit_series_mean", "weighted_median"]
 
 
@@ -86,6 +87,19 @@ def fit_seasonal_naive(d: FitData) -> Predictor:
     """Same week last year; else the series median, the group median, the overall median."""
     keys, group, stats = _series_stats(d, "median", "seasonal_naive")
     return SeasonalNaivePredictor(feature_names=d.names, keys=keys, group_key=group,
+                                  **stats)  # type: ignore[arg-type]
+
+
+def fit_seasonal_naive_aligned(d: FitData) -> Predictor:
+    """Last year's value at the same distance from the nearest holiday (the
+    ``seasonal_naive_aligned`` feature: needs ``features.holidays``); else as
+    :func:`fit_seasonal_naive`."""
+    if "seasonal_naive_aligned" not in d.names:
+        raise ModelError(f"models.{d.name}: seasonal_naive_aligned needs features.holidays "
+                         f"(the holidays it aligns last year's weeks on)")
+    keys, group, stats = _series_stats(d, "median", "seasonal_naive_aligned")
+    return SeasonalNaivePredictor(feature_names=d.names, keys=keys, group_key=group,
+                                  source="seasonal_naive_aligned",
                                   **stats)  # type: ignore[arg-type]
 
 
