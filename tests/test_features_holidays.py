@@ -130,6 +130,11 @@ def test_holidays_in_a_run_and_the_refusals(tmp_path: Path, sample_dir: Path) ->
     align = _run(proj, "features.holiday_align=[diwali]")
     assert align.returncode != 0 and "features.holiday_align.0" in align.stderr and \
         "'diwali'" in align.stderr and "\n" not in align.stderr.strip(), align.stderr
+    align2 = _run(proj, "features.holiday_align=[christmas,christmas]")
+    assert align2.returncode != 0 and "features.holiday_align.1" in align2.stderr and \
+        "listed twice" in align2.stderr, align2.stderr
+    window = _run(proj, "features.holiday_align_window=-1")
+    assert window.returncode != 0 and "features.holiday_align_window = -1" in window.stderr
     empty = _run(proj, "features.holidays=[fair]", "features.holiday_dates={fair: []}")
     assert empty.returncode != 0 and "no dates" in empty.stderr and \
         "\n" not in empty.stderr.strip()

@@ -145,10 +145,13 @@ def _check_holidays(cfg: ProjectConfig) -> None:
                               key=f"features.holidays.{i}", value=h)
         if feats.holidays.index(h) != i:
             raise ConfigError("listed twice", key=f"features.holidays.{i}", value=h)
-    for i, h in enumerate(feats.holiday_align or []):
+    align = feats.holiday_align or []
+    for i, h in enumerate(align):
         if h not in feats.holidays:
             raise ConfigError(f"not one of features.holidays {feats.holidays}",
                               key=f"features.holiday_align.{i}", value=h)
+        if align.index(h) != i:
+            raise ConfigError("listed twice", key=f"features.holiday_align.{i}", value=h)
 
 
 def _check_fallbacks(cfg: ProjectConfig) -> None:
