@@ -196,8 +196,8 @@ def aligned_lags(dates: pd.DatetimeIndex, holidays: Sequence[str], *, frequency_
         nearest = np.abs(pos).argmin(axis=1)
         dist = np.abs(pos[np.arange(len(end)), nearest]).astype(np.float64)
         this = days[nearest]
-        # last year's occurrence: the one nearest to ``lag`` periods before, if within
-        # half a season's tolerance of three periods
+        # last year's occurrence: the one nearest to ``lag`` periods before, if it is
+        # within three periods of that
         prev_i = np.abs(days[None, :] - (this - back)[:, None]).argmin(axis=1)
         gap = this - days[prev_i]
         ok = (dist <= window) & (dist < best) & (np.abs(gap - back) <= 3 * f)
