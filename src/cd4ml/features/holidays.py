@@ -125,6 +125,21 @@ def _period_ends(dates: pd.DatetimeIndex, frequency_days: int, period_label: str
     return label + np.timedelta64(frequency_days - 1 if period_label == "start" else 0, "D")
 
 
+def _span(end: np.ndarray, lag: int, f: int) -> tuple[dt.date, dt.date]:
+    """The dates whose holidays periods ending on ``end`` and their ``lag`` back need."""
+    back = np.timedelta64(lag * f, "D")
+    return pd.Timestamp(end.min() - back).date(), pd.Timestamp(end.max()).date()
+
+
+def _nearest(end: np.ndarray, days: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """For periods ending on ``end`` and holiday dates ``days`` (both datetime64[D],
+    ``days`` not empty): the signed periods to the nearest holiday (0: the period
+    ``[end - f + 1, end]`` holds it), and that holiday's index in ``days``."""
+    pos = np.floor_divide(end.astype(np.int64)[:, None] - days.astype(np.int64)[None, :], f)
+    nearest = np.abs(pos).argmin(axis=1)
+    return pos[np.arange(len(end)), nearest], nearest
+
+
 def holiday_features(dates: pd.DatetimeIndex, holidays: Sequence[str], *,
                      frequency_days: int, period_label: str, window: int, lag: int,
                      table: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
@@ -135,7 +150,7 @@ def holiday_features(dates: pd.DatetimeIndex, holidays: Sequence[str], *,
     if len(end) == 0:
         return {n: np.zeros(0) for n in holiday_feature_names(holidays, lag)}
     back = np.timedelta64(lag * f, "D")
-    span = (pd.Timestamp(end.min() - back).date(), pd.Timestamp(end.max()).date())
+    span = _span(end, lag, f)
     for h in holidays:
         days = occurrences(h, *span, table)
         for suffix, e in (("", end), (f"_lag{lag}", end - back)):
@@ -151,12 +166,10 @@ def _placement(end: np.ndarray, days: np.ndarray, f: int, window: int,
     n = len(end)
     if len(days) == 0:
         return np.full(n, np.nan), np.zeros(n)
+    weeks = _nearest(end, days, f)[0].astype(np.float64)
+    weeks[np.abs(weeks) > window] = np.nan
     e = end.astype(np.int64)[:, None]
     h = days.astype(np.int64)[None, :]
-    pos = np.floor_divide(e - h, f)  # 0: the period [end - f + 1, end] holds h
-    nearest = np.abs(pos).argmin(axis=1)
-    weeks = pos[np.arange(n), nearest].astype(np.float64)
-    weeks[np.abs(weeks) > window] = np.nan
     # days of [end - f + 1, end] inside [h - f, h - 1], summed over the holidays (they
     # are a year apart, so at most one overlaps)
     lo = np.maximum(e - f + 1, h - f)
@@ -185,16 +198,14 @@ def aligned_lags(dates: pd.DatetimeIndex, holidays: Sequence[str], *, frequency_
     if len(end) == 0:
         return out
     back = lag * f
-    span = (pd.Timestamp(end.min() - np.timedelta64(back, "D")).date(),
-            pd.Timestamp(end.max()).date())
-    e = end.astype(np.int64)[:, None]
+    span = _span(end, lag, f)
     for h in holidays:
-        days = occurrences(h, *span, table).astype(np.int64)
+        days = occurrences(h, *span, table)
         if len(days) == 0:
             continue
-        pos = np.floor_divide(e - days[None, :], f)
-        nearest = np.abs(pos).argmin(axis=1)
-        dist = np.abs(pos[np.arange(len(end)), nearest]).astype(np.float64)
+        pos, nearest = _nearest(end, days, f)
+        dist = np.abs(pos).astype(np.float64)
+        days = days.astype(np.int64)
         this = days[nearest]
         # last year's occurrence: the one nearest to ``lag`` periods before, if it is
         # within three periods of that

@@ -138,20 +138,20 @@ def _check_holidays(cfg: ProjectConfig) -> None:
 
     feats = cfg.features
     known = [*BUILT_IN, *(n for n in feats.holiday_dates if n not in BUILT_IN)]
-    for i, h in enumerate(feats.holidays):
-        if h not in known:
-            raise ConfigError(f"not a known holiday; known: {', '.join(known)} (or give "
-                              f"its dates in features.holiday_dates)",
-                              key=f"features.holidays.{i}", value=h)
-        if feats.holidays.index(h) != i:
-            raise ConfigError("listed twice", key=f"features.holidays.{i}", value=h)
-    align = feats.holiday_align or []
-    for i, h in enumerate(align):
-        if h not in feats.holidays:
-            raise ConfigError(f"not one of features.holidays {feats.holidays}",
-                              key=f"features.holiday_align.{i}", value=h)
-        if align.index(h) != i:
-            raise ConfigError("listed twice", key=f"features.holiday_align.{i}", value=h)
+    _each_once_of(feats.holidays, known, "features.holidays",
+                  f"not a known holiday; known: {', '.join(known)} (or give its dates in "
+                  f"features.holiday_dates)")
+    _each_once_of(feats.holiday_align or [], feats.holidays, "features.holiday_align",
+                  f"not one of features.holidays {feats.holidays}")
+
+
+def _each_once_of(names: list[str], allowed: list[str], key: str, why: str) -> None:
+    """Each of ``names`` is in ``allowed`` (else ``why``) and listed once."""
+    for i, h in enumerate(names):
+        if h not in allowed:
+            raise ConfigError(why, key=f"{key}.{i}", value=h)
+        if names.index(h) != i:
+            raise ConfigError("listed twice", key=f"{key}.{i}", value=h)
 
 
 def _check_fallbacks(cfg: ProjectConfig) -> None:

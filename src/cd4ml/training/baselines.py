@@ -83,11 +83,16 @@ def _series_stats(d: FitData, stat: str, kind: str) -> tuple[list[str], str, dic
                          "overall": overall}
 
 
+def _seasonal_naive(d: FitData, source: str) -> Predictor:
+    """The ``source`` feature where known; else the series, group, overall median."""
+    keys, group, stats = _series_stats(d, "median", source)
+    return SeasonalNaivePredictor(feature_names=d.names, keys=keys, group_key=group,
+                                  source=source, **stats)  # type: ignore[arg-type]
+
+
 def fit_seasonal_naive(d: FitData) -> Predictor:
     """Same week last year; else the series median, the group median, the overall median."""
-    keys, group, stats = _series_stats(d, "median", "seasonal_naive")
-    return SeasonalNaivePredictor(feature_names=d.names, keys=keys, group_key=group,
-                                  **stats)  # type: ignore[arg-type]
+    return _seasonal_naive(d, "seasonal_naive")
 
 
 def fit_seasonal_naive_aligned(d: FitData) -> Predictor:
@@ -97,10 +102,7 @@ def fit_seasonal_naive_aligned(d: FitData) -> Predictor:
     if "seasonal_naive_aligned" not in d.names:
         raise ModelError(f"models.{d.name}: seasonal_naive_aligned needs features.holidays "
                          f"(the holidays it aligns last year's weeks on)")
-    keys, group, stats = _series_stats(d, "median", "seasonal_naive_aligned")
-    return SeasonalNaivePredictor(feature_names=d.names, keys=keys, group_key=group,
-                                  source="seasonal_naive_aligned",
-                                  **stats)  # type: ignore[arg-type]
+    return _seasonal_naive(d, "seasonal_naive_aligned")
 
 
 def fit_series_mean(d: FitData) -> Predictor:
